@@ -1,0 +1,41 @@
+# Tern — make targets. `make run` and `make test` are all a new user needs.
+GO      ?= go
+BIN     := bin/tern
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Packages whose tests exercise shared state run under the race detector.
+RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/...
+
+.PHONY: build run test test-race lint bench fuzz bench-compare clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tern
+
+run: build
+	mkdir -p data
+	./$(BIN) serve --data ./data
+
+test: lint
+	$(GO) test -count=1 -timeout 8m ./...
+	$(GO) test -count=1 -race -timeout 8m $(RACE_PKGS)
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Micro-benchmarks of the hot paths, with allocations.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./codec/... ./trie/... ./qos/...
+
+# A short run of every fuzz target (seed corpora are in testdata/fuzz).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in ./codec ./trie ./persist; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

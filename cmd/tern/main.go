@@ -1,0 +1,48 @@
+// Command tern is the Tern MQTT broker, its benchmark harness and its tools.
+//
+//	tern serve   run the broker
+//	tern bench   measure any MQTT broker
+//	tern version print the version
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `tern — an MQTT 3.1/3.1.1/5.0 broker for fleets of devices on one machine.
+
+Usage:
+  tern <command> [flags]
+
+Commands:
+  serve     run the broker (tern serve --help for its flags)
+  bench     measure an MQTT broker (tern bench --help)
+  version   print the version
+
+Run "tern <command> --help" for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	switch cmd {
+	case "serve":
+		os.Exit(serveCmd(args))
+	case "bench":
+		os.Exit(benchCmd(args))
+	case "version", "--version", "-v":
+		fmt.Println("tern", version)
+	case "help", "--help", "-h":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "tern: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+}

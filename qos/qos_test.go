@@ -1,0 +1,168 @@
+package qos
+
+import "testing"
+
+func TestWindowQoS1Flow(t *testing.T) {
+	var w Window[string]
+	w.SetMax(2)
+	id1, ok1 := w.Add("a", 1)
+	id2, ok2 := w.Add("b", 1)
+	if !ok1 || !ok2 || id1 == 0 || id2 == 0 || id1 == id2 {
+		t.Fatalf("add: %d %v %d %v", id1, ok1, id2, ok2)
+	}
+	if _, ok := w.Add("c", 1); ok || !w.Full() {
+		t.Fatal("window of 2 accepted a third message")
+	}
+	if _, ok := w.Add("z", 0); ok {
+		t.Fatal("QoS 0 must not enter the window")
+	}
+	if m, ok := w.Ack(id2); !ok || m != "b" {
+		t.Fatalf("ack out of order: %q %v", m, ok)
+	}
+	if _, ok := w.Ack(id2); ok {
+		t.Fatal("second PUBACK for the same id accepted")
+	}
+	if _, ok := w.Complete(id1); ok {
+		t.Fatal("PUBCOMP accepted for a QoS 1 message")
+	}
+	if w.Len() != 1 || w.Entries()[0].Msg != "a" {
+		t.Fatalf("entries: %+v", w.Entries())
+	}
+}
+
+func TestWindowQoS2Flow(t *testing.T) {
+	var w Window[int]
+	w.SetMax(10)
+	id, _ := w.Add(7, 2)
+	if _, ok := w.Complete(id); ok {
+		t.Fatal("PUBCOMP before PUBREC accepted")
+	}
+	if !w.Received(id) || !w.Received(id) {
+		t.Fatal("PUBREC (and a repeated PUBREC) must be answered with PUBREL")
+	}
+	if w.Entries()[0].State != AwaitPubcomp {
+		t.Fatalf("state %v", w.Entries()[0].State)
+	}
+	if m, ok := w.Complete(id); !ok || m != 7 || w.Len() != 0 {
+		t.Fatalf("complete: %v %v len %d", m, ok, w.Len())
+	}
+	if w.Received(999) {
+		t.Fatal("PUBREC for unknown id accepted")
+	}
+}
+
+// Packet ids in use are never handed out again [MQTT-2.2.1-3]: ids wrap from
+// 65535 to 1 and skip those still in flight.
+func TestWindowPacketIDsSkipInUse_MQTT_2_2_1_3(t *testing.T) {
+	var w Window[int]
+	w.SetMax(3)
+	w.Restore(Entry[int]{Msg: 1, PacketID: 65535, QoS: 1, State: AwaitPuback})
+	w.Restore(Entry[int]{Msg: 2, PacketID: 1, QoS: 1, State: AwaitPuback})
+	id, ok := w.Add(3, 1)
+	if !ok || id != 2 {
+		t.Fatalf("got id %d ok %v, want 2 (65535 and 1 in use)", id, ok)
+	}
+	seen := map[uint16]bool{}
+	w2 := Window[int]{}
+	w2.SetMax(1)
+	for i := 0; i < 70000; i++ {
+		id, ok := w2.Add(i, 1)
+		if !ok || id == 0 {
+			t.Fatalf("iteration %d: id %d ok %v", i, id, ok)
+		}
+		seen[id] = true
+		w2.Ack(id)
+	}
+	if len(seen) != 65535 {
+		t.Fatalf("ids cycled over %d values, want 65535", len(seen))
+	}
+}
+
+func TestQueueBoundsAndPolicy(t *testing.T) {
+	q := Queue[string]{MaxCount: 3, MaxBytes: 100}
+	push := func(m string, qos byte, size int, p Policy) (string, bool, bool) {
+		d, hd, ok := q.Push(Item[string]{Msg: m, QoS: qos, Size: size}, p)
+		return d.Msg, hd, ok
+	}
+	push("a", 1, 10, DropNewest)
+	push("z", 0, 10, DropNewest)
+	push("b", 1, 10, DropNewest)
+	// Full by count: the QoS 0 message goes first, order of the rest kept.
+	if d, hd, ok := push("c", 1, 10, DropNewest); !ok || !hd || d != "z" {
+		t.Fatalf("dropped %q %v queued %v", d, hd, ok)
+	}
+	// Full, no QoS 0 left: DropNewest refuses the new one.
+	if d, hd, ok := push("d", 2, 10, DropNewest); ok || !hd || d != "d" {
+		t.Fatalf("dropnewest: %q %v %v", d, hd, ok)
+	}
+	// DropOldest makes room.
+	if d, _, ok := push("e", 1, 10, DropOldest); !ok || d != "a" {
+		t.Fatalf("dropoldest: %q %v", d, ok)
+	}
+	var got []string
+	for {
+		it, ok := q.Pop()
+		if !ok {
+			break
+		}
+		got = append(got, it.Msg)
+	}
+	if want := []string{"b", "c", "e"}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("order %v want %v", got, want)
+	}
+	if q.Bytes() != 0 || q.Len() != 0 {
+		t.Fatalf("bytes %d len %d after draining", q.Bytes(), q.Len())
+	}
+	// Byte bound.
+	q2 := Queue[int]{MaxBytes: 25}
+	q2.Push(Item[int]{Msg: 1, QoS: 1, Size: 20}, DropNewest)
+	if _, _, ok := q2.Push(Item[int]{Msg: 2, QoS: 1, Size: 10}, DropNewest); ok {
+		t.Fatal("byte bound not enforced")
+	}
+	if _, _, ok := q2.Push(Item[int]{Msg: 3, QoS: 1, Size: 100}, DropOldest); ok {
+		t.Fatal("an item larger than MaxBytes was queued")
+	}
+}
+
+func TestQueueWrapsAndGrows(t *testing.T) {
+	q := Queue[int]{MaxCount: 1000}
+	next, want := 0, 0
+	for round := 0; round < 50; round++ {
+		for i := 0; i < 7; i++ {
+			q.Push(Item[int]{Msg: next, QoS: 1, Size: 1}, DropNewest)
+			next++
+		}
+		for i := 0; i < 5; i++ {
+			it, _ := q.Pop()
+			if it.Msg != want {
+				t.Fatalf("got %d want %d", it.Msg, want)
+			}
+			want++
+		}
+	}
+	if q.Len() != next-want {
+		t.Fatalf("len %d want %d", q.Len(), next-want)
+	}
+}
+
+// A re-sent QoS 2 PUBLISH with the same id before PUBREL is not routed again;
+// PUBREL for an unknown id is still answered [MQTT-4.3.3-11].
+func TestInboundDedupe_MQTT_4_3_3_11(t *testing.T) {
+	in := Inbound{Max: 2}
+	if isNew, full := in.Receive(5); !isNew || full {
+		t.Fatal("first receive must be new")
+	}
+	if isNew, _ := in.Receive(5); isNew {
+		t.Fatal("duplicate before PUBREL routed twice")
+	}
+	in.Receive(6)
+	if _, full := in.Receive(7); !full {
+		t.Fatal("bound not enforced")
+	}
+	if !in.Release(5) || in.Release(5) {
+		t.Fatal("release")
+	}
+	if isNew, _ := in.Receive(5); !isNew {
+		t.Fatal("after PUBREL the id may be reused for a new message")
+	}
+}

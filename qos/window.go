@@ -1,0 +1,168 @@
+package qos
+
+// State is where an outbound QoS 1/2 message stands in its flow.
+type State uint8
+
+// Outbound states.
+const (
+	AwaitPuback  State = iota + 1 // QoS 1 PUBLISH sent
+	AwaitPubrec                   // QoS 2 PUBLISH sent
+	AwaitPubcomp                  // QoS 2 PUBREC received, PUBREL sent
+)
+
+// Entry is one message in the inflight window.
+type Entry[M any] struct {
+	Msg      M
+	PacketID uint16
+	QoS      byte
+	State    State
+}
+
+// Window is the outbound inflight window of one session: at most Max QoS 1/2
+// messages sent and not yet acknowledged, in send order. It allocates packet
+// identifiers, skipping the ones still in use [MQTT-2.2.1-3]. The zero value
+// is not usable; set Max with SetMax. Storage grows on demand, so an idle
+// session costs no more than the struct.
+type Window[M any] struct {
+	entries []Entry[M]
+	max     int
+	lastID  uint16
+}
+
+// SetMax sets the window size (the smaller of the client's Receive Maximum
+// and the broker's inflight limit). Shrinking below Len keeps the entries; no
+// new ones are admitted until Len drops below max.
+func (w *Window[M]) SetMax(n int) {
+	if n < 1 {
+		n = 1
+	}
+	if n > 65535 {
+		n = 65535
+	}
+	w.max = n
+}
+
+// Max returns the window size.
+func (w *Window[M]) Max() int { return w.max }
+
+// Len returns the number of messages in flight.
+func (w *Window[M]) Len() int { return len(w.entries) }
+
+// Full reports whether no further message may be sent now.
+func (w *Window[M]) Full() bool { return len(w.entries) >= w.max }
+
+// Add puts msg in flight at qos (1 or 2) and returns its new packet id. ok is
+// false when the window is full or qos is 0.
+func (w *Window[M]) Add(msg M, qos byte) (id uint16, ok bool) {
+	if w.Full() || qos == 0 || qos > 2 {
+		return 0, false
+	}
+	id = w.nextID()
+	st := AwaitPuback
+	if qos == 2 {
+		st = AwaitPubrec
+	}
+	w.entries = append(w.entries, Entry[M]{Msg: msg, PacketID: id, QoS: qos, State: st})
+	return id, true
+}
+
+// Restore puts back an entry recovered from storage with its original packet
+// id and state, bypassing the size limit (the window was that large when the
+// entry was sent).
+func (w *Window[M]) Restore(e Entry[M]) {
+	w.entries = append(w.entries, e)
+	if e.PacketID > w.lastID {
+		w.lastID = e.PacketID
+	}
+}
+
+func (w *Window[M]) nextID() uint16 {
+	for {
+		w.lastID++
+		if w.lastID == 0 {
+			w.lastID = 1
+		}
+		if w.index(w.lastID) < 0 {
+			return w.lastID
+		}
+	}
+}
+
+func (w *Window[M]) index(id uint16) int {
+	for i := range w.entries {
+		if w.entries[i].PacketID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (w *Window[M]) remove(i int) M {
+	m := w.entries[i].Msg
+	copy(w.entries[i:], w.entries[i+1:])
+	var zero Entry[M]
+	w.entries[len(w.entries)-1] = zero
+	w.entries = w.entries[:len(w.entries)-1]
+	if len(w.entries) == 0 && cap(w.entries) > 16 {
+		w.entries = nil // give a burst's storage back
+	}
+	return m
+}
+
+// Ack handles PUBACK for id: the QoS 1 message is done and returned. ok is
+// false when no QoS 1 message with that id is in flight (a protocol error the
+// caller may ignore or report).
+func (w *Window[M]) Ack(id uint16) (msg M, ok bool) {
+	i := w.index(id)
+	if i < 0 || w.entries[i].State != AwaitPuback {
+		return msg, false
+	}
+	return w.remove(i), true
+}
+
+// Received handles PUBREC for id: the QoS 2 message moves to AwaitPubcomp and
+// the caller sends PUBREL. A PUBREC for a message already in AwaitPubcomp is
+// answered with PUBREL again (ok true). ok is false for an unknown id.
+func (w *Window[M]) Received(id uint16) (ok bool) {
+	i := w.index(id)
+	if i < 0 || w.entries[i].State == AwaitPuback {
+		return false
+	}
+	w.entries[i].State = AwaitPubcomp
+	return true
+}
+
+// Drop removes the message with id whatever its state (a 5.0 PUBREC with a
+// failure reason code ends the flow). ok is false for an unknown id.
+func (w *Window[M]) Drop(id uint16) (msg M, ok bool) {
+	i := w.index(id)
+	if i < 0 {
+		return msg, false
+	}
+	return w.remove(i), true
+}
+
+// Complete handles PUBCOMP for id: the QoS 2 flow is done and the message
+// returned. ok is false unless the message was in AwaitPubcomp.
+func (w *Window[M]) Complete(id uint16) (msg M, ok bool) {
+	i := w.index(id)
+	if i < 0 || w.entries[i].State != AwaitPubcomp {
+		return msg, false
+	}
+	return w.remove(i), true
+}
+
+// Entries returns the messages in flight in send order, for redelivery on
+// reconnect. The slice is valid until the next call that changes w; the caller
+// may set Entry fields it does not own (none) — it must treat it as read-only.
+func (w *Window[M]) Entries() []Entry[M] { return w.entries }
+
+// Clear removes every entry and calls fn (if not nil) with each message.
+func (w *Window[M]) Clear(fn func(M)) {
+	for i := range w.entries {
+		if fn != nil {
+			fn(w.entries[i].Msg)
+		}
+	}
+	w.entries = nil
+}

@@ -1,0 +1,224 @@
+package server
+
+import (
+	"errors"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/trie"
+)
+
+func nanotime() int64 { return time.Now().UnixNano() }
+
+// capExpiry bounds a requested session expiry by MaxSessionExpiry.
+func (s *Server) capExpiry(secs uint32) uint32 {
+	max := uint64(s.opts.MaxSessionExpiry / time.Second)
+	if uint64(secs) > max {
+		return uint32(max)
+	}
+	return secs
+}
+
+// refuse answers a CONNECT with a failure CONNACK in the client's protocol
+// version and closes the connection.
+func (c *client) refuse(version byte, code codec.ReasonCode, why string) gnet.Action {
+	ack := codec.Connack{ReasonCode: byte(code)}
+	if version < codec.Version5 {
+		ack.ReasonCode = codec.ConnackReturnCode311(code)
+	}
+	c.loop.out = ack.Append(c.loop.out, version)
+	c.closeWhy = why
+	c.srv.log.Info("connection refused", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	return gnet.Close
+}
+
+func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
+	l, srv := c.loop, c.srv
+	p := &l.connect
+	if err := p.Decode(h, body); err != nil {
+		var ce *codec.Error
+		if errors.As(err, &ce) && ce.Code == codec.UnsupportedProtocolVersion {
+			// Answer in 3.1.1 form: return code 0x01 [MQTT-3.1.2-2].
+			return c.refuse(codec.Version311, codec.UnsupportedProtocolVersion, err.Error())
+		}
+		return c.fail(err)
+	}
+	v := p.ProtocolVersion
+	c.version = v
+	c.id = string(p.ClientID)
+	assigned := false
+	if c.id == "" {
+		if v == codec.Version31 || (v == codec.Version311 && !p.CleanStart) {
+			// A persistent session needs a name the client knows [MQTT-3.1.3-8].
+			return c.refuse(v, codec.ClientIDNotValid, "empty client id with clean session 0")
+		}
+		c.id, assigned = assignClientID(), true
+	}
+	c.user = string(p.Username)
+	if a := srv.opts.Authenticator; a != nil {
+		info := ConnectInfo{ClientID: c.id, Username: c.user, Password: p.Password,
+			Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: v}
+		if err := a.Authenticate(info); err != nil {
+			return c.refuse(v, codec.BadUsernameOrPassword, "authentication failed: "+err.Error())
+		}
+	} else if !srv.opts.AllowAnonymous && !c.loopback {
+		return c.refuse(v, codec.NotAuthorized, "anonymous clients are allowed only on loopback listeners")
+	}
+	if p.WillFlag {
+		if err := trie.ValidateTopic(p.WillTopic, srv.opts.MaxTopicLevels); err != nil {
+			return c.fail(codec.Errf(codec.TopicNameInvalid, "MQTT-3.1.3-11", "invalid will topic: %v", err))
+		}
+		var props *codec.Properties
+		if v == codec.Version5 {
+			props = &p.WillProps
+			c.willDelay = p.WillProps.WillDelay
+		}
+		c.will = newMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain, props, l.now, nil)
+	}
+
+	// Session lifetime: 3.1.1 clean session 0 keeps the session up to the
+	// broker's cap; 5.0 says so with Session Expiry Interval.
+	var expiry uint32
+	switch {
+	case v < codec.Version5 && !p.CleanStart:
+		expiry = srv.capExpiry(^uint32(0))
+	case v == codec.Version5:
+		expiry = srv.capExpiry(p.Props.SessionExpiry)
+	}
+	keepAlive := p.KeepAlive
+	serverKeepAlive := false
+	if v == codec.Version5 && keepAlive > srv.opts.MaxKeepAlive {
+		keepAlive, serverKeepAlive = srv.opts.MaxKeepAlive, true
+	}
+	c.keepAlive = keepAlive
+	window := srv.opts.ReceiveMaximum
+	if v == codec.Version5 {
+		if p.Props.Has(codec.PropReceiveMaximum) && int(p.Props.ReceiveMaximum) < window {
+			window = int(p.Props.ReceiveMaximum)
+		}
+		if p.Props.Has(codec.PropMaximumPacketSize) {
+			c.maxPacketOut = p.Props.MaximumPacketSize
+		}
+	}
+
+	sess, present := srv.attach(c, p.CleanStart, expiry, window)
+
+	ack := codec.Connack{SessionPresent: present}
+	if v == codec.Version5 {
+		if assigned {
+			ack.Props.AssignedClientID = []byte(c.id)
+			ack.Props.Set(codec.PropAssignedClientID)
+		}
+		if serverKeepAlive {
+			ack.Props.ServerKeepAlive = keepAlive
+			ack.Props.Set(codec.PropServerKeepAlive)
+		}
+		if p.Props.SessionExpiry != expiry {
+			ack.Props.SessionExpiry = expiry
+			ack.Props.Set(codec.PropSessionExpiry)
+		}
+		ack.Props.ReceiveMaximum = uint16(srv.opts.ReceiveMaximum)
+		ack.Props.Set(codec.PropReceiveMaximum)
+		ack.Props.MaximumPacketSize = uint32(srv.opts.MaxPacketSize)
+		ack.Props.Set(codec.PropMaximumPacketSize)
+		ack.Props.TopicAliasMaximum = 0
+	}
+	l.out = ack.Append(l.out, v)
+	c.state = stateConnected
+	c.sess = sess
+	srv.stats.connected.Add(1)
+	c.flush() // CONNACK goes before any re-sent or queued PUBLISH
+	srv.log.Info("client connected", "client_id", c.id, "remote", remoteString(c.conn),
+		"protocol", versionName(v), "clean", p.CleanStart, "keepalive", keepAlive, "session_present", present)
+	if present {
+		c.resendInflight()
+	}
+	c.drain()
+	if keepAlive > 0 {
+		l.wheel.add(c, l.now/1e9+int64(keepAlive)*3/2+1)
+	}
+	return gnet.None
+}
+
+func versionName(v byte) string {
+	switch v {
+	case codec.Version31:
+		return "3.1"
+	case codec.Version311:
+		return "3.1.1"
+	case codec.Version5:
+		return "5.0"
+	}
+	return "unknown"
+}
+
+// attach binds c to the session of its client id: a new one, or the
+// existing one when the client asked to resume it. A connection that still
+// holds the session is told to close (takeover [MQTT-3.1.4-2]); its will
+// fires as for any abnormal close. The registry shard lock makes two
+// CONNECTs with the same id on different loops resolve one after the other.
+func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*session, bool) {
+	sh := s.sessions.shard(c.id)
+	sh.mu.Lock()
+	old := sh.m[c.id]
+	var (
+		sess    *session
+		present bool
+		prev    *client
+		ended   []sessionSub
+	)
+	if old != nil {
+		old.mu.Lock()
+		prev = old.owner
+		if prev != nil {
+			prev.takenOver.Store(true)
+			old.owner = nil
+			old.online.Store(false)
+		}
+		if clean || old.dead {
+			old.dead = true
+			ended = old.subs
+			old.subs = nil
+			old.queue.Clear(nil)
+			old.window.Clear(nil)
+			old.inbound.Clear()
+			old.mu.Unlock()
+		} else {
+			sess, present = old, true
+			sess.owner = c
+			sess.online.Store(true)
+			sess.expiry = expiry
+			sess.persistent = expiry > 0
+			sess.version = c.version
+			sess.window.SetMax(window)
+			old.mu.Unlock()
+		}
+	}
+	if sess == nil {
+		sess = newSession(c.id, &s.opts)
+		sess.owner = c
+		sess.online.Store(true)
+		sess.expiry = expiry
+		sess.persistent = expiry > 0
+		sess.version = c.version
+		sess.window.SetMax(window)
+		if old == nil {
+			s.sessions.count.Add(1)
+		}
+		sh.m[c.id] = sess
+	}
+	sh.mu.Unlock()
+	for _, sub := range ended {
+		s.subs.Unsubscribe(sub.filter, old)
+	}
+	if prev != nil {
+		if prev.version == codec.Version5 {
+			d := codec.Disconnect{ReasonCode: byte(codec.SessionTakenOver)}
+			_ = prev.conn.AsyncWrite(d.Append(nil, codec.Version5), nil)
+		}
+		_ = prev.conn.Close() // safe from any goroutine; ignored if already closed
+	}
+	return sess, present
+}

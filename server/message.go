@@ -1,0 +1,91 @@
+package server
+
+import (
+	"github.com/ternmq/tern/codec"
+)
+
+// message is one application message as the broker holds it: copied once
+// out of the publisher's read buffer into a single allocation and shared,
+// read-only, by every recipient session, the retained index and (later) the
+// store. Nothing mutates a message after it is built, so no lock guards it
+// and the garbage collector frees it when the last queue lets go.
+type message struct {
+	topic   []byte
+	payload []byte
+	qos     byte
+	retain  bool
+	// props holds the 5.0 properties forwarded to subscribers (payload
+	// format, content type, response topic, correlation data, user
+	// properties), deep-copied; nil when there are none.
+	props *codec.Properties
+	// expiresAt is the unix-nanosecond instant after which the message is
+	// not delivered (5.0 Message Expiry Interval); 0 means never.
+	expiresAt int64
+	// from is the publishing session, for 5.0 No Local; nil for the broker.
+	from *session
+}
+
+// newMessage copies topic and payload into one buffer. props (may be nil)
+// is deep-copied when it carries anything worth forwarding.
+func newMessage(topic, payload []byte, qos byte, retain bool, props *codec.Properties, now int64, from *session) *message {
+	buf := make([]byte, len(topic)+len(payload))
+	n := copy(buf, topic)
+	copy(buf[n:], payload)
+	m := &message{topic: buf[:n:n], payload: buf[n:], qos: qos, retain: retain, from: from}
+	if props != nil {
+		m.props = forwardProps(props)
+		if props.Has(codec.PropMessageExpiry) {
+			m.expiresAt = now + int64(props.MessageExpiry)*1e9
+		}
+	}
+	return m
+}
+
+// forwardProps deep-copies the properties of a PUBLISH that are forwarded to
+// subscribers [MQTT-3.3.2-4..-20]; it returns nil when there are none.
+func forwardProps(p *codec.Properties) *codec.Properties {
+	const fwd = 1<<codec.PropPayloadFormat | 1<<codec.PropMessageExpiry | 1<<codec.PropContentType |
+		1<<codec.PropResponseTopic | 1<<codec.PropCorrelationData
+	if p.Present&fwd == 0 && len(p.User) == 0 {
+		return nil
+	}
+	size := len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData)
+	for _, u := range p.User {
+		size += len(u.Key) + len(u.Value)
+	}
+	buf := make([]byte, 0, size)
+	cp := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	out := &codec.Properties{Present: p.Present & fwd}
+	out.PayloadFormat = p.PayloadFormat
+	out.MessageExpiry = p.MessageExpiry
+	out.ContentType = cp(p.ContentType)
+	out.ResponseTopic = cp(p.ResponseTopic)
+	out.CorrelationData = cp(p.CorrelationData)
+	if len(p.User) > 0 {
+		out.User = make([]codec.UserProperty, len(p.User))
+		for i, u := range p.User {
+			out.User[i] = codec.UserProperty{Key: cp(u.Key), Value: cp(u.Value)}
+		}
+		out.Set(codec.PropUserProperty)
+	}
+	return out
+}
+
+// size is what the message counts against queue byte limits.
+func (m *message) size() int { return len(m.topic) + len(m.payload) + 64 }
+
+// outMsg is one delivery of a message to one session: the message, how it
+// is to be flagged for that subscriber and the 5.0 subscription identifiers
+// of the filters that matched.
+type outMsg struct {
+	m      *message
+	retain bool     // RETAIN flag on the delivered PUBLISH
+	subIDs []uint32 // 5.0 subscription identifiers; nil for most deliveries
+}

@@ -1,0 +1,171 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/ternmq/tern/qos"
+)
+
+// Options configures a Server. The zero value of every field means "the
+// default" written next to it; call EnsureDefaults to fill them in and
+// Validate to check them (New does both).
+type Options struct {
+	// Listeners are the TCP addresses to accept MQTT on, "host:port".
+	// Default: ["127.0.0.1:1883"].
+	Listeners []string
+	// DataDir is where durable state lives. Default: "./data".
+	DataDir string
+	// AllowAnonymous lets clients without credentials connect on every
+	// listener. Default false: anonymous clients are accepted only on
+	// loopback listeners (DESIGN §6) and need an Authenticator elsewhere.
+	AllowAnonymous bool
+	// Authenticator, when set, decides every CONNECT. Default: nil.
+	Authenticator Authenticator
+	// Authorizer, when set, decides every PUBLISH and SUBSCRIBE. Default: nil (allow).
+	Authorizer Authorizer
+
+	// MaxPacketSize bounds an inbound packet, checked from its fixed header
+	// before any allocation. Default: 1 MiB.
+	MaxPacketSize int
+	// ConnectTimeout closes a connection that sends no CONNECT. Default: 10s.
+	ConnectTimeout time.Duration
+	// MaxKeepAlive caps the keepalive a client may ask for (0 in CONNECT
+	// stays 0 unless ForceKeepAlive). Default: 65535s (no cap).
+	MaxKeepAlive uint16
+	// ReceiveMaximum is the broker's inflight window per session (QoS 1/2
+	// messages sent and unacknowledged) and, for 5.0, what it advertises.
+	// Default: 64.
+	ReceiveMaximum int
+	// MaxInboundQoS2 bounds the QoS 2 PUBLISHes a client may leave awaiting
+	// PUBREL. Default: ReceiveMaximum.
+	MaxInboundQoS2 int
+	// MaxQueuedMessages and MaxQueuedBytes bound each session's queue.
+	// Defaults: 10,000 and 64 MiB.
+	MaxQueuedMessages int
+	MaxQueuedBytes    int
+	// QueuePolicy says what a full queue gives up (QoS 0 always goes
+	// first). Default: qos.DropNewest.
+	QueuePolicy qos.Policy
+	// MaxOutboundBytes bounds what waits in a connection's socket buffer:
+	// past it QoS 0 deliveries to that client are dropped, and past 4× it the
+	// slow consumer is disconnected. Default: 4 MiB.
+	MaxOutboundBytes int
+	// MaxTopicLevels bounds topic and filter depth. Default: 128.
+	MaxTopicLevels int
+	// MaxSessionExpiry caps how long a persistent session outlives its
+	// connection (3.1.1 clean session 0, 5.0 session expiry). Default: 7 days.
+	MaxSessionExpiry time.Duration
+	// EventLoops is the number of gnet event loops. Default: GOMAXPROCS.
+	EventLoops int
+
+	// Logger receives the broker's logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Authenticator decides whether a client may connect.
+type Authenticator interface {
+	// Authenticate is called on the connection's event loop; it must not block.
+	Authenticate(c ConnectInfo) error
+}
+
+// Authorizer decides what a connected client may do. Its methods are called
+// on event loops and must not block.
+type Authorizer interface {
+	CanPublish(clientID, username, topic string) bool
+	CanSubscribe(clientID, username, filter string) bool
+}
+
+// ConnectInfo is what an Authenticator sees of a CONNECT.
+type ConnectInfo struct {
+	ClientID, Username string
+	Password           []byte // valid only during the call
+	Remote, Local      net.Addr
+	ProtocolVersion    byte
+}
+
+// EnsureDefaults fills every zero field with its default.
+func (o *Options) EnsureDefaults() {
+	if len(o.Listeners) == 0 {
+		o.Listeners = []string{"127.0.0.1:1883"}
+	}
+	if o.DataDir == "" {
+		o.DataDir = "./data"
+	}
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = 1 << 20
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.MaxKeepAlive == 0 {
+		o.MaxKeepAlive = 65535
+	}
+	if o.ReceiveMaximum == 0 {
+		o.ReceiveMaximum = 64
+	}
+	if o.MaxInboundQoS2 == 0 {
+		o.MaxInboundQoS2 = o.ReceiveMaximum
+	}
+	if o.MaxQueuedMessages == 0 {
+		o.MaxQueuedMessages = 10000
+	}
+	if o.MaxQueuedBytes == 0 {
+		o.MaxQueuedBytes = 64 << 20
+	}
+	if o.MaxOutboundBytes == 0 {
+		o.MaxOutboundBytes = 4 << 20
+	}
+	if o.MaxTopicLevels == 0 {
+		o.MaxTopicLevels = 128
+	}
+	if o.MaxSessionExpiry == 0 {
+		o.MaxSessionExpiry = 7 * 24 * time.Hour
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Validate reports every problem with o at once.
+func (o *Options) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, l := range o.Listeners {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			bad("listener %q: want host:port: %v", l, err)
+		}
+		if strings.Contains(l, "://") {
+			bad("listener %q: give host:port without a scheme", l)
+		}
+	}
+	if o.MaxPacketSize < 64 || o.MaxPacketSize > 268435460 {
+		bad("max packet size %d: want 64 bytes to 256 MiB", o.MaxPacketSize)
+	}
+	if o.ConnectTimeout < 0 {
+		bad("connect timeout %v is negative", o.ConnectTimeout)
+	}
+	if o.ReceiveMaximum < 1 || o.ReceiveMaximum > 65535 {
+		bad("receive maximum %d: want 1 to 65535", o.ReceiveMaximum)
+	}
+	if o.MaxInboundQoS2 < 1 || o.MaxInboundQoS2 > 65535 {
+		bad("max inbound QoS 2 %d: want 1 to 65535", o.MaxInboundQoS2)
+	}
+	if o.MaxQueuedMessages < 0 || o.MaxQueuedBytes < 0 || o.MaxOutboundBytes < 0 {
+		bad("queue and outbound limits must not be negative")
+	}
+	if o.MaxTopicLevels < 1 {
+		bad("max topic levels %d: want ≥ 1", o.MaxTopicLevels)
+	}
+	if o.MaxSessionExpiry < 0 {
+		bad("max session expiry %v is negative", o.MaxSessionExpiry)
+	}
+	if o.EventLoops < 0 || o.EventLoops > 1024 {
+		bad("event loops %d: want 0 (GOMAXPROCS) to 1024", o.EventLoops)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,350 @@
+package server
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/ternmq/tern/trie"
+)
+
+// Server is an MQTT broker. Create it with New, run it with Serve, stop it
+// with Close. All exported methods are safe for concurrent use.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	subs     *trie.Trie[*session]
+	retained *trie.Retained[*message]
+	sessions *registry
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loop
+	loopSet atomic.Pointer[[]*loop] // copy-on-write list for the ticker
+
+	eng     gnet.Engine
+	ready   chan struct{}
+	done    chan struct{}
+	addrs   []net.Addr
+	closing atomic.Bool
+
+	expiryMu sync.Mutex
+	expiry   expiryHeap
+
+	stats stats
+}
+
+type stats struct {
+	connected, clients   atomic.Int64
+	msgsIn, msgsOut      atomic.Uint64
+	bytesIn              atomic.Uint64
+	dropped              atomic.Uint64
+	connects, disconnect atomic.Uint64
+}
+
+// Stats is a snapshot of the broker's counters.
+type Stats struct {
+	Connected       int64  // connections that completed CONNECT
+	Sessions        int64  // sessions known, online or not
+	Subscriptions   int    // subscriptions in the trie
+	Retained        int    // retained messages
+	MessagesIn      uint64 // PUBLISH packets received
+	MessagesOut     uint64 // PUBLISH packets sent
+	MessagesDropped uint64 // deliveries given up to queue or outbound limits
+}
+
+// New checks opts and returns a server that is not yet listening.
+func New(opts Options) (*Server, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid options: %w", err)
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		subs:     trie.New[*session](subscriberAvailable),
+		retained: trie.NewRetained[*message](),
+		sessions: newRegistry(),
+		loops:    make(map[gnet.EventLoop]*loop),
+		ready:    make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	return s, nil
+}
+
+// Serve listens on the configured addresses and runs the broker until Close.
+// It returns nil after a clean Close.
+func (s *Server) Serve() error {
+	addrs := make([]string, len(s.opts.Listeners))
+	for i, l := range s.opts.Listeners {
+		addrs[i] = "tcp://" + l
+	}
+	loops := s.opts.EventLoops
+	if loops == 0 {
+		loops = runtime.GOMAXPROCS(0)
+	}
+	go s.ticker()
+	err := gnet.Rotate(&handler{s: s}, addrs,
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(loops),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithReuseAddr(true),
+		gnet.WithLogger(gnetLogger{s.log}),
+	)
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready) // failed before boot: unblock Ready waiters
+	}
+	if s.closing.Load() {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("serve %v: %w", s.opts.Listeners, err)
+	}
+	return nil
+}
+
+// Ready is closed once the broker accepts connections (or Serve failed).
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addrs returns the bound listener addresses (useful with port 0), valid
+// after Ready.
+func (s *Server) Addrs() []net.Addr { return s.addrs }
+
+// Close stops accepting, closes every connection (firing wills of clients
+// that did not DISCONNECT) and returns when the event loops have stopped.
+func (s *Server) Close() error {
+	if !s.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(s.done)
+	<-s.ready
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.eng.Validate(); err != nil {
+		return nil // never booted
+	}
+	return s.eng.Stop(ctx)
+}
+
+// Stats returns a snapshot of the broker's counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Connected:       s.stats.connected.Load(),
+		Sessions:        s.sessions.count.Load(),
+		Subscriptions:   s.subs.Len(),
+		Retained:        s.retained.Len(),
+		MessagesIn:      s.stats.msgsIn.Load(),
+		MessagesOut:     s.stats.msgsOut.Load(),
+		MessagesDropped: s.stats.dropped.Load(),
+	}
+}
+
+// loopOf returns the broker state for gnet loop el, creating it on first use.
+func (s *Server) loopOf(el gnet.EventLoop) *loop {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	l := s.loops[el]
+	if l == nil {
+		l = newLoop(s, el)
+		s.loops[el] = l
+		list := make([]*loop, 0, len(s.loops))
+		for _, x := range s.loops {
+			list = append(list, x)
+		}
+		s.loopSet.Store(&list)
+	}
+	return l
+}
+
+// ticker drives every loop's timing wheel once a second and expires
+// abandoned sessions.
+func (s *Server) ticker() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			if p := s.loopSet.Load(); p != nil {
+				for _, l := range *p {
+					_ = l.el.Execute(context.Background(), l.tickFn)
+				}
+			}
+			s.expireSessions(now.Unix())
+		}
+	}
+}
+
+type handler struct {
+	gnet.BuiltinEventEngine
+	s *Server
+}
+
+func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
+	s := h.s
+	s.eng = eng
+	for _, l := range s.opts.Listeners {
+		fd, err := eng.DupListener("tcp", l)
+		if err != nil {
+			continue
+		}
+		if sa, err := unix.Getsockname(fd); err == nil {
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				s.addrs = append(s.addrs, &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port})
+			case *unix.SockaddrInet6:
+				s.addrs = append(s.addrs, &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port})
+			}
+		}
+		_ = unix.Close(fd)
+	}
+	s.log.Info("tern listening", "listeners", s.addrStrings())
+	close(s.ready)
+	return gnet.None
+}
+
+func (s *Server) addrStrings() []string {
+	out := make([]string, len(s.addrs))
+	for i, a := range s.addrs {
+		out[i] = a.String()
+	}
+	return out
+}
+
+func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	s := h.s
+	if s.closing.Load() {
+		return nil, gnet.Close
+	}
+	l := s.loopOf(c.EventLoop())
+	l.now = time.Now().UnixNano()
+	cl := &client{srv: s, loop: l, conn: c, openedAt: l.now / 1e9}
+	cl.loopback = isLoopback(c.LocalAddr())
+	c.SetContext(cl)
+	s.stats.clients.Add(1)
+	l.wheel.add(cl, cl.openedAt+int64(s.opts.ConnectTimeout/time.Second))
+	return nil, gnet.None
+}
+
+func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
+	cl, _ := c.Context().(*client)
+	if cl == nil {
+		return gnet.Close
+	}
+	return cl.onTraffic()
+}
+
+func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
+	cl, _ := c.Context().(*client)
+	if cl == nil {
+		return gnet.None
+	}
+	h.s.stats.clients.Add(-1)
+	cl.onClose(err)
+	return gnet.None
+}
+
+func isLoopback(a net.Addr) bool {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.IsLoopback()
+	}
+	if a == nil {
+		return false
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// expiry of offline persistent sessions: a min-heap by deadline. An entry is
+// checked against the session when it comes due, so reconnects need not
+// remove it.
+type expiryEntry struct {
+	at int64
+	s  *session
+}
+type expiryHeap []expiryEntry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryEntry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+func (s *Server) scheduleExpiry(sess *session, at int64) {
+	s.expiryMu.Lock()
+	heap.Push(&s.expiry, expiryEntry{at: at, s: sess})
+	s.expiryMu.Unlock()
+}
+
+func (s *Server) expireSessions(now int64) {
+	for {
+		s.expiryMu.Lock()
+		if len(s.expiry) == 0 || s.expiry[0].at > now {
+			s.expiryMu.Unlock()
+			return
+		}
+		e := heap.Pop(&s.expiry).(expiryEntry)
+		s.expiryMu.Unlock()
+		sess := e.s
+		sess.mu.Lock()
+		expired := sess.owner == nil && !sess.dead && sess.offlineAt+int64(sess.expiry) <= now
+		sess.mu.Unlock()
+		if expired {
+			s.log.Info("session expired", "client_id", sess.id)
+			s.endSession(sess)
+		}
+	}
+}
+
+// endSession removes a session and everything it holds. The caller must not
+// hold sess.mu.
+func (s *Server) endSession(sess *session) {
+	sess.mu.Lock()
+	if sess.dead {
+		sess.mu.Unlock()
+		return
+	}
+	sess.dead = true
+	subs := sess.subs
+	sess.subs = nil
+	sess.queue.Clear(nil)
+	sess.window.Clear(nil)
+	sess.inbound.Clear()
+	sess.mu.Unlock()
+	for _, sub := range subs {
+		s.subs.Unsubscribe(sub.filter, sess)
+	}
+	s.sessions.removeIf(sess.id, sess)
+}
+
+var errClosed = errors.New("server closed")
+
+var clientIDSeq atomic.Uint64
+
+// assignClientID makes a unique id for a client that sent none.
+func assignClientID() string {
+	return "tern-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(clientIDSeq.Add(1), 36)
+}

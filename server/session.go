@@ -1,0 +1,157 @@
+package server
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ternmq/tern/qos"
+	"github.com/ternmq/tern/trie"
+)
+
+// session is the state that outlives a connection: subscriptions, the
+// outbound queue and inflight window, and the inbound QoS 2 flows.
+//
+// Concurrency: mu guards every field below it. It is taken by the owning
+// connection's event loop (acks, draining the queue), by publishers on any
+// loop (enqueuing a delivery) and by CONNECT on whichever loop the client
+// reconnects to (takeover). The critical sections are a few slice
+// operations; nothing blocks while holding mu and mu is never held while
+// taking another session's mu.
+type session struct {
+	id string
+
+	// online mirrors owner != nil for lock-free readers (shared
+	// subscription member selection in the trie).
+	online atomic.Bool
+
+	mu         sync.Mutex
+	owner      *client // the connection the session is attached to; nil while offline
+	dead       bool    // removed from the registry: deliveries are dropped
+	persistent bool    // survives its connection (clean session 0 / expiry > 0)
+	expiry     uint32  // seconds the session outlives its connection (capped)
+	offlineAt  int64   // unix seconds it went offline
+	version    byte    // protocol version of the last connection
+	subs       []sessionSub
+	queue      qos.Queue[outMsg]
+	window     qos.Window[outMsg]
+	inbound    qos.Inbound
+	dropped    uint64 // deliveries lost to queue limits (for $SYS and logs)
+}
+
+// sessionSub is one subscription as the session records it, so it can be
+// removed from the trie when the session ends.
+type sessionSub struct {
+	filter string
+	qos    byte
+	opts   byte
+	id     uint32
+}
+
+// 5.0 subscription options byte (§3.8.3.1) as stored in trie.Sub.Options.
+const (
+	optNoLocal           = 0x04
+	optRetainAsPublished = 0x08
+)
+
+func newSession(id string, o *Options) *session {
+	s := &session{id: id}
+	s.queue.MaxCount = o.MaxQueuedMessages
+	s.queue.MaxBytes = o.MaxQueuedBytes
+	s.window.SetMax(o.ReceiveMaximum)
+	s.inbound.Max = o.MaxInboundQoS2
+	return s
+}
+
+// setSubLocked records sub in the session's list, replacing one on the same
+// filter. It reports whether one was replaced.
+func (s *session) setSubLocked(sub sessionSub) bool {
+	for i := range s.subs {
+		if s.subs[i].filter == sub.filter {
+			s.subs[i] = sub
+			return true
+		}
+	}
+	s.subs = append(s.subs, sub)
+	return false
+}
+
+func (s *session) removeSubLocked(filter string) bool {
+	for i := range s.subs {
+		if s.subs[i].filter == filter {
+			s.subs[i] = s.subs[len(s.subs)-1]
+			s.subs = s.subs[:len(s.subs)-1]
+			return true
+		}
+	}
+	return false
+}
+
+// registry maps client ids to sessions. It is sharded so that CONNECT storms
+// on many loops do not serialise on one lock.
+type registry struct {
+	seed   maphash.Seed
+	shards [64]struct {
+		mu sync.Mutex
+		m  map[string]*session
+	}
+	count atomic.Int64
+}
+
+func newRegistry() *registry {
+	r := &registry{seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		r.shards[i].m = make(map[string]*session)
+	}
+	return r
+}
+
+func (r *registry) shard(id string) *struct {
+	mu sync.Mutex
+	m  map[string]*session
+} {
+	return &r.shards[maphash.String(r.seed, id)%uint64(len(r.shards))]
+}
+
+// get returns the session of id, or nil.
+func (r *registry) get(id string) *session {
+	sh := r.shard(id)
+	sh.mu.Lock()
+	s := sh.m[id]
+	sh.mu.Unlock()
+	return s
+}
+
+// removeIf deletes id's entry if it is still s.
+func (r *registry) removeIf(id string, s *session) {
+	sh := r.shard(id)
+	sh.mu.Lock()
+	if sh.m[id] == s {
+		delete(sh.m, id)
+		r.count.Add(-1)
+	}
+	sh.mu.Unlock()
+}
+
+// each calls fn for every session (a snapshot per shard).
+func (r *registry) each(fn func(*session)) {
+	var batch []*session
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		batch = batch[:0]
+		for _, s := range sh.m {
+			batch = append(batch, s)
+		}
+		sh.mu.Unlock()
+		for _, s := range batch {
+			fn(s)
+		}
+	}
+}
+
+// subscriberAvailable tells the trie whether a shared-subscription member is
+// connected.
+func subscriberAvailable(s *session) bool { return s.online.Load() }
+
+var _ = trie.Sub[*session]{}

@@ -1,0 +1,119 @@
+package server
+
+import (
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/trie"
+)
+
+func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
+	l, srv, s := c.loop, c.srv, c.sess
+	p := &l.subscribe
+	if err := p.Decode(h, body, c.version); err != nil {
+		return c.fail(err)
+	}
+	var subID uint32
+	if c.version == codec.Version5 && len(p.Props.SubscriptionIDs) > 0 {
+		subID = p.Props.SubscriptionIDs[0]
+	}
+	codes := make([]byte, 0, len(p.Subscriptions))
+	type retainedReq struct {
+		filter string
+		qos    byte
+		rap    bool
+	}
+	var wantRetained []retainedReq
+	for _, sub := range p.Subscriptions {
+		filter := string(sub.Filter)
+		if err := trie.ValidateFilter(sub.Filter, srv.opts.MaxTopicLevels); err != nil {
+			codes = append(codes, c.subFailure(codec.TopicFilterInvalid))
+			continue
+		}
+		_, inner, shared := trie.SplitShared(filter)
+		if shared && sub.NoLocal && c.version == codec.Version5 {
+			return c.fail(codec.Errf(codec.ProtocolError, "MQTT-3.8.3-4", "No Local on a shared subscription"))
+		}
+		if srv.opts.Authorizer != nil && !srv.opts.Authorizer.CanSubscribe(c.id, c.user, filter) {
+			codes = append(codes, c.subFailure(codec.NotAuthorized))
+			continue
+		}
+		granted := sub.QoS
+		var opts byte
+		if sub.NoLocal {
+			opts |= optNoLocal
+		}
+		if sub.RetainAsPublished {
+			opts |= optRetainAsPublished
+		}
+		opts |= sub.RetainHandling << 4
+		s.mu.Lock()
+		if s.dead || s.owner != c {
+			s.mu.Unlock()
+			return gnet.Close // taken over while this packet was in flight
+		}
+		// The trie is updated under the session lock so that a concurrent
+		// end of the session (clean takeover on another loop) sees it.
+		existed := s.setSubLocked(sessionSub{filter: filter, qos: granted, opts: opts, id: subID})
+		srv.subs.Subscribe(filter, trie.Sub[*session]{Subscriber: s, QoS: granted, Options: opts, ID: subID})
+		s.mu.Unlock()
+		codes = append(codes, granted)
+		// Retained messages on subscribe: Retain Handling 0 always, 1 only
+		// for a new subscription, 2 never; never for shared subscriptions
+		// [MQTT-3.8.4-4] [MQTT-3.3.1-9..-11].
+		rh := sub.RetainHandling
+		if !shared && (rh == 0 || (rh == 1 && !existed)) {
+			wantRetained = append(wantRetained, retainedReq{filter: inner, qos: granted, rap: sub.RetainAsPublished})
+		}
+	}
+	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
+	l.out = ack.Append(l.out, c.version)
+	var ids []uint32
+	if subID != 0 {
+		ids = []uint32{subID}
+	}
+	for _, r := range wantRetained {
+		srv.retained.Match(r.filter, func(_ string, m *message) bool {
+			srv.deliver(l, s, m, min(m.qos, r.qos), true, ids)
+			return true
+		})
+	}
+	return gnet.None
+}
+
+// subFailure is the SUBACK code for a refused filter: 0x80 before 5.0
+// [MQTT-3.9.3-2], the specific reason in 5.0.
+func (c *client) subFailure(code codec.ReasonCode) byte {
+	if c.version < codec.Version5 {
+		return 0x80
+	}
+	return byte(code)
+}
+
+func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action {
+	l, srv, s := c.loop, c.srv, c.sess
+	p := &l.unsubscribe
+	if err := p.Decode(h, body, c.version); err != nil {
+		return c.fail(err)
+	}
+	var codes []byte
+	for _, f := range p.Filters {
+		filter := string(f)
+		s.mu.Lock()
+		existed := s.removeSubLocked(filter)
+		if existed {
+			srv.subs.Unsubscribe(filter, s)
+		}
+		s.mu.Unlock()
+		if c.version == codec.Version5 {
+			if existed {
+				codes = append(codes, byte(codec.Success))
+			} else {
+				codes = append(codes, byte(codec.NoSubscriptionExisted))
+			}
+		}
+	}
+	ack := codec.Unsuback{PacketID: p.PacketID, ReasonCodes: codes}
+	l.out = ack.Append(l.out, c.version)
+	return gnet.None
+}
