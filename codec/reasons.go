@@ -1,0 +1,48 @@
+package codec
+
+// codeSet is a set of reason code bytes.
+type codeSet [4]uint64
+
+func codes(cs ...ReasonCode) (s codeSet) {
+	for _, c := range cs {
+		s[c>>6] |= 1 << (c & 63)
+	}
+	return s
+}
+
+func (s *codeSet) has(c byte) bool { return s[c>>6]&(1<<(c&63)) != 0 }
+
+// The reason codes each 5.0 packet may carry (§3.x.2.1 of 5.0). A code
+// outside its packet's list is treated as a Protocol Error: the spec lists
+// them exhaustively and a peer sending another one does not speak 5.0.
+var (
+	connackCodes = codes(Success, UnspecifiedError, MalformedPacket, ProtocolError,
+		ImplementationSpecificError, UnsupportedProtocolVersion, ClientIDNotValid,
+		BadUsernameOrPassword, NotAuthorized, ServerUnavailable, ServerBusy, Banned,
+		BadAuthenticationMethod, TopicNameInvalid, PacketTooLarge, QuotaExceeded,
+		PayloadFormatInvalid, RetainNotSupported, QoSNotSupported, UseAnotherServer,
+		ServerMoved, ConnectionRateExceeded)
+	pubackCodes = codes(Success, NoMatchingSubscribers, UnspecifiedError,
+		ImplementationSpecificError, NotAuthorized, TopicNameInvalid, PacketIDInUse,
+		QuotaExceeded, PayloadFormatInvalid)
+	pubrelCodes = codes(Success, PacketIDNotFound)
+	subackCodes = codes(Success, GrantedQoS1, GrantedQoS2, UnspecifiedError,
+		ImplementationSpecificError, NotAuthorized, TopicFilterInvalid, PacketIDInUse,
+		QuotaExceeded, SharedSubsNotSupported, SubIDsNotSupported, WildcardSubsNotSupported)
+	subackCodes311 = codes(0x00, 0x01, 0x02, 0x80)
+	unsubackCodes  = codes(Success, NoSubscriptionExisted, UnspecifiedError,
+		ImplementationSpecificError, NotAuthorized, TopicFilterInvalid, PacketIDInUse)
+	disconnectCodes = codes(Success, DisconnectWithWill, UnspecifiedError, MalformedPacket,
+		ProtocolError, ImplementationSpecificError, NotAuthorized, ServerBusy,
+		ServerShuttingDown, KeepAliveTimeout, SessionTakenOver, TopicFilterInvalid,
+		TopicNameInvalid, ReceiveMaximumExceeded, TopicAliasInvalid, PacketTooLarge,
+		MessageRateTooHigh, QuotaExceeded, AdministrativeAction, PayloadFormatInvalid,
+		RetainNotSupported, QoSNotSupported, UseAnotherServer, ServerMoved,
+		SharedSubsNotSupported, ConnectionRateExceeded, MaximumConnectTime,
+		SubIDsNotSupported, WildcardSubsNotSupported)
+	authCodes = codes(Success, ContinueAuthentication, ReAuthenticate)
+)
+
+func errReason(what string, c byte) error {
+	return Errf(ProtocolError, "", "%s: reason code 0x%02X is not defined for this packet", what, c)
+}
