@@ -198,18 +198,20 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 	switch a.Type {
 	case codec.PUBACK:
 		s.mu.Lock()
-		s.window.Ack(a.PacketID)
-		more = s.queue.Len() > 0
+		f := s.flowLocked(&c.srv.opts)
+		f.window.Ack(a.PacketID)
+		more = f.queue.Len() > 0
 		s.mu.Unlock()
 	case codec.PUBREC:
 		s.mu.Lock()
+		f := s.flowLocked(&c.srv.opts)
 		var ok bool
 		if a.ReasonCode >= 0x80 { // 5.0: the flow ends here, no PUBREL
-			_, _ = s.window.Drop(a.PacketID)
+			_, _ = f.window.Drop(a.PacketID)
 		} else {
-			ok = s.window.Received(a.PacketID)
+			ok = f.window.Received(a.PacketID)
 		}
-		more = s.queue.Len() > 0
+		more = f.queue.Len() > 0
 		s.mu.Unlock()
 		if ok {
 			rel := codec.Ack{Type: codec.PUBREL, PacketID: a.PacketID}
@@ -220,12 +222,13 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		}
 	case codec.PUBCOMP:
 		s.mu.Lock()
-		s.window.Complete(a.PacketID)
-		more = s.queue.Len() > 0
+		f := s.flowLocked(&c.srv.opts)
+		f.window.Complete(a.PacketID)
+		more = f.queue.Len() > 0
 		s.mu.Unlock()
 	case codec.PUBREL:
 		s.mu.Lock()
-		known := s.inbound.Release(a.PacketID)
+		known := s.flowLocked(&c.srv.opts).inbound.Release(a.PacketID)
 		s.mu.Unlock()
 		comp := codec.Ack{Type: codec.PUBCOMP, PacketID: a.PacketID}
 		if !known && c.version == codec.Version5 {
@@ -325,16 +328,17 @@ func (c *client) drain() {
 	overLimit := c.conn.OutboundBuffered() > o.MaxOutboundBytes
 	sent, dropped := 0, 0
 	s.mu.Lock()
-	if s.owner != c {
+	if s.owner != c || s.f == nil {
 		s.mu.Unlock()
 		return
 	}
+	f := s.f
 	for {
-		it, ok := s.queue.Peek()
-		if !ok || (it.QoS > 0 && s.window.Full()) {
+		it, ok := f.queue.Peek()
+		if !ok || (it.QoS > 0 && f.window.Full()) {
 			break
 		}
-		s.queue.Pop()
+		f.queue.Pop()
 		m := it.Msg.m
 		if m.expiresAt != 0 && m.expiresAt <= l.now {
 			continue // expired messages are never delivered [MQTT-3.3.2-5]
@@ -345,7 +349,7 @@ func (c *client) drain() {
 		}
 		var id uint16
 		if it.QoS > 0 {
-			id, _ = s.window.Add(it.Msg, it.QoS)
+			id, _ = f.window.Add(it.Msg, it.QoS)
 		}
 		before := len(out)
 		out = c.appendPublish(out, it.Msg, it.QoS, id, false)
@@ -353,7 +357,7 @@ func (c *client) drain() {
 			// Too large for this client: not sent, and its flow ends [MQTT-3.1.2-24].
 			out = out[:before]
 			if id != 0 {
-				s.window.Drop(id)
+				f.window.Drop(id)
 			}
 			dropped++
 			continue
@@ -415,7 +419,11 @@ func (c *client) resendInflight() {
 	l, s := c.loop, c.sess
 	out := l.wbuf[:0]
 	s.mu.Lock()
-	for _, e := range s.window.Entries() {
+	var entries []qos.Entry[outMsg]
+	if s.f != nil {
+		entries = s.f.window.Entries()
+	}
+	for _, e := range entries {
 		if e.State == qos.AwaitPubcomp {
 			rel := codec.Ack{Type: codec.PUBREL, PacketID: e.PacketID}
 			out = rel.Append(out, c.version)
@@ -449,7 +457,7 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 	if p.QoS == 2 {
 		s := c.sess
 		s.mu.Lock()
-		isNew, full := s.inbound.Receive(p.PacketID)
+		isNew, full := s.flowLocked(&srv.opts).inbound.Receive(p.PacketID)
 		s.mu.Unlock()
 		if full {
 			return c.fail(codec.Errf(codec.ReceiveMaximumExceeded, "MQTT-3.3.4-7", "more than %d QoS 2 messages awaiting PUBREL", srv.opts.MaxInboundQoS2))
@@ -476,7 +484,7 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 		if !allowed && c.version == codec.Version5 {
 			a.ReasonCode = byte(codec.NotAuthorized)
 			c.sess.mu.Lock()
-			c.sess.inbound.Release(p.PacketID) // a failed PUBREC ends the flow
+			c.sess.flowLocked(&srv.opts).inbound.Release(p.PacketID) // a failed PUBREC ends the flow
 			c.sess.mu.Unlock()
 		}
 		l.out = a.Append(l.out, c.version)

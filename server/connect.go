@@ -181,9 +181,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 			old.dead = true
 			ended = old.subs
 			old.subs = nil
-			old.queue.Clear(nil)
-			old.window.Clear(nil)
-			old.inbound.Clear()
+			old.f = nil
 			old.mu.Unlock()
 		} else {
 			sess, present = old, true
@@ -192,7 +190,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 			sess.expiry = expiry
 			sess.persistent = expiry > 0
 			sess.version = c.version
-			sess.window.SetMax(window)
+			sess.setWindowLocked(window)
 			old.mu.Unlock()
 		}
 	}
@@ -203,7 +201,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 		sess.expiry = expiry
 		sess.persistent = expiry > 0
 		sess.version = c.version
-		sess.window.SetMax(window)
+		sess.setWindowLocked(window)
 		if old == nil {
 			s.sessions.count.Add(1)
 		}

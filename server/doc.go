@@ -28,7 +28,7 @@
 //	  ├─ newMessage: topic+payload copied ONCE, shared by every recipient
 //	  ├─ retained index (set/replace/clear)
 //	  └─ route: trie.Match → dedupe per session (highest QoS, all sub ids)
-//	        └─ deliver: session.queue.Push under session.mu
+//	        └─ deliver: session queue push under session.mu
 //	              └─ if the session's connection is online and not already
 //	                 scheduled: put it on its loop's mailbox; the first entry
 //	                 of a burst triggers ONE task on that loop

@@ -119,7 +119,7 @@ func (s *Server) deliver(l *loop, target *session, m *message, q byte, retain bo
 		target.mu.Unlock()
 		return
 	}
-	_, hasDropped, queued := target.queue.Push(qos.Item[outMsg]{Msg: outMsg{m: m, retain: retain, subIDs: ids}, QoS: q, Size: m.size()}, s.opts.QueuePolicy)
+	_, hasDropped, queued := target.flowLocked(&s.opts).queue.Push(qos.Item[outMsg]{Msg: outMsg{m: m, retain: retain, subIDs: ids}, QoS: q, Size: m.size()}, s.opts.QueuePolicy)
 	if hasDropped {
 		target.dropped++
 	}

@@ -330,9 +330,7 @@ func (s *Server) endSession(sess *session) {
 	sess.dead = true
 	subs := sess.subs
 	sess.subs = nil
-	sess.queue.Clear(nil)
-	sess.window.Clear(nil)
-	sess.inbound.Clear()
+	sess.f = nil
 	sess.mu.Unlock()
 	for _, sub := range subs {
 		s.subs.Unsubscribe(sub.filter, sess)

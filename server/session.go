@@ -32,11 +32,41 @@ type session struct {
 	expiry     uint32  // seconds the session outlives its connection (capped)
 	offlineAt  int64   // unix seconds it went offline
 	version    byte    // protocol version of the last connection
+	recvMax    uint16  // inflight window size for the current connection
 	subs       []sessionSub
-	queue      qos.Queue[outMsg]
-	window     qos.Window[outMsg]
-	inbound    qos.Inbound
+	f          *flow  // delivery state; nil until the session has traffic
 	dropped    uint64 // deliveries lost to queue limits (for $SYS and logs)
+}
+
+// flow is a session's delivery state. It is allocated on first use, so an
+// idle session (the common case in a device fleet) costs only the session
+// struct; once allocated it stays, so busy sessions do not allocate per
+// message.
+type flow struct {
+	queue   qos.Queue[outMsg]
+	window  qos.Window[outMsg]
+	inbound qos.Inbound
+}
+
+// flowLocked returns the session's delivery state, creating it. s.mu must be held.
+func (s *session) flowLocked(o *Options) *flow {
+	if s.f == nil {
+		f := &flow{}
+		f.queue.MaxCount = o.MaxQueuedMessages
+		f.queue.MaxBytes = o.MaxQueuedBytes
+		f.window.SetMax(int(s.recvMax))
+		f.inbound.Max = o.MaxInboundQoS2
+		s.f = f
+	}
+	return s.f
+}
+
+// setWindowLocked sets the inflight window for a new connection. s.mu must be held.
+func (s *session) setWindowLocked(n int) {
+	s.recvMax = uint16(n)
+	if s.f != nil {
+		s.f.window.SetMax(n)
+	}
 }
 
 // sessionSub is one subscription as the session records it, so it can be
@@ -55,12 +85,7 @@ const (
 )
 
 func newSession(id string, o *Options) *session {
-	s := &session{id: id}
-	s.queue.MaxCount = o.MaxQueuedMessages
-	s.queue.MaxBytes = o.MaxQueuedBytes
-	s.window.SetMax(o.ReceiveMaximum)
-	s.inbound.Max = o.MaxInboundQoS2
-	return s
+	return &session{id: id, recvMax: uint16(o.ReceiveMaximum)}
 }
 
 // setSubLocked records sub in the session's list, replacing one on the same
