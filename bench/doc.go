@@ -1,0 +1,84 @@
+// Package bench is Tern's load generator: it measures any MQTT 3.1.1 or 5.0
+// broker over the wire. It imports only Tern's codec (never the broker), so
+// the numbers it reports for Tern, mosquitto or mochi-mqtt come from the same
+// client code.
+//
+// # The model
+//
+// A Run opens clients in event loops — one goroutine per loop (GOMAXPROCS by
+// default), each owning an epoll instance, a timerfd and the connections
+// registered in it. There is no goroutine per connection, so an idle
+// connection costs one small struct plus its kernel socket; `tern bench conn`
+// measures and reports the harness's own RSS per connection.
+//
+//	             ┌───────── loop 0 ─────────┐   ┌───────── loop 1 ─────────┐
+//	orchestrator │ epoll: sockets, eventfd, │   │                          │
+//	(Run) ─post─▶│ timerfd (next send due)  │   │           …              │
+//	             │ heap of publishers by    │   │                          │
+//	             │ next intended send time  │   │                          │
+//	             │ Histogram, Ledger (owned)│   │                          │
+//	             └──────────────────────────┘   └──────────────────────────┘
+//
+// Other goroutines talk to a loop only by posting closures (post/call); the
+// loop's histograms and ledger are read after it exits, or through a posted
+// closure for the live progress line.
+//
+// Publishing is open loop. Publisher k's message n is due at start + n/rate
+// (Schedule), whatever happened to message n−1. The payload carries that
+// intended time, and the subscriber measures latency from it, so a broker
+// (or harness) that stalls shows as latency instead of quietly lowering the
+// offered load — no coordinated omission. When a publisher cannot send (QoS
+// 1/2 window full, socket buffer over Config.MaxOutbound) its schedule falls
+// behind and the messages go out later with their original timestamps. The
+// report separates the harness's own lateness (SendLag: write time −
+// intended time) and its CPU, next to the broker's, so a reader can tell
+// when the harness was the bottleneck.
+//
+// # Payload layout
+//
+// Every payload starts with a 22-byte header (big-endian), then zero padding
+// up to Config.Size:
+//
+//	0      2            6                      14                     22
+//	+------+------------+----------------------+----------------------+---- - -
+//	| 'T'  | publisher  | sequence number      | intended send time   | padding
+//	| 'b'  | id (u32)   | (u64, from 0)        | (unix ns, i64)       | (zeros)
+//	+------+------------+----------------------+----------------------+---- - -
+//
+// Payloads without the magic are counted as foreign and otherwise ignored.
+// Latency uses the wall clock on both ends; run publishers and subscribers
+// on one machine (or NTP-disciplined ones) when they are separate processes.
+//
+// # Accounting
+//
+// Each loop keeps a Ledger: per (publisher, receiver) pair, a bitset of the
+// sequence numbers received. A receiver is a subscriber, or the whole group
+// for shared subscriptions. At the end the scenario states which pairs
+// should have received what (Expectation), and Tally reports lost (expected
+// but never received), duplicated (received twice: for a shared group,
+// also by two members) and out-of-order (older than one the same connection
+// already got from the same publisher) counts, plus deliveries nobody
+// expected. Losses are counted after a drain period (Config.Drain) that
+// waits for deliveries still in flight. The standalone sub scenario cannot
+// know what was sent and counts gaps instead.
+//
+// Latencies go into a Histogram: HDR-style log-linear buckets with < 1 %
+// relative error, fixed 34 KiB, O(1) allocation-free Record, merged across
+// loops.
+//
+// # Scale
+//
+// The kernel limits outgoing connections to one broker address to the local
+// port range per source address (~28k here); Config.Sources binds clients to
+// several loopback addresses (127.0.0.2, …) round-robin. A process is also
+// limited by its descriptor cap (20,000 on the reference machine): run
+// several `tern bench conn` processes to go further.
+//
+// # Concurrency
+//
+// Run and Compare may be called from any goroutine; one Run uses its own
+// loops and shares nothing with another. Histogram and Ledger are not safe
+// for concurrent use (each loop owns its own).
+//
+// The epoll engine is Linux-only; elsewhere Run returns an error.
+package bench

@@ -1,0 +1,163 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report is the outcome of one Run. Its JSON form (WriteJSON) is the
+// machine interface of `tern bench … --json`; field names carry units.
+type Report struct {
+	Scenario  string    `json:"scenario"`
+	Brokers   []string  `json:"brokers"`
+	Protocol  string    `json:"protocol"`
+	QoS       byte      `json:"qos"`
+	Size      int       `json:"size_bytes"`
+	Pubs      int       `json:"pubs"`
+	Subs      int       `json:"subs"`
+	Conns     int       `json:"conns,omitempty"`
+	Rate      float64   `json:"rate_per_pub_per_s"`
+	Duration  float64   `json:"duration_s"`
+	Warmup    float64   `json:"warmup_s"`
+	StartedAt time.Time `json:"started_at"`
+
+	Connect ConnectReport `json:"connect"`
+
+	// Sent counts publications (sequence numbers spent, including any
+	// deliberately dropped by DropEvery); Received counts deliveries of
+	// bench payloads, duplicates included; Foreign counts other payloads.
+	Sent     uint64 `json:"sent"`
+	Received uint64 `json:"received"`
+	Foreign  uint64 `json:"foreign"`
+	Rejected uint64 `json:"rejected"` // QoS>0 publications refused by a 5.0 broker
+	// SendRate and RecvRate are per second over the measured window
+	// (duration minus warm-up), for messages intended in that window.
+	SendRate float64 `json:"send_rate_per_s"`
+	RecvRate float64 `json:"recv_rate_per_s"`
+	// Latency is end-to-end, from the intended send time in the payload to
+	// receipt (no coordinated omission). SendLag is how late the harness
+	// wrote messages after their intended time: when it is a large part of
+	// Latency, the harness, not the broker, was slow.
+	Latency  Summary `json:"latency"`
+	SendLag  Summary `json:"send_lag"`
+	Delivery Tally   `json:"delivery"`
+	Lost     uint64  `json:"lost"` // = Delivery.Lost, at top level for scripts
+
+	Harness ProcReport  `json:"harness"`
+	Broker  *ProcReport `json:"broker,omitempty"`
+}
+
+// ConnectReport describes the connection phase.
+type ConnectReport struct {
+	Attempted int            `json:"attempted"`
+	Connected int            `json:"connected"`
+	Failed    int            `json:"failed"`
+	Failures  map[string]int `json:"failures,omitempty"` // by reason
+	Dropped   int            `json:"dropped"`            // closed after connecting, before the end
+	RatePerS  float64        `json:"rate_per_s"`         // achieved connections per second
+	Latency   Summary        `json:"latency"`            // TCP connect → CONNACK (→ SUBACK)
+}
+
+// ProcReport is CPU and memory of a process during the measured window.
+// CPUPercent is relative to one core (200 = two cores busy).
+type ProcReport struct {
+	PID             int     `json:"pid,omitempty"`
+	CPUPercent      float64 `json:"cpu_percent"`
+	CPUSeconds      float64 `json:"cpu_s"`
+	CPUPerMsgUs     float64 `json:"cpu_per_msg_us,omitempty"` // per message sent + received
+	RSSBytes        int64   `json:"rss_bytes"`
+	RSSPeakBytes    int64   `json:"rss_peak_bytes,omitempty"`
+	RSSPerConnBytes float64 `json:"rss_per_conn_bytes,omitempty"` // RSS growth / connections
+	Loops           int     `json:"loops,omitempty"`
+}
+
+// WriteJSON writes r as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteText writes the human summary.
+func (r *Report) WriteText(w io.Writer) {
+	b := &strings.Builder{}
+	fmt.Fprintf(b, "scenario %s against %s — MQTT %s, QoS %d, %d B payloads\n",
+		r.Scenario, strings.Join(r.Brokers, ","), r.Protocol, r.QoS, r.Size)
+	c := r.Connect
+	fmt.Fprintf(b, "connections  %d/%d connected, %d failed, %d dropped; %.0f/s; connect p50 %s p99 %s max %s\n",
+		c.Connected, c.Attempted, c.Failed, c.Dropped, c.RatePerS, us(c.Latency.P50Us), us(c.Latency.P99Us), us(c.Latency.MaxUs))
+	reasons := make([]string, 0, len(c.Failures))
+	for k := range c.Failures {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		fmt.Fprintf(b, "  failure  %6d × %s\n", c.Failures[k], k)
+	}
+	if r.Scenario != ScenarioConn {
+		fmt.Fprintf(b, "publishers   %d × %g msg/s for %gs (warm-up %gs)\n", r.Pubs, r.Rate, r.Duration, r.Warmup)
+		fmt.Fprintf(b, "throughput   sent %.0f/s, received %.0f/s (totals: sent %d, received %d, foreign %d, rejected %d)\n",
+			r.SendRate, r.RecvRate, r.Sent, r.Received, r.Foreign, r.Rejected)
+		l := r.Latency
+		fmt.Fprintf(b, "latency      p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)\n",
+			us(l.P50Us), us(l.P90Us), us(l.P99Us), us(l.P999Us), us(l.MaxUs), l.Count)
+		fmt.Fprintf(b, "send lag     p50 %s  p99 %s  max %s  (harness lateness, included in latency)\n",
+			us(r.SendLag.P50Us), us(r.SendLag.P99Us), us(r.SendLag.MaxUs))
+		d := r.Delivery
+		fmt.Fprintf(b, "delivery     lost %d, duplicated %d, out of order %d, unexpected %d over %d pairs\n",
+			d.Lost, d.Duplicated, d.OutOfOrder, d.Unexpected, d.Pairs)
+		for _, p := range d.WorstPairs {
+			fmt.Fprintf(b, "  pub %d → rcv %d lost %d of %d\n", p.Pub, p.Rcv, p.Lost, p.Sent)
+		}
+	}
+	h := r.Harness
+	fmt.Fprintf(b, "harness      cpu %.0f%% (%.2fs, %.2fµs/msg), rss %s, %s/conn, %d loops\n",
+		h.CPUPercent, h.CPUSeconds, h.CPUPerMsgUs, bytesStr(float64(h.RSSBytes)), bytesStr(h.RSSPerConnBytes), h.Loops)
+	if br := r.Broker; br != nil {
+		fmt.Fprintf(b, "broker       pid %d cpu %.0f%% (%.2fs), rss %s (peak %s), %s/conn\n",
+			br.PID, br.CPUPercent, br.CPUSeconds, bytesStr(float64(br.RSSBytes)), bytesStr(float64(br.RSSPeakBytes)), bytesStr(br.RSSPerConnBytes))
+	}
+	io.WriteString(w, b.String())
+}
+
+// us formats microseconds for humans.
+func us(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fs", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.2fms", v/1e3)
+	default:
+		return fmt.Sprintf("%.0fµs", v)
+	}
+}
+
+func bytesStr(v float64) string {
+	switch {
+	case v >= 1<<30:
+		return fmt.Sprintf("%.2fGiB", v/(1<<30))
+	case v >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", v/(1<<20))
+	case v >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", v/(1<<10))
+	default:
+		return fmt.Sprintf("%.0fB", v)
+	}
+}
+
+// ProtocolName returns "3.1.1" or "5.0" for a protocol level.
+func ProtocolName(level byte) string {
+	switch level {
+	case 3:
+		return "3.1"
+	case 4:
+		return "3.1.1"
+	case 5:
+		return "5.0"
+	}
+	return fmt.Sprint(level)
+}
