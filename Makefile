@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Packages whose tests exercise shared state run under the race detector.
 RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/...
 
-.PHONY: build run test test-race lint bench fuzz bench-compare clean
+.PHONY: build run test lint bench fuzz bench-compare test-crash clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tern
@@ -36,6 +36,15 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# Tern, mosquitto and mochi-mqtt side by side on loopback; rewrites the
+# results section of BENCHMARKS.md.
+bench-compare: build
+	$(GO) run ./tools/benchcompare
+
+# At least 50 SIGKILL cycles of the durability crash test, with totals.
+test-crash: build
+	$(GO) run ./tools/crashtest -cycles 50 -tern ./$(BIN)
 
 clean:
 	rm -rf bin

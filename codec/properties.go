@@ -473,3 +473,21 @@ func (p *Properties) Clone() Properties {
 	}
 	return c
 }
+
+// AppendPublishProperties appends p as a PUBLISH property list (length
+// prefix included), the form in which a store keeps a 5.0 message's
+// properties.
+func AppendPublishProperties(dst []byte, p *Properties) []byte {
+	return p.appendTo(dst, ctxPublish, p.size(ctxPublish))
+}
+
+// DecodePublishProperties parses what AppendPublishProperties wrote into p
+// (which it resets). Byte-slice fields are views into b.
+func DecodePublishProperties(b []byte, p *Properties) error {
+	p.Reset()
+	r := reader{b: b}
+	if err := r.props(p, ctxPublish); err != nil {
+		return err
+	}
+	return r.end("publish properties")
+}

@@ -166,3 +166,24 @@ func TestInboundDedupe_MQTT_4_3_3_11(t *testing.T) {
 		t.Fatal("after PUBREL the id may be reused for a new message")
 	}
 }
+
+func TestWindowAddID(t *testing.T) {
+	var w Window[string]
+	w.SetMax(2)
+	if !w.AddID("a", 2, 7) {
+		t.Fatal("AddID refused a free id")
+	}
+	if w.AddID("b", 1, 7) {
+		t.Fatal("AddID accepted an id in use")
+	}
+	if w.AddID("b", 1, 0) || w.AddID("b", 0, 8) {
+		t.Fatal("AddID accepted id 0 or QoS 0")
+	}
+	if e, ok := w.Get(7); !ok || e.Msg != "a" || e.State != AwaitPubrec {
+		t.Fatalf("Get: %+v %v", e, ok)
+	}
+	w.AddID("c", 1, 9)
+	if w.AddID("d", 1, 10) {
+		t.Fatal("window of 2 took a third")
+	}
+}

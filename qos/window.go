@@ -66,6 +66,33 @@ func (w *Window[M]) Add(msg M, qos byte) (id uint16, ok bool) {
 	return id, true
 }
 
+// AddID puts msg in flight at qos (1 or 2) under the caller's packet id.
+// The broker derives ids from a per-session sequence number so that a
+// message re-sent after a crash carries the id it was first sent with (the
+// client's QoS 2 dedupe then holds without persisting every send). ok is
+// false when the window is full, qos is 0, id is 0 or id is still in use
+// (the caller waits for that flow to finish).
+func (w *Window[M]) AddID(msg M, qos byte, id uint16) (ok bool) {
+	if w.Full() || qos == 0 || qos > 2 || id == 0 || w.index(id) >= 0 {
+		return false
+	}
+	st := AwaitPuback
+	if qos == 2 {
+		st = AwaitPubrec
+	}
+	w.entries = append(w.entries, Entry[M]{Msg: msg, PacketID: id, QoS: qos, State: st})
+	return true
+}
+
+// Get returns the entry with id.
+func (w *Window[M]) Get(id uint16) (e Entry[M], ok bool) {
+	i := w.index(id)
+	if i < 0 {
+		return e, false
+	}
+	return w.entries[i], true
+}
+
 // Restore puts back an entry recovered from storage with its original packet
 // id and state, bypassing the size limit (the window was that large when the
 // entry was sent).

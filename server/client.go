@@ -7,6 +7,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/qos"
 	"github.com/ternmq/tern/trie"
 )
@@ -43,9 +44,11 @@ type client struct {
 	graceful bool // DISCONNECT (normal) received: no will
 	loopback bool
 
-	wakeQueued atomic.Bool // on its loop's drain list
-	takenOver  atomic.Bool // another connection took the session
-	closeWhy   string
+	wakeQueued  atomic.Bool     // on its loop's drain list
+	takenOver   atomic.Bool     // another connection took the session
+	lastPending *pendingReplies // replies waiting for a commit; later replies queue behind
+	closeWhy    string
+	v5          *v5State // 5.0-only state (v5.go); nil before 5.0
 }
 
 // onTraffic decodes and handles every whole packet buffered, then flushes
@@ -77,8 +80,9 @@ func (c *client) onTraffic() gnet.Action {
 	if off > 0 {
 		_, _ = c.conn.Discard(off)
 	}
-	c.flush()
+	c.finishEvent()
 	l.drainLocal()
+	c.srv.submit(l, &l.tx, nil) // what draining wrote (acknowledged deliveries are deleted lazily)
 	return act
 }
 
@@ -92,6 +96,9 @@ func (c *client) flush() {
 }
 
 func (c *client) handle(h codec.FixedHeader, body []byte) gnet.Action {
+	if c.authPending() { // a CONNECT waits for its AUTH exchange (auth.go)
+		return c.continueConnectAuth(h, body)
+	}
 	if h.Type == codec.CONNECT {
 		if c.state != stateNew {
 			return c.fail(codec.Errf(codec.ProtocolError, "MQTT-3.1.0-2", "second CONNECT on one connection"))
@@ -119,10 +126,7 @@ func (c *client) handle(h codec.FixedHeader, body []byte) gnet.Action {
 	case codec.DISCONNECT:
 		return c.handleDisconnect(h, body)
 	case codec.AUTH:
-		if c.version < codec.Version5 {
-			return c.fail(codec.Errf(codec.ProtocolError, "", "AUTH before MQTT 5"))
-		}
-		return c.fail(codec.Errf(codec.BadAuthenticationMethod, "MQTT-4.12.0-1", "enhanced authentication not negotiated"))
+		return c.handleAuth(h, body) // enhanced authentication (auth.go)
 	default:
 		// CONNACK, SUBACK, UNSUBACK, PINGRESP only flow server → client.
 		return c.fail(codec.Errf(codec.ProtocolError, "", "server-only packet type %d sent by a client", h.Type))
@@ -141,7 +145,10 @@ func (c *client) fail(err error) gnet.Action {
 	c.closeWhy = err.Error()
 	if c.version == codec.Version5 && c.state == stateConnected {
 		d := codec.Disconnect{ReasonCode: byte(code)}
+		c.setReasonAlways(&d.Props, c.closeWhy)
 		c.loop.out = d.Append(c.loop.out, c.version)
+	} else if c.version == codec.Version5 && c.state == stateNew {
+		return c.refuse(c.version, code, c.closeWhy) // a CONNECT refused after it decoded
 	}
 	c.srv.log.Debug("closing connection", "client_id", c.id, "reason", c.closeWhy)
 	return gnet.Close
@@ -156,6 +163,7 @@ func (c *client) closeNow(code codec.ReasonCode, why string) {
 	c.closeWhy = why
 	if c.version == codec.Version5 && c.state == stateConnected {
 		d := codec.Disconnect{ReasonCode: byte(code)}
+		c.setReasonAlways(&d.Props, why)
 		_, _ = c.conn.Write(d.Append(nil, c.version))
 	}
 	_ = c.loop.el.Close(c.conn)
@@ -199,7 +207,9 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 	case codec.PUBACK:
 		s.mu.Lock()
 		f := s.flowLocked(&c.srv.opts)
-		f.window.Ack(a.PacketID)
+		if om, ok := f.window.Ack(a.PacketID); ok {
+			c.srv.forgetDelivery(&l.tx, s, om, false)
+		}
 		more = f.queue.Len() > 0
 		s.mu.Unlock()
 	case codec.PUBREC:
@@ -207,9 +217,20 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		f := s.flowLocked(&c.srv.opts)
 		var ok bool
 		if a.ReasonCode >= 0x80 { // 5.0: the flow ends here, no PUBREL
-			_, _ = f.window.Drop(a.PacketID)
+			if e, found := f.window.Get(a.PacketID); found {
+				f.window.Drop(a.PacketID)
+				c.srv.forgetDelivery(&l.tx, s, e.Msg, e.State == qos.AwaitPubcomp)
+			}
 		} else {
+			e, found := f.window.Get(a.PacketID)
 			ok = f.window.Received(a.PacketID)
+			if ok && found && e.State == qos.AwaitPubrec && e.Msg.stored && s.stored && c.srv.store != nil {
+				// PUBREL may go only once this is durable: after PUBREL the
+				// receiver forgets the id, and a re-sent PUBLISH would be new.
+				b := l.tx.batch(c.srv)
+				b.PutOutbound(s.id, e.Msg.seq, persist.Outbound{QoS: 2, State: persist.AwaitingPubcomp, PacketID: a.PacketID})
+				b.Release(e.Msg.m.id)
+			}
 		}
 		more = f.queue.Len() > 0
 		s.mu.Unlock()
@@ -223,12 +244,17 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 	case codec.PUBCOMP:
 		s.mu.Lock()
 		f := s.flowLocked(&c.srv.opts)
-		f.window.Complete(a.PacketID)
+		if om, ok := f.window.Complete(a.PacketID); ok {
+			c.srv.forgetDelivery(&l.tx, s, om, true)
+		}
 		more = f.queue.Len() > 0
 		s.mu.Unlock()
 	case codec.PUBREL:
 		s.mu.Lock()
 		known := s.flowLocked(&c.srv.opts).inbound.Release(a.PacketID)
+		if known && s.storable() && c.srv.store != nil {
+			l.tx.batch(c.srv).DeleteInbound(s.id, a.PacketID) // PUBCOMP waits for it
+		}
 		s.mu.Unlock()
 		comp := codec.Ack{Type: codec.PUBCOMP, PacketID: a.PacketID}
 		if !known && c.version == codec.Version5 {
@@ -295,17 +321,21 @@ func (c *client) onClose(err error) {
 		s.offlineAt = l.now / 1e9
 	}
 	persistent, expiry := s.persistent, s.expiry
+	if mine && persistent {
+		c.srv.putSessionLocked(&l.tx, s, l.now/1e6)
+	}
 	s.mu.Unlock()
 	if mine {
 		if persistent {
 			c.srv.scheduleExpiry(s, l.now/1e9+int64(expiry))
 		} else {
-			c.srv.endSession(s)
+			c.srv.endSession(&l.tx, s)
 		}
 	}
 	if c.will != nil && !c.graceful {
-		c.srv.publishMessage(l, c.will)
+		c.srv.publishWill(l, c) // now, after its delay, or never (will.go)
 	}
+	c.srv.submit(l, &l.tx, nil)
 	c.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
 }
 
@@ -335,21 +365,29 @@ func (c *client) drain() {
 	f := s.f
 	for {
 		it, ok := f.queue.Peek()
-		if !ok || (it.QoS > 0 && f.window.Full()) {
+		if !ok {
 			break
 		}
-		f.queue.Pop()
+		if tk := it.Msg.ticket; tk != nil && !tk.submitted.Load() {
+			break // its store write is not queued yet; its publisher's loop wakes us
+		}
 		m := it.Msg.m
 		if m.expiresAt != 0 && m.expiresAt <= l.now {
+			f.queue.Pop()
+			c.srv.forgetDelivery(&l.tx, s, it.Msg, false)
 			continue // expired messages are never delivered [MQTT-3.3.2-5]
-		}
-		if it.QoS == 0 && overLimit {
-			dropped++ // slow consumer: QoS 0 goes first
-			continue
 		}
 		var id uint16
 		if it.QoS > 0 {
-			id, _ = f.window.Add(it.Msg, it.QoS)
+			id = packetIDFor(it.Msg.seq)
+			if !f.window.AddID(it.Msg, it.QoS, id) {
+				break // window full (or, rarely, the id is still in flight)
+			}
+		}
+		f.queue.Pop()
+		if it.QoS == 0 && overLimit {
+			dropped++ // slow consumer: QoS 0 goes first
+			continue
 		}
 		before := len(out)
 		out = c.appendPublish(out, it.Msg, it.QoS, id, false)
@@ -358,6 +396,7 @@ func (c *client) drain() {
 			out = out[:before]
 			if id != 0 {
 				f.window.Drop(id)
+				c.srv.forgetDelivery(&l.tx, s, it.Msg, false)
 			}
 			dropped++
 			continue
@@ -408,6 +447,7 @@ func (c *client) appendPublish(out []byte, om outMsg, q byte, id uint16, dup boo
 			p.Props.SubscriptionIDs = append(p.Props.SubscriptionIDs, om.subIDs...)
 			p.Props.Set(codec.PropSubscriptionID)
 		}
+		c.applyOutboundAlias(p) // v5_alias.go
 	}
 	return p.Append(out, c.version)
 }
@@ -445,9 +485,10 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 		return c.fail(err)
 	}
 	srv.stats.msgsIn.Add(1)
-	if c.version == codec.Version5 && p.Props.Has(codec.PropTopicAlias) {
-		// Tern advertises Topic Alias Maximum 0 (none accepted) [MQTT-3.3.2-8].
-		return c.fail(codec.Errf(codec.TopicAliasInvalid, "MQTT-3.3.2-8", "topic alias %d not allowed", p.Props.TopicAlias))
+	if c.version == codec.Version5 { // topic alias, payload format, receive maximum (v5.go)
+		if act, stop := c.checkPublishV5(p); stop {
+			return act
+		}
 	}
 	if err := trie.ValidateTopic(p.Topic, srv.opts.MaxTopicLevels); err != nil {
 		return c.fail(codec.Errf(codec.TopicNameInvalid, "MQTT-3.3.2-2", "invalid topic name: %v", err))
@@ -458,6 +499,10 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 		s := c.sess
 		s.mu.Lock()
 		isNew, full := s.flowLocked(&srv.opts).inbound.Receive(p.PacketID)
+		if isNew && s.storable() && srv.store != nil {
+			// A PUBLISH re-sent after a restart must not be routed again.
+			l.tx.batch(srv).PutInbound(s.id, p.PacketID, persist.Inbound{ReceivedAt: l.now / 1e6})
+		}
 		s.mu.Unlock()
 		if full {
 			return c.fail(codec.Errf(codec.ReceiveMaximumExceeded, "MQTT-3.3.4-7", "more than %d QoS 2 messages awaiting PUBREL", srv.opts.MaxInboundQoS2))
@@ -470,7 +515,7 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 			props = &p.Props
 		}
 		m := newMessage(p.Topic, p.Payload, p.QoS, p.Retain, props, l.now, c.sess)
-		srv.publishMessage(l, m)
+		srv.publishMessage(l, &l.tx, m)
 	}
 	switch p.QoS {
 	case 1:

@@ -27,6 +27,8 @@ func (c *client) refuse(version byte, code codec.ReasonCode, why string) gnet.Ac
 	ack := codec.Connack{ReasonCode: byte(code)}
 	if version < codec.Version5 {
 		ack.ReasonCode = codec.ConnackReturnCode311(code)
+	} else {
+		c.setReasonAlways(&ack.Props, why)
 	}
 	c.loop.out = ack.Append(c.loop.out, version)
 	c.closeWhy = why
@@ -43,7 +45,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 			// Answer in 3.1.1 form: return code 0x01 [MQTT-3.1.2-2].
 			return c.refuse(codec.Version311, codec.UnsupportedProtocolVersion, err.Error())
 		}
-		return c.fail(err)
+		return c.connectFailed(p, err) // v5.go: CONNACK with the reason for 5.0
 	}
 	v := p.ProtocolVersion
 	c.version = v
@@ -57,7 +59,14 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		c.id, assigned = assignClientID(), true
 	}
 	c.user = string(p.Username)
-	if a := srv.opts.Authenticator; a != nil {
+	if v == codec.Version5 { // will payload format, topic aliases, enhanced auth (v5.go)
+		if act, stop := c.connectV5(h, body, p); stop {
+			return act
+		}
+	}
+	if c.enhancedAuthed() {
+		// The AUTH exchange authenticated the client (auth.go).
+	} else if a := srv.opts.Authenticator; a != nil {
 		info := ConnectInfo{ClientID: c.id, Username: c.user, Password: p.Password,
 			Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: v}
 		if err := a.Authenticate(info); err != nil {
@@ -104,6 +113,10 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 	}
 
 	sess, present := srv.attach(c, p.CleanStart, expiry, window)
+	srv.resolveDelayedWill(l, c.id, present) // will.go
+	sess.mu.Lock()
+	srv.putSessionLocked(&l.tx, sess, 0) // a new or changed persistent session
+	sess.mu.Unlock()
 
 	ack := codec.Connack{SessionPresent: present}
 	if v == codec.Version5 {
@@ -123,7 +136,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		ack.Props.Set(codec.PropReceiveMaximum)
 		ack.Props.MaximumPacketSize = uint32(srv.opts.MaxPacketSize)
 		ack.Props.Set(codec.PropMaximumPacketSize)
-		ack.Props.TopicAliasMaximum = 0
+		c.connackV5(&ack.Props, p) // v5.go
 	}
 	l.out = ack.Append(l.out, v)
 	c.state = stateConnected
@@ -178,6 +191,10 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 			old.online.Store(false)
 		}
 		if clean || old.dead {
+			if old.stored && s.store != nil {
+				s.connTx(c).batch(s).DeleteSession(old.id)
+				old.stored = false
+			}
 			old.dead = true
 			ended = old.subs
 			old.subs = nil

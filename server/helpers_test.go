@@ -329,3 +329,11 @@ func liveServers() []*Server {
 	}
 	return out
 }
+
+func quietLogger() *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("TERN_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}

@@ -32,6 +32,7 @@ type loop struct {
 	match []trie.Sub[*session]
 	dedup map[*session]int
 	local []*client
+	tx    txn // durable writes of the current event
 
 	// Decode targets reused for every packet of every connection on the loop.
 	connect     codec.Connect
@@ -44,6 +45,7 @@ type loop struct {
 	enc         codec.Publish // encode scratch
 
 	mu      sync.Mutex
+	tasks   []func() // completions posted by the store's committer
 	remote  []*client
 	spare   []*client
 	drainFn gnet.RunnableFunc
@@ -66,7 +68,7 @@ func (l *loop) schedule(c *client, from *loop) {
 		return
 	}
 	l.mu.Lock()
-	first := len(l.remote) == 0
+	first := len(l.remote) == 0 && len(l.tasks) == 0
 	l.remote = append(l.remote, c)
 	l.mu.Unlock()
 	if first {
@@ -77,13 +79,30 @@ func (l *loop) schedule(c *client, from *loop) {
 	}
 }
 
-// drainRemote runs on the loop: it drains every client other loops listed.
+// post runs fn on the loop (from any goroutine).
+func (l *loop) post(fn func()) {
+	l.mu.Lock()
+	first := len(l.remote) == 0 && len(l.tasks) == 0
+	l.tasks = append(l.tasks, fn)
+	l.mu.Unlock()
+	if first {
+		if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
+			l.srv.log.Debug("loop task dropped: engine stopping", "err", err)
+		}
+	}
+}
+
+// drainRemote runs on the loop: posted tasks first (commit completions,
+// in commit order), then every client other loops listed.
 func (l *loop) drainRemote() {
 	l.now = time.Now().UnixNano()
 	l.mu.Lock()
-	list := l.remote
-	l.remote, l.spare = l.spare[:0], nil
+	list, tasks := l.remote, l.tasks
+	l.remote, l.spare, l.tasks = l.spare[:0], nil, nil
 	l.mu.Unlock()
+	for _, fn := range tasks {
+		fn()
+	}
 	for i, c := range list {
 		c.drain()
 		list[i] = nil
@@ -94,6 +113,7 @@ func (l *loop) drainRemote() {
 	}
 	l.mu.Unlock()
 	l.drainLocal()
+	l.srv.submit(l, &l.tx, nil)
 }
 
 // drainLocal drains the clients that deliveries on this loop listed.
@@ -115,4 +135,5 @@ func (l *loop) drainLocal() {
 func (l *loop) tick() {
 	l.now = time.Now().UnixNano()
 	l.wheel.advance(l.now/1e9, func(c *client, now int64) int64 { return c.checkDeadline(now) })
+	l.srv.submit(l, &l.tx, nil)
 }

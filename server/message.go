@@ -23,6 +23,9 @@ type message struct {
 	expiresAt int64
 	// from is the publishing session, for 5.0 No Local; nil for the broker.
 	from *session
+	// id is the message's store id once written (0: not stored); set by
+	// the one goroutine that routes the message.
+	id uint64
 }
 
 // newMessage copies topic and payload into one buffer. props (may be nil)
@@ -86,6 +89,9 @@ func (m *message) size() int { return len(m.topic) + len(m.payload) + 64 }
 // of the filters that matched.
 type outMsg struct {
 	m      *message
-	retain bool     // RETAIN flag on the delivered PUBLISH
 	subIDs []uint32 // 5.0 subscription identifiers; nil for most deliveries
+	seq    uint64   // per-session delivery sequence (QoS 1/2); packet id derives from it
+	ticket *ticket  // batch that stored it; not sent before that batch is submitted
+	retain bool     // RETAIN flag on the delivered PUBLISH
+	stored bool     // an outbound entry for it is in the store
 }

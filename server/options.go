@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/qos"
 )
 
@@ -20,6 +21,18 @@ type Options struct {
 	Listeners []string
 	// DataDir is where durable state lives. Default: "./data".
 	DataDir string
+	// Durability says when acknowledged QoS 1/2 messages are safe:
+	// DurabilitySync (default) acknowledges only what is fsynced;
+	// DurabilityPeriodic acknowledges once written and fsyncs every
+	// SyncInterval (a crash or power loss may lose the last interval of
+	// acknowledged messages); DurabilityNone keeps everything in memory (a
+	// restart loses sessions, queues and retained messages).
+	Durability Durability
+	// SyncInterval is the fsync period of DurabilityPeriodic. Default: 100ms.
+	SyncInterval time.Duration
+	// Store, when set, is used instead of opening one in DataDir (tests,
+	// embedders with their own store). The server closes it on Close.
+	Store persist.Store
 	// AllowAnonymous lets clients without credentials connect on every
 	// listener. Default false: anonymous clients are accepted only on
 	// loopback listeners (DESIGN §6) and need an Authenticator elsewhere.
@@ -63,9 +76,35 @@ type Options struct {
 	// EventLoops is the number of gnet event loops. Default: GOMAXPROCS.
 	EventLoops int
 
+	// MQTT 5.0 features (v5.go, v5_alias.go, auth.go).
+
+	// TopicAliasMaximum is the number of topic aliases a 5.0 client may
+	// define towards the broker (advertised in CONNACK) and the most the
+	// broker assigns towards a client that allows them. Default: 10;
+	// negative: no topic aliases either way.
+	TopicAliasMaximum int
+	// ResponseInformation is returned in CONNACK to a 5.0 client that sets
+	// Request Response Information; "{clientid}" is replaced by the client
+	// identifier (e.g. "reply/{clientid}/"). Default: "" (none returned).
+	ResponseInformation string
+	// EnhancedAuth lists the 5.0 Authentication Methods the broker
+	// implements (AUTH packet exchange, §4.12), e.g. NewSCRAMSHA256.
+	// Default: none (a CONNECT naming a method is refused with 0x8C).
+	EnhancedAuth []EnhancedAuthenticator
+
 	// Logger receives the broker's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
+
+// Durability is the store's durability mode; see Options.Durability.
+type Durability string
+
+// Durability modes.
+const (
+	DurabilitySync     Durability = "sync"
+	DurabilityPeriodic Durability = "periodic"
+	DurabilityNone     Durability = "none"
+)
 
 // Authenticator decides whether a client may connect.
 type Authenticator interface {
@@ -95,6 +134,12 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.DataDir == "" {
 		o.DataDir = "./data"
+	}
+	if o.Durability == "" {
+		o.Durability = DurabilitySync
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = 100 * time.Millisecond
 	}
 	if o.MaxPacketSize == 0 {
 		o.MaxPacketSize = 1 << 20
@@ -129,6 +174,7 @@ func (o *Options) EnsureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.ensureV5Defaults()
 }
 
 // Validate reports every problem with o at once.
@@ -142,6 +188,14 @@ func (o *Options) Validate() error {
 		if strings.Contains(l, "://") {
 			bad("listener %q: give host:port without a scheme", l)
 		}
+	}
+	switch o.Durability {
+	case DurabilitySync, DurabilityPeriodic, DurabilityNone:
+	default:
+		bad("durability %q: want sync, periodic or none", o.Durability)
+	}
+	if o.SyncInterval < 0 {
+		bad("sync interval %v is negative", o.SyncInterval)
 	}
 	if o.MaxPacketSize < 64 || o.MaxPacketSize > 268435460 {
 		bad("max packet size %d: want 64 bytes to 256 MiB", o.MaxPacketSize)
@@ -167,5 +221,6 @@ func (o *Options) Validate() error {
 	if o.EventLoops < 0 || o.EventLoops > 1024 {
 		bad("event loops %d: want 0 (GOMAXPROCS) to 1024", o.EventLoops)
 	}
+	errs = append(errs, o.validateV5()...)
 	return errors.Join(errs...)
 }

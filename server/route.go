@@ -9,22 +9,30 @@ import (
 )
 
 // publishMessage applies a message's retain flag and routes it. l is the
-// loop the caller runs on, nil outside the event loops.
-func (s *Server) publishMessage(l *loop, m *message) {
+// loop the caller runs on, nil outside the event loops; t gathers the
+// durable writes.
+func (s *Server) publishMessage(l *loop, t *txn, m *message) {
 	if m.retain {
+		topic := string(m.topic)
 		if len(m.payload) == 0 {
-			s.retained.Delete(string(m.topic)) // [MQTT-3.3.1-10]
+			s.retained.Delete(topic) // [MQTT-3.3.1-10]
+			if s.store != nil {
+				t.batch(s).DeleteRetained(topic)
+			}
 		} else {
-			s.retained.Set(string(m.topic), m) // replaces [MQTT-3.3.1-5]
+			s.retained.Set(topic, m) // replaces [MQTT-3.3.1-5]
+			if s.store != nil {
+				t.batch(s).PutRetained(messageRecord(m))
+			}
 		}
 	}
-	s.route(l, m)
+	s.route(l, t, m)
 }
 
 // route delivers m to every session with a matching subscription, once per
 // session at the highest granted QoS of its matching subscriptions
 // [MQTT-3.3.5-1], with all their subscription identifiers.
-func (s *Server) route(l *loop, m *message) {
+func (s *Server) route(l *loop, t *txn, m *message) {
 	var subs []trie.Sub[*session]
 	if l != nil {
 		subs = s.subs.Match(m.topic, l.match[:0])
@@ -36,7 +44,7 @@ func (s *Server) route(l *loop, m *message) {
 	case 0:
 		return
 	case 1:
-		s.deliverSub(l, m, &subs[0], nil)
+		s.deliverSub(l, t, m, &subs[0], nil)
 		return
 	}
 	// Overlapping subscriptions of one session collapse into one delivery.
@@ -89,11 +97,11 @@ func (s *Server) route(l *loop, m *message) {
 		}
 	}
 	for i := range uniq {
-		s.deliverSub(l, m, &uniq[i], ids[i])
+		s.deliverSub(l, t, m, &uniq[i], ids[i])
 	}
 }
 
-func (s *Server) deliverSub(l *loop, m *message, sub *trie.Sub[*session], ids []uint32) {
+func (s *Server) deliverSub(l *loop, t *txn, m *message, sub *trie.Sub[*session], ids []uint32) {
 	target := sub.Subscriber
 	if sub.Options&optNoLocal != 0 && m.from == target {
 		return // No Local [MQTT-3.8.3-3]
@@ -102,13 +110,15 @@ func (s *Server) deliverSub(l *loop, m *message, sub *trie.Sub[*session], ids []
 		ids = []uint32{sub.ID}
 	}
 	retain := m.retain && sub.Options&optRetainAsPublished != 0
-	s.deliver(l, target, m, min(m.qos, sub.QoS), retain, ids)
+	s.deliver(l, t, target, m, min(m.qos, sub.QoS), retain, ids)
 }
 
 // deliver queues one delivery on target and wakes its connection's loop if
 // it is online and not already scheduled. Offline sessions keep QoS 1/2
-// deliveries only (QoS 0 is not queued for absent clients).
-func (s *Server) deliver(l *loop, target *session, m *message, q byte, retain bool, ids []uint32) {
+// deliveries only (QoS 0 is not queued for absent clients). A QoS 1/2
+// delivery to a persistent session is written to the store in t; its owner
+// is woken when t is submitted.
+func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, retain bool, ids []uint32) {
 	target.mu.Lock()
 	if target.dead {
 		target.mu.Unlock()
@@ -119,11 +129,36 @@ func (s *Server) deliver(l *loop, target *session, m *message, q byte, retain bo
 		target.mu.Unlock()
 		return
 	}
-	_, hasDropped, queued := target.flowLocked(&s.opts).queue.Push(qos.Item[outMsg]{Msg: outMsg{m: m, retain: retain, subIDs: ids}, QoS: q, Size: m.size()}, s.opts.QueuePolicy)
+	om := outMsg{m: m, retain: retain, subIDs: ids}
+	durable := q > 0 && s.store != nil && target.storable()
+	if q > 0 {
+		om.seq = target.nextSeq
+	}
+	if durable {
+		om.stored, om.ticket = true, t.tick()
+	}
+	f := target.flowLocked(&s.opts)
+	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, s.opts.QueuePolicy)
+	if queued && q > 0 {
+		target.nextSeq++
+		if durable {
+			s.storeDelivery(t, target, &om, q)
+		}
+	}
 	if hasDropped {
 		target.dropped++
+		if dropped.Msg.m != m || queued { // an older delivery made room
+			s.forgetDelivery(t, target, dropped.Msg, false)
+		}
 	}
-	wake := owner != nil && queued && owner.wakeQueued.CompareAndSwap(false, true)
+	wake := false
+	if owner != nil && queued {
+		if durable {
+			t.wakes = append(t.wakes, owner)
+		} else {
+			wake = owner.wakeQueued.CompareAndSwap(false, true)
+		}
+	}
 	target.mu.Unlock()
 	if hasDropped {
 		s.stats.dropped.Add(1)
@@ -150,6 +185,7 @@ func (s *Server) Publish(topic string, payload []byte, qos byte, retain bool) er
 		return errors.Join(ErrInvalidTopic, err)
 	}
 	s.stats.msgsIn.Add(1)
-	s.publishMessage(nil, newMessage([]byte(topic), payload, qos, retain, nil, nanotime(), nil))
-	return nil
+	var t txn
+	s.publishMessage(nil, &t, newMessage([]byte(topic), payload, qos, retain, nil, nanotime(), nil))
+	return s.submitWait(&t)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/trie"
 )
 
@@ -25,6 +26,7 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
+	store    persist.Store // nil with DurabilityNone
 	subs     *trie.Trie[*session]
 	retained *trie.Retained[*message]
 	sessions *registry
@@ -33,11 +35,14 @@ type Server struct {
 	loops   map[gnet.EventLoop]*loop
 	loopSet atomic.Pointer[[]*loop] // copy-on-write list for the ticker
 
-	eng     gnet.Engine
-	ready   chan struct{}
-	done    chan struct{}
-	addrs   []net.Addr
-	closing atomic.Bool
+	eng       gnet.Engine
+	ready     chan struct{}
+	done      chan struct{}
+	addrs     []net.Addr
+	closing   atomic.Bool
+	storeOnce sync.Once
+
+	wills willTimers // 5.0 delayed wills (will.go)
 
 	expiryMu sync.Mutex
 	expiry   expiryHeap
@@ -80,6 +85,12 @@ func New(opts Options) (*Server, error) {
 		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	if err := s.openStore(); err != nil {
+		if s.store != nil {
+			_ = s.store.Close()
+		}
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -111,9 +122,22 @@ func (s *Server) Serve() error {
 		return nil
 	}
 	if err != nil {
+		s.closeStore()
 		return fmt.Errorf("serve %v: %w", s.opts.Listeners, err)
 	}
 	return nil
+}
+
+// closeStore flushes and closes the store once, after the loops stopped.
+func (s *Server) closeStore() {
+	s.storeOnce.Do(func() {
+		if s.store == nil {
+			return
+		}
+		if err := s.store.Close(); err != nil {
+			s.log.Error("closing store", "err", err)
+		}
+	})
 }
 
 // Ready is closed once the broker accepts connections (or Serve failed).
@@ -134,9 +158,12 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.eng.Validate(); err != nil {
+		s.closeStore()
 		return nil // never booted
 	}
-	return s.eng.Stop(ctx)
+	err := s.eng.Stop(ctx)
+	s.closeStore()
+	return err
 }
 
 // Stats returns a snapshot of the broker's counters.
@@ -185,6 +212,7 @@ func (s *Server) ticker() {
 				}
 			}
 			s.expireSessions(now.Unix())
+			s.fireDelayedWills(now.Unix()) // will.go
 		}
 	}
 }
@@ -314,18 +342,26 @@ func (s *Server) expireSessions(now int64) {
 		sess.mu.Unlock()
 		if expired {
 			s.log.Info("session expired", "client_id", sess.id)
-			s.endSession(sess)
+			var t txn
+			s.endSession(&t, sess)
+			if err := s.submitWait(&t); err != nil {
+				s.log.Error("deleting expired session", "client_id", sess.id, "err", err)
+			}
 		}
 	}
 }
 
-// endSession removes a session and everything it holds. The caller must not
-// hold sess.mu.
-func (s *Server) endSession(sess *session) {
+// endSession removes a session and everything it holds, in memory and (in
+// t) in the store. The caller must not hold sess.mu.
+func (s *Server) endSession(t *txn, sess *session) {
 	sess.mu.Lock()
 	if sess.dead {
 		sess.mu.Unlock()
 		return
+	}
+	if sess.stored {
+		t.batch(s).DeleteSession(sess.id)
+		sess.stored = false
 	}
 	sess.dead = true
 	subs := sess.subs

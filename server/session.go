@@ -32,7 +32,9 @@ type session struct {
 	expiry     uint32  // seconds the session outlives its connection (capped)
 	offlineAt  int64   // unix seconds it went offline
 	version    byte    // protocol version of the last connection
+	stored     bool    // a session record is in the store
 	recvMax    uint16  // inflight window size for the current connection
+	nextSeq    uint64  // sequence of the next QoS 1/2 delivery; packet ids derive from it
 	subs       []sessionSub
 	f          *flow  // delivery state; nil until the session has traffic
 	dropped    uint64 // deliveries lost to queue limits (for $SYS and logs)
@@ -175,8 +177,11 @@ func (r *registry) each(fn func(*session)) {
 	}
 }
 
+// subFor builds the trie entry of a subscription of s.
+func subFor(s *session, q, opts byte, id uint32) trie.Sub[*session] {
+	return trie.Sub[*session]{Subscriber: s, QoS: q, Options: opts, ID: id}
+}
+
 // subscriberAvailable tells the trie whether a shared-subscription member is
 // connected.
 func subscriberAvailable(s *session) bool { return s.online.Load() }
-
-var _ = trie.Sub[*session]{}

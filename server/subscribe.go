@@ -55,7 +55,8 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		// The trie is updated under the session lock so that a concurrent
 		// end of the session (clean takeover on another loop) sees it.
 		existed := s.setSubLocked(sessionSub{filter: filter, qos: granted, opts: opts, id: subID})
-		srv.subs.Subscribe(filter, trie.Sub[*session]{Subscriber: s, QoS: granted, Options: opts, ID: subID})
+		srv.subs.Subscribe(filter, subFor(s, granted, opts, subID))
+		srv.putSessionLocked(&l.tx, s, 0) // SUBACK waits for it
 		s.mu.Unlock()
 		codes = append(codes, granted)
 		// Retained messages on subscribe: Retain Handling 0 always, 1 only
@@ -74,7 +75,7 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 	}
 	for _, r := range wantRetained {
 		srv.retained.Match(r.filter, func(_ string, m *message) bool {
-			srv.deliver(l, s, m, min(m.qos, r.qos), true, ids)
+			srv.deliver(l, &l.tx, s, m, min(m.qos, r.qos), true, ids)
 			return true
 		})
 	}
@@ -103,6 +104,7 @@ func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action
 		existed := s.removeSubLocked(filter)
 		if existed {
 			srv.subs.Unsubscribe(filter, s)
+			srv.putSessionLocked(&l.tx, s, 0)
 		}
 		s.mu.Unlock()
 		if c.version == codec.Version5 {

@@ -21,6 +21,7 @@ Usage:
 Commands:
   serve     run the broker (tern serve --help for its flags)
   bench     measure an MQTT broker (tern bench --help)
+  store     inspect a broker's data directory (tern store inspect --help)
   version   print the version
 
 Run "tern <command> --help" for a command's flags.
@@ -37,6 +38,8 @@ func main() {
 		os.Exit(serveCmd(args))
 	case "bench":
 		os.Exit(benchCmd(args))
+	case "store":
+		os.Exit(storeCmd(args))
 	case "version", "--version", "-v":
 		fmt.Println("tern", version)
 	case "help", "--help", "-h":

@@ -20,6 +20,8 @@ import (
 type config struct {
 	Listeners         []string      `yaml:"listeners"`
 	DataDir           string        `yaml:"data_dir"`
+	Durability        string        `yaml:"durability"`
+	SyncInterval      time.Duration `yaml:"sync_interval"`
 	AllowAnonymous    bool          `yaml:"allow_anonymous"`
 	LogLevel          string        `yaml:"log_level"`
 	LogFormat         string        `yaml:"log_format"`
@@ -56,6 +58,8 @@ Flags:
 	fs.Var(&listeners, "listen", "`HOST:PORT` to accept MQTT on; repeat for several (default 127.0.0.1:1883)")
 	configPath := fs.String("config", "", "YAML configuration `FILE` (see tern.example.yaml)")
 	dataDir := fs.String("data", "", "`DIR` for durable state (default ./data)")
+	durability := fs.String("durability", "", "`MODE`: sync (acknowledge only what is fsynced; default), periodic (fsync every --sync-interval; a crash may lose that much acknowledged data), none (memory only)")
+	syncInterval := fs.Duration("sync-interval", 0, "fsync period for --durability periodic (default 100ms)")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error (default info)")
 	logFormat := fs.String("log-format", "", "log format: text or json (default text)")
 	allowAnon := fs.Bool("allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
@@ -91,6 +95,10 @@ Flags:
 			cfg.Listeners = listeners
 		case "data":
 			cfg.DataDir = *dataDir
+		case "durability":
+			cfg.Durability = *durability
+		case "sync-interval":
+			cfg.SyncInterval = *syncInterval
 		case "log-level":
 			cfg.LogLevel = *logLevel
 		case "log-format":
@@ -111,6 +119,8 @@ Flags:
 	opts := server.Options{
 		Listeners:         cfg.Listeners,
 		DataDir:           cfg.DataDir,
+		Durability:        server.Durability(cfg.Durability),
+		SyncInterval:      cfg.SyncInterval,
 		AllowAnonymous:    cfg.AllowAnonymous,
 		MaxPacketSize:     cfg.MaxPacketSize,
 		ConnectTimeout:    cfg.ConnectTimeout,
@@ -124,10 +134,19 @@ Flags:
 		EventLoops:        cfg.EventLoops,
 		Logger:            logger,
 	}
+	if opts.DataDir == "" {
+		opts.DataDir = "./data"
+	}
+	if opts.Durability != server.DurabilityNone {
+		if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
+			fmt.Fprintf(os.Stderr, "tern serve: data dir: %v\n", err)
+			return 1
+		}
+	}
 	srv, err := server.New(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tern serve: %v\n", err)
-		return 2
+		return 1
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

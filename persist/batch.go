@@ -1,0 +1,301 @@
+package persist
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Operation kinds in a Batch's buffer.
+const (
+	opSet          byte = 1
+	opDelete       byte = 2
+	opDeleteClient byte = 3 // key is a client prefix; resolved by the committer
+)
+
+// refOp is one AddRef (+1) or Release (-1) recorded by a Batch.
+type refOp struct {
+	id  uint64
+	add bool
+}
+
+// Batch is a set of writes that Commit applies atomically: all or none of
+// them survive a crash. Build it on one goroutine; the methods are not safe
+// for concurrent use. After Commit the batch belongs to the store: do not
+// touch it again.
+//
+// Keys and records are encoded (and large payloads compressed) inside the
+// Batch methods, on the caller's goroutine, so that the single committer
+// goroutine only copies bytes.
+//
+// The methods never panic on bad input: the first invalid argument is kept
+// (see Err), later calls are ignored, and Commit fails the whole batch with
+// that error without writing anything.
+type Batch struct {
+	c    *core
+	buf  []byte // ops: kind | u32 LE key len | key | u32 LE value len | value
+	ops  int
+	puts []uint64 // message ids created by PutMessage
+	refs []refOp
+	err  error
+	done func(error)
+}
+
+// Err returns the first invalid-argument error recorded by the batch.
+func (b *Batch) Err() error { return b.err }
+
+// Len returns the number of operations in the batch.
+func (b *Batch) Len() int { return b.ops }
+
+// Size returns the encoded size of the batch in bytes.
+func (b *Batch) Size() int { return len(b.buf) }
+
+func (b *Batch) reset() {
+	b.buf = b.buf[:0]
+	b.ops = 0
+	b.puts = b.puts[:0]
+	b.refs = b.refs[:0]
+	b.err = nil
+	b.done = nil
+}
+
+func (b *Batch) invalid(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+// beginOp appends an op header with a placeholder key length and returns
+// the offset of that length.
+func (b *Batch) beginOp(kind byte) int {
+	b.ops++
+	b.buf = append(b.buf, kind, 0, 0, 0, 0)
+	return len(b.buf) - 4
+}
+
+// patchLen writes the length of everything after the 4-byte slot at.
+func (b *Batch) patchLen(at int) {
+	binary.LittleEndian.PutUint32(b.buf[at:], uint32(len(b.buf)-at-4))
+}
+
+// beginValue appends a placeholder value length, closing the key.
+func (b *Batch) beginValue(keyAt int) int {
+	b.patchLen(keyAt)
+	b.buf = append(b.buf, 0, 0, 0, 0)
+	return len(b.buf) - 4
+}
+
+func (b *Batch) endOp(valueAt int) { b.patchLen(valueAt) }
+
+func (b *Batch) deleteKey(kind byte, key func([]byte) []byte) {
+	at := b.beginOp(kind)
+	b.buf = key(b.buf)
+	b.endOp(b.beginValue(at))
+}
+
+// nextOp decodes the op at the head of ops. The buffer was written by the
+// Batch methods of this process, so it is trusted.
+func nextOp(ops []byte) (kind byte, key, value, rest []byte) {
+	kind = ops[0]
+	kl := binary.LittleEndian.Uint32(ops[1:5])
+	key = ops[5 : 5+kl]
+	ops = ops[5+kl:]
+	vl := binary.LittleEndian.Uint32(ops[:4])
+	value = ops[4 : 4+vl]
+	return kind, key, value, ops[4+vl:]
+}
+
+func checkClientID(clientID string) error {
+	if len(clientID) > MaxStringLen {
+		return fmt.Errorf("%w: client id length %d", ErrInvalid, len(clientID))
+	}
+	return nil
+}
+
+// PutSession writes (or replaces) the session record of clientID.
+func (b *Batch) PutSession(clientID string, s *Session) {
+	if b.err != nil {
+		return
+	}
+	if err := checkClientID(clientID); err != nil {
+		b.invalid(err)
+		return
+	}
+	if err := validateSession(s); err != nil {
+		b.invalid(err)
+		return
+	}
+	at := b.beginOp(opSet)
+	b.buf = appendSessionKey(b.buf, clientID)
+	vat := b.beginValue(at)
+	b.buf = appendSession(b.buf, s)
+	b.endOp(vat)
+}
+
+// DeleteSession deletes everything stored for clientID — the session
+// record, every outbound entry and inbound marker — and releases the
+// message reference of every outbound entry that exists when the batch is
+// applied (including entries written earlier in this batch or by batches
+// committed before it). Do not Release those references yourself.
+func (b *Batch) DeleteSession(clientID string) {
+	if b.err != nil {
+		return
+	}
+	if err := checkClientID(clientID); err != nil {
+		b.invalid(err)
+		return
+	}
+	b.deleteKey(opDeleteClient, func(dst []byte) []byte { return appendClientPrefix(dst, clientID) })
+}
+
+// PutMessage writes m once under a new message id and returns the id. The
+// message starts with no references: add one with AddRef, in this same
+// batch, for every outbound entry that points at it. A message that has no
+// reference when the batch is committed is not kept (it is deleted in the
+// same batch), so a message is never leaked. Later batches may AddRef an
+// id while it still has references. Returns 0 if m is invalid.
+//
+// m is encoded before PutMessage returns; the caller may reuse it.
+func (b *Batch) PutMessage(m *Message) uint64 {
+	if b.err != nil {
+		return 0
+	}
+	if err := validateMessage(m); err != nil {
+		b.invalid(err)
+		return 0
+	}
+	id := b.c.nextID.Add(1) - 1
+	at := b.beginOp(opSet)
+	b.buf = appendMessageKey(b.buf, id)
+	vat := b.beginValue(at)
+	b.buf = appendMessage(b.buf, m, b.c.opts.CompressThreshold)
+	b.endOp(vat)
+	b.puts = append(b.puts, id)
+	return id
+}
+
+// AddRef adds one reference to message id (an outbound entry now points
+// at it). The id must have been created by PutMessage in this batch or
+// still hold a reference.
+func (b *Batch) AddRef(id uint64) {
+	if b.err != nil {
+		return
+	}
+	if id == 0 {
+		b.invalid(fmt.Errorf("%w: AddRef of message id 0", ErrInvalid))
+		return
+	}
+	b.refs = append(b.refs, refOp{id: id, add: true})
+}
+
+// Release drops one reference to message id. When the last reference goes,
+// the message record is deleted in this batch.
+func (b *Batch) Release(id uint64) {
+	if b.err != nil {
+		return
+	}
+	if id == 0 {
+		b.invalid(fmt.Errorf("%w: Release of message id 0", ErrInvalid))
+		return
+	}
+	b.refs = append(b.refs, refOp{id: id})
+}
+
+// PutOutbound writes (or replaces) outbound entry seq of clientID. Entries
+// are delivered in seq order. Changing an entry's state re-puts it; the
+// reference count is not touched (use AddRef/Release when the entry starts
+// or stops pointing at a message).
+func (b *Batch) PutOutbound(clientID string, seq uint64, o Outbound) {
+	if b.err != nil {
+		return
+	}
+	if err := checkClientID(clientID); err != nil {
+		b.invalid(err)
+		return
+	}
+	if err := o.validate(); err != nil {
+		b.invalid(fmt.Errorf("%w: outbound: %v", ErrInvalid, err))
+		return
+	}
+	at := b.beginOp(opSet)
+	b.buf = appendOutboundKey(b.buf, clientID, seq)
+	vat := b.beginValue(at)
+	b.buf = appendOutbound(b.buf, o)
+	b.endOp(vat)
+}
+
+// DeleteOutbound deletes outbound entry seq of clientID. Release its
+// message in the same batch.
+func (b *Batch) DeleteOutbound(clientID string, seq uint64) {
+	if b.err != nil {
+		return
+	}
+	if err := checkClientID(clientID); err != nil {
+		b.invalid(err)
+		return
+	}
+	b.deleteKey(opDelete, func(dst []byte) []byte { return appendOutboundKey(dst, clientID, seq) })
+}
+
+// PutInbound records that a QoS 2 PUBLISH with packetID was received from
+// clientID and PUBREC sent [MQTT-4.3.3-10].
+func (b *Batch) PutInbound(clientID string, packetID uint16, in Inbound) {
+	if b.err != nil {
+		return
+	}
+	if err := checkClientID(clientID); err != nil {
+		b.invalid(err)
+		return
+	}
+	if packetID == 0 || in.ReceivedAt < 0 {
+		b.invalid(fmt.Errorf("%w: inbound packet id %d, time %d", ErrInvalid, packetID, in.ReceivedAt)) // [MQTT-2.2.1-3]
+		return
+	}
+	at := b.beginOp(opSet)
+	b.buf = appendInboundKey(b.buf, clientID, packetID)
+	vat := b.beginValue(at)
+	b.buf = appendInbound(b.buf, in)
+	b.endOp(vat)
+}
+
+// DeleteInbound deletes the marker once PUBREL arrived (PUBCOMP is sent
+// after the batch commits).
+func (b *Batch) DeleteInbound(clientID string, packetID uint16) {
+	if b.err != nil {
+		return
+	}
+	if err := checkClientID(clientID); err != nil {
+		b.invalid(err)
+		return
+	}
+	b.deleteKey(opDelete, func(dst []byte) []byte { return appendInboundKey(dst, clientID, packetID) })
+}
+
+// PutRetained stores m as the retained message of m.Topic, replacing the
+// previous one. Retained messages are stored inline under their topic, so
+// a replaced or cleared retained message leaves nothing behind.
+func (b *Batch) PutRetained(m *Message) {
+	if b.err != nil {
+		return
+	}
+	if err := validateMessage(m); err != nil {
+		b.invalid(err)
+		return
+	}
+	at := b.beginOp(opSet)
+	b.buf = appendRetainedKey(b.buf, m.Topic)
+	vat := b.beginValue(at)
+	b.buf = appendMessage(b.buf, m, b.c.opts.CompressThreshold)
+	b.endOp(vat)
+}
+
+// DeleteRetained clears the retained message of topic.
+func (b *Batch) DeleteRetained(topic string) {
+	if b.err != nil {
+		return
+	}
+	if len(topic) == 0 || len(topic) > MaxStringLen {
+		b.invalid(fmt.Errorf("%w: topic length %d", ErrInvalid, len(topic)))
+		return
+	}
+	b.deleteKey(opDelete, func(dst []byte) []byte { return appendRetainedKey(dst, topic) })
+}

@@ -1,0 +1,203 @@
+package persist
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var recoverN = flag.Int("persist.recover-n", 1_000_000, "queued messages written for BenchmarkRecover1M")
+
+// qos1Batch fills b like the server does for one QoS 1 PUBLISH with one
+// persistent subscriber: the message once, one outbound entry, one reference.
+func qos1Batch(b *Batch, client string, seq uint64, payload []byte) {
+	id := b.PutMessage(&Message{Topic: "devices/sensor-42/telemetry", Payload: payload, QoS: 1, Publisher: "sensor-42"})
+	b.AddRef(id)
+	b.PutOutbound(client, seq, Outbound{MessageID: id, QoS: 1})
+}
+
+// benchCommit runs b.N commits from 64 concurrent committers (the server's
+// event loops plus headroom), each waiting for its done before the next.
+func benchCommit(b *testing.B, s Store) {
+	const committers = 64
+	payload := jsonPayload(rand.New(rand.NewPCG(1, 1)), 256)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	before := s.Stats()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for w := range committers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := fmt.Sprintf("sub-%d", w)
+			done := make(chan error, 1)
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				bt := s.NewBatch()
+				qos1Batch(bt, client, uint64(i), payload)
+				s.Commit(bt, func(err error) { done <- err })
+				if err := <-done; err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	b.StopTimer()
+	st := s.Stats()
+	syncs := float64(st.Syncs - before.Syncs)
+	b.ReportMetric(float64(b.N)/elapsed, "msgs/s")
+	b.ReportMetric(syncs/elapsed, "fsyncs/s")
+	if syncs > 0 {
+		b.ReportMetric(float64(b.N)/syncs, "msgs/fsync")
+	}
+	b.ReportMetric(float64(st.Batches-before.Batches)/float64(st.Groups-before.Groups), "batches/group")
+}
+
+// BenchmarkCommitSync: ModeSync, 64 committers, one QoS 1 message each.
+func BenchmarkCommitSync(b *testing.B) {
+	o := quietOptions()
+	o.Dir = b.TempDir()
+	benchCommit(b, openPebble(b, o))
+}
+
+// BenchmarkCommitPeriodic: ModePeriodic (100ms), same load.
+func BenchmarkCommitPeriodic(b *testing.B) {
+	o := quietOptions()
+	o.Dir = b.TempDir()
+	o.Mode = ModePeriodic
+	benchCommit(b, openPebble(b, o))
+}
+
+// BenchmarkCommitNone: the Memory store, same load.
+func BenchmarkCommitNone(b *testing.B) {
+	s, err := NewMemory(quietOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	benchCommit(b, s)
+}
+
+// writeQueued fills a store with n queued QoS 1 messages spread over 1,000
+// offline sessions, in 1,000-message batches.
+func writeQueued(tb testing.TB, s Store, n int, payload func(i int) []byte) {
+	const clients, perBatch = 1000, 1000
+	for i := 0; i < clients; i++ {
+		bt := s.NewBatch()
+		bt.PutSession(fmt.Sprintf("client-%04d", i), &Session{ProtocolVersion: 5, ExpiryInterval: 86400, DisconnectedAt: 1, Subscriptions: []Subscription{{Filter: "devices/+/telemetry", QoS: 1}}})
+		commit(tb, s, bt)
+	}
+	for i := 0; i < n; i += perBatch {
+		bt := s.NewBatch()
+		for j := i; j < min(n, i+perBatch); j++ {
+			qos1Batch(bt, fmt.Sprintf("client-%04d", j%clients), uint64(j), payload(j))
+		}
+		commit(tb, s, bt)
+	}
+}
+
+// BenchmarkRecover1M measures a restart with 1,000,000 queued messages
+// (-persist.recover-n to change): opening (reference counts rebuilt from
+// every entry) plus Recover visiting every record. Run with -benchtime=1x:
+// each iteration writes the store first (untimed).
+func BenchmarkRecover1M(b *testing.B) {
+	n := *recoverN
+	payload := jsonPayload(rand.New(rand.NewPCG(2, 2)), 200)
+	for range b.N {
+		b.StopTimer()
+		o := quietOptions()
+		o.Dir = b.TempDir()
+		o.Mode = ModePeriodic // setup speed; the data is synced at Close
+		s, err := OpenPebble(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		writeQueued(b, s, n, func(int) []byte { return payload })
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		o.Mode = ModeSync
+		b.StartTimer()
+
+		start := time.Now()
+		s, err = OpenPebble(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		opened := time.Since(start)
+		var msgs, entries int
+		st, err := s.Recover(Visitor{
+			Message:  func(uint64, *Message) error { msgs++; return nil },
+			Outbound: func(string, uint64, Outbound) error { entries++; return nil },
+		})
+		total := time.Since(start)
+		b.StopTimer()
+		if err != nil || msgs != n || entries != n || st.Corrupt != 0 {
+			b.Fatalf("recovered %d messages, %d entries, %d corrupt, err %v; want %d", msgs, entries, st.Corrupt, err, n)
+		}
+		_ = s.Close()
+		b.ReportMetric(opened.Seconds(), "open-s")
+		b.ReportMetric(total.Seconds(), "recover-s")
+		b.ReportMetric(float64(n)/total.Seconds(), "msgs/s")
+	}
+}
+
+// BenchmarkDiskBytesPerMessage writes 50,000 queued messages with a 2 KiB
+// payload, flushes and compacts, and reports bytes on disk per queued
+// message (message record + outbound entry + Pebble overhead), with the
+// store's S2 compression on and off. Pebble compresses its sstable blocks
+// too, so "sst" shows what the store's own compression adds on top; "disk"
+// adds WAL files Pebble keeps for recycling; "wal" is the bytes written
+// through the WAL and memtable, where Pebble does not compress. Run with
+// -benchtime=1x.
+func BenchmarkDiskBytesPerMessage(b *testing.B) {
+	const n = 50_000
+	rng := rand.New(rand.NewPCG(3, 3))
+	kinds := map[string]func(int) []byte{
+		"json":   func(int) []byte { return jsonPayload(rng, 2048) },
+		"random": func(int) []byte { return randomPayload(rng, 2048) },
+	}
+	for _, kind := range []string{"json", "random"} {
+		for _, threshold := range []int{DefaultCompressThreshold, -1} {
+			name := fmt.Sprintf("%s/s2=%v", kind, threshold > 0)
+			b.Run(name, func(b *testing.B) {
+				for range b.N {
+					o := quietOptions()
+					o.Dir = b.TempDir()
+					o.Mode = ModePeriodic
+					o.CompressThreshold = threshold
+					p, err := OpenPebble(o)
+					if err != nil {
+						b.Fatal(err)
+					}
+					writeQueued(b, p, n, kinds[kind])
+					if err := p.Flush(); err != nil {
+						b.Fatal(err)
+					}
+					u, err := p.Usage()
+					if err != nil {
+						b.Fatal(err)
+					}
+					st := p.Stats()
+					_ = p.Close()
+					b.ReportMetric(float64(u.DiskBytes)/n, "disk-B/msg")
+					b.ReportMetric(float64(u.TableBytes)/n, "sst-B/msg")
+					b.ReportMetric(float64(st.BytesCommitted)/n, "wal-B/msg")
+					b.ReportMetric(float64(u.Messages.Bytes+u.Outbound.Bytes)/n, "logical-B/msg")
+				}
+			})
+		}
+	}
+}

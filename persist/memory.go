@@ -1,0 +1,206 @@
+package persist
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Memory is the in-memory Store (ModeNone): the same batches, reference
+// counting, group committer and recovery walk as Pebble, over maps. Used by
+// tests and by `--durability none`. Recover on a Memory store visits what
+// it holds; nothing survives the process.
+type Memory struct {
+	*core
+	eng *memEngine
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory store. opts.Mode is forced to
+// ModeNone and opts.Dir is ignored.
+func NewMemory(opts Options) (*Memory, error) {
+	opts.Mode = ModeNone
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	eng := &memEngine{clients: map[string]map[string][]byte{}, other: map[string][]byte{}}
+	c := newCore(opts, eng)
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	c.start()
+	return &Memory{core: c, eng: eng}, nil
+}
+
+// memEngine keeps one map per client range, so a session delete drops one
+// map and a client scan sorts only that client's keys; every other key
+// (messages, retained, meta) lives in other.
+type memEngine struct {
+	mu      sync.RWMutex
+	clients map[string]map[string][]byte // client prefix -> key -> value
+	other   map[string][]byte
+	closed  bool
+}
+
+type memOp struct {
+	kind   byte
+	k, v   []byte
+	hi     []byte // opDeleteRange
+	copied bool
+}
+
+const opDeleteRange byte = 4
+
+type memWriter struct{ ops []memOp }
+
+func (e *memEngine) newWriter() writer { return &memWriter{} }
+
+// The writer copies keys and values: the batch buffers they come from are
+// recycled once the group is done.
+func (w *memWriter) set(k, v []byte) {
+	w.ops = append(w.ops, memOp{kind: opSet, k: bytes.Clone(k), v: append(make([]byte, 0, len(v)), v...)})
+}
+func (w *memWriter) del(k []byte) { w.ops = append(w.ops, memOp{kind: opDelete, k: bytes.Clone(k)}) }
+func (w *memWriter) delRange(lo, hi []byte) {
+	w.ops = append(w.ops, memOp{kind: opDeleteRange, k: bytes.Clone(lo), hi: bytes.Clone(hi)})
+}
+func (w *memWriter) count() int { return len(w.ops) }
+func (w *memWriter) release()   { w.ops = nil }
+
+// clientPrefixOf returns the client prefix (0x03 | len | id) k starts with.
+func clientPrefixOf(k []byte) (string, bool) {
+	if len(k) < 3 || k[0] != prefixClient {
+		return "", false
+	}
+	n := 3 + int(k[1])<<8 | int(k[2])
+	if len(k) < n {
+		return "", false
+	}
+	return string(k[:n]), true
+}
+
+func (e *memEngine) apply(w writer, _ bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	for _, op := range w.(*memWriter).ops {
+		switch op.kind {
+		case opSet:
+			if p, ok := clientPrefixOf(op.k); ok {
+				m := e.clients[p]
+				if m == nil {
+					m = map[string][]byte{}
+					e.clients[p] = m
+				}
+				m[string(op.k)] = op.v
+			} else {
+				e.other[string(op.k)] = op.v
+			}
+		case opDelete:
+			if p, ok := clientPrefixOf(op.k); ok {
+				if m := e.clients[p]; m != nil {
+					delete(m, string(op.k))
+					if len(m) == 0 {
+						delete(e.clients, p)
+					}
+				}
+			} else {
+				delete(e.other, string(op.k))
+			}
+		case opDeleteRange:
+			if p, ok := clientPrefixOf(op.k); ok && len(p) == len(op.k) && string(op.hi) == p+string(kindEnd) {
+				delete(e.clients, p)
+				continue
+			}
+			for _, kv := range e.collectLocked(op.k, op.hi) {
+				if p, ok := clientPrefixOf(kv.k); ok {
+					delete(e.clients[p], string(kv.k))
+					if len(e.clients[p]) == 0 {
+						delete(e.clients, p)
+					}
+				} else {
+					delete(e.other, string(kv.k))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (e *memEngine) syncWAL() error { return nil }
+
+type memKV struct{ k, v []byte }
+
+func inRange(k string, lower, upper []byte) bool {
+	return (lower == nil || k >= string(lower)) && (upper == nil || k < string(upper))
+}
+
+// collectLocked returns the sorted pairs in [lower, upper). Stored values
+// are never mutated (apply replaces them), so the snapshot may share them.
+func (e *memEngine) collectLocked(lower, upper []byte) []memKV {
+	var out []memKV
+	add := func(m map[string][]byte) {
+		for k, v := range m {
+			if inRange(k, lower, upper) {
+				out = append(out, memKV{k: []byte(k), v: v})
+			}
+		}
+	}
+	// A range inside one client needs only that client's map.
+	if p, ok := clientPrefixOf(lower); ok && upper != nil && strings.HasPrefix(string(upper), p) {
+		add(e.clients[p])
+	} else {
+		add(e.other)
+		for _, m := range e.clients {
+			add(m)
+		}
+	}
+	slices.SortFunc(out, func(a, b memKV) int { return bytes.Compare(a.k, b.k) })
+	return out
+}
+
+func (e *memEngine) newIter(lower, upper []byte) (iterator, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	return &memIter{kvs: e.collectLocked(lower, upper), pos: -1}, nil
+}
+
+func (e *memEngine) diskUsage() diskUsage { return diskUsage{} }
+
+func (e *memEngine) close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return errors.New("persist: memory engine closed twice")
+	}
+	e.closed = true
+	e.clients, e.other = nil, nil
+	return nil
+}
+
+// memIter iterates a sorted snapshot.
+type memIter struct {
+	kvs []memKV
+	pos int
+}
+
+func (it *memIter) First() bool { it.pos = 0; return it.Valid() }
+func (it *memIter) Next() bool  { it.pos++; return it.Valid() }
+func (it *memIter) SeekGE(key []byte) bool {
+	it.pos, _ = slices.BinarySearchFunc(it.kvs, key, func(kv memKV, k []byte) int { return bytes.Compare(kv.k, k) })
+	return it.Valid()
+}
+func (it *memIter) Valid() bool                  { return it.pos >= 0 && it.pos < len(it.kvs) }
+func (it *memIter) Key() []byte                  { return it.kvs[it.pos].k }
+func (it *memIter) ValueAndErr() ([]byte, error) { return it.kvs[it.pos].v, nil }
+func (it *memIter) Error() error                 { return nil }
+func (it *memIter) Close() error                 { it.kvs = nil; return nil }

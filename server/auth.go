@@ -1,0 +1,211 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ternmq/tern/codec"
+)
+
+// Enhanced authentication (MQTT 5.0 §4.12) is a challenge/response
+// conversation carried in AUTH packets, named by an Authentication Method:
+//
+//	client                                   broker
+//	CONNECT  method=M data=d0        ──▶     Start, Step(d0) → s1, not done
+//	                                 ◀──     AUTH 0x18 (continue) data=s1
+//	AUTH 0x18 method=M data=d1       ──▶     Step(d1) → s2, done
+//	                                 ◀──     CONNACK 0x00 method=M data=s2
+//
+// A method the broker does not implement is CONNACK 0x8C
+// [MQTT-4.12.0-1]; a failed step is CONNACK 0x87 (or the code of a
+// *codec.Error). While the exchange runs the client may send only AUTH or
+// DISCONNECT; the connect timeout still applies. Once connected, the client
+// may re-authenticate with AUTH 0x19 and the same method [MQTT-4.12.1-1]:
+// the same conversation, ending in AUTH 0x00 (success) or DISCONNECT
+// (failure [MQTT-4.12.1-2]); other traffic goes on meanwhile.
+//
+// Steps run on the connection's event loop and must not block. A method
+// is one EnhancedAuthenticator in Options.EnhancedAuth; SCRAM-SHA-256
+// (auth_scram.go) is built in.
+
+// EnhancedAuthenticator implements one Authentication Method.
+type EnhancedAuthenticator interface {
+	// Method is the Authentication Method name, e.g. "SCRAM-SHA-256".
+	Method() string
+	// Start begins a conversation for a CONNECT or a re-authentication.
+	// info.Password is valid only during the call. It is called on the
+	// connection's event loop and must not block.
+	Start(info ConnectInfo) AuthExchange
+}
+
+// AuthExchange is one authentication conversation. Only the connection's
+// event loop calls it, one step at a time.
+type AuthExchange interface {
+	// Step is given the client's Authentication Data (nil if none) and
+	// returns the data to send back. done ends the conversation with
+	// success (the data goes in CONNACK or AUTH 0x00); a non-nil error ends
+	// it with failure: a *codec.Error carries the reason code to send,
+	// any other error means 0x87 (Not authorized).
+	Step(clientData []byte) (serverData []byte, done bool, err error)
+}
+
+// authState is a connection's enhanced authentication state.
+type authState struct {
+	method string
+	authr  EnhancedAuthenticator
+	ex     AuthExchange // conversation in progress (CONNECT or re-auth); nil if none
+	done   bool         // the CONNECT exchange succeeded
+	final  []byte       // server data for the CONNACK (owned copy)
+
+	// The CONNECT being authenticated, copied out of the read buffer and
+	// decoded again once the exchange succeeds; nil when none is pending.
+	pending  []byte
+	pendingH codec.FixedHeader
+}
+
+// findAuth returns the authenticator of method, or nil.
+func (s *Server) findAuth(method []byte) EnhancedAuthenticator {
+	for _, a := range s.opts.EnhancedAuth {
+		if a.Method() == string(method) {
+			return a
+		}
+	}
+	return nil
+}
+
+// authCode is the reason code a failed step is reported with.
+func authCode(err error) codec.ReasonCode {
+	var ce *codec.Error
+	if errors.As(err, &ce) && ce.Code >= 0x80 {
+		return ce.Code
+	}
+	return codec.NotAuthorized
+}
+
+// startConnectAuth begins the exchange a 5.0 CONNECT asked for.
+func (c *client) startConnectAuth(h codec.FixedHeader, body []byte, p *codec.Connect) gnet.Action {
+	a := &c.v5.auth
+	authr := c.srv.findAuth(p.Props.AuthMethod)
+	if authr == nil {
+		return c.refuse(codec.Version5, codec.BadAuthenticationMethod, "authentication method "+string(p.Props.AuthMethod)+" not supported [MQTT-4.12.0-1]")
+	}
+	a.method, a.authr = string(p.Props.AuthMethod), authr
+	a.ex = authr.Start(c.connectInfo(p.Password))
+	out, done, err := a.ex.Step(p.Props.AuthData)
+	if err != nil {
+		a.ex = nil
+		return c.refuse(codec.Version5, authCode(err), "authentication failed: "+err.Error())
+	}
+	if done {
+		a.ex, a.done, a.final = nil, true, append([]byte(nil), out...)
+		return c.handleConnect(h, body) // again, now authenticated
+	}
+	a.pending, a.pendingH = append([]byte(nil), body...), h
+	c.sendAuth(codec.ContinueAuthentication, out)
+	return gnet.None
+}
+
+// continueConnectAuth handles a packet received while the CONNECT's
+// exchange is in progress.
+func (c *client) continueConnectAuth(h codec.FixedHeader, body []byte) gnet.Action {
+	a := &c.v5.auth
+	switch h.Type {
+	case codec.AUTH:
+	case codec.DISCONNECT:
+		c.closeWhy = "DISCONNECT during authentication"
+		return gnet.Close
+	default:
+		return c.refuse(codec.Version5, codec.ProtocolError, "only AUTH or DISCONNECT may follow CONNECT until CONNACK (§4.12)")
+	}
+	au := &c.loop.auth
+	if err := au.Decode(h, body, codec.Version5); err != nil {
+		return c.refuse(codec.Version5, authCode(err), err.Error())
+	}
+	if au.ReasonCode != byte(codec.ContinueAuthentication) {
+		return c.refuse(codec.Version5, codec.ProtocolError, "AUTH during CONNECT must continue the exchange (0x18)")
+	}
+	if string(au.Props.AuthMethod) != a.method {
+		return c.refuse(codec.Version5, codec.ProtocolError, "AUTH names another authentication method than CONNECT")
+	}
+	out, done, err := a.ex.Step(au.Props.AuthData)
+	if err != nil {
+		a.ex = nil
+		return c.refuse(codec.Version5, authCode(err), "authentication failed: "+err.Error())
+	}
+	if !done {
+		c.sendAuth(codec.ContinueAuthentication, out)
+		return gnet.None
+	}
+	a.ex, a.done, a.final = nil, true, append([]byte(nil), out...)
+	h, body = a.pendingH, a.pending
+	a.pending = nil
+	return c.handleConnect(h, body)
+}
+
+// handleAuth handles AUTH on a connected client: re-authentication.
+func (c *client) handleAuth(h codec.FixedHeader, body []byte) gnet.Action {
+	if c.version < codec.Version5 {
+		return c.fail(codec.Errf(codec.ProtocolError, "", "AUTH before MQTT 5"))
+	}
+	au := &c.loop.auth
+	if err := au.Decode(h, body, c.version); err != nil {
+		return c.fail(err)
+	}
+	a := &c.v5.auth
+	if a.authr == nil {
+		return c.fail(codec.Errf(codec.ProtocolError, "", "AUTH from a client whose CONNECT named no authentication method (§4.12)"))
+	}
+	if string(au.Props.AuthMethod) != a.method {
+		return c.fail(codec.Errf(codec.ProtocolError, "MQTT-4.12.1-1", "re-authentication with another method than CONNECT's"))
+	}
+	switch codec.ReasonCode(au.ReasonCode) {
+	case codec.ReAuthenticate:
+		if a.ex != nil {
+			return c.fail(codec.Errf(codec.ProtocolError, "", "re-authentication started while one is in progress"))
+		}
+		a.ex = a.authr.Start(c.connectInfo(nil))
+	case codec.ContinueAuthentication:
+		if a.ex == nil {
+			return c.fail(codec.Errf(codec.ProtocolError, "", "AUTH 0x18 with no exchange in progress"))
+		}
+	default:
+		return c.fail(codec.Errf(codec.ProtocolError, "", "AUTH 0x%02X from a client", au.ReasonCode))
+	}
+	out, done, err := a.ex.Step(au.Props.AuthData)
+	if err != nil {
+		a.ex = nil
+		return c.fail(codec.Errf(authCode(err), "MQTT-4.12.1-2", "re-authentication failed: %v", err))
+	}
+	if done {
+		a.ex = nil
+		c.sendAuth(codec.Success, out)
+	} else {
+		c.sendAuth(codec.ContinueAuthentication, out)
+	}
+	return gnet.None
+}
+
+// sendAuth queues an AUTH packet for the client.
+func (c *client) sendAuth(code codec.ReasonCode, data []byte) {
+	a := codec.Auth{ReasonCode: byte(code)}
+	a.Props.AuthMethod = []byte(c.v5.auth.method)
+	a.Props.Set(codec.PropAuthMethod)
+	if len(data) > 0 {
+		a.Props.AuthData = data
+		a.Props.Set(codec.PropAuthData)
+	}
+	c.loop.out = a.Append(c.loop.out)
+}
+
+func (c *client) connectInfo(password []byte) ConnectInfo {
+	return ConnectInfo{ClientID: c.id, Username: c.user, Password: password,
+		Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: c.version}
+}
+
+// enhancedAuthed reports whether the CONNECT was authenticated by an AUTH
+// exchange, which then stands in for the password Authenticator.
+func (c *client) enhancedAuthed() bool { return c.v5 != nil && c.v5.auth.done }
+
+// authPending reports whether a CONNECT waits for its AUTH exchange.
+func (c *client) authPending() bool { return c.v5 != nil && c.v5.auth.pending != nil }

@@ -1,0 +1,163 @@
+package server
+
+import (
+	"container/heap"
+	"sync"
+
+	"github.com/ternmq/tern/codec"
+)
+
+// Will delay (MQTT 5.0 §3.1.3.2.2). A connection that ends without a
+// normal DISCONNECT has its will published, but a 5.0 client may ask for a
+// Will Delay Interval: the will then waits that long, and is dropped if a
+// new connection resumes the session first [MQTT-3.1.3-9]. If the session
+// ends before the delay passes (session expiry shorter than the delay, a
+// clean-start reconnect discarding it), the will is published then.
+//
+//	close ──delay 0, or session already ended──▶ publish now
+//	  │
+//	  └─delay d──▶ pending[id] (min-heap by min(d, session expiry))
+//	                 ├─ CONNECT resumes the session ──▶ dropped
+//	                 ├─ CONNECT with clean start  ────▶ published (session ended)
+//	                 └─ deadline (1 s ticker) ────────▶ published unless resumed
+//
+// Pending wills are kept in a min-heap checked once a second by the
+// server's ticker, the same clock as session expiry; the cost is O(log n)
+// per delayed will, nothing per connected client.
+
+// delayedWill is one will waiting for its delay.
+type delayedWill struct {
+	at        int64 // unix seconds
+	m         *message
+	id        string
+	sess      *session
+	offlineAt int64 // the session's offlineAt when the will was queued
+	done      bool  // published or dropped
+}
+
+// willTimers holds the pending delayed wills of a server.
+type willTimers struct {
+	mu      sync.Mutex
+	heap    willHeap
+	pending map[string]*delayedWill // by client id
+}
+
+type willHeap []*delayedWill
+
+func (h willHeap) Len() int           { return len(h) }
+func (h willHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h willHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *willHeap) Push(x any)        { *h = append(*h, x.(*delayedWill)) }
+func (h *willHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return w
+}
+
+// publishWill handles the will of a connection that closed without a
+// normal DISCONNECT: now, later, or never. It runs on c's loop, in onClose,
+// after the session was detached from c.
+func (s *Server) publishWill(l *loop, c *client) {
+	now := l.now / 1e9
+	delay := c.willDelay
+	if c.version != codec.Version5 || delay == 0 {
+		s.publishWillNow(l, c.will)
+		return
+	}
+	sess := c.sess
+	sess.mu.Lock()
+	resumed := sess.owner != nil && sess.owner != c && !sess.dead
+	ended := sess.dead || !sess.persistent
+	expiry, offlineAt := sess.expiry, sess.offlineAt
+	sess.mu.Unlock()
+	switch {
+	case resumed:
+		// A new connection took the session over before the delay
+		// passed: the will is not sent [MQTT-3.1.3-9].
+		return
+	case ended:
+		s.publishWillNow(l, c.will)
+		return
+	}
+	w := &delayedWill{at: now + int64(min(delay, expiry)), m: c.will, id: c.id, sess: sess, offlineAt: offlineAt}
+	t := &s.wills
+	t.mu.Lock()
+	if t.pending == nil {
+		t.pending = make(map[string]*delayedWill)
+	}
+	if old := t.pending[c.id]; old != nil {
+		old.done = true
+	}
+	t.pending[c.id] = w
+	heap.Push(&t.heap, w)
+	t.mu.Unlock()
+}
+
+// resolveDelayedWill runs when a CONNECT attached client id to a session:
+// a pending will of the previous connection is dropped if the session was
+// resumed, and published at once if it was discarded (clean start ended
+// the session it belonged to).
+func (s *Server) resolveDelayedWill(l *loop, id string, resumed bool) {
+	t := &s.wills
+	t.mu.Lock()
+	w := t.pending[id]
+	if w != nil {
+		delete(t.pending, id)
+		w.done = true
+	}
+	t.mu.Unlock()
+	if w != nil && !resumed {
+		s.publishWillNow(l, w.m)
+	}
+}
+
+// fireDelayedWills publishes the delayed wills due at now (unix seconds).
+// It runs on the server's ticker goroutine.
+func (s *Server) fireDelayedWills(now int64) {
+	t := &s.wills
+	for {
+		t.mu.Lock()
+		if len(t.heap) == 0 || t.heap[0].at > now {
+			t.mu.Unlock()
+			return
+		}
+		w := heap.Pop(&t.heap).(*delayedWill)
+		if w.done {
+			t.mu.Unlock()
+			continue
+		}
+		w.done = true
+		if t.pending[w.id] == w {
+			delete(t.pending, w.id)
+		}
+		t.mu.Unlock()
+		sess := w.sess
+		sess.mu.Lock()
+		resumed := sess.owner != nil || (!sess.dead && sess.offlineAt != w.offlineAt)
+		sess.mu.Unlock()
+		if !resumed {
+			s.publishWillNow(nil, w.m)
+		}
+	}
+}
+
+// publishWillNow publishes a will. Its Message Expiry Interval counts from
+// now, when it is published, not from the CONNECT that carried it.
+func (s *Server) publishWillNow(l *loop, m *message) {
+	if m.props != nil && m.props.Has(codec.PropMessageExpiry) {
+		cp := *m
+		cp.expiresAt = nanotime() + int64(m.props.MessageExpiry)*1e9
+		m = &cp
+	}
+	if l != nil {
+		s.publishMessage(l, &l.tx, m) // committed with the loop's event
+		return
+	}
+	var t txn
+	s.publishMessage(nil, &t, m)
+	if err := s.submitWait(&t); err != nil {
+		s.log.Error("storing a delayed will failed", "err", err)
+	}
+}
