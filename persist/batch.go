@@ -10,7 +10,17 @@ const (
 	opSet          byte = 1
 	opDelete       byte = 2
 	opDeleteClient byte = 3 // key is a client prefix; resolved by the committer
+	// opPutIfGone is an AddRefOrPut message write, decided at submission:
+	// rewritten to opSet if the message was deleted, else to opSkip.
+	opPutIfGone byte = 4
+	opSkip      byte = 5
 )
+
+// condPut is one AddRefOrPut: the message id and the offset of its op.
+type condPut struct {
+	id  uint64
+	off int
+}
 
 // refOp is one AddRef (+1) or Release (-1) recorded by a Batch.
 type refOp struct {
@@ -31,13 +41,14 @@ type refOp struct {
 // (see Err), later calls are ignored, and Commit fails the whole batch with
 // that error without writing anything.
 type Batch struct {
-	c    *core
-	buf  []byte // ops: kind | u32 LE key len | key | u32 LE value len | value
-	ops  int
-	puts []uint64 // message ids created by PutMessage
-	refs []refOp
-	err  error
-	done func(error)
+	c     *core
+	buf   []byte // ops: kind | u32 LE key len | key | u32 LE value len | value
+	ops   int
+	puts  []uint64 // message ids created by PutMessage
+	refs  []refOp
+	conds []condPut
+	err   error
+	done  func(error)
 }
 
 // Err returns the first invalid-argument error recorded by the batch.
@@ -54,6 +65,7 @@ func (b *Batch) reset() {
 	b.ops = 0
 	b.puts = b.puts[:0]
 	b.refs = b.refs[:0]
+	b.conds = b.conds[:0]
 	b.err = nil
 	b.done = nil
 }
@@ -175,7 +187,8 @@ func (b *Batch) PutMessage(m *Message) uint64 {
 
 // AddRef adds one reference to message id (an outbound entry now points
 // at it). The id must have been created by PutMessage in this batch or
-// still hold a reference.
+// still hold a reference; otherwise the call is ignored and counted in
+// Stats.RefErrors (see AddRefOrPut).
 func (b *Batch) AddRef(id uint64) {
 	if b.err != nil {
 		return
@@ -185,6 +198,34 @@ func (b *Batch) AddRef(id uint64) {
 		return
 	}
 	b.refs = append(b.refs, refOp{id: id, add: true})
+}
+
+// AddRefOrPut adds one reference to message id like AddRef, for a message
+// stored by an earlier batch that may since have lost its last reference
+// (and been deleted): then m is written again under the same id, so the
+// new reference never dangles. The choice is made when the batch is
+// submitted to Commit, in commit order. m is encoded at once (the caller
+// may reuse it); use plain AddRef when id is known to be referenced, e.g.
+// within the batch that put it.
+func (b *Batch) AddRefOrPut(id uint64, m *Message) {
+	if b.err != nil {
+		return
+	}
+	if id == 0 {
+		b.invalid(fmt.Errorf("%w: AddRefOrPut of message id 0", ErrInvalid))
+		return
+	}
+	if err := validateMessage(m); err != nil {
+		b.invalid(err)
+		return
+	}
+	off := len(b.buf)
+	at := b.beginOp(opPutIfGone)
+	b.buf = appendMessageKey(b.buf, id)
+	vat := b.beginValue(at)
+	b.buf = appendMessage(b.buf, m, b.c.opts.CompressThreshold)
+	b.endOp(vat)
+	b.conds = append(b.conds, condPut{id: id, off: off})
 }
 
 // Release drops one reference to message id. When the last reference goes,
@@ -201,7 +242,8 @@ func (b *Batch) Release(id uint64) {
 }
 
 // PutOutbound writes (or replaces) outbound entry seq of clientID. Entries
-// are delivered in seq order. Changing an entry's state re-puts it; the
+// are delivered in seq order; the caller allocates seq, increasing per
+// client (after a restart, above the highest recovered one). Changing an entry's state re-puts it; the
 // reference count is not touched (use AddRef/Release when the entry starts
 // or stops pointing at a message).
 func (b *Batch) PutOutbound(clientID string, seq uint64, o Outbound) {

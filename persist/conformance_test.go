@@ -85,6 +85,7 @@ func TestConformance(t *testing.T) {
 		{"ExpireSessions", testExpireSessions},
 		{"Inspect", testInspect},
 		{"ConcurrentCommitters", testConcurrent},
+		{"AddRefOrPut", testAddRefOrPut},
 		{"CommitAfterClose", testCommitAfterClose},
 	}
 	for _, h := range harnesses() {
@@ -614,5 +615,78 @@ func testCommitAfterClose(t *testing.T, h harness) {
 	}
 	if err := s.Close(); !errors.Is(err, ErrClosed) {
 		t.Errorf("second close: %v", err)
+	}
+}
+
+// TestMemoryDeleteSessionDropsClientMap checks the memory engine's fast
+// path: a session delete drops the client's map instead of scanning.
+func TestMemoryDeleteSessionDropsClientMap(t *testing.T) {
+	m, err := NewMemory(quietOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	commit(t, m, putSession(m, "a"))
+	commit(t, m, putSession(m, "b"))
+	eng := m.eng.(*memEngine)
+	w := eng.newWriter()
+	lo, hi := clientBounds("a")
+	w.delRange(lo, hi)
+	// A range that is not a client range must not take the fast path.
+	w.delRange([]byte{prefixRetained}, []byte{prefixRetained + 1})
+	if err := eng.apply(w, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := eng.clients[string(lo)]; ok || len(eng.clients) != 1 {
+		t.Errorf("client maps after delete: %d", len(eng.clients))
+	}
+}
+
+func testAddRefOrPut(t *testing.T, h harness) {
+	s := h.open(t)
+	m := testMessage("t", []byte("again"))
+	b := s.NewBatch()
+	id := b.PutMessage(m)
+	b.AddRef(id)
+	b.PutOutbound("A", 1, Outbound{MessageID: id, QoS: 1})
+	commit(t, s, b)
+
+	// Still referenced: only a reference is added, nothing rewritten.
+	b = s.NewBatch()
+	b.AddRefOrPut(id, m)
+	b.PutOutbound("B", 1, Outbound{MessageID: id, QoS: 1})
+	commit(t, s, b)
+	// Both references go; the message is deleted.
+	for _, c := range []string{"A", "B"} {
+		b = s.NewBatch()
+		b.DeleteOutbound(c, 1)
+		b.Release(id)
+		commit(t, s, b)
+	}
+	if u := usage(t, s); u.Messages.Count != 0 {
+		t.Fatalf("message not deleted: %+v", u)
+	}
+	// A later delivery of the same in-memory message writes it again.
+	b = s.NewBatch()
+	b.AddRefOrPut(id, m)
+	b.PutOutbound("C", 1, Outbound{MessageID: id, QoS: 1})
+	commit(t, s, b)
+	s = restart(t, h, s)
+	snap := recoverAll(t, s)
+	if !reflect.DeepEqual(snap.Messages[id], m) || len(snap.Outbound["C"]) != 1 || snap.Stats.Corrupt != 0 {
+		t.Errorf("after rewrite: messages %v, outbound %v, corrupt %d", snap.Messages, snap.Outbound, snap.Stats.Corrupt)
+	}
+	if st := s.Stats(); st.RefErrors != 0 || st.LiveMessages != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	// Release and re-reference in one batch: the reference wins.
+	b = s.NewBatch()
+	b.DeleteOutbound("C", 1)
+	b.Release(id)
+	b.AddRefOrPut(id, m)
+	b.PutOutbound("D", 1, Outbound{MessageID: id, QoS: 1})
+	commit(t, s, b)
+	if u := usage(t, s); u.Messages.Count != 1 {
+		t.Errorf("message lost when released and re-referenced in one batch: %+v", u)
 	}
 }

@@ -14,7 +14,6 @@ import (
 // it holds; nothing survives the process.
 type Memory struct {
 	*core
-	eng *memEngine
 }
 
 var _ Store = (*Memory)(nil)
@@ -33,7 +32,7 @@ func NewMemory(opts Options) (*Memory, error) {
 		return nil, err
 	}
 	c.start()
-	return &Memory{core: c, eng: eng}, nil
+	return &Memory{core: c}, nil
 }
 
 // memEngine keeps one map per client range, so a session delete drops one
@@ -47,10 +46,9 @@ type memEngine struct {
 }
 
 type memOp struct {
-	kind   byte
-	k, v   []byte
-	hi     []byte // opDeleteRange
-	copied bool
+	kind byte
+	k, v []byte
+	hi   []byte // opDeleteRange
 }
 
 const opDeleteRange byte = 4
@@ -114,7 +112,8 @@ func (e *memEngine) apply(w writer, _ bool) error {
 				delete(e.other, string(op.k))
 			}
 		case opDeleteRange:
-			if p, ok := clientPrefixOf(op.k); ok && len(p) == len(op.k) && string(op.hi) == p+string(kindEnd) {
+			if p, ok := clientPrefixOf(op.k); ok && len(p) == len(op.k) && len(op.hi) == len(p)+1 &&
+				string(op.hi[:len(p)]) == p && op.hi[len(p)] == kindEnd {
 				delete(e.clients, p)
 				continue
 			}

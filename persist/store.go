@@ -59,7 +59,9 @@ type Store interface {
 }
 
 // Visitor receives what Recover finds. Nil functions are skipped. Values
-// passed are freshly allocated and may be retained.
+// passed are freshly allocated and may be retained. Reference counts are
+// already rebuilt when Recover runs: do not AddRef recovered entries. Per
+// client, continue outbound sequences after the highest one visited.
 type Visitor struct {
 	Message  func(id uint64, m *Message) error
 	Session  func(clientID string, s *Session) error
@@ -102,6 +104,9 @@ type Stats struct {
 	RefErrors uint64
 	// Unreferenced counts messages put without any AddRef (deleted at once).
 	Unreferenced uint64
+	// Rewritten counts AddRefOrPut calls that found the message deleted
+	// and wrote it again.
+	Rewritten uint64
 	// OrphansDeleted counts message records without any reference found and
 	// deleted when the store opened.
 	OrphansDeleted int
@@ -146,6 +151,7 @@ type core struct {
 		closed       bool
 		refErrors    uint64
 		unreferenced uint64
+		rewritten    uint64
 	}
 
 	unavailable atomic.Pointer[error]
@@ -271,6 +277,18 @@ func (c *core) applyRefsLocked(b *Batch) {
 	for _, id := range b.puts {
 		refs[id] = 0
 	}
+	// Conditional puts first: a Release of the same id in this batch must
+	// see the reference they add, or its delete would follow the rewrite.
+	for _, cp := range b.conds {
+		if _, ok := refs[cp.id]; ok {
+			refs[cp.id]++
+			b.buf[cp.off] = opSkip
+		} else {
+			refs[cp.id] = 1
+			b.buf[cp.off] = opSet
+			c.mu.rewritten++
+		}
+	}
 	for _, r := range b.refs {
 		if r.add {
 			if _, ok := refs[r.id]; !ok {
@@ -393,6 +411,7 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 				w.set(k, v)
 			case opDelete:
 				w.del(k)
+			case opSkip:
 			case opDeleteClient:
 				// The client's entries must be read as of everything before
 				// this op: apply what is merged so far (the final write's
@@ -515,6 +534,7 @@ func (c *core) Stats() Stats {
 		LiveMessages: len(c.mu.refs),
 		RefErrors:    c.mu.refErrors,
 		Unreferenced: c.mu.unreferenced,
+		Rewritten:    c.mu.rewritten,
 	}
 	c.mu.Unlock()
 	s.Batches = c.batches.Load()

@@ -85,7 +85,10 @@ func authCode(err error) codec.ReasonCode {
 
 // startConnectAuth begins the exchange a 5.0 CONNECT asked for.
 func (c *client) startConnectAuth(h codec.FixedHeader, body []byte, p *codec.Connect) gnet.Action {
-	a := &c.v5.auth
+	if c.v5.auth == nil {
+		c.v5.auth = &authState{}
+	}
+	a := c.v5.auth
 	authr := c.srv.findAuth(p.Props.AuthMethod)
 	if authr == nil {
 		return c.refuse(codec.Version5, codec.BadAuthenticationMethod, "authentication method "+string(p.Props.AuthMethod)+" not supported [MQTT-4.12.0-1]")
@@ -109,7 +112,7 @@ func (c *client) startConnectAuth(h codec.FixedHeader, body []byte, p *codec.Con
 // continueConnectAuth handles a packet received while the CONNECT's
 // exchange is in progress.
 func (c *client) continueConnectAuth(h codec.FixedHeader, body []byte) gnet.Action {
-	a := &c.v5.auth
+	a := c.v5.auth
 	switch h.Type {
 	case codec.AUTH:
 	case codec.DISCONNECT:
@@ -152,8 +155,8 @@ func (c *client) handleAuth(h codec.FixedHeader, body []byte) gnet.Action {
 	if err := au.Decode(h, body, c.version); err != nil {
 		return c.fail(err)
 	}
-	a := &c.v5.auth
-	if a.authr == nil {
+	a := c.v5.auth
+	if a == nil || a.authr == nil {
 		return c.fail(codec.Errf(codec.ProtocolError, "", "AUTH from a client whose CONNECT named no authentication method (§4.12)"))
 	}
 	if string(au.Props.AuthMethod) != a.method {
@@ -205,7 +208,9 @@ func (c *client) connectInfo(password []byte) ConnectInfo {
 
 // enhancedAuthed reports whether the CONNECT was authenticated by an AUTH
 // exchange, which then stands in for the password Authenticator.
-func (c *client) enhancedAuthed() bool { return c.v5 != nil && c.v5.auth.done }
+func (c *client) enhancedAuthed() bool { return c.v5 != nil && c.v5.auth != nil && c.v5.auth.done }
 
 // authPending reports whether a CONNECT waits for its AUTH exchange.
-func (c *client) authPending() bool { return c.v5 != nil && c.v5.auth.pending != nil }
+func (c *client) authPending() bool {
+	return c.v5 != nil && c.v5.auth != nil && c.v5.auth.pending != nil
+}

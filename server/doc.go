@@ -59,5 +59,17 @@
 //
 // Durable storage (sessions and QoS 1/2 state are in memory only: the
 // persist package is integrated by the durability work), TLS and WebSocket
-// listeners, MQTT 5.0 topic aliases, enhanced authentication and will delay.
+// listeners. Delayed 5.0 wills (will.go) are held in memory: a broker
+// restart loses those still waiting. Maximum QoS and Retain Available are
+// not configurable (the broker always supports QoS 2 and retained
+// messages, so CONNACK leaves them at their defaults).
+//
+// # MQTT 5.0
+//
+// v5.go holds the 5.0-only connection state and checks (CONNACK
+// capabilities, Request Problem/Response Information, Payload Format
+// Indicator, inbound Receive Maximum, Subscription Identifier from a
+// client); v5_alias.go topic aliases both ways; will.go the Will Delay
+// Interval; auth.go the AUTH exchange and re-authentication with pluggable
+// EnhancedAuthenticators; auth_scram.go the built-in SCRAM-SHA-256.
 package server

@@ -61,6 +61,16 @@ type txn struct {
 	b      *persist.Batch
 	ticket *ticket
 	wakes  []*client // owners of ticketed deliveries, woken after submission
+	putIDs []uint64  // messages this batch put (a reference to them is a plain AddRef)
+}
+
+func (t *txn) putHere(id uint64) bool {
+	for _, x := range t.putIDs {
+		if x == id {
+			return true
+		}
+	}
+	return false
 }
 
 // batch returns the txn's batch, starting one. s.store must not be nil.
@@ -87,7 +97,7 @@ type pendingReplies struct{ out []byte }
 // of the deliveries the batch stored once the batch is queued in the store.
 func (s *Server) submit(l *loop, t *txn, done func(error)) {
 	b, tk, wakes := t.b, t.ticket, t.wakes
-	t.b, t.ticket, t.wakes = nil, nil, t.wakes[:0]
+	t.b, t.ticket, t.wakes, t.putIDs = nil, nil, t.wakes[:0], t.putIDs[:0]
 	if b == nil {
 		if done != nil {
 			done(nil)
@@ -195,10 +205,18 @@ func (srv *Server) putSessionLocked(t *txn, s *session, disconnectedAt int64) {
 func (srv *Server) storeDelivery(t *txn, target *session, om *outMsg, q byte) {
 	b := t.batch(srv)
 	m := om.m
-	if m.id == 0 {
+	switch {
+	case m.id == 0:
 		m.id = b.PutMessage(messageRecord(m))
+		t.putIDs = append(t.putIDs, m.id)
+		b.AddRef(m.id)
+	case t.putHere(m.id):
+		b.AddRef(m.id)
+	default:
+		// Stored by an earlier batch (a retained message delivered on a
+		// later SUBSCRIBE): its record may be gone with its last reference.
+		b.AddRefOrPut(m.id, messageRecord(m))
 	}
-	b.AddRef(m.id)
 	b.PutOutbound(target.id, om.seq, persist.Outbound{MessageID: m.id, QoS: q, State: persist.Queued})
 	om.stored = true
 	om.ticket = t.tick()

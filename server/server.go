@@ -67,6 +67,7 @@ type Stats struct {
 	MessagesIn      uint64 // PUBLISH packets received
 	MessagesOut     uint64 // PUBLISH packets sent
 	MessagesDropped uint64 // deliveries given up to queue or outbound limits
+	Store           persist.Stats // group-commit counters (zero with DurabilityNone)
 }
 
 // New checks opts and returns a server that is not yet listening.
@@ -134,6 +135,13 @@ func (s *Server) closeStore() {
 		if s.store == nil {
 			return
 		}
+		st := s.store.Stats()
+		perSync := 0.0
+		if st.Syncs > 0 {
+			perSync = float64(st.Batches) / float64(st.Syncs)
+		}
+		s.log.Info("store closing", "batches", st.Batches, "syncs", st.Syncs, "batches_per_sync", fmt.Sprintf("%.1f", perSync),
+			"max_group", st.MaxGroup, "failed_batches", st.FailedBatches, "live_messages", st.LiveMessages)
 		if err := s.store.Close(); err != nil {
 			s.log.Error("closing store", "err", err)
 		}
@@ -176,7 +184,15 @@ func (s *Server) Stats() Stats {
 		MessagesIn:      s.stats.msgsIn.Load(),
 		MessagesOut:     s.stats.msgsOut.Load(),
 		MessagesDropped: s.stats.dropped.Load(),
+		Store:           s.storeStats(),
 	}
+}
+
+func (s *Server) storeStats() persist.Stats {
+	if s.store == nil {
+		return persist.Stats{}
+	}
+	return s.store.Stats()
 }
 
 // loopOf returns the broker state for gnet loop el, creating it on first use.

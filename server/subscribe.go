@@ -68,6 +68,7 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		}
 	}
 	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
+	c.subackReason(&ack) // v5.go
 	l.out = ack.Append(l.out, c.version)
 	var ids []uint32
 	if subID != 0 {

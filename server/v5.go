@@ -41,7 +41,7 @@ type v5State struct {
 	recvEvent int64
 	recvQoS1  int
 
-	auth authState // enhanced authentication (auth.go)
+	auth *authState // enhanced authentication (auth.go); nil unless CONNECT named a method
 }
 
 // maxReasonString bounds the reason strings the broker sends.
@@ -107,7 +107,7 @@ func (c *client) connectV5(h codec.FixedHeader, body []byte, p *codec.Connect) (
 	if p.Props.Has(codec.PropTopicAliasMaximum) {
 		v.aliasOut.max = min(p.Props.TopicAliasMaximum, max)
 	}
-	if p.Props.Has(codec.PropAuthMethod) && !v.auth.done {
+	if p.Props.Has(codec.PropAuthMethod) && !c.enhancedAuthed() {
 		return c.startConnectAuth(h, body, p), true
 	}
 	return gnet.None, false
@@ -134,7 +134,7 @@ func (c *client) connackV5(props *codec.Properties, p *codec.Connect) {
 		props.ResponseInfo = []byte(strings.ReplaceAll(o.ResponseInformation, "{clientid}", c.id))
 		props.Set(codec.PropResponseInfo)
 	}
-	if a := &c.v5.auth; a.done {
+	if a := c.v5.auth; a != nil && a.done {
 		props.AuthMethod = []byte(a.method)
 		props.Set(codec.PropAuthMethod)
 		if len(a.final) > 0 {
@@ -250,4 +250,23 @@ func (c *client) connectFailed(p *codec.Connect, err error) gnet.Action {
 		return c.refuse(codec.Version5, code, err.Error())
 	}
 	return c.fail(err)
+}
+
+// subackReason explains refused filters in a 5.0 SUBACK (a reason string
+// is per packet, so it names the first refusal).
+func (c *client) subackReason(ack *codec.Suback) {
+	if c.version != codec.Version5 {
+		return
+	}
+	for i, rc := range ack.ReasonCodes {
+		switch codec.ReasonCode(rc) {
+		case codec.TopicFilterInvalid:
+			c.setReason(&ack.Props, fmt.Sprintf("filter %d is not a valid topic filter", i+1))
+		case codec.NotAuthorized:
+			c.setReason(&ack.Props, fmt.Sprintf("filter %d is not authorized", i+1))
+		default:
+			continue
+		}
+		return
+	}
 }

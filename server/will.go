@@ -3,6 +3,7 @@ package server
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ternmq/tern/codec"
 )
@@ -40,6 +41,9 @@ type willTimers struct {
 	mu      sync.Mutex
 	heap    willHeap
 	pending map[string]*delayedWill // by client id
+	// waiting mirrors len(pending) so that CONNECTs, which all look for a
+	// pending will, take no lock while there is none.
+	waiting atomic.Int64
 }
 
 type willHeap []*delayedWill
@@ -89,6 +93,8 @@ func (s *Server) publishWill(l *loop, c *client) {
 	}
 	if old := t.pending[c.id]; old != nil {
 		old.done = true
+	} else {
+		t.waiting.Add(1)
 	}
 	t.pending[c.id] = w
 	heap.Push(&t.heap, w)
@@ -101,10 +107,14 @@ func (s *Server) publishWill(l *loop, c *client) {
 // the session it belonged to).
 func (s *Server) resolveDelayedWill(l *loop, id string, resumed bool) {
 	t := &s.wills
+	if t.waiting.Load() == 0 {
+		return
+	}
 	t.mu.Lock()
 	w := t.pending[id]
 	if w != nil {
 		delete(t.pending, id)
+		t.waiting.Add(-1)
 		w.done = true
 	}
 	t.mu.Unlock()
@@ -131,6 +141,7 @@ func (s *Server) fireDelayedWills(now int64) {
 		w.done = true
 		if t.pending[w.id] == w {
 			delete(t.pending, w.id)
+			t.waiting.Add(-1)
 		}
 		t.mu.Unlock()
 		sess := w.sess
