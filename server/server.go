@@ -60,13 +60,13 @@ type stats struct {
 
 // Stats is a snapshot of the broker's counters.
 type Stats struct {
-	Connected       int64  // connections that completed CONNECT
-	Sessions        int64  // sessions known, online or not
-	Subscriptions   int    // subscriptions in the trie
-	Retained        int    // retained messages
-	MessagesIn      uint64 // PUBLISH packets received
-	MessagesOut     uint64 // PUBLISH packets sent
-	MessagesDropped uint64 // deliveries given up to queue or outbound limits
+	Connected       int64         // connections that completed CONNECT
+	Sessions        int64         // sessions known, online or not
+	Subscriptions   int           // subscriptions in the trie
+	Retained        int           // retained messages
+	MessagesIn      uint64        // PUBLISH packets received
+	MessagesOut     uint64        // PUBLISH packets sent
+	MessagesDropped uint64        // deliveries given up to queue or outbound limits
 	Store           persist.Stats // group-commit counters (zero with DurabilityNone)
 }
 
