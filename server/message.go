@@ -45,40 +45,22 @@ func newMessage(topic, payload []byte, qos byte, retain bool, props *codec.Prope
 }
 
 // forwardProps deep-copies the properties of a PUBLISH that are forwarded to
-// subscribers [MQTT-3.3.2-4..-20]; it returns nil when there are none.
+// subscribers [MQTT-3.3.2-4..-20] (not Topic Alias, which is per connection,
+// nor Subscription Identifiers, which are per subscriber); it returns nil
+// when there are none.
 func forwardProps(p *codec.Properties) *codec.Properties {
 	const fwd = 1<<codec.PropPayloadFormat | 1<<codec.PropMessageExpiry | 1<<codec.PropContentType |
-		1<<codec.PropResponseTopic | 1<<codec.PropCorrelationData
+		1<<codec.PropResponseTopic | 1<<codec.PropCorrelationData | 1<<codec.PropUserProperty
 	if p.Present&fwd == 0 && len(p.User) == 0 {
 		return nil
 	}
-	size := len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData)
-	for _, u := range p.User {
-		size += len(u.Key) + len(u.Value)
-	}
-	buf := make([]byte, 0, size)
-	cp := func(b []byte) []byte {
-		if b == nil {
-			return nil
-		}
-		start := len(buf)
-		buf = append(buf, b...)
-		return buf[start:len(buf):len(buf)]
-	}
-	out := &codec.Properties{Present: p.Present & fwd}
-	out.PayloadFormat = p.PayloadFormat
-	out.MessageExpiry = p.MessageExpiry
-	out.ContentType = cp(p.ContentType)
-	out.ResponseTopic = cp(p.ResponseTopic)
-	out.CorrelationData = cp(p.CorrelationData)
-	if len(p.User) > 0 {
-		out.User = make([]codec.UserProperty, len(p.User))
-		for i, u := range p.User {
-			out.User[i] = codec.UserProperty{Key: cp(u.Key), Value: cp(u.Value)}
-		}
+	out := p.Clone()
+	out.Present &= fwd
+	out.TopicAlias, out.SubscriptionIDs = 0, nil
+	if len(out.User) > 0 {
 		out.Set(codec.PropUserProperty)
 	}
-	return out
+	return &out
 }
 
 // size is what the message counts against queue byte limits.
