@@ -4,7 +4,7 @@ BIN     := bin/tern
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Packages whose tests exercise shared state run under the race detector.
-RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/...
+RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/... ./bench/...
 
 .PHONY: build run test lint bench fuzz bench-compare test-crash clean
 
