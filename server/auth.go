@@ -89,7 +89,7 @@ func (c *client) startConnectAuth(h codec.FixedHeader, body []byte, p *codec.Con
 		c.v5.auth = &authState{}
 	}
 	a := c.v5.auth
-	authr := c.srv.findAuth(p.Props.AuthMethod)
+	authr := c.loop.srv.findAuth(p.Props.AuthMethod)
 	if authr == nil {
 		return c.refuse(codec.Version5, codec.BadAuthenticationMethod, "authentication method "+string(p.Props.AuthMethod)+" not supported [MQTT-4.12.0-1]")
 	}
@@ -116,7 +116,7 @@ func (c *client) continueConnectAuth(h codec.FixedHeader, body []byte) gnet.Acti
 	switch h.Type {
 	case codec.AUTH:
 	case codec.DISCONNECT:
-		c.closeWhy = "DISCONNECT during authentication"
+		c.setCloseWhy("DISCONNECT during authentication")
 		return gnet.Close
 	default:
 		return c.refuse(codec.Version5, codec.ProtocolError, "only AUTH or DISCONNECT may follow CONNECT until CONNACK (§4.12)")
@@ -202,7 +202,7 @@ func (c *client) sendAuth(code codec.ReasonCode, data []byte) {
 }
 
 func (c *client) connectInfo(password []byte) ConnectInfo {
-	return ConnectInfo{ClientID: c.id, Username: c.user, Password: password,
+	return ConnectInfo{ClientID: c.id, Username: c.username(), Password: password,
 		Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: c.version}
 }
 

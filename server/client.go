@@ -25,19 +25,16 @@ const (
 // loops) and the fields written once before the session is published to
 // other loops (version, loop).
 type client struct {
-	srv  *Server
 	loop *loop
 	conn gnet.Conn
 	sess *session
 	will *message
+	cold *clientCold // rarely used fields, allocated on first use
 	id   string
-	user string
 
-	lastSeen     int64 // unix nanoseconds of the last packet received
-	openedAt     int64 // unix seconds
-	keepAlive    uint16
-	maxPacketOut uint32 // 5.0: the client's Maximum Packet Size; 0 = none
-	willDelay    uint32
+	lastSeen  int64 // unix nanoseconds of the last packet received
+	openedAt  int64 // unix seconds
+	keepAlive uint16
 
 	state    clientState
 	version  byte
@@ -47,8 +44,61 @@ type client struct {
 	wakeQueued  atomic.Bool     // on its loop's drain list
 	takenOver   atomic.Bool     // another connection took the session
 	lastPending *pendingReplies // replies waiting for a commit; later replies queue behind
-	closeWhy    string
-	v5          *v5State // 5.0-only state (v5.go); nil before 5.0
+	v5          *v5State        // 5.0-only state (v5.go); nil before 5.0
+}
+
+// clientCold holds what most connections never set, so that an idle
+// connection does not pay for it (a fleet of a million idle devices).
+type clientCold struct {
+	user      string // for the Authorizer; set only when one is configured
+	closeWhy  string
+	willDelay uint32 // 5.0 Will Delay Interval, seconds
+}
+
+func (c *client) coldState() *clientCold {
+	if c.cold == nil {
+		c.cold = &clientCold{}
+	}
+	return c.cold
+}
+
+func (c *client) setCloseWhy(why string) { c.coldState().closeWhy = why }
+
+func (c *client) closeReason() string {
+	if c.cold == nil {
+		return ""
+	}
+	return c.cold.closeWhy
+}
+
+// setUser keeps the username only when an auth hook will ask for it.
+func (c *client) setUser(u string) {
+	o := &c.loop.srv.opts
+	if u != "" && (o.Authorizer != nil || o.Authenticator != nil || len(o.EnhancedAuth) > 0) {
+		c.coldState().user = u
+	}
+}
+
+func (c *client) username() string {
+	if c.cold == nil {
+		return ""
+	}
+	return c.cold.user
+}
+
+func (c *client) willDelaySecs() uint32 {
+	if c.cold == nil {
+		return 0
+	}
+	return c.cold.willDelay
+}
+
+// maxOut is the client's 5.0 Maximum Packet Size; 0 = none.
+func (c *client) maxOut() uint32 {
+	if c.v5 == nil {
+		return 0
+	}
+	return c.v5.maxPacketOut
 }
 
 // onTraffic decodes and handles every whole packet buffered, then flushes
@@ -63,7 +113,7 @@ func (c *client) onTraffic() gnet.Action {
 	off := 0
 	act := gnet.None
 	for off < len(buf) {
-		h, body, n, err := codec.ReadPacket(buf[off:], c.srv.opts.MaxPacketSize)
+		h, body, n, err := codec.ReadPacket(buf[off:], c.loop.srv.opts.MaxPacketSize)
 		if err == codec.ErrIncomplete {
 			break
 		}
@@ -82,7 +132,7 @@ func (c *client) onTraffic() gnet.Action {
 	}
 	c.finishEvent()
 	l.drainLocal()
-	c.srv.submit(l, &l.tx, nil) // what draining wrote (acknowledged deliveries are deleted lazily)
+	c.loop.srv.submit(l, &l.tx, nil) // what draining wrote (acknowledged deliveries are deleted lazily)
 	return act
 }
 
@@ -142,15 +192,15 @@ func (c *client) fail(err error) gnet.Action {
 	if errors.As(err, &ce) {
 		code = ce.Code
 	}
-	c.closeWhy = err.Error()
+	c.setCloseWhy(err.Error())
 	if c.version == codec.Version5 && c.state == stateConnected {
 		d := codec.Disconnect{ReasonCode: byte(code)}
-		c.setReasonAlways(&d.Props, c.closeWhy)
+		c.setReasonAlways(&d.Props, c.closeReason())
 		c.loop.out = d.Append(c.loop.out, c.version)
 	} else if c.version == codec.Version5 && c.state == stateNew {
-		return c.refuse(c.version, code, c.closeWhy) // a CONNECT refused after it decoded
+		return c.refuse(c.version, code, c.closeReason()) // a CONNECT refused after it decoded
 	}
-	c.srv.log.Debug("closing connection", "client_id", c.id, "reason", c.closeWhy)
+	c.loop.srv.log.Debug("closing connection", "client_id", c.id, "reason", c.closeReason())
 	return gnet.Close
 }
 
@@ -160,7 +210,7 @@ func (c *client) closeNow(code codec.ReasonCode, why string) {
 	if c.state == stateClosed {
 		return
 	}
-	c.closeWhy = why
+	c.setCloseWhy(why)
 	if c.version == codec.Version5 && c.state == stateConnected {
 		d := codec.Disconnect{ReasonCode: byte(code)}
 		c.setReasonAlways(&d.Props, why)
@@ -177,7 +227,7 @@ func (c *client) checkDeadline(now int64) int64 {
 	case stateClosed:
 		return 0
 	case stateNew:
-		due := c.openedAt + int64(c.srv.opts.ConnectTimeout.Seconds())
+		due := c.openedAt + int64(c.loop.srv.opts.ConnectTimeout.Seconds())
 		if now >= due {
 			c.closeNow(codec.MaximumConnectTime, "no CONNECT within the connect timeout")
 			return 0
@@ -206,28 +256,28 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 	switch a.Type {
 	case codec.PUBACK:
 		s.mu.Lock()
-		f := s.flowLocked(&c.srv.opts)
+		f := s.flowLocked(&c.loop.srv.opts)
 		if om, ok := f.window.Ack(a.PacketID); ok {
-			c.srv.forgetDelivery(&l.tx, s, om, false)
+			c.loop.srv.forgetDelivery(&l.tx, s, om, false)
 		}
 		more = f.queue.Len() > 0
 		s.mu.Unlock()
 	case codec.PUBREC:
 		s.mu.Lock()
-		f := s.flowLocked(&c.srv.opts)
+		f := s.flowLocked(&c.loop.srv.opts)
 		var ok bool
 		if a.ReasonCode >= 0x80 { // 5.0: the flow ends here, no PUBREL
 			if e, found := f.window.Get(a.PacketID); found {
 				f.window.Drop(a.PacketID)
-				c.srv.forgetDelivery(&l.tx, s, e.Msg, e.State == qos.AwaitPubcomp)
+				c.loop.srv.forgetDelivery(&l.tx, s, e.Msg, e.State == qos.AwaitPubcomp)
 			}
 		} else {
 			e, found := f.window.Get(a.PacketID)
 			ok = f.window.Received(a.PacketID)
-			if ok && found && e.State == qos.AwaitPubrec && e.Msg.stored && s.stored && c.srv.store != nil {
+			if ok && found && e.State == qos.AwaitPubrec && e.Msg.stored && s.stored && c.loop.srv.store != nil {
 				// PUBREL may go only once this is durable: after PUBREL the
 				// receiver forgets the id, and a re-sent PUBLISH would be new.
-				b := l.tx.batch(c.srv)
+				b := l.tx.batch(c.loop.srv)
 				b.PutOutbound(s.id, e.Msg.seq, persist.Outbound{QoS: 2, State: persist.AwaitingPubcomp, PacketID: a.PacketID})
 				b.Release(e.Msg.m.id)
 			}
@@ -243,17 +293,17 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		}
 	case codec.PUBCOMP:
 		s.mu.Lock()
-		f := s.flowLocked(&c.srv.opts)
+		f := s.flowLocked(&c.loop.srv.opts)
 		if om, ok := f.window.Complete(a.PacketID); ok {
-			c.srv.forgetDelivery(&l.tx, s, om, true)
+			c.loop.srv.forgetDelivery(&l.tx, s, om, true)
 		}
 		more = f.queue.Len() > 0
 		s.mu.Unlock()
 	case codec.PUBREL:
 		s.mu.Lock()
-		known := s.flowLocked(&c.srv.opts).inbound.Release(a.PacketID)
-		if known && s.storable() && c.srv.store != nil {
-			l.tx.batch(c.srv).DeleteInbound(s.id, a.PacketID) // PUBCOMP waits for it
+		known := s.flowLocked(&c.loop.srv.opts).inbound.Release(a.PacketID)
+		if known && s.storable() && c.loop.srv.store != nil {
+			l.tx.batch(c.loop.srv).DeleteInbound(s.id, a.PacketID) // PUBCOMP waits for it
 		}
 		s.mu.Unlock()
 		comp := codec.Ack{Type: codec.PUBCOMP, PacketID: a.PacketID}
@@ -285,11 +335,11 @@ func (c *client) handleDisconnect(h codec.FixedHeader, body []byte) gnet.Action 
 			c.graceful = false
 			return c.fail(codec.Errf(codec.ProtocolError, "MQTT-3.14.2-2", "session expiry set on DISCONNECT after CONNECT had 0"))
 		}
-		s.expiry = c.srv.capExpiry(d.Props.SessionExpiry)
+		s.expiry = c.loop.srv.capExpiry(d.Props.SessionExpiry)
 		s.persistent = s.expiry > 0
 		s.mu.Unlock()
 	}
-	c.closeWhy = "client sent DISCONNECT"
+	c.setCloseWhy("client sent DISCONNECT")
 	return gnet.Close
 }
 
@@ -302,8 +352,8 @@ func (c *client) onClose(err error) {
 	if was != stateConnected {
 		return
 	}
-	c.srv.stats.connected.Add(-1)
-	why := c.closeWhy
+	c.loop.srv.stats.connected.Add(-1)
+	why := c.closeReason()
 	switch {
 	case c.takenOver.Load():
 		why = "session taken over by a new connection"
@@ -322,21 +372,21 @@ func (c *client) onClose(err error) {
 	}
 	persistent, expiry := s.persistent, s.expiry
 	if mine && persistent {
-		c.srv.putSessionLocked(&l.tx, s, l.now/1e6)
+		c.loop.srv.putSessionLocked(&l.tx, s, l.now/1e6)
 	}
 	s.mu.Unlock()
 	if mine {
 		if persistent {
-			c.srv.scheduleExpiry(s, l.now/1e9+int64(expiry))
+			c.loop.srv.scheduleExpiry(s, l.now/1e9+int64(expiry))
 		} else {
-			c.srv.endSession(&l.tx, s)
+			c.loop.srv.endSession(&l.tx, s)
 		}
 	}
 	if c.will != nil && !c.graceful {
-		c.srv.publishWill(l, c) // now, after its delay, or never (will.go)
+		c.loop.srv.publishWill(l, c) // now, after its delay, or never (will.go)
 	}
-	c.srv.submit(l, &l.tx, nil)
-	c.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	c.loop.srv.submit(l, &l.tx, nil)
+	c.loop.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
 }
 
 func remoteString(conn gnet.Conn) string {
@@ -353,7 +403,7 @@ func (c *client) drain() {
 	if c.state != stateConnected {
 		return
 	}
-	l, s, o := c.loop, c.sess, &c.srv.opts
+	l, s, o := c.loop, c.sess, &c.loop.srv.opts
 	out := l.wbuf[:0]
 	overLimit := c.conn.OutboundBuffered() > o.MaxOutboundBytes
 	sent, dropped := 0, 0
@@ -374,7 +424,7 @@ func (c *client) drain() {
 		m := it.Msg.m
 		if m.expiresAt != 0 && m.expiresAt <= l.now {
 			f.queue.Pop()
-			c.srv.forgetDelivery(&l.tx, s, it.Msg, false)
+			c.loop.srv.forgetDelivery(&l.tx, s, it.Msg, false)
 			continue // expired messages are never delivered [MQTT-3.3.2-5]
 		}
 		var id uint16
@@ -391,12 +441,12 @@ func (c *client) drain() {
 		}
 		before := len(out)
 		out = c.appendPublish(out, it.Msg, it.QoS, id, false)
-		if c.maxPacketOut != 0 && len(out)-before > int(c.maxPacketOut) {
+		if c.maxOut() != 0 && len(out)-before > int(c.maxOut()) {
 			// Too large for this client: not sent, and its flow ends [MQTT-3.1.2-24].
 			out = out[:before]
 			if id != 0 {
 				f.window.Drop(id)
-				c.srv.forgetDelivery(&l.tx, s, it.Msg, false)
+				c.loop.srv.forgetDelivery(&l.tx, s, it.Msg, false)
 			}
 			dropped++
 			continue
@@ -413,9 +463,9 @@ func (c *client) drain() {
 		_, _ = c.conn.Write(out)
 	}
 	l.wbuf = out[:0]
-	c.srv.stats.msgsOut.Add(uint64(sent))
+	c.loop.srv.stats.msgsOut.Add(uint64(sent))
 	if dropped > 0 {
-		c.srv.stats.dropped.Add(uint64(dropped))
+		c.loop.srv.stats.dropped.Add(uint64(dropped))
 	}
 	if c.conn.OutboundBuffered() > 4*o.MaxOutboundBytes {
 		c.closeNow(codec.QuotaExceeded, "slow consumer: outbound buffer over limit")
@@ -479,7 +529,7 @@ func (c *client) resendInflight() {
 }
 
 func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
-	l, srv := c.loop, c.srv
+	l, srv := c.loop, c.loop.srv
 	p := &l.publish
 	if err := p.Decode(h, body, c.version); err != nil {
 		return c.fail(err)
@@ -493,7 +543,7 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 	if err := trie.ValidateTopic(p.Topic, srv.opts.MaxTopicLevels); err != nil {
 		return c.fail(codec.Errf(codec.TopicNameInvalid, "MQTT-3.3.2-2", "invalid topic name: %v", err))
 	}
-	allowed := srv.opts.Authorizer == nil || srv.opts.Authorizer.CanPublish(c.id, c.user, string(p.Topic))
+	allowed := srv.opts.Authorizer == nil || srv.opts.Authorizer.CanPublish(c.id, c.username(), string(p.Topic))
 	route := allowed
 	if p.QoS == 2 {
 		s := c.sess

@@ -31,13 +31,13 @@ func (c *client) refuse(version byte, code codec.ReasonCode, why string) gnet.Ac
 		c.setReasonAlways(&ack.Props, why)
 	}
 	c.loop.out = ack.Append(c.loop.out, version)
-	c.closeWhy = why
-	c.srv.log.Info("connection refused", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	c.setCloseWhy(why)
+	c.loop.srv.log.Info("connection refused", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
 	return gnet.Close
 }
 
 func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
-	l, srv := c.loop, c.srv
+	l, srv := c.loop, c.loop.srv
 	p := &l.connect
 	if err := p.Decode(h, body); err != nil {
 		var ce *codec.Error
@@ -58,7 +58,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		}
 		c.id, assigned = assignClientID(), true
 	}
-	c.user = string(p.Username)
+	c.setUser(string(p.Username))
 	if v == codec.Version5 { // will payload format, topic aliases, enhanced auth (v5.go)
 		if act, stop := c.connectV5(h, body, p); stop {
 			return act
@@ -67,7 +67,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 	if c.enhancedAuthed() {
 		// The AUTH exchange authenticated the client (auth.go).
 	} else if a := srv.opts.Authenticator; a != nil {
-		info := ConnectInfo{ClientID: c.id, Username: c.user, Password: p.Password,
+		info := ConnectInfo{ClientID: c.id, Username: c.username(), Password: p.Password,
 			Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: v}
 		if err := a.Authenticate(info); err != nil {
 			return c.refuse(v, codec.BadUsernameOrPassword, "authentication failed: "+err.Error())
@@ -82,7 +82,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		var props *codec.Properties
 		if v == codec.Version5 {
 			props = &p.WillProps
-			c.willDelay = p.WillProps.WillDelay
+			c.coldState().willDelay = p.WillProps.WillDelay
 		}
 		c.will = newMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain, props, l.now, nil)
 	}
@@ -108,7 +108,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 			window = int(p.Props.ReceiveMaximum)
 		}
 		if p.Props.Has(codec.PropMaximumPacketSize) {
-			c.maxPacketOut = p.Props.MaximumPacketSize
+			c.v5.maxPacketOut = p.Props.MaximumPacketSize
 		}
 	}
 

@@ -142,7 +142,7 @@ func (s *Server) submitWait(t *txn) error {
 // finishEvent ends a read event of c: commit its writes and send its replies,
 // after the commit when there was one (or one is still pending).
 func (c *client) finishEvent() {
-	l, srv := c.loop, c.srv
+	l, srv := c.loop, c.loop.srv
 	if srv.store == nil || (l.tx.b == nil && c.lastPending == nil) {
 		c.flush()
 		srv.submit(l, &l.tx, nil) // wakes only

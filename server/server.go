@@ -276,7 +276,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	l := s.loopOf(c.EventLoop())
 	l.now = time.Now().UnixNano()
-	cl := &client{srv: s, loop: l, conn: c, openedAt: l.now / 1e9}
+	cl := &client{loop: l, conn: c, openedAt: l.now / 1e9}
 	cl.loopback = isLoopback(c.LocalAddr())
 	c.SetContext(cl)
 	s.stats.clients.Add(1)

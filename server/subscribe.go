@@ -8,7 +8,7 @@ import (
 )
 
 func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
-	l, srv, s := c.loop, c.srv, c.sess
+	l, srv, s := c.loop, c.loop.srv, c.sess
 	p := &l.subscribe
 	if err := p.Decode(h, body, c.version); err != nil {
 		return c.fail(err)
@@ -34,7 +34,7 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		if shared && sub.NoLocal && c.version == codec.Version5 {
 			return c.fail(codec.Errf(codec.ProtocolError, "MQTT-3.8.3-4", "No Local on a shared subscription"))
 		}
-		if srv.opts.Authorizer != nil && !srv.opts.Authorizer.CanSubscribe(c.id, c.user, filter) {
+		if srv.opts.Authorizer != nil && !srv.opts.Authorizer.CanSubscribe(c.id, c.username(), filter) {
 			codes = append(codes, c.subFailure(codec.NotAuthorized))
 			continue
 		}
@@ -93,7 +93,7 @@ func (c *client) subFailure(code codec.ReasonCode) byte {
 }
 
 func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action {
-	l, srv, s := c.loop, c.srv, c.sess
+	l, srv, s := c.loop, c.loop.srv, c.sess
 	p := &l.unsubscribe
 	if err := p.Decode(h, body, c.version); err != nil {
 		return c.fail(err)

@@ -27,6 +27,10 @@ import (
 
 // v5State is a 5.0 connection's state; owned by the connection's loop.
 type v5State struct {
+	// maxPacketOut is the client's Maximum Packet Size; 0 = none
+	// [MQTT-3.1.2-24].
+	maxPacketOut uint32
+
 	// problemInfo is the client's Request Problem Information (default 1):
 	// 0 forbids reason strings and user properties on everything but
 	// PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
@@ -101,7 +105,7 @@ func (c *client) connectV5(h codec.FixedHeader, body []byte, p *codec.Connect) (
 			return c.refuse(codec.Version5, codec.PayloadFormatInvalid, "will payload is not valid UTF-8 but its Payload Format Indicator is 1"), true
 		}
 	}
-	max := c.srv.opts.topicAliasMax()
+	max := c.loop.srv.opts.topicAliasMax()
 	v.aliasIn.max = max
 	v.aliasOut.max = 0
 	if p.Props.Has(codec.PropTopicAliasMaximum) {
@@ -115,7 +119,7 @@ func (c *client) connectV5(h codec.FixedHeader, body []byte, p *codec.Connect) (
 
 // connackV5 adds what the broker advertises to a successful 5.0 CONNACK.
 func (c *client) connackV5(props *codec.Properties, p *codec.Connect) {
-	o := &c.srv.opts
+	o := &c.loop.srv.opts
 	props.TopicAliasMaximum = o.topicAliasMax()
 	if props.TopicAliasMaximum > 0 {
 		props.Set(codec.PropTopicAliasMaximum)
@@ -205,7 +209,7 @@ func (c *client) countInbound(p *codec.Publish) error {
 		}
 		s.mu.Unlock()
 	}
-	max := min(c.srv.opts.ReceiveMaximum, c.srv.opts.MaxInboundQoS2)
+	max := min(c.loop.srv.opts.ReceiveMaximum, c.loop.srv.opts.MaxInboundQoS2)
 	if inflight > max {
 		return codec.Errf(codec.ReceiveMaximumExceeded, "MQTT-3.3.4-7", "more than Receive Maximum (%d) unacknowledged QoS 1/2 PUBLISHes", max)
 	}
@@ -231,7 +235,7 @@ func (c *client) setReasonAlways(props *codec.Properties, why string) {
 			why = why[:len(why)-1] // do not cut a rune in half
 		}
 	}
-	if c.maxPacketOut != 0 && 16+len(why) > int(c.maxPacketOut) {
+	if c.maxOut() != 0 && 16+len(why) > int(c.maxOut()) {
 		return
 	}
 	props.ReasonString = []byte(why)

@@ -105,7 +105,7 @@ func (c *client) applyOutboundAlias(p *codec.Publish) {
 	}
 	p.Props.TopicAlias = id
 	p.Props.Set(codec.PropTopicAlias)
-	if c.maxPacketOut != 0 && p.Size(codec.Version5) > int(c.maxPacketOut) {
+	if c.maxOut() != 0 && p.Size(codec.Version5) > int(c.maxOut()) {
 		// This PUBLISH will not be sent, so it must not define a mapping.
 		p.Props.Present &^= 1 << codec.PropTopicAlias
 		return

@@ -65,7 +65,7 @@ func (h *willHeap) Pop() any {
 // after the session was detached from c.
 func (s *Server) publishWill(l *loop, c *client) {
 	now := l.now / 1e9
-	delay := c.willDelay
+	delay := c.willDelaySecs()
 	if c.version != codec.Version5 || delay == 0 {
 		s.publishWillNow(l, c.will)
 		return
