@@ -129,6 +129,7 @@ func (c *client) onTraffic() gnet.Action {
 	}
 	if off > 0 {
 		_, _ = c.conn.Discard(off)
+		l.srv.stats.bytesIn.Add(uint64(off))
 	}
 	c.finishEvent()
 	l.drainLocal()

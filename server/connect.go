@@ -142,6 +142,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 	c.state = stateConnected
 	c.sess = sess
 	srv.stats.connected.Add(1)
+	srv.stats.connects.Add(1)
 	c.flush() // CONNACK goes before any re-sent or queued PUBLISH
 	srv.log.Info("client connected", "client_id", c.id, "remote", remoteString(c.conn),
 		"protocol", versionName(v), "clean", p.CleanStart, "keepalive", keepAlive, "session_present", present)

@@ -75,6 +75,14 @@ type Options struct {
 	MaxSessionExpiry time.Duration
 	// EventLoops is the number of gnet event loops. Default: GOMAXPROCS.
 	EventLoops int
+	// AdminListen, when set ("host:port"), serves Prometheus metrics on
+	// /metrics and a health check on /healthz over HTTP. Default: off.
+	AdminListen string
+	// SysInterval is how often $SYS/broker/... topics are published.
+	// Default: 10s; negative turns them off.
+	SysInterval time.Duration
+	// Version is reported on $SYS/broker/version. Default: "dev".
+	Version string
 
 	// MQTT 5.0 features (v5.go, v5_alias.go, auth.go).
 
@@ -173,6 +181,12 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.SysInterval == 0 {
+		o.SysInterval = 10 * time.Second
+	}
+	if o.Version == "" {
+		o.Version = "dev"
 	}
 	o.ensureV5Defaults()
 }

@@ -41,6 +41,7 @@ type Server struct {
 	addrs     []net.Addr
 	closing   atomic.Bool
 	storeOnce sync.Once
+	started   time.Time
 
 	wills willTimers // 5.0 delayed wills (will.go)
 
@@ -105,6 +106,16 @@ func (s *Server) Serve() error {
 	loops := s.opts.EventLoops
 	if loops == 0 {
 		loops = runtime.GOMAXPROCS(0)
+	}
+	s.started = time.Now()
+	if s.opts.AdminListen != "" {
+		ln, err := net.Listen("tcp", s.opts.AdminListen)
+		if err != nil {
+			s.closeStore()
+			return fmt.Errorf("admin listener %s: %w", s.opts.AdminListen, err)
+		}
+		s.log.Info("admin listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz")
+		go s.serveAdmin(ln)
 	}
 	go s.ticker()
 	err := gnet.Rotate(&handler{s: s}, addrs,
@@ -217,6 +228,7 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 func (s *Server) ticker() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var lastSys time.Time
 	for {
 		select {
 		case <-s.done:
@@ -228,6 +240,10 @@ func (s *Server) ticker() {
 				}
 			}
 			s.expireSessions(now.Unix())
+			if iv := s.opts.SysInterval; iv > 0 && now.Sub(lastSys) >= iv {
+				lastSys = now
+				s.publishSys(now)
+			}
 			s.fireDelayedWills(now.Unix()) // will.go
 		}
 	}

@@ -35,6 +35,8 @@ type config struct {
 	MaxTopicLevels    int           `yaml:"max_topic_levels"`
 	MaxSessionExpiry  time.Duration `yaml:"max_session_expiry"`
 	EventLoops        int           `yaml:"event_loops"`
+	AdminListen       string        `yaml:"admin_listen"`
+	SysInterval       time.Duration `yaml:"sys_interval"`
 }
 
 type listFlag []string
@@ -65,6 +67,7 @@ Flags:
 	allowAnon := fs.Bool("allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
 	maxPacket := fs.Int("max-packet-size", 0, "largest inbound packet in `BYTES` (default 1048576)")
 	loops := fs.Int("event-loops", 0, "number of event loops (default: number of CPUs)")
+	admin := fs.String("admin", "", "`HOST:PORT` for the HTTP admin listener: Prometheus /metrics and /healthz (default off)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -109,6 +112,8 @@ Flags:
 			cfg.MaxPacketSize = *maxPacket
 		case "event-loops":
 			cfg.EventLoops = *loops
+		case "admin":
+			cfg.AdminListen = *admin
 		}
 	})
 	logger, err := newLogger(cfg.LogLevel, cfg.LogFormat)
@@ -132,6 +137,9 @@ Flags:
 		MaxTopicLevels:    cfg.MaxTopicLevels,
 		MaxSessionExpiry:  cfg.MaxSessionExpiry,
 		EventLoops:        cfg.EventLoops,
+		AdminListen:       cfg.AdminListen,
+		SysInterval:       cfg.SysInterval,
+		Version:           version,
 		Logger:            logger,
 	}
 	if opts.DataDir == "" {
