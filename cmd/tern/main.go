@@ -22,6 +22,7 @@ Commands:
   serve     run the broker (tern serve --help for its flags)
   bench     measure an MQTT broker (tern bench --help)
   store     inspect a broker's data directory (tern store inspect --help)
+  passwd    add a user to a password file (tern passwd --help)
   version   print the version
 
 Run "tern <command> --help" for a command's flags.
@@ -40,6 +41,8 @@ func main() {
 		os.Exit(benchCmd(args))
 	case "store":
 		os.Exit(storeCmd(args))
+	case "passwd":
+		os.Exit(passwdCmd(args))
 	case "version", "--version", "-v":
 		fmt.Println("tern", version)
 	case "help", "--help", "-h":

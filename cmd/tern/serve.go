@@ -23,6 +23,7 @@ type config struct {
 	Durability        string        `yaml:"durability"`
 	SyncInterval      time.Duration `yaml:"sync_interval"`
 	AllowAnonymous    bool          `yaml:"allow_anonymous"`
+	PasswordFile      string        `yaml:"password_file"`
 	LogLevel          string        `yaml:"log_level"`
 	LogFormat         string        `yaml:"log_format"`
 	MaxPacketSize     int           `yaml:"max_packet_size"`
@@ -65,6 +66,7 @@ Flags:
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error (default info)")
 	logFormat := fs.String("log-format", "", "log format: text or json (default text)")
 	allowAnon := fs.Bool("allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
+	passwords := fs.String("password-file", "", "`FILE` of users and hashed passwords (tern passwd); every client must then authenticate")
 	maxPacket := fs.Int("max-packet-size", 0, "largest inbound packet in `BYTES` (default 1048576)")
 	loops := fs.Int("event-loops", 0, "number of event loops (default: number of CPUs)")
 	admin := fs.String("admin", "", "`HOST:PORT` for the HTTP admin listener: Prometheus /metrics and /healthz (default off)")
@@ -108,6 +110,8 @@ Flags:
 			cfg.LogFormat = *logFormat
 		case "allow-anonymous":
 			cfg.AllowAnonymous = *allowAnon
+		case "password-file":
+			cfg.PasswordFile = *passwords
 		case "max-packet-size":
 			cfg.MaxPacketSize = *maxPacket
 		case "event-loops":
@@ -141,6 +145,14 @@ Flags:
 		SysInterval:       cfg.SysInterval,
 		Version:           version,
 		Logger:            logger,
+	}
+	if cfg.PasswordFile != "" {
+		pf, err := server.LoadPasswordFile(cfg.PasswordFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tern serve: password file %s: %v\n", cfg.PasswordFile, err)
+			return 1
+		}
+		opts.Authenticator = pf
 	}
 	if opts.DataDir == "" {
 		opts.DataDir = "./data"
