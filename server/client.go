@@ -387,6 +387,9 @@ func (c *client) onClose(err error) {
 		c.loop.srv.publishWill(l, c) // now, after its delay, or never (will.go)
 	}
 	c.loop.srv.submit(l, &l.tx, nil)
+	// The will's deliveries to clients on this loop were listed locally;
+	// OnClose is not inside a read event, so nothing else would drain them.
+	l.drainLocal()
 	c.loop.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
 }
 

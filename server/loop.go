@@ -135,5 +135,6 @@ func (l *loop) drainLocal() {
 func (l *loop) tick() {
 	l.now = time.Now().UnixNano()
 	l.wheel.advance(l.now/1e9, func(c *client, now int64) int64 { return c.checkDeadline(now) })
+	l.drainLocal()
 	l.srv.submit(l, &l.tx, nil)
 }

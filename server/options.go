@@ -19,6 +19,9 @@ type Options struct {
 	// Listeners are the TCP addresses to accept MQTT on, "host:port".
 	// Default: ["127.0.0.1:1883"].
 	Listeners []string
+	// TLSListeners accept MQTT over TLS (standard-library transport: two
+	// goroutines per connection). Default: none.
+	TLSListeners []TLSListener
 	// DataDir is where durable state lives. Default: "./data".
 	DataDir string
 	// Durability says when acknowledged QoS 1/2 messages are safe:

@@ -42,6 +42,8 @@ type Server struct {
 	closing   atomic.Bool
 	storeOnce sync.Once
 	started   time.Time
+	tlsT      *netTransport
+	tlsAddrs  []net.Addr
 
 	wills willTimers // 5.0 delayed wills (will.go)
 
@@ -108,9 +110,16 @@ func (s *Server) Serve() error {
 		loops = runtime.GOMAXPROCS(0)
 	}
 	s.started = time.Now()
+	if err := s.startTLS(); err != nil {
+		s.closeStore()
+		return fmt.Errorf("TLS listener: %w", err)
+	}
 	if s.opts.AdminListen != "" {
 		ln, err := net.Listen("tcp", s.opts.AdminListen)
 		if err != nil {
+			if s.tlsT != nil {
+				s.tlsT.stop()
+			}
 			s.closeStore()
 			return fmt.Errorf("admin listener %s: %w", s.opts.AdminListen, err)
 		}
@@ -134,6 +143,9 @@ func (s *Server) Serve() error {
 		return nil
 	}
 	if err != nil {
+		if s.tlsT != nil {
+			s.tlsT.stop()
+		}
 		s.closeStore()
 		return fmt.Errorf("serve %v: %w", s.opts.Listeners, err)
 	}
@@ -159,6 +171,9 @@ func (s *Server) closeStore() {
 	})
 }
 
+// TLSAddrs returns the bound TLS listener addresses, valid after Ready.
+func (s *Server) TLSAddrs() []net.Addr { return s.tlsAddrs }
+
 // Ready is closed once the broker accepts connections (or Serve failed).
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
@@ -177,8 +192,14 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.eng.Validate(); err != nil {
+		if s.tlsT != nil {
+			s.tlsT.stop()
+		}
 		s.closeStore()
 		return nil // never booted
+	}
+	if s.tlsT != nil {
+		s.tlsT.stop()
 	}
 	err := s.eng.Stop(ctx)
 	s.closeStore()

@@ -19,6 +19,7 @@ import (
 // field is optional; flags override the file.
 type config struct {
 	Listeners         []string      `yaml:"listeners"`
+	TLSListeners      []tlsConfig   `yaml:"tls_listeners"`
 	DataDir           string        `yaml:"data_dir"`
 	Durability        string        `yaml:"durability"`
 	SyncInterval      time.Duration `yaml:"sync_interval"`
@@ -38,6 +39,13 @@ type config struct {
 	EventLoops        int           `yaml:"event_loops"`
 	AdminListen       string        `yaml:"admin_listen"`
 	SysInterval       time.Duration `yaml:"sys_interval"`
+}
+
+// tlsConfig is one entry of tls_listeners.
+type tlsConfig struct {
+	Addr     string `yaml:"addr"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 type listFlag []string
@@ -60,6 +68,10 @@ Flags:
 	var listeners listFlag
 	fs.Var(&listeners, "listen", "`HOST:PORT` to accept MQTT on; repeat for several (default 127.0.0.1:1883)")
 	configPath := fs.String("config", "", "YAML configuration `FILE` (see tern.example.yaml)")
+	var tlsListen listFlag
+	fs.Var(&tlsListen, "tls-listen", "`HOST:PORT` to accept MQTT over TLS on (needs --tls-cert and --tls-key); repeatable")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate chain `FILE` for --tls-listen")
+	tlsKey := fs.String("tls-key", "", "PEM private key `FILE` for --tls-listen")
 	dataDir := fs.String("data", "", "`DIR` for durable state (default ./data)")
 	durability := fs.String("durability", "", "`MODE`: sync (acknowledge only what is fsynced; default), periodic (fsync every --sync-interval; a crash may lose that much acknowledged data), none (memory only)")
 	syncInterval := fs.Duration("sync-interval", 0, "fsync period for --durability periodic (default 100ms)")
@@ -98,6 +110,11 @@ Flags:
 		switch f.Name {
 		case "listen":
 			cfg.Listeners = listeners
+		case "tls-listen":
+			cfg.TLSListeners = nil
+			for _, a := range tlsListen {
+				cfg.TLSListeners = append(cfg.TLSListeners, tlsConfig{Addr: a, CertFile: *tlsCert, KeyFile: *tlsKey})
+			}
 		case "data":
 			cfg.DataDir = *dataDir
 		case "durability":
@@ -145,6 +162,13 @@ Flags:
 		SysInterval:       cfg.SysInterval,
 		Version:           version,
 		Logger:            logger,
+	}
+	for _, l := range cfg.TLSListeners {
+		if l.Addr == "" || l.CertFile == "" || l.KeyFile == "" {
+			fmt.Fprintf(os.Stderr, "tern serve: a TLS listener needs an address, a certificate and a key (--tls-listen, --tls-cert, --tls-key)\n")
+			return 2
+		}
+		opts.TLSListeners = append(opts.TLSListeners, server.TLSListener{Addr: l.Addr, CertFile: l.CertFile, KeyFile: l.KeyFile})
 	}
 	if cfg.PasswordFile != "" {
 		pf, err := server.LoadPasswordFile(cfg.PasswordFile)
