@@ -344,9 +344,10 @@ type netTransport struct {
 	closed atomic.Bool
 }
 
-// startTLS opens the TLS listeners; their bound addresses are appended to s.addrs.
+// startTLS opens the TLS and WebSocket listeners (the standard-library
+// transport); their bound addresses are in TLSAddrs and WebSocketAddrs.
 func (s *Server) startTLS() error {
-	if len(s.opts.TLSListeners) == 0 {
+	if len(s.opts.TLSListeners) == 0 && len(s.opts.WebSocketListeners) == 0 {
 		return nil
 	}
 	t := &netTransport{s: s, conns: map[*netConn]struct{}{}}
@@ -378,7 +379,14 @@ func (s *Server) startTLS() error {
 		go t.accept(ln)
 	}
 	s.tlsT = t
-	s.log.Info("tern listening (TLS)", "listeners", s.tlsAddrs)
+	if len(s.tlsAddrs) > 0 {
+		s.log.Info("tern listening (TLS)", "listeners", s.tlsAddrs)
+	}
+	if err := s.startWebSocket(t); err != nil {
+		t.stop()
+		s.tlsT = nil
+		return err
+	}
 	return nil
 }
 

@@ -22,6 +22,9 @@ type Options struct {
 	// TLSListeners accept MQTT over TLS (standard-library transport: two
 	// goroutines per connection). Default: none.
 	TLSListeners []TLSListener
+	// WebSocketListeners accept MQTT over WebSocket (ws:// or wss://), on
+	// the same standard-library transport. Default: none.
+	WebSocketListeners []WebSocketListener
 	// DataDir is where durable state lives. Default: "./data".
 	DataDir string
 	// Durability says when acknowledged QoS 1/2 messages are safe:

@@ -44,6 +44,7 @@ type Server struct {
 	started   time.Time
 	tlsT      *netTransport
 	tlsAddrs  []net.Addr
+	wsAddrs   []net.Addr
 
 	wills willTimers // 5.0 delayed wills (will.go)
 
@@ -173,6 +174,9 @@ func (s *Server) closeStore() {
 
 // TLSAddrs returns the bound TLS listener addresses, valid after Ready.
 func (s *Server) TLSAddrs() []net.Addr { return s.tlsAddrs }
+
+// WebSocketAddrs returns the bound WebSocket listener addresses, valid after Ready.
+func (s *Server) WebSocketAddrs() []net.Addr { return s.wsAddrs }
 
 // Ready is closed once the broker accepts connections (or Serve failed).
 func (s *Server) Ready() <-chan struct{} { return s.ready }

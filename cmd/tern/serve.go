@@ -20,6 +20,7 @@ import (
 type config struct {
 	Listeners         []string      `yaml:"listeners"`
 	TLSListeners      []tlsConfig   `yaml:"tls_listeners"`
+	WSListeners       []wsConfig    `yaml:"websocket_listeners"`
 	DataDir           string        `yaml:"data_dir"`
 	Durability        string        `yaml:"durability"`
 	SyncInterval      time.Duration `yaml:"sync_interval"`
@@ -48,6 +49,14 @@ type tlsConfig struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
+// wsConfig is one entry of websocket_listeners.
+type wsConfig struct {
+	Addr     string `yaml:"addr"`
+	Path     string `yaml:"path"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
 type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
@@ -72,6 +81,8 @@ Flags:
 	fs.Var(&tlsListen, "tls-listen", "`HOST:PORT` to accept MQTT over TLS on (needs --tls-cert and --tls-key); repeatable")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate chain `FILE` for --tls-listen")
 	tlsKey := fs.String("tls-key", "", "PEM private key `FILE` for --tls-listen")
+	var wsListen listFlag
+	fs.Var(&wsListen, "ws-listen", "`HOST:PORT` to accept MQTT over WebSocket on (path /mqtt); repeatable")
 	dataDir := fs.String("data", "", "`DIR` for durable state (default ./data)")
 	durability := fs.String("durability", "", "`MODE`: sync (acknowledge only what is fsynced; default), periodic (fsync every --sync-interval; a crash may lose that much acknowledged data), none (memory only)")
 	syncInterval := fs.Duration("sync-interval", 0, "fsync period for --durability periodic (default 100ms)")
@@ -110,6 +121,11 @@ Flags:
 		switch f.Name {
 		case "listen":
 			cfg.Listeners = listeners
+		case "ws-listen":
+			cfg.WSListeners = nil
+			for _, a := range wsListen {
+				cfg.WSListeners = append(cfg.WSListeners, wsConfig{Addr: a})
+			}
 		case "tls-listen":
 			cfg.TLSListeners = nil
 			for _, a := range tlsListen {
@@ -169,6 +185,13 @@ Flags:
 			return 2
 		}
 		opts.TLSListeners = append(opts.TLSListeners, server.TLSListener{Addr: l.Addr, CertFile: l.CertFile, KeyFile: l.KeyFile})
+	}
+	for _, l := range cfg.WSListeners {
+		if l.Addr == "" || (l.CertFile == "") != (l.KeyFile == "") {
+			fmt.Fprintf(os.Stderr, "tern serve: a WebSocket listener needs an address (and both cert_file and key_file for wss)\n")
+			return 2
+		}
+		opts.WebSocketListeners = append(opts.WebSocketListeners, server.WebSocketListener{Addr: l.Addr, Path: l.Path, CertFile: l.CertFile, KeyFile: l.KeyFile})
 	}
 	if cfg.PasswordFile != "" {
 		pf, err := server.LoadPasswordFile(cfg.PasswordFile)
