@@ -461,7 +461,7 @@ func (c *client) drain() {
 			out = out[:0]
 		}
 	}
-	s.dropped += uint64(dropped)
+	f.dropped += uint64(dropped)
 	s.mu.Unlock()
 	if len(out) > 0 {
 		_, _ = c.conn.Write(out)

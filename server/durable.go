@@ -378,10 +378,10 @@ func (s *Server) recoverOutbound(id string, seq uint64, rec persist.Outbound, ms
 	}
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	if seq >= sess.nextSeq {
-		sess.nextSeq = seq + 1
-	}
 	f := sess.flowLocked(&s.opts)
+	if seq >= f.nextSeq {
+		f.nextSeq = seq + 1
+	}
 	om := outMsg{seq: seq, stored: true}
 	if rec.State == persist.AwaitingPubcomp {
 		om.m = &message{} // the message is no longer needed: only PUBREL is re-sent

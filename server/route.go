@@ -131,22 +131,22 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 	}
 	om := outMsg{m: m, retain: retain, subIDs: ids}
 	durable := q > 0 && s.store != nil && target.storable()
+	f := target.flowLocked(&s.opts)
 	if q > 0 {
-		om.seq = target.nextSeq
+		om.seq = f.nextSeq
 	}
 	if durable {
 		om.stored, om.ticket = true, t.tick()
 	}
-	f := target.flowLocked(&s.opts)
 	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, s.opts.QueuePolicy)
 	if queued && q > 0 {
-		target.nextSeq++
+		f.nextSeq++
 		if durable {
 			s.storeDelivery(t, target, &om, q)
 		}
 	}
 	if hasDropped {
-		target.dropped++
+		f.dropped++
 		if dropped.Msg.m != m || queued { // an older delivery made room
 			s.forgetDelivery(t, target, dropped.Msg, false)
 		}

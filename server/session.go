@@ -34,10 +34,8 @@ type session struct {
 	version    byte    // protocol version of the last connection
 	stored     bool    // a session record is in the store
 	recvMax    uint16  // inflight window size for the current connection
-	nextSeq    uint64  // sequence of the next QoS 1/2 delivery; packet ids derive from it
 	subs       []sessionSub
-	f          *flow  // delivery state; nil until the session has traffic
-	dropped    uint64 // deliveries lost to queue limits (for $SYS and logs)
+	f          *flow // delivery state; nil until the session has traffic
 }
 
 // flow is a session's delivery state. It is allocated on first use, so an
@@ -48,6 +46,8 @@ type flow struct {
 	queue   qos.Queue[outMsg]
 	window  qos.Window[outMsg]
 	inbound qos.Inbound
+	nextSeq uint64 // sequence of the next QoS 1/2 delivery; packet ids derive from it
+	dropped uint64 // deliveries lost to queue limits
 }
 
 // flowLocked returns the session's delivery state, creating it. s.mu must be held.

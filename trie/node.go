@@ -3,66 +3,95 @@ package trie
 import (
 	"hash/maphash"
 	"sync/atomic"
+	"unsafe"
 )
 
-// node is one topic level. P is what a node holds: *subSet for the
-// subscription trie, an *rentry for the retained index. Every field is read
-// without a lock; writers (holding their shard's mutex) change a node only
-// through atomic stores, and only ever publish objects they will not modify
-// again in a way readers can observe.
+// node is one topic level. P is what a node holds: Sub (the head of a
+// subSet, see nodeSubs) for the subscription trie, an rentry for the
+// retained index. Every field is read without a lock; writers (holding their
+// shard's mutex) change a node only through atomic stores, and only ever
+// publish objects they will not modify again in a way readers can observe.
 //
-// 48 bytes on 64-bit platforms.
+// 32 bytes on 64-bit platforms. The '+' and '#' children are children like
+// any other, named "+" and "#", so a node needs no pointer for them.
 type node[P any] struct {
 	name string // the level; a substring of the first filter that created the node
 	kids atomic.Pointer[table[P]]
-	plus atomic.Pointer[node[P]] // the "+" child (subscription trie only)
-	hash atomic.Pointer[node[P]] // the "#" child (subscription trie only)
 	val  atomic.Pointer[P]
 }
 
 // empty reports whether n holds nothing and can be unlinked. Writer only.
 func (n *node[P]) empty() bool {
-	return n.val.Load() == nil && n.kids.Load() == nil && n.plus.Load() == nil && n.hash.Load() == nil
+	return n.val.Load() == nil && n.kids.Load() == nil
 }
+
+// isWild reports whether a child name is a wildcard level.
+func isWild(name string) bool { return len(name) == 1 && (name[0] == '+' || name[0] == '#') }
 
 // smallTable is the largest table scanned linearly instead of hashed: for
 // the many nodes with a handful of children a short scan of pointers beats
 // hashing the key.
-const smallTable = 8
+const smallTable = 9
 
-// table is a node's set of literal children: an array of atomic pointers
-// that readers probe without a lock.
+// table is a node's set of children: atomic pointers that readers probe
+// without a lock. It is one of two shapes, told apart by n, which never
+// changes once the table is published:
 //
-//	small (≤ 8 slots, meta == nil)     hashed (≥ 32 slots, power of two)
-//	┌────┬────┬────┬────┐        tags  ┌────┬────┬────┬────┬────┬─ ─
-//	│ *a │nil │ *c │ *b │              │ 0  │ t1 │ 1  │ t2 │ 0  │ …   0 empty, 1 deleted,
-//	└────┴────┴────┴────┘              ├────┼────┼────┼────┼────┼─ ─  else hash tag
-//	scan every slot              slots │nil │ *x │nil │ *y │nil │ …
-//	                                   └────┴────┴────┴────┴────┴─ ─
-//	                                   start at hash(name)&mask, probe
-//	                                   linearly until tag 0
+//	small (n = 1…9 slots, one object)          hashed (n = 0, a hashTable)
+//	┌───┬────┬────┬────┐                       ┌───┬──────┬──────┬──────┬──────┬──────────┐
+//	│ n │ *a │nil │ *+ │  scan every slot      │ 0 │ *"+" │ *"#" │ tags │slots │live, dead│
+//	└───┴────┴────┴────┘  ('+', '#' included)  └───┴──────┴──────┴──────┴──────┴──────────┘
+//	 8 B + 8 B per slot                               │
+//	                                     tags  ┌────┬────┬────┬────┬────┬─ ─
+//	                                           │ 0  │ t1 │ 1  │ t2 │ 0  │ …   0 empty, 1 deleted,
+//	                                           ├────┼────┼────┼────┼────┼─ ─  else hash tag
+//	                                     slots │nil │ *x │nil │ *y │nil │ …
+//	                                           └────┴────┴────┴────┴────┴─ ─
+//	                                           start at hash(name)&mask, probe
+//	                                           linearly until tag 0
+//
+// A small table keeps its slots in the same allocation as its header, so a
+// node with one child pays 16 bytes for it and a lookup touches one object.
+// Its capacities (1, 2, 3, 5, 7, 9) fill the allocator's size classes
+// exactly. A hashed table keeps its wildcard children in their own fields,
+// so that matching a level stays one probe plus two pointer loads.
 //
 // In a hashed table a probe compares 32-bit tags (high hash bits, 16 to a
 // cache line) and dereferences a child only when its tag matches, so a
 // collision costs no cache miss on the colliding node. A writer inserts by
 // storing the pointer and then the tag into an empty slot (or a deleted one
 // once the probe has proven the name absent), and deletes by storing tag 1:
-// a concurrent reader sees the child or not, never a broken chain. Entries never move inside a table. When a table must grow or
-// shrink the writer builds a new one and publishes it with one atomic store
-// on the node; the old table is never written again, so readers still
-// holding it see a consistent (slightly old) set. Inserts keep
-// live+dead ≤ ¾ of the slots, so every probe reaches a nil slot.
+// a concurrent reader sees the child or not, never a broken chain. Entries
+// never move inside a table. When a table must grow or shrink the writer
+// builds a new one and publishes it with one atomic store on the node; the
+// old table is never written again, so readers still holding it see a
+// consistent (slightly old) set. Inserts keep live+dead ≤ ¾ of the slots,
+// so every probe reaches a nil slot.
 type table[P any] struct {
-	slots []atomic.Pointer[node[P]]
-	meta  *tableMeta // nil for small tables
+	n uintptr // small: the number of slots that follow; hashed: 0
 }
 
-// tableMeta is the tag array and writer bookkeeping of a hashed table.
-type tableMeta struct {
-	tags []atomic.Uint32
-	live int // writer only
-	dead int // writer only
+// hashTable is the hashed shape of a table; hdr.n is 0.
+type hashTable[P any] struct {
+	hdr   table[P]
+	plus  atomic.Pointer[node[P]] // the "+" child
+	hash  atomic.Pointer[node[P]] // the "#" child
+	tags  []atomic.Uint32
+	slots []atomic.Pointer[node[P]]
+	live  int // literal children; writer only
+	dead  int // writer only
 }
+
+// small returns the slots of a small table, nil for a hashed one.
+func (t *table[P]) small() []atomic.Pointer[node[P]] {
+	if t.n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*atomic.Pointer[node[P]])(unsafe.Add(unsafe.Pointer(t), unsafe.Sizeof(*t))), t.n)
+}
+
+// hashed returns the hashed shape of t; t.n must be 0.
+func (t *table[P]) hashed() *hashTable[P] { return (*hashTable[P])(unsafe.Pointer(t)) }
 
 const (
 	tagEmpty   = 0
@@ -79,39 +108,60 @@ var seed = maphash.MakeSeed()
 func hashString(s string) uint64 { return maphash.String(seed, s) }
 func hashBytes(b []byte) uint64  { return maphash.Bytes(seed, b) }
 
-// getBytes finds the child named key. h is hashBytes(key) if the caller has
-// it, or 0 to compute it on demand.
-func (t *table[P]) getBytes(key []byte, h uint64) *node[P] {
-	s := t.slots
-	if t.meta == nil {
-		for i := range s {
-			if n := s[i].Load(); n != nil && n.name == string(key) {
-				return n
-			}
-		}
-		return nil
-	}
-	if h == 0 {
-		h = hashBytes(key)
-	}
-	tags, want := t.meta.tags, tagOf(h)
+// probe finds the literal child named key in a hashed table, h being its
+// hash.
+func (ht *hashTable[P]) probe(key string, h uint64) *node[P] {
+	s, tags, want := ht.slots, ht.tags, tagOf(h)
 	mask := uint64(len(s) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		switch tags[i].Load() {
 		case tagEmpty:
 			return nil
 		case want:
-			if n := s[i].Load(); n != nil && n.name == string(key) {
+			if n := s[i].Load(); n != nil && n.name == key {
 				return n
 			}
 		}
 	}
 }
 
-// get finds the child named key.
+// lookup returns, for one topic level key, the literal child named key (if
+// lit) and the '+' and '#' children. h is hashBytes(key) if the caller has
+// it, or 0 to compute it on demand. A topic level "+" or "#" (invalid)
+// matches no literal child.
+func (t *table[P]) lookup(key []byte, h uint64, lit bool) (c, plus, hash *node[P]) {
+	if s := t.small(); s != nil {
+		for i := range s {
+			n := s[i].Load()
+			if n == nil {
+				continue
+			}
+			switch name := n.name; {
+			case isWild(name):
+				if name[0] == '+' {
+					plus = n
+				} else {
+					hash = n
+				}
+			case lit && name == string(key):
+				c = n
+			}
+		}
+		return c, plus, hash
+	}
+	ht := t.hashed()
+	if lit && !isWild(string(key)) {
+		if h == 0 {
+			h = hashBytes(key)
+		}
+		c = ht.probe(string(key), h)
+	}
+	return c, ht.plus.Load(), ht.hash.Load()
+}
+
+// get finds the child named key ("+" and "#" name the wildcard children).
 func (t *table[P]) get(key string) *node[P] {
-	s := t.slots
-	if t.meta == nil {
+	if s := t.small(); s != nil {
 		for i := range s {
 			if n := s[i].Load(); n != nil && n.name == key {
 				return n
@@ -119,26 +169,32 @@ func (t *table[P]) get(key string) *node[P] {
 		}
 		return nil
 	}
-	h := hashString(key)
-	tags, want := t.meta.tags, tagOf(h)
-	mask := uint64(len(s) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
-		switch tags[i].Load() {
-		case tagEmpty:
-			return nil
-		case want:
-			if n := s[i].Load(); n != nil && n.name == key {
-				return n
-			}
-		}
+	ht := t.hashed()
+	switch key {
+	case "+":
+		return ht.plus.Load()
+	case "#":
+		return ht.hash.Load()
 	}
+	return ht.probe(key, hashString(key))
 }
 
 // each calls fn for every child until fn returns false; it reports whether
 // it ran to the end.
 func (t *table[P]) each(fn func(*node[P]) bool) bool {
-	for i := range t.slots {
-		if n := t.slots[i].Load(); n != nil {
+	s := t.small()
+	if s == nil {
+		ht := t.hashed()
+		if n := ht.plus.Load(); n != nil && !fn(n) {
+			return false
+		}
+		if n := ht.hash.Load(); n != nil && !fn(n) {
+			return false
+		}
+		s = ht.slots
+	}
+	for i := range s {
+		if n := s[i].Load(); n != nil {
 			if !fn(n) {
 				return false
 			}
@@ -147,7 +203,29 @@ func (t *table[P]) each(fn func(*node[P]) bool) bool {
 	return true
 }
 
-// child returns n's literal child named name, or nil.
+// count returns the number of children. Writer only.
+func (t *table[P]) count() int {
+	if s := t.small(); s != nil {
+		k := 0
+		for i := range s {
+			if s[i].Load() != nil {
+				k++
+			}
+		}
+		return k
+	}
+	ht := t.hashed()
+	k := ht.live
+	if ht.plus.Load() != nil {
+		k++
+	}
+	if ht.hash.Load() != nil {
+		k++
+	}
+	return k
+}
+
+// child returns n's child named name ("+" and "#" included), or nil.
 func (n *node[P]) child(name string) *node[P] {
 	if t := n.kids.Load(); t != nil {
 		return t.get(name)
@@ -160,31 +238,39 @@ func (n *node[P]) addChild(c *node[P]) {
 	t := n.kids.Load()
 	if t == nil {
 		t = newSmall[P](1)
-		t.slots[0].Store(c)
+		t.small()[0].Store(c)
 		n.kids.Store(t)
 		return
 	}
-	if t.meta == nil {
-		for i := range t.slots {
-			if t.slots[i].Load() == nil {
-				t.slots[i].Store(c)
+	if s := t.small(); s != nil {
+		for i := range s {
+			if s[i].Load() == nil {
+				s[i].Store(c)
 				return
 			}
 		}
-		n.kids.Store(rebuild(t, len(t.slots)+1, c))
+		n.kids.Store(rebuild(t, len(s)+1, c))
 		return
 	}
-	m := t.meta
-	if (m.live+m.dead+1)*4 > len(t.slots)*3 {
-		n.kids.Store(rebuild(t, m.live+1, c))
+	ht := t.hashed()
+	switch c.name {
+	case "+":
+		ht.plus.Store(c)
+		return
+	case "#":
+		ht.hash.Store(c)
+		return
+	}
+	if (ht.live+ht.dead+1)*4 > len(ht.slots)*3 {
+		n.kids.Store(rebuild(t, t.count()+1, c))
 		return
 	}
 	h := hashString(c.name)
-	mask := uint64(len(t.slots) - 1)
+	mask := uint64(len(ht.slots) - 1)
 	i := h & mask
 	free := -1
 	for ; ; i = (i + 1) & mask {
-		tg := m.tags[i].Load()
+		tg := ht.tags[i].Load()
 		if tg == tagEmpty {
 			break
 		}
@@ -194,12 +280,12 @@ func (n *node[P]) addChild(c *node[P]) {
 	}
 	if free >= 0 {
 		i = uint64(free)
-		m.dead--
+		ht.dead--
 	}
 	// Pointer first: a reader that sees the tag must find the node.
-	t.slots[i].Store(c)
-	m.tags[i].Store(tagOf(h))
-	m.live++
+	ht.slots[i].Store(c)
+	ht.tags[i].Store(tagOf(h))
+	ht.live++
 }
 
 // removeChild unlinks c from n. Writer only.
@@ -208,12 +294,12 @@ func (n *node[P]) removeChild(c *node[P]) {
 	if t == nil {
 		return
 	}
-	if t.meta == nil {
+	if s := t.small(); s != nil {
 		left := 0
-		for i := range t.slots {
-			switch t.slots[i].Load() {
+		for i := range s {
+			switch s[i].Load() {
 			case c:
-				t.slots[i].Store(nil)
+				s[i].Store(nil)
 			case nil:
 			default:
 				left++
@@ -224,41 +310,56 @@ func (n *node[P]) removeChild(c *node[P]) {
 		}
 		return
 	}
-	m := t.meta
-	mask := uint64(len(t.slots) - 1)
-	for i := hashString(c.name) & mask; ; i = (i + 1) & mask {
-		tg := m.tags[i].Load()
-		if tg == tagEmpty {
-			return // not present
-		}
-		if tg != tagDeleted && t.slots[i].Load() == c {
-			m.tags[i].Store(tagDeleted)
-			t.slots[i].Store(nil)
-			m.live--
-			m.dead++
-			break
+	ht := t.hashed()
+	switch c {
+	case ht.plus.Load():
+		ht.plus.Store(nil)
+	case ht.hash.Load():
+		ht.hash.Store(nil)
+	default:
+		mask := uint64(len(ht.slots) - 1)
+		for i := hashString(c.name) & mask; ; i = (i + 1) & mask {
+			tg := ht.tags[i].Load()
+			if tg == tagEmpty {
+				return // not present
+			}
+			if tg != tagDeleted && ht.slots[i].Load() == c {
+				ht.tags[i].Store(tagDeleted)
+				ht.slots[i].Store(nil)
+				ht.live--
+				ht.dead++
+				break
+			}
 		}
 	}
-	if m.live*8 < len(t.slots) {
-		n.kids.Store(rebuild(t, m.live, nil))
+	if ht.live*8 < len(ht.slots) {
+		n.kids.Store(rebuild(t, t.count(), nil))
 	}
 }
 
+// smallCaps are the small-table capacities: 8+8·cap fills a size class
+// (16, 24, 32, 48, 64, 80 bytes).
+var smallCaps = [...]int{1, 2, 3, 5, 7, smallTable}
+
 // rebuild returns a fresh table holding t's children plus extra (if not
-// nil), sized for live children; nil if there are none.
-func rebuild[P any](t *table[P], live int, extra *node[P]) *table[P] {
-	if live == 0 {
+// nil), sized for k children in all; nil if there are none.
+func rebuild[P any](t *table[P], k int, extra *node[P]) *table[P] {
+	if k == 0 {
 		return nil
 	}
-	size := 1
-	if live <= smallTable {
-		for size < live {
-			size <<= 1
+	if k <= smallTable {
+		size := smallTable
+		for _, c := range smallCaps {
+			if c >= k {
+				size = c
+				break
+			}
 		}
 		nt := newSmall[P](size)
+		s := nt.small()
 		i := 0
 		put := func(c *node[P]) bool {
-			nt.slots[i].Store(c)
+			s[i].Store(c)
 			i++
 			return true
 		}
@@ -268,54 +369,64 @@ func rebuild[P any](t *table[P], live int, extra *node[P]) *table[P] {
 		}
 		return nt
 	}
-	for size < live*2 {
+	size := 32
+	for size < k*2 {
 		size <<= 1
 	}
-	nt := &table[P]{slots: make([]atomic.Pointer[node[P]], size), meta: &tableMeta{tags: make([]atomic.Uint32, size)}}
+	ht := &hashTable[P]{slots: make([]atomic.Pointer[node[P]], size), tags: make([]atomic.Uint32, size)}
 	mask := uint64(size - 1)
 	put := func(c *node[P]) bool {
+		switch c.name {
+		case "+":
+			ht.plus.Store(c)
+			return true
+		case "#":
+			ht.hash.Store(c)
+			return true
+		}
 		h := hashString(c.name)
 		i := h & mask
-		for nt.meta.tags[i].Load() != tagEmpty {
+		for ht.tags[i].Load() != tagEmpty {
 			i = (i + 1) & mask
 		}
-		nt.slots[i].Store(c)
-		nt.meta.tags[i].Store(tagOf(h))
-		nt.meta.live++
+		ht.slots[i].Store(c)
+		ht.tags[i].Store(tagOf(h))
+		ht.live++
 		return true
 	}
 	t.each(put)
 	if extra != nil {
 		put(extra)
 	}
-	return nt
+	return &ht.hdr
 }
 
-// newSmall allocates a small table with its slots in the same object, so
-// that a lookup touches one allocation rather than a header and an array.
+// smallOf is a small table of N slots in one object. The slots start right
+// after the header, where table.small finds them.
+type smallOf[P any, A any] struct {
+	t table[P]
+	a A
+}
+
+// newSmall allocates a small table of size (one of smallCaps) slots.
 func newSmall[P any](size int) *table[P] {
+	type slot = atomic.Pointer[node[P]]
+	var t *table[P]
 	switch size {
 	case 1:
-		x := &struct {
-			t table[P]
-			a [1]atomic.Pointer[node[P]]
-		}{}
-		x.t.slots = x.a[:]
-		return &x.t
+		t = &(&smallOf[P, [1]slot]{}).t
 	case 2:
-		x := &struct {
-			t table[P]
-			a [2]atomic.Pointer[node[P]]
-		}{}
-		x.t.slots = x.a[:]
-		return &x.t
-	case 4:
-		x := &struct {
-			t table[P]
-			a [4]atomic.Pointer[node[P]]
-		}{}
-		x.t.slots = x.a[:]
-		return &x.t
+		t = &(&smallOf[P, [2]slot]{}).t
+	case 3:
+		t = &(&smallOf[P, [3]slot]{}).t
+	case 5:
+		t = &(&smallOf[P, [5]slot]{}).t
+	case 7:
+		t = &(&smallOf[P, [7]slot]{}).t
+	default:
+		t = &(&smallOf[P, [smallTable]slot]{}).t
+		size = smallTable
 	}
-	return &table[P]{slots: make([]atomic.Pointer[node[P]], size)}
+	t.n = uintptr(size)
+	return t
 }

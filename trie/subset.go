@@ -38,6 +38,7 @@ const indexAbove = 32
 // The head is 64 bytes; each subscription adds one Sub (32 bytes for a
 // pointer-sized S).
 type subSet[S comparable] struct {
+	head   Sub[S] // not a subscription: Group is setMark (see nodeVal)
 	blocks [][]*[chunkSize]Sub[S]
 	tail   []Sub[S]
 	idx    map[S]int32
@@ -55,6 +56,15 @@ type group[S comparable] struct {
 	name    string
 	members atomic.Pointer[subSet[S]]
 	next    atomic.Uint32
+}
+
+// setMark is the Group of every subSet's head. An ordinary subscription
+// stored alone at a node has Group "", so a node value whose Group is not ""
+// is the head of a subSet (see nodeVal).
+const setMark = "\x00subSet"
+
+func newSet[S comparable]() *subSet[S] {
+	return &subSet[S]{head: Sub[S]{Group: setMark}}
 }
 
 // nfull returns the number of full chunks.
@@ -159,7 +169,7 @@ func (l *subSet[S]) popChunk() *[chunkSize]Sub[S] {
 // with returns a snapshot in which sub replaces the entry of the same
 // subscriber, or is appended; replaced tells which. l may be nil. Writer only.
 func (l *subSet[S]) with(sub Sub[S]) (*subSet[S], bool) {
-	nl := &subSet[S]{}
+	nl := newSet[S]()
 	if l != nil {
 		*nl = *l
 	}
@@ -210,10 +220,12 @@ func (l *subSet[S]) without(s S) (*subSet[S], bool) {
 		if l.groups == nil {
 			return nil, true
 		}
-		return &subSet[S]{groups: l.groups}, true
+		nl := newSet[S]()
+		nl.groups = l.groups
+		return nl, true
 	}
 	moved := *l.at(last)
-	nl := &subSet[S]{}
+	nl := new(subSet[S])
 	*nl = *l
 	full := nl.nfull()
 	if len(nl.tail) == 0 {
@@ -248,7 +260,8 @@ func (l *subSet[S]) without(s S) (*subSet[S], bool) {
 // withGroups returns a copy of l (which may be nil) holding gs instead of
 // its groups; nil if that leaves it empty. Writer only.
 func (l *subSet[S]) withGroups(gs *groupSet[S]) *subSet[S] {
-	nl := &subSet[S]{groups: gs}
+	nl := newSet[S]()
+	nl.groups = gs
 	if l != nil {
 		nl.blocks, nl.tail, nl.idx = l.blocks, l.tail, l.idx
 	}

@@ -3,6 +3,7 @@ package trie
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Sub is one subscription as stored: who, at what QoS, with which options.
@@ -29,7 +30,7 @@ const maxProbes = 1024
 
 type shard[S comparable] struct {
 	mu   sync.Mutex
-	root node[subSet[S]]
+	root node[Sub[S]]
 	_    [64]byte // keep neighbouring shards' mutexes off one cache line
 }
 
@@ -82,14 +83,28 @@ func (t *Trie[S]) Subscribe(filter string, sub Sub[S]) (replaced bool) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	n := descend(&sh.root, f)
-	cur := n.val.Load()
+	one, cur := nodeVal(n.val.Load())
 	if !shared {
 		sub.Group = ""
-		var ns *subSet[S]
-		ns, replaced = cur.with(sub)
-		n.val.Store(ns)
+		if cur == nil && (one == nil || one.Subscriber == sub.Subscriber) {
+			// The common case: the only subscriber of this filter.
+			p := new(Sub[S])
+			*p = sub
+			n.val.Store(p)
+			replaced = one != nil
+		} else {
+			if one != nil {
+				cur, _ = cur.with(*one)
+			}
+			var ns *subSet[S]
+			ns, replaced = cur.with(sub)
+			n.val.Store(&ns.head)
+		}
 	} else {
 		sub.Group = gname
+		if one != nil {
+			cur, _ = cur.with(*one)
+		}
 		g := cur.group(gname)
 		if g == nil {
 			g = &group[S]{name: gname}
@@ -102,7 +117,7 @@ func (t *Trie[S]) Subscribe(filter string, sub Sub[S]) (replaced bool) {
 				gs.list = []*group[S]{g}
 			}
 			ns := cur.withGroups(gs)
-			n.val.Store(ns)
+			n.val.Store(&ns.head)
 		} else {
 			var ms *subSet[S]
 			ms, replaced = g.members.Load().with(sub)
@@ -126,7 +141,7 @@ func (t *Trie[S]) Unsubscribe(filter string, s S) (existed bool) {
 	sh := t.shardFor(f)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	var stack [16]*node[subSet[S]]
+	var stack [16]*node[Sub[S]]
 	path := stack[:0]
 	n := &sh.root
 	path = append(path, n)
@@ -138,16 +153,21 @@ func (t *Trie[S]) Unsubscribe(filter string, s S) (existed bool) {
 		}
 		path = append(path, n)
 	}
-	cur := n.val.Load()
-	if cur == nil {
-		return false
-	}
+	one, cur := nodeVal(n.val.Load())
 	var ns *subSet[S]
-	if !shared {
+	switch {
+	case one != nil:
+		if shared || one.Subscriber != s {
+			return false
+		}
+		n.val.Store(nil)
+	case cur == nil:
+		return false
+	case !shared:
 		if ns, existed = cur.without(s); !existed {
 			return false
 		}
-	} else {
+	default:
 		g := cur.group(gname)
 		if g == nil {
 			return false
@@ -176,27 +196,15 @@ func (t *Trie[S]) Unsubscribe(filter string, s S) (existed bool) {
 		}
 	}
 	t.count.Add(-1)
-	if ns != cur {
-		if ns == nil {
-			n.val.Store(nil)
-		} else {
-			n.val.Store(ns)
-		}
+	if cur != nil && ns != cur {
+		n.val.Store(setVal(ns))
 	}
 	prune(path)
 	return true
 }
 
 // step follows one filter level from n without creating anything.
-func (n *node[P]) step(lvl string) *node[P] {
-	switch lvl {
-	case "+":
-		return n.plus.Load()
-	case "#":
-		return n.hash.Load()
-	}
-	return n.child(lvl)
-}
+func (n *node[P]) step(lvl string) *node[P] { return n.child(lvl) }
 
 // descend returns the node for filter f under root, creating missing
 // levels. Writer only.
@@ -205,23 +213,10 @@ func descend[P any](root *node[P], f string) *node[P] {
 	for rest, more := f, true; more; {
 		var lvl string
 		lvl, rest, more = cut(rest)
-		var c *node[P]
-		switch lvl {
-		case "+":
-			if c = n.plus.Load(); c == nil {
-				c = &node[P]{name: lvl}
-				n.plus.Store(c)
-			}
-		case "#":
-			if c = n.hash.Load(); c == nil {
-				c = &node[P]{name: lvl}
-				n.hash.Store(c)
-			}
-		default:
-			if c = n.child(lvl); c == nil {
-				c = &node[P]{name: lvl}
-				n.addChild(c)
-			}
+		c := n.child(lvl)
+		if c == nil {
+			c = &node[P]{name: lvl}
+			n.addChild(c)
 		}
 		n = c
 	}
@@ -236,14 +231,7 @@ func prune[P any](path []*node[P]) {
 		if !c.empty() {
 			return
 		}
-		switch {
-		case parent.plus.Load() == c:
-			parent.plus.Store(nil)
-		case parent.hash.Load() == c:
-			parent.hash.Store(nil)
-		default:
-			parent.removeChild(c)
-		}
+		parent.removeChild(c)
 	}
 }
 
@@ -264,17 +252,19 @@ func (t *Trie[S]) Match(topic []byte, dst []Sub[S]) []Sub[S] {
 	first, rest, more := cutBytes(topic)
 	h := hashBytes(first)
 	if kt := t.shards[h&(numShards-1)].root.kids.Load(); kt != nil {
-		if c := kt.getBytes(first, h); c != nil {
+		if c, _, _ := kt.lookup(first, h, true); c != nil {
 			dst = t.walk(c, rest, more, dst)
 		}
 	}
 	if topic[0] != '$' {
-		w := &t.wild.root
-		if c := w.hash.Load(); c != nil {
-			dst = t.collect(c, dst)
-		}
-		if c := w.plus.Load(); c != nil {
-			dst = t.walk(c, rest, more, dst)
+		if kt := t.wild.root.kids.Load(); kt != nil {
+			_, plus, hash := kt.lookup(nil, 0, false)
+			if hash != nil {
+				dst = t.collect(hash, dst)
+			}
+			if plus != nil {
+				dst = t.walk(plus, rest, more, dst)
+			}
 		}
 	}
 	return dst
@@ -283,29 +273,42 @@ func (t *Trie[S]) Match(topic []byte, dst []Sub[S]) []Sub[S] {
 // walk collects the matches at and below n, which matched the levels of
 // the topic before rest. more says whether rest holds another level (it may
 // be an empty one).
-func (t *Trie[S]) walk(n *node[subSet[S]], rest []byte, more bool, dst []Sub[S]) []Sub[S] {
-	// "#" also matches the parent level: "sport/#" matches "sport".
-	if c := n.hash.Load(); c != nil {
-		dst = t.collect(c, dst)
+func (t *Trie[S]) walk(n *node[Sub[S]], rest []byte, more bool, dst []Sub[S]) []Sub[S] {
+	kt := n.kids.Load()
+	if kt == nil {
+		if !more {
+			return t.collect(n, dst)
+		}
+		return dst
 	}
-	if !more {
+	var lvl []byte
+	last := !more
+	if more {
+		lvl, rest, more = cutBytes(rest)
+	}
+	c, plus, hash := kt.lookup(lvl, 0, !last)
+	// "#" also matches the parent level: "sport/#" matches "sport".
+	if hash != nil {
+		dst = t.collect(hash, dst)
+	}
+	if last {
 		return t.collect(n, dst)
 	}
-	lvl, rest, more := cutBytes(rest)
-	if kt := n.kids.Load(); kt != nil {
-		if c := kt.getBytes(lvl, 0); c != nil {
-			dst = t.walk(c, rest, more, dst)
-		}
-	}
-	if c := n.plus.Load(); c != nil {
+	if c != nil {
 		dst = t.walk(c, rest, more, dst)
+	}
+	if plus != nil {
+		dst = t.walk(plus, rest, more, dst)
 	}
 	return dst
 }
 
 // collect appends n's subscriptions and one member per shared group.
-func (t *Trie[S]) collect(n *node[subSet[S]], dst []Sub[S]) []Sub[S] {
-	l := n.val.Load()
+func (t *Trie[S]) collect(n *node[Sub[S]], dst []Sub[S]) []Sub[S] {
+	one, l := nodeVal(n.val.Load())
+	if one != nil {
+		return append(dst, *one)
+	}
 	if l == nil {
 		return dst
 	}
@@ -345,4 +348,41 @@ func (t *Trie[S]) pick(g *group[S]) *Sub[S] {
 		}
 	}
 	return m.at(int(start % n))
+}
+
+// A node of the subscription trie holds a *Sub[S] that is one of two
+// things, told apart by its Group:
+//
+//	Group == ""       a lone ordinary subscription: the whole value, 32 bytes
+//	                  for a pointer-sized S (the common fleet case, one
+//	                  device per filter)
+//	Group == setMark  the head field of a subSet: several subscriptions,
+//	                  or shared groups
+//
+// Both are immutable once stored, so a reader needs one atomic load.
+
+// nodeVal returns what a node value is: a lone subscription or a subSet.
+func nodeVal[S comparable](p *Sub[S]) (one *Sub[S], set *subSet[S]) {
+	if p == nil {
+		return nil, nil
+	}
+	if p.Group == "" {
+		return p, nil
+	}
+	// p is the first field of a subSet, so this is the subSet's address.
+	return nil, (*subSet[S])(unsafe.Pointer(p))
+}
+
+// setVal returns the node value for l (nil if l is): a lone subscription
+// when l holds exactly one ordinary subscription and no groups.
+func setVal[S comparable](l *subSet[S]) *Sub[S] {
+	switch {
+	case l == nil:
+		return nil
+	case l.groups == nil && l.len() == 1:
+		p := new(Sub[S])
+		*p = *l.at(0)
+		return p
+	}
+	return &l.head
 }
