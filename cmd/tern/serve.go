@@ -26,6 +26,7 @@ type config struct {
 	SyncInterval      time.Duration `yaml:"sync_interval"`
 	AllowAnonymous    bool          `yaml:"allow_anonymous"`
 	PasswordFile      string        `yaml:"password_file"`
+	ACLFile           string        `yaml:"acl_file"`
 	LogLevel          string        `yaml:"log_level"`
 	LogFormat         string        `yaml:"log_format"`
 	MaxPacketSize     int           `yaml:"max_packet_size"`
@@ -90,6 +91,7 @@ Flags:
 	logFormat := fs.String("log-format", "", "log format: text or json (default text)")
 	allowAnon := fs.Bool("allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
 	passwords := fs.String("password-file", "", "`FILE` of users and hashed passwords (tern passwd); every client must then authenticate")
+	aclPath := fs.String("acl-file", "", "`FILE` of topic rules in mosquitto's acl_file format (user/topic/pattern); access is denied unless granted")
 	maxPacket := fs.Int("max-packet-size", 0, "largest inbound packet in `BYTES` (default 1048576)")
 	loops := fs.Int("event-loops", 0, "number of event loops (default: number of CPUs)")
 	admin := fs.String("admin", "", "`HOST:PORT` for the HTTP admin listener: Prometheus /metrics and /healthz (default off)")
@@ -145,6 +147,8 @@ Flags:
 			cfg.AllowAnonymous = *allowAnon
 		case "password-file":
 			cfg.PasswordFile = *passwords
+		case "acl-file":
+			cfg.ACLFile = *aclPath
 		case "max-packet-size":
 			cfg.MaxPacketSize = *maxPacket
 		case "event-loops":
@@ -192,6 +196,14 @@ Flags:
 			return 2
 		}
 		opts.WebSocketListeners = append(opts.WebSocketListeners, server.WebSocketListener{Addr: l.Addr, Path: l.Path, CertFile: l.CertFile, KeyFile: l.KeyFile})
+	}
+	if cfg.ACLFile != "" {
+		acl, err := server.LoadACLFile(cfg.ACLFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tern serve: ACL file %s: %v\n", cfg.ACLFile, err)
+			return 1
+		}
+		opts.Authorizer = acl
 	}
 	if cfg.PasswordFile != "" {
 		pf, err := server.LoadPasswordFile(cfg.PasswordFile)
