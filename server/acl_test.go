@@ -35,7 +35,7 @@ func TestACLRules(t *testing.T) {
 		{"d1", "bob", "devices/d1/state", true},
 		{"d1", "bob", "devices/d2/state", false},
 		{"d+", "bob", "devices/d+/x", false}, // id with topic syntax gets no pattern
-		{"c9", "", "public/x", false},       // anonymous: read only
+		{"c9", "", "public/x", false},        // anonymous: read only
 		{"c1", "alice", "users/alice/inbox", false},
 	}
 	for _, tc := range pub {

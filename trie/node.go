@@ -14,11 +14,35 @@ import (
 //
 // 32 bytes on 64-bit platforms. The '+' and '#' children are children like
 // any other, named "+" and "#", so a node needs no pointer for them.
+//
+// kids points at the only child itself when there is one, else at a table
+// (see table for how a reader tells them apart); kids must stay the first
+// field for that.
 type node[P any] struct {
-	name string // the level; a substring of the first filter that created the node
-	kids atomic.Pointer[table[P]]
+	kids atomic.Pointer[table[P]] // nil, the only child (a *node[P]), or a table
 	val  atomic.Pointer[P]
+	name string // the level; a substring of the first filter that created the node
 }
+
+// kidsOf returns n's only child, or the table of its children (both nil if
+// it has none).
+//
+// The first word of a table is its n, between 1 and maxTableN; the first
+// word of a node is its kids pointer, nil or a heap address, never that
+// small. So one atomic load of that word tells which kids points at.
+func (n *node[P]) kidsOf() (only *node[P], t *table[P]) {
+	t = n.kids.Load()
+	if t == nil {
+		return nil, nil
+	}
+	if w := atomic.LoadUintptr((*uintptr)(unsafe.Pointer(t))); w-1 < maxTableN {
+		return nil, t
+	}
+	return (*node[P])(unsafe.Pointer(t)), nil
+}
+
+// setOnly makes c n's only child. Writer only.
+func (n *node[P]) setOnly(c *node[P]) { n.kids.Store((*table[P])(unsafe.Pointer(c))) }
 
 // empty reports whether n holds nothing and can be unlinked. Writer only.
 func (n *node[P]) empty() bool {
@@ -37,9 +61,9 @@ const smallTable = 9
 // without a lock. It is one of two shapes, told apart by n, which never
 // changes once the table is published:
 //
-//	small (n = 1…9 slots, one object)          hashed (n = 0, a hashTable)
+//	small (n = 1…9 slots, one object)          hashed (n = hashedN, a hashTable)
 //	┌───┬────┬────┬────┐                       ┌───┬──────┬──────┬──────┬──────┬──────────┐
-//	│ n │ *a │nil │ *+ │  scan every slot      │ 0 │ *"+" │ *"#" │ tags │slots │live, dead│
+//	│ n │ *a │nil │ *+ │  scan every slot      │64 │ *"+" │ *"#" │ tags │slots │live, dead│
 //	└───┴────┴────┴────┘  ('+', '#' included)  └───┴──────┴──────┴──────┴──────┴──────────┘
 //	 8 B + 8 B per slot                               │
 //	                                     tags  ┌────┬────┬────┬────┬────┬─ ─
@@ -50,8 +74,9 @@ const smallTable = 9
 //	                                           start at hash(name)&mask, probe
 //	                                           linearly until tag 0
 //
-// A small table keeps its slots in the same allocation as its header, so a
-// node with one child pays 16 bytes for it and a lookup touches one object.
+// A node with a single child needs no table: its kids points at the child
+// (see node.kidsOf). A small table keeps its slots in the same allocation as
+// its header, so a lookup touches one object.
 // Its capacities (1, 2, 3, 5, 7, 9) fill the allocator's size classes
 // exactly. A hashed table keeps its wildcard children in their own fields,
 // so that matching a level stays one probe plus two pointer loads.
@@ -68,10 +93,15 @@ const smallTable = 9
 // consistent (slightly old) set. Inserts keep live+dead ≤ ¾ of the slots,
 // so every probe reaches a nil slot.
 type table[P any] struct {
-	n uintptr // small: the number of slots that follow; hashed: 0
+	n uintptr // small: the number of slots that follow; hashed: hashedN
 }
 
-// hashTable is the hashed shape of a table; hdr.n is 0.
+const (
+	hashedN   = 64   // table.n of a hashed table
+	maxTableN = 4095 // table.n is below the lowest address Go ever gives a heap object
+)
+
+// hashTable is the hashed shape of a table; hdr.n is hashedN.
 type hashTable[P any] struct {
 	hdr   table[P]
 	plus  atomic.Pointer[node[P]] // the "+" child
@@ -84,13 +114,13 @@ type hashTable[P any] struct {
 
 // small returns the slots of a small table, nil for a hashed one.
 func (t *table[P]) small() []atomic.Pointer[node[P]] {
-	if t.n == 0 {
+	if t.n == hashedN {
 		return nil
 	}
 	return unsafe.Slice((*atomic.Pointer[node[P]])(unsafe.Add(unsafe.Pointer(t), unsafe.Sizeof(*t))), t.n)
 }
 
-// hashed returns the hashed shape of t; t.n must be 0.
+// hashed returns the hashed shape of t; t.n must be hashedN.
 func (t *table[P]) hashed() *hashTable[P] { return (*hashTable[P])(unsafe.Pointer(t)) }
 
 const (
@@ -157,6 +187,47 @@ func (t *table[P]) lookup(key []byte, h uint64, lit bool) (c, plus, hash *node[P
 		c = ht.probe(string(key), h)
 	}
 	return c, ht.plus.Load(), ht.hash.Load()
+}
+
+// classify is lookup for a node's only child c.
+func classify[P any](c *node[P], key []byte, lit bool) (lc, plus, hash *node[P]) {
+	switch name := c.name; {
+	case isWild(name):
+		if name[0] == '+' {
+			return nil, c, nil
+		}
+		return nil, nil, c
+	case lit && name == string(key):
+		return c, nil, nil
+	}
+	return nil, nil, nil
+}
+
+// lookup is table.lookup for n's children; ok is false if n has none.
+func (n *node[P]) lookup(key []byte, h uint64, lit bool) (c, plus, hash *node[P], ok bool) {
+	only, t := n.kidsOf()
+	if only != nil {
+		c, plus, hash = classify(only, key, lit)
+		return c, plus, hash, true
+	}
+	if t == nil {
+		return nil, nil, nil, false
+	}
+	c, plus, hash = t.lookup(key, h, lit)
+	return c, plus, hash, true
+}
+
+// eachChild calls fn for every child of n until fn returns false; it
+// reports whether it ran to the end.
+func (n *node[P]) eachChild(fn func(*node[P]) bool) bool {
+	only, t := n.kidsOf()
+	if only != nil {
+		return fn(only)
+	}
+	if t == nil {
+		return true
+	}
+	return t.each(fn)
 }
 
 // get finds the child named key ("+" and "#" name the wildcard children).
@@ -227,7 +298,14 @@ func (t *table[P]) count() int {
 
 // child returns n's child named name ("+" and "#" included), or nil.
 func (n *node[P]) child(name string) *node[P] {
-	if t := n.kids.Load(); t != nil {
+	only, t := n.kidsOf()
+	if only != nil {
+		if only.name == name {
+			return only
+		}
+		return nil
+	}
+	if t != nil {
 		return t.get(name)
 	}
 	return nil
@@ -235,10 +313,16 @@ func (n *node[P]) child(name string) *node[P] {
 
 // addChild links c (whose name must not be present) under n. Writer only.
 func (n *node[P]) addChild(c *node[P]) {
-	t := n.kids.Load()
-	if t == nil {
-		t = newSmall[P](1)
-		t.small()[0].Store(c)
+	only, t := n.kidsOf()
+	if only == nil && t == nil {
+		n.setOnly(c)
+		return
+	}
+	if only != nil {
+		t = newSmall[P](2)
+		s := t.small()
+		s[0].Store(only)
+		s[1].Store(c)
 		n.kids.Store(t)
 		return
 	}
@@ -290,23 +374,36 @@ func (n *node[P]) addChild(c *node[P]) {
 
 // removeChild unlinks c from n. Writer only.
 func (n *node[P]) removeChild(c *node[P]) {
-	t := n.kids.Load()
+	only, t := n.kidsOf()
+	if only != nil {
+		if only == c {
+			n.kids.Store(nil)
+		}
+		return
+	}
 	if t == nil {
 		return
 	}
 	if s := t.small(); s != nil {
+		var last *node[P]
 		left := 0
 		for i := range s {
-			switch s[i].Load() {
+			switch x := s[i].Load(); x {
 			case c:
 				s[i].Store(nil)
 			case nil:
 			default:
+				last = x
 				left++
 			}
 		}
-		if left == 0 {
+		switch left {
+		case 0:
 			n.kids.Store(nil)
+		case 1:
+			// Back to no table at all. A reader still holding the table finds
+			// the same child there.
+			n.setOnly(last)
 		}
 		return
 	}
@@ -333,7 +430,16 @@ func (n *node[P]) removeChild(c *node[P]) {
 		}
 	}
 	if ht.live*8 < len(ht.slots) {
-		n.kids.Store(rebuild(t, t.count(), nil))
+		switch k := t.count(); k {
+		case 0:
+			n.kids.Store(nil)
+		case 1:
+			var last *node[P]
+			t.each(func(x *node[P]) bool { last = x; return false })
+			n.setOnly(last)
+		default:
+			n.kids.Store(rebuild(t, k, nil))
+		}
 	}
 }
 
@@ -373,7 +479,7 @@ func rebuild[P any](t *table[P], k int, extra *node[P]) *table[P] {
 	for size < k*2 {
 		size <<= 1
 	}
-	ht := &hashTable[P]{slots: make([]atomic.Pointer[node[P]], size), tags: make([]atomic.Uint32, size)}
+	ht := &hashTable[P]{hdr: table[P]{n: hashedN}, slots: make([]atomic.Pointer[node[P]], size), tags: make([]atomic.Uint32, size)}
 	mask := uint64(size - 1)
 	put := func(c *node[P]) bool {
 		switch c.name {

@@ -113,36 +113,26 @@ func (r *Retained[V]) Match(filter string, fn func(topic string, v V) bool) {
 // n is the root, where wildcards skip '$' topics.
 func rmatch[V any](n *node[rentry[V]], rest string, root bool, fn func(string, V) bool) bool {
 	lvl, rest, more := cut(rest)
-	kids := n.kids.Load()
 	switch lvl {
 	case "#":
 		if !root && !visit(n, fn) {
 			return false
 		}
-		if kids == nil {
-			return true
-		}
-		return kids.each(func(c *node[rentry[V]]) bool {
+		return n.eachChild(func(c *node[rentry[V]]) bool {
 			if root && c.name != "" && c.name[0] == '$' {
 				return true
 			}
 			return visitAll(c, fn)
 		})
 	case "+":
-		if kids == nil {
-			return true
-		}
-		return kids.each(func(c *node[rentry[V]]) bool {
+		return n.eachChild(func(c *node[rentry[V]]) bool {
 			if root && c.name != "" && c.name[0] == '$' {
 				return true
 			}
 			return rnext(c, rest, more, fn)
 		})
 	default:
-		if kids == nil {
-			return true
-		}
-		if c := kids.get(lvl); c != nil {
+		if c := n.child(lvl); c != nil {
 			return rnext(c, rest, more, fn)
 		}
 		return true
@@ -170,8 +160,5 @@ func visitAll[V any](n *node[rentry[V]], fn func(string, V) bool) bool {
 	if !visit(n, fn) {
 		return false
 	}
-	if kids := n.kids.Load(); kids != nil {
-		return kids.each(func(c *node[rentry[V]]) bool { return visitAll(c, fn) })
-	}
-	return true
+	return n.eachChild(func(c *node[rentry[V]]) bool { return visitAll(c, fn) })
 }

@@ -251,20 +251,16 @@ func (t *Trie[S]) Match(topic []byte, dst []Sub[S]) []Sub[S] {
 	}
 	first, rest, more := cutBytes(topic)
 	h := hashBytes(first)
-	if kt := t.shards[h&(numShards-1)].root.kids.Load(); kt != nil {
-		if c, _, _ := kt.lookup(first, h, true); c != nil {
-			dst = t.walk(c, rest, more, dst)
-		}
+	if c, _, _, _ := t.shards[h&(numShards-1)].root.lookup(first, h, true); c != nil {
+		dst = t.walk(c, rest, more, dst)
 	}
 	if topic[0] != '$' {
-		if kt := t.wild.root.kids.Load(); kt != nil {
-			_, plus, hash := kt.lookup(nil, 0, false)
-			if hash != nil {
-				dst = t.collect(hash, dst)
-			}
-			if plus != nil {
-				dst = t.walk(plus, rest, more, dst)
-			}
+		_, plus, hash, _ := t.wild.root.lookup(nil, 0, false)
+		if hash != nil {
+			dst = t.collect(hash, dst)
+		}
+		if plus != nil {
+			dst = t.walk(plus, rest, more, dst)
 		}
 	}
 	return dst
@@ -274,19 +270,18 @@ func (t *Trie[S]) Match(topic []byte, dst []Sub[S]) []Sub[S] {
 // the topic before rest. more says whether rest holds another level (it may
 // be an empty one).
 func (t *Trie[S]) walk(n *node[Sub[S]], rest []byte, more bool, dst []Sub[S]) []Sub[S] {
-	kt := n.kids.Load()
-	if kt == nil {
-		if !more {
-			return t.collect(n, dst)
-		}
-		return dst
-	}
 	var lvl []byte
 	last := !more
 	if more {
 		lvl, rest, more = cutBytes(rest)
 	}
-	c, plus, hash := kt.lookup(lvl, 0, !last)
+	c, plus, hash, ok := n.lookup(lvl, 0, !last)
+	if !ok {
+		if last {
+			return t.collect(n, dst)
+		}
+		return dst
+	}
 	// "#" also matches the parent level: "sport/#" matches "sport".
 	if hash != nil {
 		dst = t.collect(hash, dst)
