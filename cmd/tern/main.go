@@ -23,6 +23,8 @@ Commands:
   bench     measure an MQTT broker (tern bench --help)
   store     inspect a broker's data directory (tern store inspect --help)
   passwd    add a user to a password file (tern passwd --help)
+  pub       publish a message, like mosquitto_pub (tern pub --help)
+  sub       print messages, like mosquitto_sub (tern sub --help)
   version   print the version
 
 Run "tern <command> --help" for a command's flags.
@@ -43,6 +45,10 @@ func main() {
 		os.Exit(storeCmd(args))
 	case "passwd":
 		os.Exit(passwdCmd(args))
+	case "pub":
+		os.Exit(pubCmd(args))
+	case "sub":
+		os.Exit(subCmd(args))
 	case "version", "--version", "-v":
 		fmt.Println("tern", version)
 	case "help", "--help", "-h":
