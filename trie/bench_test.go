@@ -194,6 +194,43 @@ func BenchmarkMemoryPerSubscription(b *testing.B) {
 	b.ReportMetric(perSub, "bytes/sub")
 }
 
+// BenchmarkMemoryFleet is BenchmarkMemoryPerSubscription for the filter
+// shapes of a device fleet, one subscriber per filter: "cmd" is
+// "devices/<n>/cmd", "config" is "devices/<n>/+/config". Run with
+// -benchtime=1x.
+func BenchmarkMemoryFleet(b *testing.B) {
+	shapes := []struct {
+		name   string
+		filter func(int) string
+	}{
+		{"cmd", func(i int) string { return "devices/" + strconv.Itoa(i) + "/cmd" }},
+		{"config", func(i int) string { return "devices/" + strconv.Itoa(i) + "/+/config" }},
+	}
+	subs := make([]*benchSub, million)
+	for i := range subs {
+		subs[i] = &benchSub{i}
+	}
+	for _, sh := range shapes {
+		b.Run(sh.name, func(b *testing.B) {
+			var perSub float64
+			for b.Loop() {
+				runtime.GC()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				tr := New[*benchSub](nil)
+				for i := range million {
+					tr.Subscribe(sh.filter(i), Sub[*benchSub]{Subscriber: subs[i], QoS: 1})
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perSub = float64(after.HeapAlloc-before.HeapAlloc) / million
+				runtime.KeepAlive(tr)
+			}
+			b.ReportMetric(perSub, "bytes/sub")
+		})
+	}
+}
+
 func BenchmarkRetainedMatch(b *testing.B) {
 	r := NewRetained[int]()
 	for i := range 100_000 {

@@ -14,18 +14,24 @@
 //
 // # The subscription trie
 //
-// One node per filter level. Literal children sit in a per-node table;
-// the '+' and '#' children have their own pointers, so matching a level is
-// one table lookup plus two pointer loads:
+// One node per filter level. A node's children, the '+' and '#' ones
+// included, hang off its one kids pointer, which points at the child itself
+// when there is only one and at a table otherwise; a hashed table (many
+// children) keeps '+' and '#' in fields of their own, so matching a level is
+// one probe plus two pointer loads:
 //
 //	Trie
 //	├─ shards[hash("devices") % 32].root ── kids ──► "devices"
-//	│                                                  └─ kids ──► "42"
-//	│                                                                └─ plus ──► "+"
-//	│                                                                              └─ kids ──► "temp"  val ──► subSet
+//	│                                                  └─ kids ──► hashed table ──► "42"
+//	│                                                                                └─ kids ──► "+"
+//	│                                                                                             └─ kids ──► "temp"  val ──► Sub
 //	└─ wild.root   (filters starting with '+' or '#')
-//	     ├─ plus ──► "+" …
-//	     └─ hash ──► "#"  val ──► subSet
+//	     └─ kids ──► small table ──► "+" …
+//	                             └─► "#"  val ──► subSet
+//
+// A node's value is a lone Sub when one ordinary subscriber has the filter
+// (the usual case in a fleet: one device, one command topic) and a subSet
+// once there are more or there is a shared group.
 //
 // The first level picks a shard; each shard has its own writer mutex. A
 // Match looks up the topic's first level in its shard and also walks the
@@ -38,12 +44,15 @@
 // once published or changes only in ways a reader tolerates:
 //
 //   - a node's child table is an array of atomic pointers that writers fill
-//     and clear slot by slot; growing or shrinking builds a new table and
-//     swaps it in (see table);
-//   - a node's subscriptions are an immutable subSet: a writer builds a new
-//     one and swaps it in. To keep that cheap for 100,000 subscribers on one
-//     filter, a subSet is chunked: a write copies one 128-entry chunk and the
-//     chunk-pointer array, not the whole list (see subSet);
+//     and clear slot by slot; going from one child to a table and back,
+//     growing or shrinking builds the new form and swaps it in with one
+//     atomic store, and a reader tells the forms apart from the object
+//     itself, never from a second field (see node.kidsOf and table);
+//   - a node's subscriptions are an immutable lone Sub or subSet, told apart
+//     by the Sub's Group (see nodeVal): a writer builds a new one and swaps
+//     it in. To keep that cheap for 100,000 subscribers on one filter, a
+//     subSet is chunked: a write copies one 64-entry chunk and the
+//     chunk-pointer arrays, not the whole list (see subSet);
 //   - a shared group's member list is a subSet too; its round-robin cursor is
 //     an atomic counter.
 //
@@ -54,12 +63,22 @@
 //
 // # Memory
 //
-// A node is 48 bytes; a subSet head 64 bytes plus 32 per subscription (for
-// a pointer-sized subscriber); a child costs one slot in its parent's table:
-// 8 bytes in a small table (≤ 8 children, header and slots in one object),
-// 12 in a hashed one (pointer + tag), which is ¼ to ¾ full. Node names are
-// substrings of the subscribed filter string, so the trie keeps that string
-// and nothing else of the caller's. For 1M distinct "devices/<n>/+/temp"
-// filters, one subscriber each, BenchmarkMemoryPerSubscription measures
-// about 340 bytes per subscription, filter string included.
+// Sizes on 64-bit platforms, for a pointer-sized subscriber:
+//
+//	node                      32 B   kids, val, name
+//	lone subscription         32 B   one Sub, the whole value of its node
+//	subSet                    96 B   head, plus 32 B per Sub (2+ subscribers, or groups)
+//	only child                 0 B   the parent's kids points at it
+//	small table (2…9 kids)   8 B + 8 B per slot, one object (24…80 B)
+//	hashed table (10+ kids)    9 B per slot (pointer + 1-byte tag), ⅛ to ¾ full
+//
+// Node names are substrings of the subscribed filter string, so the trie
+// keeps that string and nothing else of the caller's. A fleet filter
+// "devices/<id>/cmd" with one subscriber costs its slot in the "devices"
+// table, two nodes and a lone Sub: about 115 bytes plus the string
+// (BenchmarkMemoryFleet/cmd measures 139 in all for 1M such filters). For
+// 1M distinct "devices/<n>/+/temp" filters, one subscriber each,
+// BenchmarkMemoryPerSubscription measures about 171 bytes per subscription,
+// filter string included (337 with the earlier 48-byte nodes, a table for
+// every child and a subSet for every subscriber).
 package trie

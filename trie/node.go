@@ -6,8 +6,9 @@ import (
 	"unsafe"
 )
 
-// node is one topic level. P is what a node holds: Sub (the head of a
-// subSet, see nodeSubs) for the subscription trie, an rentry for the
+// node is one topic level. P is what a node holds: a Sub (a lone
+// subscription or the head of a subSet, see nodeVal) for the subscription
+// trie, an rentry for the
 // retained index. Every field is read without a lock; writers (holding their
 // shard's mutex) change a node only through atomic stores, and only ever
 // publish objects they will not modify again in a way readers can observe.
@@ -30,6 +31,10 @@ type node[P any] struct {
 // The first word of a table is its n, between 1 and maxTableN; the first
 // word of a node is its kids pointer, nil or a heap address, never that
 // small. So one atomic load of that word tells which kids points at.
+//
+// Pointing a *table at a node is safe: the collector scans an object by its
+// own type, whatever the pointer's type, and table is a single word, so no
+// conversion claims more memory than the object has (checkptr agrees).
 func (n *node[P]) kidsOf() (only *node[P], t *table[P]) {
 	t = n.kids.Load()
 	if t == nil {
@@ -61,7 +66,7 @@ const smallTable = 9
 // without a lock. It is one of two shapes, told apart by n, which never
 // changes once the table is published:
 //
-//	small (n = 1…9 slots, one object)          hashed (n = hashedN, a hashTable)
+//	small (n = 2…9 slots, one object)          hashed (n = hashedN, a hashTable)
 //	┌───┬────┬────┬────┐                       ┌───┬──────┬──────┬──────┬──────┬──────────┐
 //	│ n │ *a │nil │ *+ │  scan every slot      │64 │ *"+" │ *"#" │ tags │slots │live, dead│
 //	└───┴────┴────┴────┘  ('+', '#' included)  └───┴──────┴──────┴──────┴──────┴──────────┘
@@ -75,14 +80,14 @@ const smallTable = 9
 //	                                           linearly until tag 0
 //
 // A node with a single child needs no table: its kids points at the child
-// (see node.kidsOf). A small table keeps its slots in the same allocation as
-// its header, so a lookup touches one object.
-// Its capacities (1, 2, 3, 5, 7, 9) fill the allocator's size classes
-// exactly. A hashed table keeps its wildcard children in their own fields,
+// (see node.kidsOf), and a small table left with one child is dropped for
+// it. A small table keeps its slots in the same allocation as its header, so
+// a lookup touches one object; its capacities (2, 3, 5, 7, 9) fill the
+// allocator's size classes (24, 32, 48, 64, 80 bytes) exactly. A hashed table keeps its wildcard children in their own fields,
 // so that matching a level stays one probe plus two pointer loads.
 //
-// In a hashed table a probe compares 32-bit tags (high hash bits, 16 to a
-// cache line) and dereferences a child only when its tag matches, so a
+// In a hashed table a probe compares one-byte tags (high hash bits, 64 to
+// a cache line) and dereferences a child only when its tag matches, so a
 // collision costs no cache miss on the colliding node. A writer inserts by
 // storing the pointer and then the tag into an empty slot (or a deleted one
 // once the probe has proven the name absent), and deletes by storing tag 1:
@@ -106,7 +111,7 @@ type hashTable[P any] struct {
 	hdr   table[P]
 	plus  atomic.Pointer[node[P]] // the "+" child
 	hash  atomic.Pointer[node[P]] // the "#" child
-	tags  []atomic.Uint32
+	tags  []atomic.Uint32         // one byte per slot, four to a word (see tag)
 	slots []atomic.Pointer[node[P]]
 	live  int // literal children; writer only
 	dead  int // writer only
@@ -129,8 +134,25 @@ const (
 )
 
 // tagOf derives a slot tag from the high hash bits (the index uses the low
-// ones); bit 1 is forced so a tag is never tagEmpty or tagDeleted.
-func tagOf(h uint64) uint32 { return uint32(h>>32) | 2 }
+// ones), never tagEmpty or tagDeleted.
+func tagOf(h uint64) uint8 {
+	if t := uint8(h >> 56); t > tagDeleted {
+		return t
+	}
+	return uint8(h>>48) | 2
+}
+
+// tag returns slot i's tag. Tags are bytes packed into 32-bit words because
+// sync/atomic has no byte operations: a table pays 9 bytes per slot, not 12.
+func (ht *hashTable[P]) tag(i uint64) uint8 { return uint8(ht.tags[i/4].Load() >> (i % 4 * 8)) }
+
+// setTag stores slot i's tag. Writer only: the read-modify-write of the
+// word is safe because writers are serialized, and a reader loads the word
+// whole, so it sees each neighbour's tag either before or after.
+func (ht *hashTable[P]) setTag(i uint64, tg uint8) {
+	w, shift := &ht.tags[i/4], i%4*8
+	w.Store(w.Load()&^(0xff<<shift) | uint32(tg)<<shift)
+}
 
 var seed = maphash.MakeSeed()
 
@@ -141,10 +163,10 @@ func hashBytes(b []byte) uint64  { return maphash.Bytes(seed, b) }
 // probe finds the literal child named key in a hashed table, h being its
 // hash.
 func (ht *hashTable[P]) probe(key string, h uint64) *node[P] {
-	s, tags, want := ht.slots, ht.tags, tagOf(h)
+	s, want := ht.slots, tagOf(h)
 	mask := uint64(len(s) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
-		switch tags[i].Load() {
+		switch ht.tag(i) {
 		case tagEmpty:
 			return nil
 		case want:
@@ -354,7 +376,7 @@ func (n *node[P]) addChild(c *node[P]) {
 	i := h & mask
 	free := -1
 	for ; ; i = (i + 1) & mask {
-		tg := ht.tags[i].Load()
+		tg := ht.tag(i)
 		if tg == tagEmpty {
 			break
 		}
@@ -368,7 +390,7 @@ func (n *node[P]) addChild(c *node[P]) {
 	}
 	// Pointer first: a reader that sees the tag must find the node.
 	ht.slots[i].Store(c)
-	ht.tags[i].Store(tagOf(h))
+	ht.setTag(i, tagOf(h))
 	ht.live++
 }
 
@@ -416,12 +438,12 @@ func (n *node[P]) removeChild(c *node[P]) {
 	default:
 		mask := uint64(len(ht.slots) - 1)
 		for i := hashString(c.name) & mask; ; i = (i + 1) & mask {
-			tg := ht.tags[i].Load()
+			tg := ht.tag(i)
 			if tg == tagEmpty {
 				return // not present
 			}
 			if tg != tagDeleted && ht.slots[i].Load() == c {
-				ht.tags[i].Store(tagDeleted)
+				ht.setTag(i, tagDeleted)
 				ht.slots[i].Store(nil)
 				ht.live--
 				ht.dead++
@@ -444,8 +466,8 @@ func (n *node[P]) removeChild(c *node[P]) {
 }
 
 // smallCaps are the small-table capacities: 8+8·cap fills a size class
-// (16, 24, 32, 48, 64, 80 bytes).
-var smallCaps = [...]int{1, 2, 3, 5, 7, smallTable}
+// (24, 32, 48, 64, 80 bytes). One child needs no table.
+var smallCaps = [...]int{2, 3, 5, 7, smallTable}
 
 // rebuild returns a fresh table holding t's children plus extra (if not
 // nil), sized for k children in all; nil if there are none.
@@ -479,7 +501,7 @@ func rebuild[P any](t *table[P], k int, extra *node[P]) *table[P] {
 	for size < k*2 {
 		size <<= 1
 	}
-	ht := &hashTable[P]{hdr: table[P]{n: hashedN}, slots: make([]atomic.Pointer[node[P]], size), tags: make([]atomic.Uint32, size)}
+	ht := &hashTable[P]{hdr: table[P]{n: hashedN}, slots: make([]atomic.Pointer[node[P]], size), tags: make([]atomic.Uint32, size/4)}
 	mask := uint64(size - 1)
 	put := func(c *node[P]) bool {
 		switch c.name {
@@ -492,11 +514,11 @@ func rebuild[P any](t *table[P], k int, extra *node[P]) *table[P] {
 		}
 		h := hashString(c.name)
 		i := h & mask
-		for ht.tags[i].Load() != tagEmpty {
+		for ht.tag(i) != tagEmpty {
 			i = (i + 1) & mask
 		}
 		ht.slots[i].Store(c)
-		ht.tags[i].Store(tagOf(h))
+		ht.setTag(i, tagOf(h))
 		ht.live++
 		return true
 	}
@@ -519,8 +541,6 @@ func newSmall[P any](size int) *table[P] {
 	type slot = atomic.Pointer[node[P]]
 	var t *table[P]
 	switch size {
-	case 1:
-		t = &(&smallOf[P, [1]slot]{}).t
 	case 2:
 		t = &(&smallOf[P, [2]slot]{}).t
 	case 3:

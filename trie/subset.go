@@ -35,8 +35,10 @@ const indexAbove = 32
 // shortens a slice also cuts its capacity (s[:n:n]) so that the next append
 // reallocates instead of overwriting a slot older snapshots still read.
 //
-// The head is 64 bytes; each subscription adds one Sub (32 bytes for a
-// pointer-sized S).
+// The head is 96 bytes (its first 32 are the head Sub that marks a node
+// value as a subSet, see nodeVal); each subscription adds one Sub (32 bytes
+// for a pointer-sized S). A node with a single ordinary subscriber holds a
+// lone Sub instead and has no subSet at all.
 type subSet[S comparable] struct {
 	head   Sub[S] // not a subscription: Group is setMark (see nodeVal)
 	blocks [][]*[chunkSize]Sub[S]
