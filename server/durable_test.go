@@ -8,6 +8,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/persist"
 )
 
 // restartable runs a broker on a fixed data dir and port that a test can
@@ -188,5 +189,43 @@ func TestDurableOutboundQoS2AcrossRestart(t *testing.T) {
 		default:
 			t.Fatalf("unexpected packet %d", h.Type)
 		}
+	}
+}
+
+// An abandoned persistent session expires (MaxSessionExpiry caps 3.1.1
+// sessions) and its data — session record, queued deliveries, the messages
+// only it referenced — is deleted from the store.
+func TestDurableSessionExpiryDeletesData(t *testing.T) {
+	st, err := persist.OpenPebble(persist.Options{Dir: t.TempDir(), Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startBroker(t, func(o *Options) { o.Store = st; o.MaxSessionExpiry = time.Second })
+	sub := dialRaw(t, addr)
+	sub.connect(codec.Connect{ClientID: []byte("abandoned"), KeepAlive: 60}, 0) // clean session 0
+	sub.subscribe(1, "gone/#", 1)
+	sub.send((&codec.Disconnect{}).Append(nil, codec.Version311))
+	sub.expectClosed(5 * time.Second)
+	pub := pahoClient(t, addr, "expiry-pub")
+	for i := 0; i < 5; i++ {
+		wait(t, pub.Publish("gone/x", 1, false, "queued"), "publish")
+	}
+	if u, _ := st.Usage(); u.Sessions.Count != 1 || u.Outbound.Count != 5 || u.Messages.Count != 5 {
+		t.Fatalf("before expiry: %d sessions, %d queued, %d messages", u.Sessions.Count, u.Outbound.Count, u.Messages.Count)
+	}
+	deadline := time.Now().Add(6 * time.Second)
+	for {
+		u, _ := st.Usage()
+		if u.Sessions.Count == 0 && u.Outbound.Count == 0 && u.Messages.Count == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after expiry: %d sessions, %d queued, %d messages still stored", u.Sessions.Count, u.Outbound.Count, u.Messages.Count)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	again := dialRaw(t, addr)
+	if ack := again.connect(codec.Connect{ClientID: []byte("abandoned"), KeepAlive: 60}, 0); ack.SessionPresent {
+		t.Fatal("expired session came back")
 	}
 }
