@@ -7,9 +7,18 @@ import (
 	"github.com/ternmq/tern/trie"
 )
 
+// maxScratch bounds the decode arrays a loop keeps between packets: a 1 MiB
+// SUBSCRIBE of tiny filters would otherwise leave ~20 MB pinned per loop.
+const maxScratch = 1024
+
 func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 	l, srv, s := c.loop, c.loop.srv, c.sess
 	p := &l.subscribe
+	defer func() {
+		if cap(p.Subscriptions) > maxScratch {
+			p.Subscriptions = nil
+		}
+	}()
 	if err := p.Decode(h, body, c.version); err != nil {
 		return c.fail(err)
 	}
@@ -95,6 +104,11 @@ func (c *client) subFailure(code codec.ReasonCode) byte {
 func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 	l, srv, s := c.loop, c.loop.srv, c.sess
 	p := &l.unsubscribe
+	defer func() {
+		if cap(p.Filters) > maxScratch {
+			p.Filters = nil
+		}
+	}()
 	if err := p.Decode(h, body, c.version); err != nil {
 		return c.fail(err)
 	}
