@@ -10,16 +10,9 @@ func (p *Disconnect) decode(h FixedHeader, body []byte, version byte) error {
 	props.Reset()
 	*p = Disconnect{Props: props}
 	r := reader{b: body}
-	if version == Version5 && r.left() > 0 {
-		p.ReasonCode = r.b[0]
-		r.off++
-		if !disconnectCodes.has(p.ReasonCode) {
-			return errReason("DISCONNECT", p.ReasonCode)
-		}
-		if r.left() > 0 {
-			if err := r.props(&p.Props, ctxDisconnect); err != nil {
-				return err
-			}
+	if version == Version5 {
+		if err := r.reasonAndProps("DISCONNECT", &disconnectCodes, &p.ReasonCode, &p.Props, ctxDisconnect); err != nil {
+			return err
 		}
 	}
 	return r.end("DISCONNECT")
@@ -69,19 +62,8 @@ func (p *Auth) decode(h FixedHeader, body []byte, version byte) error {
 		return Errf(ProtocolError, "", "AUTH is an MQTT 5.0 packet (protocol level %d)", version)
 	}
 	r := reader{b: body}
-	if r.left() > 0 {
-		p.ReasonCode = r.b[0]
-		r.off++
-		if !authCodes.has(p.ReasonCode) {
-			return errReason("AUTH", p.ReasonCode)
-		}
-		// A body of one byte has no property length: read it as none,
-		// as DISCONNECT does.
-		if r.left() > 0 {
-			if err := r.props(&p.Props, ctxAuth); err != nil {
-				return err
-			}
-		}
+	if err := r.reasonAndProps("AUTH", &authCodes, &p.ReasonCode, &p.Props, ctxAuth); err != nil {
+		return err
 	}
 	return r.end("AUTH")
 }

@@ -105,20 +105,13 @@ func (p *Ack) decode(h FixedHeader, body []byte, version byte) error {
 	if p.PacketID, err = r.u16("packet identifier"); err != nil {
 		return err
 	}
-	if version == Version5 && r.left() > 0 {
-		p.ReasonCode = r.b[r.off]
-		r.off++
+	if version == Version5 {
 		set := &pubackCodes
 		if h.Type == PUBREL || h.Type == PUBCOMP {
 			set = &pubrelCodes
 		}
-		if !set.has(p.ReasonCode) {
-			return errReason("acknowledgement", p.ReasonCode)
-		}
-		if r.left() > 0 {
-			if err := r.props(&p.Props, ctxAck); err != nil {
-				return err
-			}
+		if err := r.reasonAndProps("acknowledgement", set, &p.ReasonCode, &p.Props, ctxAck); err != nil {
+			return err
 		}
 	}
 	return r.end("acknowledgement")

@@ -43,6 +43,41 @@ var (
 	authCodes = codes(Success, ContinueAuthentication, ReAuthenticate)
 )
 
+// reasonAndProps reads the 5.0 tail shared by the acks, DISCONNECT and
+// AUTH: an optional reason code (from set) and, when bytes remain, a
+// property list. A body that ends after the reason code has no property
+// length: it is read as no properties (§3.4.2.2.1, §3.14.2.2.1).
+func (r *reader) reasonAndProps(what string, set *codeSet, code *byte, props *Properties, ctx propCtx) error {
+	if r.left() == 0 {
+		return nil
+	}
+	*code = r.b[r.off]
+	r.off++
+	if !set.has(*code) {
+		return errReason(what, *code)
+	}
+	if r.left() > 0 {
+		return r.props(props, ctx)
+	}
+	return nil
+}
+
+// reasonList appends the rest of the body, one reason code per filter of
+// the request, to dst after checking each against set; at least one is
+// required.
+func (r *reader) reasonList(what string, set *codeSet, dst []byte) ([]byte, error) {
+	rest := r.rest()
+	if len(rest) == 0 {
+		return dst, Errf(ProtocolError, "", "%s without a reason code", what)
+	}
+	for _, c := range rest {
+		if !set.has(c) {
+			return dst, errReason(what, c)
+		}
+	}
+	return append(dst, rest...), nil
+}
+
 func errReason(what string, c byte) error {
 	return Errf(ProtocolError, "", "%s: reason code 0x%02X is not defined for this packet", what, c)
 }

@@ -125,17 +125,8 @@ func (p *Suback) decode(h FixedHeader, body []byte, version byte) error {
 			return err
 		}
 	}
-	rest := r.rest()
-	if len(rest) == 0 {
-		return Errf(ProtocolError, "", "SUBACK without a return code")
-	}
-	for _, c := range rest {
-		if !set.has(c) {
-			return errReason("SUBACK", c)
-		}
-	}
-	p.ReasonCodes = append(p.ReasonCodes, rest...)
-	return nil
+	p.ReasonCodes, err = r.reasonList("SUBACK", set, p.ReasonCodes)
+	return err
 }
 
 func (p *Suback) bodySize(version byte) (body, props int) {
@@ -256,17 +247,8 @@ func (p *Unsuback) decode(h FixedHeader, body []byte, version byte) error {
 	if err := r.props(&p.Props, ctxUnsuback); err != nil {
 		return err
 	}
-	rest := r.rest()
-	if len(rest) == 0 {
-		return Errf(ProtocolError, "", "UNSUBACK without a reason code")
-	}
-	for _, c := range rest {
-		if !unsubackCodes.has(c) {
-			return errReason("UNSUBACK", c)
-		}
-	}
-	p.ReasonCodes = append(p.ReasonCodes, rest...)
-	return nil
+	p.ReasonCodes, err = r.reasonList("UNSUBACK", &unsubackCodes, p.ReasonCodes)
+	return err
 }
 
 func (p *Unsuback) bodySize(version byte) (body, props int) {
