@@ -203,23 +203,13 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 			old.mu.Unlock()
 		} else {
 			sess, present = old, true
-			sess.owner = c
-			sess.online.Store(true)
-			sess.expiry = expiry
-			sess.persistent = expiry > 0
-			sess.version = c.version
-			sess.setWindowLocked(window)
+			sess.attachLocked(c, expiry, window)
 			old.mu.Unlock()
 		}
 	}
 	if sess == nil {
 		sess = newSession(c.id, &s.opts)
-		sess.owner = c
-		sess.online.Store(true)
-		sess.expiry = expiry
-		sess.persistent = expiry > 0
-		sess.version = c.version
-		sess.setWindowLocked(window)
+		sess.attachLocked(c, expiry, window) // not yet visible to anyone else
 		if old == nil {
 			s.sessions.count.Add(1)
 		}

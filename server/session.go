@@ -63,6 +63,18 @@ func (s *session) flowLocked(o *Options) *flow {
 	return s.f
 }
 
+// attachLocked makes c the session's connection with the lifetime and
+// inflight window its CONNECT asked for. s.mu must be held (or s not yet
+// published).
+func (s *session) attachLocked(c *client, expiry uint32, window int) {
+	s.owner = c
+	s.online.Store(true)
+	s.expiry = expiry
+	s.persistent = expiry > 0
+	s.version = c.version
+	s.setWindowLocked(window)
+}
+
 // setWindowLocked sets the inflight window for a new connection. s.mu must be held.
 func (s *session) setWindowLocked(n int) {
 	s.recvMax = uint16(n)
