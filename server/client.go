@@ -500,6 +500,9 @@ func (c *client) appendPublish(out []byte, om outMsg, q byte, id uint16, dup boo
 		if len(om.subIDs) > 0 {
 			p.Props.SubscriptionIDs = append(p.Props.SubscriptionIDs, om.subIDs...)
 			p.Props.Set(codec.PropSubscriptionID)
+		} else if om.subID != 0 {
+			p.Props.SubscriptionIDs = append(p.Props.SubscriptionIDs, om.subID)
+			p.Props.Set(codec.PropSubscriptionID)
 		}
 		c.applyOutboundAlias(p) // v5_alias.go
 	}

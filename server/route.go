@@ -106,11 +106,8 @@ func (s *Server) deliverSub(l *loop, t *txn, m *message, sub *trie.Sub[*session]
 	if sub.Options&optNoLocal != 0 && m.from == target {
 		return // No Local [MQTT-3.8.3-3]
 	}
-	if ids == nil && sub.ID != 0 {
-		ids = []uint32{sub.ID}
-	}
 	retain := m.retain && sub.Options&optRetainAsPublished != 0
-	s.deliver(l, t, target, m, min(m.qos, sub.QoS), retain, ids)
+	s.deliver(l, t, target, m, min(m.qos, sub.QoS), retain, sub.ID, ids)
 }
 
 // deliver queues one delivery on target and wakes its connection's loop if
@@ -118,7 +115,10 @@ func (s *Server) deliverSub(l *loop, t *txn, m *message, sub *trie.Sub[*session]
 // deliveries only (QoS 0 is not queued for absent clients). A QoS 1/2
 // delivery to a persistent session is written to the store in t; its owner
 // is woken when t is submitted.
-func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, retain bool, ids []uint32) {
+//
+// subID is the matching subscription's identifier; ids, when not nil, are
+// all the identifiers of several overlapping subscriptions and win.
+func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, retain bool, subID uint32, ids []uint32) {
 	target.mu.Lock()
 	if target.dead {
 		target.mu.Unlock()
@@ -130,6 +130,9 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 		return
 	}
 	om := outMsg{m: m, retain: retain, subIDs: ids}
+	if ids == nil {
+		om.subID = subID
+	}
 	durable := q > 0 && s.store != nil && target.storable()
 	f := target.flowLocked(&s.opts)
 	if q > 0 {

@@ -79,13 +79,9 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
 	c.subackReason(&ack) // v5.go
 	l.out = ack.Append(l.out, c.version)
-	var ids []uint32
-	if subID != 0 {
-		ids = []uint32{subID}
-	}
 	for _, r := range wantRetained {
 		srv.retained.Match(r.filter, func(_ string, m *message) bool {
-			srv.deliver(l, &l.tx, s, m, min(m.qos, r.qos), true, ids)
+			srv.deliver(l, &l.tx, s, m, min(m.qos, r.qos), true, subID, nil)
 			return true
 		})
 	}
