@@ -2,6 +2,8 @@ package server
 
 import (
 	"errors"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -193,7 +195,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 		}
 		if clean || old.dead {
 			if old.stored && s.store != nil {
-				s.connTx(c).batch(s).DeleteSession(old.id)
+				c.loop.tx.batch(s).DeleteSession(old.id)
 				old.stored = false
 			}
 			old.dead = true
@@ -227,4 +229,11 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 		_ = prev.conn.Close() // safe from any goroutine; ignored if already closed
 	}
 	return sess, present
+}
+
+var clientIDSeq atomic.Uint64
+
+// assignClientID makes a unique id for a client that sent none.
+func assignClientID() string {
+	return "tern-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(clientIDSeq.Add(1), 36)
 }

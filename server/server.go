@@ -1,20 +1,17 @@
 package server
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/trie"
@@ -55,7 +52,7 @@ type Server struct {
 }
 
 type stats struct {
-	connected, clients   atomic.Int64
+	connected            atomic.Int64
 	msgsIn, msgsOut      atomic.Uint64
 	bytesIn              atomic.Uint64
 	dropped              atomic.Uint64
@@ -231,23 +228,6 @@ func (s *Server) storeStats() persist.Stats {
 	return s.store.Stats()
 }
 
-// loopOf returns the broker state for gnet loop el, creating it on first use.
-func (s *Server) loopOf(el gnet.EventLoop) *loop {
-	s.loopsMu.Lock()
-	defer s.loopsMu.Unlock()
-	l := s.loops[el]
-	if l == nil {
-		l = newLoop(s, el)
-		s.loops[el] = l
-		list := make([]*loop, 0, len(s.loops))
-		for _, x := range s.loops {
-			list = append(list, x)
-		}
-		s.loopSet.Store(&list)
-	}
-	return l
-}
-
 // ticker drives every loop's timing wheel once a second and expires
 // abandoned sessions.
 func (s *Server) ticker() {
@@ -274,168 +254,4 @@ func (s *Server) ticker() {
 	}
 }
 
-type handler struct {
-	gnet.BuiltinEventEngine
-	s *Server
-}
-
-func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
-	s := h.s
-	s.eng = eng
-	for _, l := range s.opts.Listeners {
-		fd, err := eng.DupListener("tcp", l)
-		if err != nil {
-			continue
-		}
-		if sa, err := unix.Getsockname(fd); err == nil {
-			switch a := sa.(type) {
-			case *unix.SockaddrInet4:
-				s.addrs = append(s.addrs, &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port})
-			case *unix.SockaddrInet6:
-				s.addrs = append(s.addrs, &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port})
-			}
-		}
-		_ = unix.Close(fd)
-	}
-	s.log.Info("tern listening", "listeners", s.addrStrings())
-	close(s.ready)
-	return gnet.None
-}
-
-func (s *Server) addrStrings() []string {
-	out := make([]string, len(s.addrs))
-	for i, a := range s.addrs {
-		out[i] = a.String()
-	}
-	return out
-}
-
-func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	s := h.s
-	if s.closing.Load() {
-		return nil, gnet.Close
-	}
-	l := s.loopOf(c.EventLoop())
-	l.now = time.Now().UnixNano()
-	cl := &client{loop: l, conn: c, openedAt: l.now / 1e9}
-	cl.loopback = isLoopback(c.LocalAddr())
-	c.SetContext(cl)
-	s.stats.clients.Add(1)
-	l.wheel.add(cl, cl.openedAt+int64(s.opts.ConnectTimeout/time.Second))
-	return nil, gnet.None
-}
-
-func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
-	cl, _ := c.Context().(*client)
-	if cl == nil {
-		return gnet.Close
-	}
-	return cl.onTraffic()
-}
-
-func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
-	cl, _ := c.Context().(*client)
-	if cl == nil {
-		return gnet.None
-	}
-	h.s.stats.clients.Add(-1)
-	cl.onClose(err)
-	return gnet.None
-}
-
-func isLoopback(a net.Addr) bool {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.IsLoopback()
-	}
-	if a == nil {
-		return false
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// expiry of offline persistent sessions: a min-heap by deadline. An entry is
-// checked against the session when it comes due, so reconnects need not
-// remove it.
-type expiryEntry struct {
-	at int64
-	s  *session
-}
-type expiryHeap []expiryEntry
-
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryEntry)) }
-func (h *expiryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
-}
-
-func (s *Server) scheduleExpiry(sess *session, at int64) {
-	s.expiryMu.Lock()
-	heap.Push(&s.expiry, expiryEntry{at: at, s: sess})
-	s.expiryMu.Unlock()
-}
-
-func (s *Server) expireSessions(now int64) {
-	for {
-		s.expiryMu.Lock()
-		if len(s.expiry) == 0 || s.expiry[0].at > now {
-			s.expiryMu.Unlock()
-			return
-		}
-		e := heap.Pop(&s.expiry).(expiryEntry)
-		s.expiryMu.Unlock()
-		sess := e.s
-		sess.mu.Lock()
-		expired := sess.owner == nil && !sess.dead && sess.offlineAt+int64(sess.expiry) <= now
-		sess.mu.Unlock()
-		if expired {
-			s.log.Info("session expired", "client_id", sess.id)
-			var t txn
-			s.endSession(&t, sess)
-			if err := s.submitWait(&t); err != nil {
-				s.log.Error("deleting expired session", "client_id", sess.id, "err", err)
-			}
-		}
-	}
-}
-
-// endSession removes a session and everything it holds, in memory and (in
-// t) in the store. The caller must not hold sess.mu.
-func (s *Server) endSession(t *txn, sess *session) {
-	sess.mu.Lock()
-	if sess.dead {
-		sess.mu.Unlock()
-		return
-	}
-	if sess.stored {
-		t.batch(s).DeleteSession(sess.id)
-		sess.stored = false
-	}
-	sess.dead = true
-	subs := sess.subs
-	sess.subs = nil
-	sess.f = nil
-	sess.mu.Unlock()
-	for _, sub := range subs {
-		s.subs.Unsubscribe(sub.filter, sess)
-	}
-	s.sessions.removeIf(sess.id, sess)
-}
-
 var errClosed = errors.New("server closed")
-
-var clientIDSeq atomic.Uint64
-
-// assignClientID makes a unique id for a client that sent none.
-func assignClientID() string {
-	return "tern-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(clientIDSeq.Add(1), 36)
-}

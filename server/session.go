@@ -1,7 +1,6 @@
 package server
 
 import (
-	"hash/maphash"
 	"sync"
 	"sync/atomic"
 
@@ -124,69 +123,6 @@ func (s *session) removeSubLocked(filter string) bool {
 		}
 	}
 	return false
-}
-
-// registry maps client ids to sessions. It is sharded so that CONNECT storms
-// on many loops do not serialise on one lock.
-type registry struct {
-	seed   maphash.Seed
-	shards [64]struct {
-		mu sync.Mutex
-		m  map[string]*session
-	}
-	count atomic.Int64
-}
-
-func newRegistry() *registry {
-	r := &registry{seed: maphash.MakeSeed()}
-	for i := range r.shards {
-		r.shards[i].m = make(map[string]*session)
-	}
-	return r
-}
-
-func (r *registry) shard(id string) *struct {
-	mu sync.Mutex
-	m  map[string]*session
-} {
-	return &r.shards[maphash.String(r.seed, id)%uint64(len(r.shards))]
-}
-
-// get returns the session of id, or nil.
-func (r *registry) get(id string) *session {
-	sh := r.shard(id)
-	sh.mu.Lock()
-	s := sh.m[id]
-	sh.mu.Unlock()
-	return s
-}
-
-// removeIf deletes id's entry if it is still s.
-func (r *registry) removeIf(id string, s *session) {
-	sh := r.shard(id)
-	sh.mu.Lock()
-	if sh.m[id] == s {
-		delete(sh.m, id)
-		r.count.Add(-1)
-	}
-	sh.mu.Unlock()
-}
-
-// each calls fn for every session (a snapshot per shard).
-func (r *registry) each(fn func(*session)) {
-	var batch []*session
-	for i := range r.shards {
-		sh := &r.shards[i]
-		sh.mu.Lock()
-		batch = batch[:0]
-		for _, s := range sh.m {
-			batch = append(batch, s)
-		}
-		sh.mu.Unlock()
-		for _, s := range batch {
-			fn(s)
-		}
-	}
 }
 
 // subFor builds the trie entry of a subscription of s.

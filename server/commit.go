@@ -1,0 +1,133 @@
+package server
+
+import (
+	"sync/atomic"
+
+	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/persist"
+)
+
+// ticket marks the deliveries written by one batch.
+type ticket struct{ submitted atomic.Bool }
+
+// txn gathers the durable writes of one event.
+type txn struct {
+	b      *persist.Batch
+	ticket *ticket
+	wakes  []*client // owners of ticketed deliveries, woken after submission
+	putIDs []uint64  // messages this batch put (a reference to them is a plain AddRef)
+}
+
+func (t *txn) putHere(id uint64) bool {
+	for _, x := range t.putIDs {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// batch returns the txn's batch, starting one. s.store must not be nil.
+func (t *txn) batch(s *Server) *persist.Batch {
+	if t.b == nil {
+		t.b = s.store.NewBatch()
+	}
+	return t.b
+}
+
+// tick returns the ticket for deliveries written by this txn.
+func (t *txn) tick() *ticket {
+	if t.ticket == nil {
+		t.ticket = &ticket{}
+	}
+	return t.ticket
+}
+
+// pendingReplies are replies held until a commit completes.
+type pendingReplies struct{ out []byte }
+
+// submit commits the txn's batch (if any) and calls done(err) on the loop l
+// when it is durable (l nil: on the store's goroutine). It wakes the owners
+// of the deliveries the batch stored once the batch is queued in the store.
+func (s *Server) submit(l *loop, t *txn, done func(error)) {
+	b, tk, wakes := t.b, t.ticket, t.wakes
+	t.b, t.ticket, t.wakes, t.putIDs = nil, nil, t.wakes[:0], t.putIDs[:0]
+	if b == nil {
+		if done != nil {
+			done(nil)
+		}
+		return
+	}
+	cb := func(err error) {
+		if err != nil {
+			s.log.Error("store commit failed", "err", err)
+		}
+		if done == nil {
+			return
+		}
+		if l == nil {
+			done(err)
+			return
+		}
+		l.post(func() { done(err) })
+	}
+	s.store.Commit(b, cb)
+	if tk != nil {
+		tk.submitted.Store(true)
+	}
+	for _, c := range wakes {
+		if c.wakeQueued.CompareAndSwap(false, true) {
+			c.loop.schedule(c, l)
+		}
+	}
+}
+
+// submitWait commits the txn's batch from outside the event loops and waits
+// for it (API calls, session expiry).
+func (s *Server) submitWait(t *txn) error {
+	if t.b == nil {
+		return nil
+	}
+	ch := make(chan error, 1)
+	s.submit(nil, t, func(err error) { ch <- err })
+	return <-ch
+}
+
+// finishEvent ends a read event of c: commit its writes and send its replies,
+// after the commit when there was one (or one is still pending).
+func (c *client) finishEvent() {
+	l, srv := c.loop, c.loop.srv
+	if srv.store == nil || (l.tx.b == nil && c.lastPending == nil) {
+		c.flush()
+		srv.submit(l, &l.tx, nil) // wakes only
+		return
+	}
+	if l.tx.b == nil { // nothing to write, but replies must stay in order
+		c.lastPending.out = append(c.lastPending.out, l.out...)
+		l.out = l.out[:0]
+		return
+	}
+	p := &pendingReplies{out: append([]byte(nil), l.out...)}
+	l.out = l.out[:0]
+	c.lastPending = p
+	srv.submit(l, &l.tx, func(err error) { c.commitDone(p, err) })
+}
+
+// commitDone runs on c's loop when a batch of c's completed.
+func (c *client) commitDone(p *pendingReplies, err error) {
+	if c.lastPending == p {
+		c.lastPending = nil
+	}
+	if c.state == stateClosed {
+		return
+	}
+	if err != nil {
+		// Nothing of this batch is acknowledged: the client will resend
+		// what it still holds [MQTT-4.4.0-1].
+		c.closeNow(codec.UnspecifiedError, "store unavailable: "+err.Error())
+		return
+	}
+	if len(p.out) > 0 {
+		_, _ = c.conn.Write(p.out)
+	}
+}

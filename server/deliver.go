@@ -1,0 +1,205 @@
+package server
+
+import (
+	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/qos"
+)
+
+// drain moves queued deliveries into the inflight window as far as it allows
+// and writes them. It runs on the client's loop.
+func (c *client) drain() {
+	c.wakeQueued.Store(false)
+	if c.state != stateConnected {
+		return
+	}
+	l, s, o := c.loop, c.sess, &c.loop.srv.opts
+	out := l.wbuf[:0]
+	overLimit := c.conn.OutboundBuffered() > o.MaxOutboundBytes
+	sent, dropped := 0, 0
+	s.mu.Lock()
+	if s.owner != c || s.f == nil {
+		s.mu.Unlock()
+		return
+	}
+	f := s.f
+	for {
+		it, ok := f.queue.Peek()
+		if !ok {
+			break
+		}
+		if tk := it.Msg.ticket; tk != nil && !tk.submitted.Load() {
+			break // its store write is not queued yet; its publisher's loop wakes us
+		}
+		m := it.Msg.m
+		if m.expiresAt != 0 && m.expiresAt <= l.now {
+			f.queue.Pop()
+			c.loop.srv.forgetDelivery(&l.tx, s, it.Msg, false)
+			continue // expired messages are never delivered [MQTT-3.3.2-5]
+		}
+		var id uint16
+		if it.QoS > 0 {
+			id = packetIDFor(it.Msg.seq)
+			if !f.window.AddID(it.Msg, it.QoS, id) {
+				break // window full (or, rarely, the id is still in flight)
+			}
+		}
+		f.queue.Pop()
+		if it.QoS == 0 && overLimit {
+			dropped++ // slow consumer: QoS 0 goes first
+			continue
+		}
+		before := len(out)
+		out = c.appendPublish(out, it.Msg, it.QoS, id, false)
+		if c.maxOut() != 0 && len(out)-before > int(c.maxOut()) {
+			// Too large for this client: not sent, and its flow ends [MQTT-3.1.2-24].
+			out = out[:before]
+			if id != 0 {
+				f.window.Drop(id)
+				c.loop.srv.forgetDelivery(&l.tx, s, it.Msg, false)
+			}
+			dropped++
+			continue
+		}
+		sent++
+		if len(out) >= 64<<10 {
+			_, _ = c.conn.Write(out)
+			out = out[:0]
+		}
+	}
+	f.dropped += uint64(dropped)
+	s.mu.Unlock()
+	if len(out) > 0 {
+		_, _ = c.conn.Write(out)
+	}
+	l.wbuf = out[:0]
+	c.loop.srv.stats.msgsOut.Add(uint64(sent))
+	if dropped > 0 {
+		c.loop.srv.stats.dropped.Add(uint64(dropped))
+	}
+	if c.conn.OutboundBuffered() > 4*o.MaxOutboundBytes {
+		c.closeNow(codec.QuotaExceeded, "slow consumer: outbound buffer over limit")
+	}
+}
+
+// appendPublish encodes one delivery for this client's protocol version.
+func (c *client) appendPublish(out []byte, om outMsg, q byte, id uint16, dup bool) []byte {
+	p := &c.loop.enc
+	m := om.m
+	p.Topic, p.Payload = m.topic, m.payload
+	p.QoS, p.PacketID, p.Dup, p.Retain = q, id, dup, om.retain
+	if c.version == codec.Version5 {
+		p.Props.Reset()
+		if m.props != nil {
+			user, ids := p.Props.User, p.Props.SubscriptionIDs
+			p.Props = *m.props
+			p.Props.User = append(user[:0], m.props.User...)
+			p.Props.SubscriptionIDs = ids[:0]
+			if m.expiresAt != 0 { // forward the remaining lifetime [MQTT-3.3.2-6]
+				left := (m.expiresAt - c.loop.now + 999999999) / 1e9
+				if left < 1 {
+					left = 1
+				}
+				p.Props.MessageExpiry = uint32(left)
+			}
+		}
+		if len(om.subIDs) > 0 {
+			p.Props.SubscriptionIDs = append(p.Props.SubscriptionIDs, om.subIDs...)
+			p.Props.Set(codec.PropSubscriptionID)
+		} else if om.subID != 0 {
+			p.Props.SubscriptionIDs = append(p.Props.SubscriptionIDs, om.subID)
+			p.Props.Set(codec.PropSubscriptionID)
+		}
+		c.applyOutboundAlias(p) // v5_alias.go
+	}
+	return p.Append(out, c.version)
+}
+
+// resendInflight re-sends, in order, every unacknowledged delivery of a
+// resumed session: PUBLISH with DUP for those awaiting PUBACK/PUBREC, PUBREL
+// for those awaiting PUBCOMP [MQTT-4.4.0-1].
+func (c *client) resendInflight() {
+	l, s := c.loop, c.sess
+	out := l.wbuf[:0]
+	s.mu.Lock()
+	var entries []qos.Entry[outMsg]
+	if s.f != nil {
+		entries = s.f.window.Entries()
+	}
+	for _, e := range entries {
+		if e.State == qos.AwaitPubcomp {
+			rel := codec.Ack{Type: codec.PUBREL, PacketID: e.PacketID}
+			out = rel.Append(out, c.version)
+			continue
+		}
+		out = c.appendPublish(out, e.Msg, e.QoS, e.PacketID, true)
+	}
+	s.mu.Unlock()
+	if len(out) > 0 {
+		_, _ = c.conn.Write(out)
+	}
+	l.wbuf = out[:0]
+}
+
+// packetIDFor derives a delivery's packet id from its sequence number.
+func packetIDFor(seq uint64) uint16 { return uint16(seq%65535) + 1 }
+
+// deliver queues one delivery on target and wakes its connection's loop if
+// it is online and not already scheduled. Offline sessions keep QoS 1/2
+// deliveries only (QoS 0 is not queued for absent clients). A QoS 1/2
+// delivery to a persistent session is written to the store in t; its owner
+// is woken when t is submitted.
+//
+// subID is the matching subscription's identifier; ids, when not nil, are
+// all the identifiers of several overlapping subscriptions and win.
+func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, retain bool, subID uint32, ids []uint32) {
+	target.mu.Lock()
+	if target.dead {
+		target.mu.Unlock()
+		return
+	}
+	owner := target.owner
+	if owner == nil && q == 0 {
+		target.mu.Unlock()
+		return
+	}
+	om := outMsg{m: m, retain: retain, subIDs: ids}
+	if ids == nil {
+		om.subID = subID
+	}
+	durable := q > 0 && s.store != nil && target.storable()
+	f := target.flowLocked(&s.opts)
+	if q > 0 {
+		om.seq = f.nextSeq
+	}
+	if durable {
+		om.stored, om.ticket = true, t.tick()
+	}
+	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, s.opts.QueuePolicy)
+	if queued && q > 0 {
+		f.nextSeq++
+		if durable {
+			s.storeDelivery(t, target, &om, q)
+		}
+	}
+	if hasDropped {
+		f.dropped++
+		if dropped.Msg.m != m || queued { // an older delivery made room
+			s.forgetDelivery(t, target, dropped.Msg, false)
+		}
+	}
+	wake := false
+	if owner != nil && queued {
+		if durable {
+			t.wakes = append(t.wakes, owner)
+		} else {
+			wake = owner.wakeQueued.CompareAndSwap(false, true)
+		}
+	}
+	target.mu.Unlock()
+	if hasDropped {
+		s.stats.dropped.Add(1)
+	}
+	if wake {
+		owner.loop.schedule(owner, l)
+	}
+}

@@ -1,0 +1,112 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/persist"
+	"github.com/ternmq/tern/trie"
+)
+
+func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
+	l, srv := c.loop, c.loop.srv
+	p := &l.publish
+	if err := p.Decode(h, body, c.version); err != nil {
+		return c.fail(err)
+	}
+	srv.stats.msgsIn.Add(1)
+	if c.version == codec.Version5 { // topic alias, payload format, receive maximum (v5.go)
+		if act, stop := c.checkPublishV5(p); stop {
+			return act
+		}
+	}
+	if err := trie.ValidateTopic(p.Topic, srv.opts.MaxTopicLevels); err != nil {
+		return c.fail(codec.Errf(codec.TopicNameInvalid, "MQTT-3.3.2-2", "invalid topic name: %v", err))
+	}
+	allowed := srv.opts.Authorizer == nil || srv.opts.Authorizer.CanPublish(c.id, c.username(), string(p.Topic))
+	route := allowed
+	if p.QoS == 2 {
+		s := c.sess
+		s.mu.Lock()
+		isNew, full := s.flowLocked(&srv.opts).inbound.Receive(p.PacketID)
+		if isNew && s.storable() && srv.store != nil {
+			// A PUBLISH re-sent after a restart must not be routed again.
+			l.tx.batch(srv).PutInbound(s.id, p.PacketID, persist.Inbound{ReceivedAt: l.now / 1e6})
+		}
+		s.mu.Unlock()
+		if full {
+			return c.fail(codec.Errf(codec.ReceiveMaximumExceeded, "MQTT-3.3.4-7", "more than %d QoS 2 messages awaiting PUBREL", srv.opts.MaxInboundQoS2))
+		}
+		route = route && isNew // a re-sent PUBLISH before PUBREL is not routed again
+	}
+	if route {
+		var props *codec.Properties
+		if c.version == codec.Version5 {
+			props = &p.Props
+		}
+		m := newMessage(p.Topic, p.Payload, p.QoS, p.Retain, props, l.now, c.sess)
+		srv.publishMessage(l, &l.tx, m)
+	}
+	switch p.QoS {
+	case 1:
+		a := codec.Ack{Type: codec.PUBACK, PacketID: p.PacketID}
+		if !allowed && c.version == codec.Version5 {
+			a.ReasonCode = byte(codec.NotAuthorized)
+		}
+		l.out = a.Append(l.out, c.version)
+	case 2:
+		a := codec.Ack{Type: codec.PUBREC, PacketID: p.PacketID}
+		if !allowed && c.version == codec.Version5 {
+			a.ReasonCode = byte(codec.NotAuthorized)
+			c.sess.mu.Lock()
+			c.sess.flowLocked(&srv.opts).inbound.Release(p.PacketID) // a failed PUBREC ends the flow
+			c.sess.mu.Unlock()
+		}
+		l.out = a.Append(l.out, c.version)
+	}
+	return gnet.None
+}
+
+// publishMessage applies a message's retain flag and routes it. l is the
+// loop the caller runs on, nil outside the event loops; t gathers the
+// durable writes.
+func (s *Server) publishMessage(l *loop, t *txn, m *message) {
+	if m.retain {
+		topic := string(m.topic)
+		if len(m.payload) == 0 {
+			s.retained.Delete(topic) // [MQTT-3.3.1-10]
+			if s.store != nil {
+				t.batch(s).DeleteRetained(topic)
+			}
+		} else {
+			s.retained.Set(topic, m) // replaces [MQTT-3.3.1-5]
+			if s.store != nil {
+				t.batch(s).PutRetained(messageRecord(m))
+			}
+		}
+	}
+	s.route(l, t, m)
+}
+
+// ErrInvalidTopic is returned by Publish for a topic name that is not valid.
+var ErrInvalidTopic = errors.New("invalid topic name")
+
+// Publish injects a message as if a client had published it: it is retained
+// when retain is set and delivered to every matching subscription. It may be
+// called from any goroutine once the server is Ready.
+func (s *Server) Publish(topic string, payload []byte, qos byte, retain bool) error {
+	if qos > 2 {
+		return errors.New("qos must be 0, 1 or 2")
+	}
+	if err := trie.ValidateTopic([]byte(topic), s.opts.MaxTopicLevels); err != nil {
+		return errors.Join(ErrInvalidTopic, err)
+	}
+	if err := codec.ValidUTF8([]byte(topic)); err != nil {
+		return errors.Join(ErrInvalidTopic, err)
+	}
+	s.stats.msgsIn.Add(1)
+	var t txn
+	s.publishMessage(nil, &t, newMessage([]byte(topic), payload, qos, retain, nil, nanotime(), nil))
+	return s.submitWait(&t)
+}
