@@ -32,11 +32,11 @@ import (
 
 // TLSListener is one TLS listener.
 type TLSListener struct {
-	Addr     string // host:port
-	CertFile string // PEM certificate chain
-	KeyFile  string // PEM private key
+	Addr     string `yaml:"addr"`      // host:port
+	CertFile string `yaml:"cert_file"` // PEM certificate chain
+	KeyFile  string `yaml:"key_file"`  // PEM private key
 	// Config, when set, is used instead of loading CertFile/KeyFile.
-	Config *tls.Config
+	Config *tls.Config `yaml:"-"`
 }
 
 var errNotSupported = errors.New("not supported on a standard-library connection")

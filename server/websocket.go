@@ -21,13 +21,14 @@ import (
 
 // WebSocketListener is one MQTT-over-WebSocket listener.
 type WebSocketListener struct {
-	Addr string // host:port
-	Path string // default "/mqtt"
+	Addr string `yaml:"addr"` // host:port
+	Path string `yaml:"path"` // default "/mqtt"
 	// CertFile and KeyFile (or Config) make it wss://.
-	CertFile, KeyFile string
-	Config            *tls.Config
+	CertFile string      `yaml:"cert_file"`
+	KeyFile  string      `yaml:"key_file"`
+	Config   *tls.Config `yaml:"-"`
 	// CheckOrigin, when set, decides browser Origin headers. Default: allow all.
-	CheckOrigin func(*http.Request) bool
+	CheckOrigin func(*http.Request) bool `yaml:"-"`
 }
 
 // wsStream reads a WebSocket connection's binary messages as one stream.
