@@ -48,7 +48,8 @@ type Server struct {
 	expiryMu sync.Mutex
 	expiry   expiryHeap
 
-	stats stats
+	stats   stats
+	refused refusals // what each limit refused (limits.go)
 }
 
 type stats struct {
