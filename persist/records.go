@@ -12,7 +12,7 @@ import (
 // its own version so one layout can evolve without touching the others.
 const (
 	messageVersion  = 1
-	sessionVersion  = 1
+	sessionVersion  = 2 // 2 added the owner identity; 1 is still read
 	outboundVersion = 1
 	inboundVersion  = 1
 	metaVersion     = 1
@@ -236,6 +236,9 @@ func validateSession(s *Session) error {
 	if s.DisconnectedAt < 0 {
 		return fmt.Errorf("%w: negative disconnect time", ErrInvalid)
 	}
+	if len(s.Owner) > MaxStringLen {
+		return fmt.Errorf("%w: owner length %d", ErrInvalid, len(s.Owner))
+	}
 	for i := range s.Subscriptions {
 		sub := &s.Subscriptions[i]
 		switch {
@@ -263,7 +266,8 @@ func appendSession(dst []byte, s *Session) []byte {
 		dst = append(dst, sub.QoS, sub.Options)
 		dst = binary.AppendUvarint(dst, uint64(sub.ID))
 	}
-	return dst
+	dst = binary.AppendUvarint(dst, uint64(len(s.Owner)))
+	return append(dst, s.Owner...)
 }
 
 // minSubscriptionLen is the smallest encoded subscription: 1-byte length,
@@ -274,7 +278,10 @@ const minSubscriptionLen = 5
 // decodeSession decodes a session record into fresh memory.
 func decodeSession(v []byte) (*Session, error) {
 	r := reader{b: v}
-	r.version(sessionVersion)
+	ver := r.byte()
+	if r.err == nil && (ver < 1 || ver > sessionVersion) {
+		return nil, fmt.Errorf("%w: %w: %d (this build reads 1..%d)", ErrCorrupt, ErrUnknownVersion, ver, sessionVersion)
+	}
 	pv := r.byte()
 	fx := r.fixed(12)
 	n := r.uvarint()
@@ -316,6 +323,12 @@ func decodeSession(v []byte) (*Session, error) {
 			return nil, fmt.Errorf("%w: subscription %d identifier %d", ErrCorrupt, i, id)
 		}
 		s.Subscriptions[i] = Subscription{Filter: string(f), QoS: qos, Options: opt, ID: uint32(id)}
+	}
+	if ver >= 2 {
+		s.Owner = string(r.bytes(MaxStringLen))
+		if r.err != nil {
+			return nil, r.err
+		}
 	}
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes after session", ErrCorrupt, len(r.b))

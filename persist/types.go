@@ -74,6 +74,9 @@ type Session struct {
 	// died", which the server treats as disconnected at recovery time).
 	DisconnectedAt int64
 	Subscriptions  []Subscription
+	// Owner is the authenticated identity (username) that created the
+	// session; another identity may not resume it. Empty: anonymous.
+	Owner string
 }
 
 // Subscription is one subscription of a session.
