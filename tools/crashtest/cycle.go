@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ternmq/tern/internal/mqtttest"
 )
 
 // Topics and client ids shared by every cycle. Each cycle has its own broker
@@ -122,7 +124,7 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 	}
 
 	pubs := make([]*publisher, cfg.publishers)
-	conns := make([]*client, cfg.publishers)
+	conns := make([]*mqtttest.Conn, cfg.publishers)
 	for i := range pubs {
 		qos := byte(1)
 		if i%2 == 1 {
@@ -132,7 +134,7 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 		c, _, err := pubs[i].connect(addr)
 		if err != nil {
 			for _, c := range conns[:i] {
-				c.close()
+				c.Close()
 			}
 			return res, fmt.Errorf("publisher %s: %w", pubs[i].clientID, err)
 		}
@@ -156,7 +158,7 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 		// The publishers "crash" instead of the broker: same recovery
 		// path, nothing may be lost even without a store.
 		for _, c := range conns {
-			c.close()
+			c.Close()
 		}
 	} else {
 		b.kill()
@@ -169,12 +171,12 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 	case <-waited:
 	case <-time.After(5 * time.Second):
 		for _, c := range conns {
-			c.close()
+			c.Close()
 		}
 		<-waited
 	}
 	for _, c := range conns {
-		c.close()
+		c.Close()
 	}
 	if died || (cfg.control && b.exited()) {
 		return res, fmt.Errorf("tern died on its own; output:\n%s", b.out)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/internal/mqtttest"
 )
 
 // Per-message state of a publisher, indexed by sequence number. The packet
@@ -70,7 +71,7 @@ func (p *publisher) publish(seq int, dup bool) *codec.Publish {
 // connect opens the publisher's connection. QoS 2 publishers keep a
 // persistent session (clean session 0) so the broker keeps their inbound
 // QoS 2 state (ids PUBREC'd, awaiting PUBREL) across the reconnect.
-func (p *publisher) connect(addr string) (*client, bool, error) {
+func (p *publisher) connect(addr string) (*mqtttest.Conn, bool, error) {
 	return dial(addr, p.clientID, p.qos == 1)
 }
 
@@ -79,12 +80,12 @@ func (p *publisher) connect(addr string) (*client, bool, error) {
 // connection is closed by the cycle. A PUBREC is answered at once with
 // PUBREL; if that write fails the message stays msgAcked and recover
 // finishes the flow.
-func (p *publisher) traffic(c *client) {
+func (p *publisher) traffic(c *mqtttest.Conn) {
 	pkts := make(chan any, 4*p.window)
 	go func() {
 		defer close(pkts)
 		for {
-			pkt, err := c.next(time.Time{})
+			pkt, err := c.Next(noDeadline)
 			if err != nil {
 				return
 			}
@@ -109,7 +110,7 @@ func (p *publisher) traffic(c *client) {
 			// Marked before the write: a failed write may still have
 			// delivered the packet, so it must count as possibly sent.
 			p.state[next] = msgSent
-			if err := c.send(p.publish(next, false)); err != nil {
+			if err := c.Send(p.publish(next, false)); err != nil {
 				writable = false
 				break
 			}
@@ -153,7 +154,7 @@ func (p *publisher) traffic(c *client) {
 		case a.Type == codec.PUBREC && p.qos == 2 && p.state[seq] == msgSent:
 			p.state[seq] = msgAcked
 			p.acked++
-			if writable && c.send(ack(codec.PUBREL, a.PacketID)) != nil {
+			if writable && c.Ack(codec.PUBREL, a.PacketID) != nil {
 				writable = false
 			}
 		case a.Type == codec.PUBCOMP && p.qos == 2 && p.state[seq] == msgAcked:
@@ -179,17 +180,17 @@ func (p *publisher) recover(addr string, timeout time.Duration) error {
 		p.incomplete = p.openFlows()
 		return err
 	}
-	defer c.disconnect()
+	defer c.Disconnect()
 	p.sessionFound = present
 	open := 0
 	for seq := 1; seq <= p.max; seq++ {
 		var err error
 		switch p.state[seq] {
 		case msgAcked:
-			err = c.send(ack(codec.PUBREL, uint16(seq)))
+			err = c.Ack(codec.PUBREL, uint16(seq))
 			p.resentRel++
 		case msgSent:
-			err = c.send(p.publish(seq, true))
+			err = c.Send(p.publish(seq, true))
 			p.resentPub++
 		default:
 			continue
@@ -202,10 +203,10 @@ func (p *publisher) recover(addr string, timeout time.Duration) error {
 	}
 	deadline := time.Now().Add(timeout)
 	for open > 0 {
-		pkt, err := c.next(deadline)
+		pkt, err := c.Next(deadline)
 		if err != nil {
 			p.incomplete = p.openFlows()
-			if err == errTimeout {
+			if err == mqtttest.ErrTimeout {
 				return nil // reported as incomplete, not as a harness error
 			}
 			return err
@@ -220,7 +221,7 @@ func (p *publisher) recover(addr string, timeout time.Duration) error {
 		case a.Type == codec.PUBREC && p.state[seq] == msgSent:
 			p.state[seq] = msgAcked
 			p.ackedLater++
-			if err := c.send(ack(codec.PUBREL, a.PacketID)); err != nil {
+			if err := c.Ack(codec.PUBREL, a.PacketID); err != nil {
 				p.incomplete = p.openFlows()
 				return err
 			}

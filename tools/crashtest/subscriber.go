@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/internal/mqtttest"
 )
 
 // delivery is one application-level delivery seen by a subscriber: a
@@ -24,11 +25,11 @@ func subscribeOffline(addr, clientID, filter string, qos byte) error {
 	if err != nil {
 		return err
 	}
-	if err := c.subscribe(filter, qos, nil); err != nil {
-		c.close()
+	if err := subscribe(c, filter, qos, nil); err != nil {
+		c.Close()
 		return err
 	}
-	c.disconnect()
+	c.Disconnect()
 	return nil
 }
 
@@ -55,7 +56,7 @@ func collect(addr, clientID string, expect map[string][]bool, quiet, grace, tota
 	if err != nil {
 		return got, err
 	}
-	defer c.disconnect()
+	defer c.Disconnect()
 	got.sessionFound = present
 	awaitingRel := make(map[uint16]bool)
 	missing := 0
@@ -78,8 +79,8 @@ func collect(addr, clientID string, expect map[string][]bool, quiet, grace, tota
 		if deadline.After(end) {
 			deadline = end
 		}
-		pkt, err := c.next(deadline)
-		if err == errTimeout {
+		pkt, err := c.Next(deadline)
+		if err == mqtttest.ErrTimeout {
 			return got, nil
 		}
 		if err != nil {
@@ -88,7 +89,7 @@ func collect(addr, clientID string, expect map[string][]bool, quiet, grace, tota
 		switch p := pkt.(type) {
 		case *codec.Publish:
 			if p.QoS == 2 && awaitingRel[p.PacketID] {
-				err = c.send(ack(codec.PUBREC, p.PacketID))
+				err = c.Ack(codec.PUBREC, p.PacketID)
 				break
 			}
 			if d, ok := parsePayload(p.Payload); ok {
@@ -104,15 +105,15 @@ func collect(addr, clientID string, expect map[string][]bool, quiet, grace, tota
 			}
 			switch p.QoS {
 			case 1:
-				err = c.send(ack(codec.PUBACK, p.PacketID))
+				err = c.Ack(codec.PUBACK, p.PacketID)
 			case 2:
 				awaitingRel[p.PacketID] = true
-				err = c.send(ack(codec.PUBREC, p.PacketID))
+				err = c.Ack(codec.PUBREC, p.PacketID)
 			}
 		case *codec.Ack:
 			if p.Type == codec.PUBREL {
 				delete(awaitingRel, p.PacketID)
-				err = c.send(ack(codec.PUBCOMP, p.PacketID))
+				err = c.Ack(codec.PUBCOMP, p.PacketID)
 			}
 		}
 		if err != nil {
@@ -198,20 +199,20 @@ func checkRetained(addr, topic, want string, wait time.Duration) (bool, string, 
 	if err != nil {
 		return false, "", err
 	}
-	defer c.disconnect()
+	defer c.Disconnect()
 	var got *codec.Publish
 	keep := func(pkt any) {
 		if p, ok := pkt.(*codec.Publish); ok && got == nil {
 			got = p
 		}
 	}
-	if err := c.subscribe(topic, 1, keep); err != nil {
+	if err := subscribe(c, topic, 1, keep); err != nil {
 		return false, "", err
 	}
 	deadline := time.Now().Add(wait)
 	for got == nil {
-		pkt, err := c.next(deadline)
-		if err == errTimeout {
+		pkt, err := c.Next(deadline)
+		if err == mqtttest.ErrTimeout {
 			return false, "", nil
 		}
 		if err != nil {
@@ -220,7 +221,7 @@ func checkRetained(addr, topic, want string, wait time.Duration) (bool, string, 
 		keep(pkt)
 	}
 	if got.QoS == 1 {
-		_ = c.send(ack(codec.PUBACK, got.PacketID))
+		_ = c.Ack(codec.PUBACK, got.PacketID)
 	}
 	return got.Retain && string(got.Payload) == want, string(got.Payload), nil
 }
@@ -232,14 +233,14 @@ func setRetained(addr, topic, want string) error {
 	if err != nil {
 		return err
 	}
-	defer c.disconnect()
-	err = c.send(&codec.Publish{QoS: 1, Retain: true, Topic: []byte(topic), PacketID: 1, Payload: []byte(want)})
+	defer c.Disconnect()
+	err = c.Send(&codec.Publish{QoS: 1, Retain: true, Topic: []byte(topic), PacketID: 1, Payload: []byte(want)})
 	if err != nil {
 		return err
 	}
 	deadline := time.Now().Add(ioTimeout)
 	for {
-		pkt, err := c.next(deadline)
+		pkt, err := c.Next(deadline)
 		if err != nil {
 			return err
 		}
