@@ -6,6 +6,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/server/auth"
 )
 
 // Enhanced authentication (MQTT 5.0 §4.12) is a challenge/response
@@ -27,28 +28,14 @@ import (
 //
 // Steps run on the connection's event loop and must not block. A method
 // is one EnhancedAuthenticator in Options.EnhancedAuth; SCRAM-SHA-256
-// (auth_scram.go) is built in.
+// (auth.NewSCRAMSHA256) is built in.
 
-// EnhancedAuthenticator implements one Authentication Method.
-type EnhancedAuthenticator interface {
-	// Method is the Authentication Method name, e.g. "SCRAM-SHA-256".
-	Method() string
-	// Start begins a conversation for a CONNECT or a re-authentication.
-	// info.Password is valid only during the call. It is called on the
-	// connection's event loop and must not block.
-	Start(info ConnectInfo) AuthExchange
-}
+// EnhancedAuthenticator implements one Authentication Method; see
+// auth.EnhancedAuthenticator.
+type EnhancedAuthenticator = auth.EnhancedAuthenticator
 
-// AuthExchange is one authentication conversation. Only the connection's
-// event loop calls it, one step at a time.
-type AuthExchange interface {
-	// Step is given the client's Authentication Data (nil if none) and
-	// returns the data to send back. done ends the conversation with
-	// success (the data goes in CONNACK or AUTH 0x00); a non-nil error ends
-	// it with failure: a *codec.Error carries the reason code to send,
-	// any other error means 0x87 (Not authorized).
-	Step(clientData []byte) (serverData []byte, done bool, err error)
-}
+// AuthExchange is one authentication conversation; see auth.Exchange.
+type AuthExchange = auth.Exchange
 
 // authState is a connection's enhanced authentication state.
 type authState struct {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/qos"
+	"github.com/ternmq/tern/server/auth"
 )
 
 // Options configures a Server. The zero value of every field means "the
@@ -120,26 +121,14 @@ const (
 	DurabilityNone     Durability = "none"
 )
 
-// Authenticator decides whether a client may connect.
-type Authenticator interface {
-	// Authenticate is called on the connection's event loop; it must not block.
-	Authenticate(c ConnectInfo) error
-}
+// Authenticator decides whether a client may connect; see auth.Authenticator.
+type Authenticator = auth.Authenticator
 
-// Authorizer decides what a connected client may do. Its methods are called
-// on event loops and must not block.
-type Authorizer interface {
-	CanPublish(clientID, username, topic string) bool
-	CanSubscribe(clientID, username, filter string) bool
-}
+// Authorizer decides what a connected client may do; see auth.Authorizer.
+type Authorizer = auth.Authorizer
 
-// ConnectInfo is what an Authenticator sees of a CONNECT.
-type ConnectInfo struct {
-	ClientID, Username string
-	Password           []byte // valid only during the call
-	Remote, Local      net.Addr
-	ProtocolVersion    byte
-}
+// ConnectInfo is what an Authenticator sees of a CONNECT; see auth.ConnectInfo.
+type ConnectInfo = auth.ConnectInfo
 
 // EnsureDefaults fills every zero field with its default.
 func (o *Options) EnsureDefaults() {

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/ternmq/tern/server"
+	"github.com/ternmq/tern/server/auth"
 )
 
 // passwdCmd adds or replaces a user in a password file (tern serve
@@ -29,7 +29,7 @@ Flags:
 		fs.PrintDefaults()
 	}
 	file := fs.String("f", "passwords", "password `FILE`")
-	iter := fs.Int("iterations", server.DefaultPasswordIterations, "PBKDF2 iterations")
+	iter := fs.Int("iterations", auth.DefaultPasswordIterations, "PBKDF2 iterations")
 	del := fs.Bool("delete", false, "remove the user")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -50,7 +50,7 @@ Flags:
 			fmt.Fprintf(os.Stderr, "tern passwd: no password on standard input (%v)\n", err)
 			return 1
 		}
-		if newLine, err = server.HashPassword(user, pw, *iter); err != nil {
+		if newLine, err = auth.HashPassword(user, pw, *iter); err != nil {
 			fmt.Fprintf(os.Stderr, "tern passwd: %v\n", err)
 			return 1
 		}

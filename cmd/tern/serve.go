@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ternmq/tern/server"
+	"github.com/ternmq/tern/server/auth"
 )
 
 // config is the file format of tern.yaml (see tern.example.yaml). Every
@@ -198,7 +199,7 @@ Flags:
 		opts.WebSocketListeners = append(opts.WebSocketListeners, server.WebSocketListener{Addr: l.Addr, Path: l.Path, CertFile: l.CertFile, KeyFile: l.KeyFile})
 	}
 	if cfg.ACLFile != "" {
-		acl, err := server.LoadACLFile(cfg.ACLFile)
+		acl, err := auth.LoadACLFile(cfg.ACLFile)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "tern serve: ACL file %s: %v\n", cfg.ACLFile, err)
 			return 1
@@ -206,7 +207,7 @@ Flags:
 		opts.Authorizer = acl
 	}
 	if cfg.PasswordFile != "" {
-		pf, err := server.LoadPasswordFile(cfg.PasswordFile)
+		pf, err := auth.LoadPasswordFile(cfg.PasswordFile)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "tern serve: password file %s: %v\n", cfg.PasswordFile, err)
 			return 1

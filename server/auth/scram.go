@@ -1,4 +1,4 @@
-package server
+package auth
 
 import (
 	"bytes"
@@ -136,7 +136,7 @@ type scramAuth struct{ store *SCRAMStore }
 
 func (a *scramAuth) Method() string { return SCRAMSHA256Method }
 
-func (a *scramAuth) Start(info ConnectInfo) AuthExchange {
+func (a *scramAuth) Start(info ConnectInfo) Exchange {
 	return &scramExchange{store: a.store, connectUser: info.Username}
 }
 
