@@ -1,7 +1,7 @@
 // Package bench is Tern's load generator: it measures any MQTT 3.1.1 or 5.0
-// broker over the wire. It imports only Tern's codec (never the broker), so
-// the numbers it reports for Tern, mosquitto or mochi-mqtt come from the same
-// client code.
+// broker over the wire. Of Tern it imports only the codec and the clock-free
+// timer heap (never the broker), so the numbers it reports for Tern,
+// mosquitto or mochi-mqtt come from the same client code.
 //
 // # The model
 //
@@ -81,4 +81,13 @@
 // for concurrent use (each loop owns its own).
 //
 // The epoll engine is Linux-only; elsewhere Run returns an error.
+//
+// # Reading order
+//
+// config.go (what a run is asked to do), run_linux.go (Run's steps and the
+// connect phase), measure_linux.go (the measured window, resource samples,
+// assembling the report), engine_linux.go (one event loop), conn_linux.go
+// (sockets), protocol_linux.go (the MQTT conversation), publish_linux.go
+// (the send queue and timer), then the parts: schedule.go, payload.go,
+// histogram.go, ledger.go, report.go, compare.go, proc.go.
 package bench

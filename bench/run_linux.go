@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,10 +29,59 @@ type runner struct {
 // returns an error only when the run could not start (bad configuration,
 // no event loop); connection failures and losses are in the report.
 // Cancelling ctx ends the run early and still returns a report.
+//
+// The steps: prepare the configuration and addresses, start the loops,
+// take baseline samples, connect the clients (subscribers first), run the
+// measured window (idle connections, or publishing then draining), shut
+// the loops down, then assemble the report from what they recorded.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg, brokers, sources, err := prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r, err := startLoops(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer r.shutdown()
+
+	rep := newReport(&cfg, len(r.loops))
+	u := newUsage(&cfg) // baselines before any client exists
+	subs, pubs := clientSpecs(&cfg, brokers, sources)
+	connected := r.connectAll(ctx, rep, subs, pubs)
+
+	prog := newProgress(r, cfg)
+	var w window
+	if cfg.Scenario == ScenarioConn {
+		w = r.holdIdle(ctx, u, prog)
+	} else {
+		w = r.publishAndMeasure(ctx, u, prog)
+		r.drain(ctx)
+	}
+	prog.done()
+	u.rssHeld = SelfRSS()
+	u.samplePeak()
+
+	r.shutdown()
+	// The loops have exited: their state is ours to read.
+	ledger, sentBy, sentIn, recvIn := r.collect(rep)
+	rep.Connect.Attempted = r.issued
+	rep.Connect.Connected = int(connected)
+	w.rates(rep, sentIn, recvIn)
+	if cfg.Scenario != ScenarioPub && cfg.Scenario != ScenarioConn {
+		rep.Delivery = ledger.Tally(expectations(&cfg, sentBy))
+		rep.Lost = rep.Delivery.Lost
+	}
+	u.report(rep, w.measured.Seconds(), float64(sentIn+recvIn), connected)
+	return rep, nil
+}
+
+// prepare completes cfg (defaults, a client id prefix) and resolves the
+// broker and source addresses.
+func prepare(cfg Config) (Config, []unix.Sockaddr, []unix.Sockaddr, error) {
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return cfg, nil, nil, err
 	}
 	if cfg.ClientIDPrefix == "" {
 		if cfg.Persistent {
@@ -48,7 +96,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for i, b := range cfg.Brokers {
 		sa, err := resolve(b)
 		if err != nil {
-			return nil, fmt.Errorf("bench: broker %s: %w", b, err)
+			return cfg, nil, nil, fmt.Errorf("bench: broker %s: %w", b, err)
 		}
 		brokers[i] = sa
 	}
@@ -56,7 +104,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, s := range cfg.Sources {
 		sources = append(sources, sockaddr(net.ParseIP(s), 0))
 	}
+	return cfg, brokers, sources, nil
+}
 
+// startLoops creates the event loops (Config.Loops, or GOMAXPROCS) and
+// starts their goroutines.
+func startLoops(cfg Config) (*runner, error) {
 	r := &runner{cfg: cfg}
 	n := cfg.Loops
 	if n == 0 {
@@ -76,29 +129,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); l.run() }()
 	}
-	defer r.shutdown()
+	return r, nil
+}
 
+// newReport starts the report with the run's parameters.
+func newReport(cfg *Config, loops int) *Report {
 	rep := &Report{Scenario: cfg.Scenario, Brokers: cfg.Brokers, Protocol: ProtocolName(cfg.Protocol),
 		QoS: cfg.QoS, Size: cfg.Size, Rate: cfg.Rate, Duration: cfg.Duration.Seconds(),
 		Warmup: cfg.Warmup.Seconds(), StartedAt: time.Now()}
-	rep.Harness.Loops = n
-
-	brokerPID := cfg.BrokerPID
-	if brokerPID == 0 {
-		if _, port, err := net.SplitHostPort(cfg.Brokers[0]); err == nil {
-			p, _ := strconv.Atoi(port)
-			brokerPID, _ = FindListenerPID(p)
-		}
+	rep.Harness.Loops = loops
+	if cfg.Scenario == ScenarioConn {
+		rep.Conns = cfg.Conns
+	} else {
+		rep.Pubs, rep.Subs = cfg.Pubs, cfg.Subs
 	}
-	var broker0 ProcSample
-	if brokerPID > 0 {
-		broker0, _ = SampleProc(brokerPID)
-	}
-	rss0 := SelfRSS()
+	return rep
+}
 
-	// Build the clients: subscribers first, so publishers never publish
-	// into a topic nobody listens to yet.
-	var subs, pubs []spec
+// clientSpecs lists the clients to open: subscribers (or, for the conn
+// scenario, idle clients) and publishers, spread round-robin over the
+// brokers and source addresses.
+func clientSpecs(cfg *Config, brokers, sources []unix.Sockaddr) (subs, pubs []spec) {
 	pick := func(i int) (unix.Sockaddr, unix.Sockaddr) {
 		var src unix.Sockaddr
 		if len(sources) > 0 {
@@ -106,9 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		return brokers[i%len(brokers)], src
 	}
-	switch cfg.Scenario {
-	case ScenarioConn:
-		rep.Conns = cfg.Conns
+	if cfg.Scenario == ScenarioConn {
 		for i := 0; i < cfg.Conns; i++ {
 			b, s := pick(i)
 			sp := spec{role: roleIdle, idx: i, broker: b, source: s}
@@ -117,22 +166,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			subs = append(subs, sp)
 		}
-	default:
-		rep.Pubs, rep.Subs = cfg.Pubs, cfg.Subs
-		for i := 0; i < cfg.Subs; i++ {
-			b, s := pick(i)
-			rcv := uint32(i)
-			if cfg.Scenario == ScenarioShared {
-				rcv = 0 // the group is the receiver
-			}
-			subs = append(subs, spec{role: roleSub, idx: i, rcv: rcv, broker: b, source: s, filter: []byte(cfg.filterFor(i))})
-		}
-		for i := 0; i < cfg.Pubs; i++ {
-			b, s := pick(cfg.Subs + i)
-			pubs = append(pubs, spec{role: rolePub, idx: i, broker: b, source: s, topic: []byte(expand(cfg.Topic, i))})
-		}
+		return subs, nil
 	}
+	for i := 0; i < cfg.Subs; i++ {
+		b, s := pick(i)
+		rcv := uint32(i)
+		if cfg.Scenario == ScenarioShared {
+			rcv = 0 // the group is the receiver
+		}
+		subs = append(subs, spec{role: roleSub, idx: i, rcv: rcv, broker: b, source: s, filter: []byte(cfg.filterFor(i))})
+	}
+	for i := 0; i < cfg.Pubs; i++ {
+		b, s := pick(cfg.Subs + i)
+		pubs = append(pubs, spec{role: rolePub, idx: i, broker: b, source: s, topic: []byte(expand(cfg.Topic, i))})
+	}
+	return subs, pubs
+}
 
+// connectAll opens the subscribers, then the publishers, so publishers
+// never publish into a topic nobody listens to yet. It records the
+// achieved connect rate and returns how many clients are connected.
+func (r *runner) connectAll(ctx context.Context, rep *Report, subs, pubs []spec) int64 {
 	t0 := time.Now()
 	r.connect(ctx, subs)
 	r.connect(ctx, pubs)
@@ -141,195 +195,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if connectTime > 0 {
 		rep.Connect.RatePerS = float64(connected) / connectTime.Seconds()
 	}
-
-	var cpu0, cpu1 int64
-	var bs0, bs1 ProcSample
-	var peak int64
-	var sampleBroker = func() {
-		if brokerPID > 0 {
-			if s, err := SampleProc(brokerPID); err == nil && s.RSSBytes > peak {
-				peak = s.RSSBytes
-			}
-		}
-	}
-	var measured time.Duration
-	var recvLo, recvHi int64
-	prog := newProgress(r, cfg)
-
-	if cfg.Scenario == ScenarioConn {
-		cpu0 = SelfCPU()
-		if brokerPID > 0 {
-			bs0, _ = SampleProc(brokerPID)
-		}
-		end := time.Now().Add(cfg.Duration)
-		for time.Now().Before(end) && ctx.Err() == nil {
-			sleepCtx(ctx, min(time.Second, time.Until(end)))
-			prog.tick()
-			sampleBroker()
-		}
-		measured = cfg.Duration
-	} else {
-		start := time.Now().Add(20 * time.Millisecond)
-		lo := start.Add(cfg.Warmup)
-		hi := start.Add(cfg.Duration)
-		if cfg.Scenario == ScenarioSub {
-			hi = time.Unix(0, 1<<62)
-		}
-		for _, l := range r.loops {
-			l.post(func(l *loop) { l.startPublishing(start.UnixNano(), lo.UnixNano(), hi.UnixNano()) })
-		}
-		end := start.Add(cfg.Duration)
-		warmed := cfg.Warmup == 0
-		cpu0 = SelfCPU()
-		if brokerPID > 0 {
-			bs0, _ = SampleProc(brokerPID)
-		}
-		for time.Now().Before(end) && ctx.Err() == nil {
-			next := time.Second
-			if !warmed && time.Until(lo) < next {
-				next = time.Until(lo)
-			}
-			sleepCtx(ctx, min(next, time.Until(end)))
-			if !warmed && !time.Now().Before(lo) {
-				warmed = true
-				cpu0 = SelfCPU()
-				if brokerPID > 0 {
-					bs0, _ = SampleProc(brokerPID)
-				}
-				recvLo = r.sum(func(s *loopStats) int64 { return s.recv.Load() })
-			}
-			prog.tick()
-			sampleBroker()
-		}
-		measured = time.Since(lo)
-		if measured > cfg.Duration-cfg.Warmup {
-			measured = cfg.Duration - cfg.Warmup
-		}
-		for _, l := range r.loops {
-			l.call(func(l *loop) { l.stopPublishing() }, 2*time.Second)
-		}
-		recvHi = r.sum(func(s *loopStats) int64 { return s.recv.Load() })
-		cpu1 = SelfCPU()
-		if brokerPID > 0 {
-			bs1, _ = SampleProc(brokerPID)
-		}
-		// Drain: wait for the deliveries still in flight.
-		if cfg.Scenario != ScenarioPub && cfg.Scenario != ScenarioSub {
-			factor := int64(1)
-			if cfg.Scenario == ScenarioFanIn || cfg.Scenario == ScenarioFanOut {
-				factor = int64(cfg.Subs)
-			}
-			want := r.sum(func(s *loopStats) int64 { return s.written.Load() }) * factor
-			deadline := time.Now().Add(cfg.Drain)
-			for time.Now().Before(deadline) && ctx.Err() == nil &&
-				r.sum(func(s *loopStats) int64 { return s.recv.Load() }) < want {
-				sleepCtx(ctx, 10*time.Millisecond)
-			}
-		}
-	}
-	if cfg.Scenario == ScenarioConn {
-		cpu1 = SelfCPU()
-		if brokerPID > 0 {
-			bs1, _ = SampleProc(brokerPID)
-		}
-	}
-	prog.done()
-	rssHeld := SelfRSS()
-	sampleBroker()
-
-	r.shutdown()
-
-	// The loops have exited: their state is ours to read.
-	lat, lag, cl := NewHistogram(), NewHistogram(), NewHistogram()
-	ledger := NewLedger()
-	sentBy := make([]uint64, cfg.Pubs)
-	var sentIn, recvIn int64
-	rep.Connect.Failures = map[string]int{}
-	for _, l := range r.loops {
-		lat.Merge(l.lat)
-		lag.Merge(l.lag)
-		cl.Merge(l.connLat)
-		ledger.Merge(l.ledger)
-		for i, s := range l.sentBy {
-			sentBy[i] = max(sentBy[i], s)
-		}
-		for k, v := range l.failures {
-			if len(k) > 22 && k[:22] == "dropped after connect:" {
-				rep.Connect.Dropped += v
-			}
-			rep.Connect.Failures[k] += v
-		}
-		sentIn += l.sentIn
-		recvIn += l.recvIn
-		rep.Rejected += uint64(l.rejected)
-		rep.Sent += uint64(l.stats.sent.Load())
-		rep.Received += uint64(l.stats.recv.Load())
-		rep.Foreign += uint64(l.stats.foreign.Load())
-		rep.Connect.Failed += int(l.stats.failed.Load())
-	}
-	rep.Connect.Attempted = r.issued
-	rep.Connect.Connected = int(connected)
-	rep.Connect.Latency = cl.Summarize()
-	rep.Latency = lat.Summarize()
-	rep.SendLag = lag.Summarize()
-	if secs := measured.Seconds(); secs > 0 {
-		rep.SendRate = float64(sentIn) / secs
-		rep.RecvRate = float64(recvIn) / secs
-		if cfg.Scenario == ScenarioSub {
-			rep.RecvRate = float64(recvHi-recvLo) / secs
-		}
-	}
-
-	var expect []Expectation
-	switch cfg.Scenario {
-	case ScenarioP2P:
-		for i := range sentBy {
-			expect = append(expect, Expectation{Pub: uint32(i), Rcv: uint32(i), Sent: sentBy[i]})
-		}
-	case ScenarioFanIn, ScenarioFanOut:
-		for i := range sentBy {
-			for j := 0; j < cfg.Subs; j++ {
-				expect = append(expect, Expectation{Pub: uint32(i), Rcv: uint32(j), Sent: sentBy[i]})
-			}
-		}
-	case ScenarioShared:
-		for i := range sentBy {
-			expect = append(expect, Expectation{Pub: uint32(i), Rcv: 0, Sent: sentBy[i]})
-		}
-	}
-	if cfg.Scenario != ScenarioPub && cfg.Scenario != ScenarioConn {
-		rep.Delivery = ledger.Tally(expect)
-		rep.Lost = rep.Delivery.Lost
-	}
-
-	secs := measured.Seconds()
-	h := &rep.Harness
-	h.CPUSeconds = float64(cpu1-cpu0) / 1e9
-	if secs > 0 {
-		h.CPUPercent = 100 * h.CPUSeconds / secs
-	}
-	if msgs := float64(sentIn + recvIn); msgs > 0 {
-		h.CPUPerMsgUs = h.CPUSeconds * 1e6 / msgs
-	}
-	h.RSSBytes = rssHeld
-	if connected > 0 {
-		h.RSSPerConnBytes = float64(rssHeld-rss0) / float64(connected)
-	}
-	if brokerPID > 0 && bs1.RSSBytes > 0 {
-		b := &ProcReport{PID: brokerPID, RSSBytes: bs1.RSSBytes, RSSPeakBytes: max(peak, bs1.RSSBytes)}
-		b.CPUSeconds = float64(bs1.CPUNanos-bs0.CPUNanos) / 1e9
-		if secs > 0 {
-			b.CPUPercent = 100 * b.CPUSeconds / secs
-		}
-		if msgs := float64(sentIn + recvIn); msgs > 0 {
-			b.CPUPerMsgUs = b.CPUSeconds * 1e6 / msgs
-		}
-		if connected > 0 && broker0.RSSBytes > 0 {
-			b.RSSPerConnBytes = float64(bs1.RSSBytes-broker0.RSSBytes) / float64(connected)
-		}
-		rep.Broker = b
-	}
-	return rep, nil
+	return connected
 }
 
 // connect opens the clients of specs at the configured rate and waits until
