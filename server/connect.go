@@ -60,6 +60,12 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		}
 		c.id, assigned = assignClientID(), true
 	}
+	if max := srv.opts.Limits.MaxClientIDLength; max > 0 && len(c.id) > max {
+		id := c.id[:32] + "…"
+		c.id = id
+		srv.refuse(limitClientID, id, string(p.Username), remoteString(c.conn), "client id longer than the limit")
+		return c.refuse(v, codec.ClientIDNotValid, "client identifier too long")
+	}
 	c.setUser(string(p.Username))
 	if v == codec.Version5 { // will payload format, topic aliases, enhanced auth (v5.go)
 		if act, stop := c.connectV5(h, body, p); stop {
@@ -76,10 +82,24 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		}
 	} else if !srv.opts.AllowAnonymous && !c.loopback {
 		return c.refuse(v, codec.NotAuthorized, "anonymous clients are allowed only on loopback listeners")
+	} else if c.cold != nil {
+		// Anonymous: a username nobody verified is not an identity, so the
+		// ACL sees the anonymous client it is, and sessions are anonymous.
+		c.cold.user = ""
 	}
 	if p.WillFlag {
 		if err := trie.ValidateTopic(p.WillTopic, srv.opts.MaxTopicLevels); err != nil {
 			return c.fail(codec.Errf(codec.TopicNameInvalid, "MQTT-3.1.3-11", "invalid will topic: %v", err))
+		}
+		// A will is a PUBLISH made later on the client's behalf: it gets
+		// the same authorization, now, while the client can be told.
+		if len(p.WillTopic) > 0 && p.WillTopic[0] == '$' {
+			srv.refuse(limitSysPublish, c.id, c.username(), remoteString(c.conn), "will topic "+string(p.WillTopic))
+			return c.refuse(v, codec.NotAuthorized, "will topics starting with $ are reserved for the broker")
+		}
+		if a := srv.opts.Authorizer; a != nil && !a.CanPublish(c.id, c.username(), string(p.WillTopic)) {
+			srv.refuse(limitACLWill, c.id, c.username(), remoteString(c.conn), "will topic "+string(p.WillTopic))
+			return c.refuse(v, codec.NotAuthorized, "not authorized to publish the will topic")
 		}
 		var props *codec.Properties
 		if v == codec.Version5 {
@@ -114,7 +134,14 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		}
 	}
 
-	sess, present := srv.attach(c, p.CleanStart, expiry, window)
+	sess, present, code, why := srv.attach(c, p.CleanStart, expiry, window)
+	if sess == nil {
+		c.will = nil
+		return c.refuse(v, code, why)
+	}
+	if present {
+		srv.recheckSubscriptions(c, sess)
+	}
 	srv.resolveDelayedWill(l, c.id, present) // will.go
 	sess.mu.Lock()
 	srv.putSessionLocked(&l.tx, sess, 0) // a new or changed persistent session
@@ -175,15 +202,35 @@ func versionName(v byte) string {
 // holds the session is told to close (takeover [MQTT-3.1.4-2]); its will
 // fires as for any abnormal close. The registry shard lock makes two
 // CONNECTs with the same id on different loops resolve one after the other.
-func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*session, bool) {
+//
+// A session belongs to the identity that created it: a CONNECT under another
+// identity is refused (0x87 Not authorized) without touching the session or
+// its connection, so no user can read, kick or wipe another's session. A
+// CONNECT that would create a session past Limits.MaxSessions is refused
+// with 0x97 Quota exceeded. On refusal the session is nil and code/why say
+// what to answer.
+func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess *session, present bool, code codec.ReasonCode, why string) {
+	user := c.username()
 	sh := s.sessions.shard(c.id)
 	sh.mu.Lock()
 	old := sh.m[c.id]
+	if old != nil {
+		old.mu.Lock()
+		foreign := !old.dead && old.user != user
+		old.mu.Unlock()
+		if foreign {
+			sh.mu.Unlock()
+			s.refuse(limitSessionOwner, c.id, user, remoteString(c.conn), "client id belongs to a session of another identity")
+			return nil, false, codec.NotAuthorized, "client identifier in use by another identity"
+		}
+	} else if max := s.opts.Limits.MaxSessions; max > 0 && s.sessions.count.Load() >= int64(max) {
+		sh.mu.Unlock()
+		s.refuse(limitSessions, c.id, user, remoteString(c.conn), "session count at the limit")
+		return nil, false, codec.QuotaExceeded, "too many sessions"
+	}
 	var (
-		sess    *session
-		present bool
-		prev    *client
-		ended   []sessionSub
+		prev  *client
+		ended []sessionSub
 	)
 	if old != nil {
 		old.mu.Lock()
@@ -199,8 +246,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 				old.stored = false
 			}
 			old.dead = true
-			ended = old.subs
-			old.subs = nil
+			ended = old.clearSubsLocked()
 			old.f = nil
 			old.mu.Unlock()
 		} else {
@@ -211,6 +257,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 	}
 	if sess == nil {
 		sess = newSession(c.id, &s.opts)
+		sess.user = user
 		sess.attachLocked(c, expiry, window) // not yet visible to anyone else
 		if old == nil {
 			s.sessions.count.Add(1)
@@ -228,7 +275,35 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (*sess
 		}
 		_ = prev.conn.Close() // safe from any goroutine; ignored if already closed
 	}
-	return sess, present
+	return sess, present, 0, ""
+}
+
+// recheckSubscriptions drops the subscriptions of a resumed session that
+// the Authorizer no longer allows (the ACL may have changed while the
+// client was away, or the broker restarted with a new one).
+func (s *Server) recheckSubscriptions(c *client, sess *session) {
+	a := s.opts.Authorizer
+	if a == nil {
+		return
+	}
+	sess.mu.Lock()
+	subs := append([]sessionSub(nil), sess.subs...)
+	sess.mu.Unlock()
+	dropped := 0
+	for _, sub := range subs {
+		if a.CanSubscribe(c.id, c.username(), sub.filter) {
+			continue
+		}
+		sess.mu.Lock()
+		if sess.removeSubLocked(sub.filter) {
+			s.subs.Unsubscribe(sub.filter, sess)
+			dropped++
+		}
+		sess.mu.Unlock()
+	}
+	if dropped > 0 {
+		s.log.Warn("resumed session lost subscriptions the ACL no longer allows", "client_id", c.id, "user", c.username(), "dropped", dropped)
+	}
 }
 
 var clientIDSeq atomic.Uint64

@@ -70,8 +70,7 @@ func (s *Server) endSession(t *txn, sess *session) {
 		sess.stored = false
 	}
 	sess.dead = true
-	subs := sess.subs
-	sess.subs = nil
+	subs := sess.clearSubsLocked()
 	sess.f = nil
 	sess.mu.Unlock()
 	for _, sub := range subs {

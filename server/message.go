@@ -26,6 +26,9 @@ type message struct {
 	// id is the message's store id once written (0: not stored); set by
 	// the one goroutine that routes the message.
 	id uint64
+	// propBytes is what props holds, counted against queue and retained
+	// byte limits like the payload.
+	propBytes int
 }
 
 // newMessage copies topic and payload into one buffer. props (may be nil)
@@ -37,6 +40,7 @@ func newMessage(topic, payload []byte, qos byte, retain bool, props *codec.Prope
 	m := &message{topic: buf[:n:n], payload: buf[n:], qos: qos, retain: retain, from: from}
 	if props != nil {
 		m.props = forwardProps(props)
+		m.propBytes = propsSize(m.props)
 		if props.Has(codec.PropMessageExpiry) {
 			m.expiresAt = now + int64(props.MessageExpiry)*1e9
 		}
@@ -63,8 +67,21 @@ func forwardProps(p *codec.Properties) *codec.Properties {
 	return &out
 }
 
-// size is what the message counts against queue byte limits.
-func (m *message) size() int { return len(m.topic) + len(m.payload) + 64 }
+// size is what the message counts against queue and retained byte limits:
+// every byte it holds, 5.0 properties included, plus a fixed overhead.
+func (m *message) size() int { return len(m.topic) + len(m.payload) + m.propBytes + 64 }
+
+// propsSize is the memory the forwarded properties of a message hold.
+func propsSize(p *codec.Properties) int {
+	if p == nil {
+		return 0
+	}
+	n := len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData) + 64
+	for _, u := range p.User {
+		n += len(u.Key) + len(u.Value) + 48 // two slice headers
+	}
+	return n
+}
 
 // outMsg is one delivery of a message to one session: the message, how it
 // is to be flagged for that subscriber and the 5.0 subscription identifiers

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/ternmq/tern/codec"
@@ -25,6 +26,12 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 		return c.fail(codec.Errf(codec.TopicNameInvalid, "MQTT-3.3.2-2", "invalid topic name: %v", err))
 	}
 	allowed := srv.opts.Authorizer == nil || srv.opts.Authorizer.CanPublish(c.id, c.username(), string(p.Topic))
+	if isSysTopic(p.Topic) {
+		// $SYS is the broker's own namespace: clients read it, never write
+		// it, whatever the ACL grants [MQTT-4.7.2-1 note on $ topics].
+		allowed = false
+		srv.refuse(limitSysPublish, c.id, c.username(), remoteString(c.conn), "publish to "+string(p.Topic))
+	}
 	route := allowed
 	if p.QoS == 2 {
 		s := c.sess
@@ -75,15 +82,20 @@ func (s *Server) publishMessage(l *loop, t *txn, m *message) {
 	if m.retain {
 		topic := string(m.topic)
 		if len(m.payload) == 0 {
-			s.retained.Delete(topic) // [MQTT-3.3.1-10]
+			s.retainQuota.remove(s, topic) // [MQTT-3.3.1-10]
 			if s.store != nil {
 				t.batch(s).DeleteRetained(topic)
 			}
-		} else {
-			s.retained.Set(topic, m) // replaces [MQTT-3.3.1-5]
+		} else if s.retainQuota.set(s, topic, m) { // replaces [MQTT-3.3.1-5]
 			if s.store != nil {
 				t.batch(s).PutRetained(messageRecord(m))
 			}
+		} else {
+			from := ""
+			if m.from != nil {
+				from = m.from.id
+			}
+			s.refuse(limitRetained, from, "", "", "new retained topic over the retained limits: "+topic)
 		}
 	}
 	s.route(l, t, m)
@@ -109,4 +121,49 @@ func (s *Server) Publish(topic string, payload []byte, qos byte, retain bool) er
 	var t txn
 	s.publishMessage(nil, &t, newMessage([]byte(topic), payload, qos, retain, nil, nanotime(), nil))
 	return s.submitWait(&t)
+}
+
+// isSysTopic reports whether topic is in the broker's $SYS namespace.
+func isSysTopic(topic []byte) bool {
+	return len(topic) >= 4 && string(topic[:4]) == "$SYS" && (len(topic) == 4 || topic[4] == '/')
+}
+
+// retainQuota accounts the retained index against Limits.MaxRetainedMessages
+// and MaxRetainedBytes. Its mutex serialises retained writes only (a
+// retained PUBLISH, not the publish path in general), so a replace is
+// accounted exactly even when two loops set one topic at once.
+type retainQuota struct {
+	mu    sync.Mutex
+	bytes int64
+}
+
+// set retains m on topic if the limits admit it, reporting whether it did.
+// Replacing a retained topic is always admitted (it cannot grow the count,
+// and refusing it would leave a stale value); a new topic must fit both
+// limits.
+func (q *retainQuota) set(s *Server, topic string, m *message) bool {
+	lim := &s.opts.Limits
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	old, had := s.retained.Get(topic)
+	grow := int64(m.size())
+	if had {
+		grow -= int64(old.size())
+	} else if (lim.MaxRetainedMessages > 0 && s.retained.Len() >= lim.MaxRetainedMessages) ||
+		(lim.MaxRetainedBytes > 0 && q.bytes+grow > lim.MaxRetainedBytes) {
+		return false
+	}
+	q.bytes += grow
+	s.retained.Set(topic, m)
+	return true
+}
+
+// remove deletes topic's retained message and its accounting.
+func (q *retainQuota) remove(s *Server, topic string) {
+	q.mu.Lock()
+	if old, had := s.retained.Get(topic); had {
+		q.bytes -= int64(old.size())
+		s.retained.Delete(topic)
+	}
+	q.mu.Unlock()
 }

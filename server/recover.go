@@ -71,6 +71,7 @@ func (s *Server) openStore() error {
 				corrupt++
 				return nil
 			}
+			s.retainQuota.bytes += int64(m.size()) // recovery keeps what was retained, even over a lowered limit
 			s.retained.Set(rec.Topic, m)
 			return nil
 		},
@@ -94,6 +95,7 @@ func (s *Server) recoverSession(id string, rec *persist.Session, now int64) {
 	sess := newSession(id, &s.opts)
 	sess.persistent, sess.stored = true, true
 	sess.expiry = rec.ExpiryInterval
+	sess.user = rec.Owner
 	sess.version = rec.ProtocolVersion
 	sess.offlineAt = now / 1e9
 	if rec.DisconnectedAt > 0 {

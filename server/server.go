@@ -48,8 +48,9 @@ type Server struct {
 	expiryMu sync.Mutex
 	expiry   expiryHeap
 
-	stats   stats
-	refused refusals // what each limit refused (limits.go)
+	stats       stats
+	refused     refusals    // what each limit refused (limits.go)
+	retainQuota retainQuota // retained index accounting (publish.go)
 }
 
 type stats struct {
@@ -77,6 +78,9 @@ func New(opts Options) (*Server, error) {
 	opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)
+	}
+	if opts.Authorizer != nil && opts.Authenticator == nil && len(opts.EnhancedAuth) == 0 {
+		opts.Logger.Warn("ACL without authentication: usernames are not verified, so every client is anonymous to the ACL; configure a password file")
 	}
 	s := &Server{
 		opts:     opts,

@@ -34,7 +34,12 @@ type session struct {
 	stored     bool    // a session record is in the store
 	recvMax    uint16  // inflight window size for the current connection
 	subs       []sessionSub
-	f          *flow // delivery state; nil until the session has traffic
+	subIndex   map[string]int // filter → index in subs, once subs outgrows a scan
+	f          *flow          // delivery state; nil until the session has traffic
+	// user is the authenticated identity that created the session ("" for
+	// anonymous): a CONNECT under another identity may not resume, take
+	// over or wipe it.
+	user string
 }
 
 // flow is a session's delivery state. It is allocated on first use, so an
@@ -101,28 +106,72 @@ func newSession(id string, o *Options) *session {
 	return &session{id: id, recvMax: uint16(o.ReceiveMaximum)}
 }
 
-// setSubLocked records sub in the session's list, replacing one on the same
-// filter. It reports whether one was replaced.
-func (s *session) setSubLocked(sub sessionSub) bool {
+// subIndexMin is the subscription count above which a session keeps a
+// filter index: below it a scan of a few cache lines is cheaper than a map,
+// and an idle device with one subscription pays nothing for the index.
+const subIndexMin = 16
+
+// findSubLocked returns the index of filter in s.subs, or -1. s.mu held.
+func (s *session) findSubLocked(filter string) int {
+	if s.subIndex != nil {
+		if i, ok := s.subIndex[filter]; ok {
+			return i
+		}
+		return -1
+	}
 	for i := range s.subs {
-		if s.subs[i].filter == sub.filter {
-			s.subs[i] = sub
-			return true
+		if s.subs[i].filter == filter {
+			return i
 		}
 	}
+	return -1
+}
+
+// setSubLocked records sub in the session's list, replacing one on the same
+// filter. It reports whether one was replaced. O(1) with the index. s.mu held.
+func (s *session) setSubLocked(sub sessionSub) bool {
+	if i := s.findSubLocked(sub.filter); i >= 0 {
+		s.subs[i] = sub
+		return true
+	}
 	s.subs = append(s.subs, sub)
+	if s.subIndex != nil {
+		s.subIndex[sub.filter] = len(s.subs) - 1
+	} else if len(s.subs) > subIndexMin {
+		s.subIndex = make(map[string]int, len(s.subs))
+		for i := range s.subs {
+			s.subIndex[s.subs[i].filter] = i
+		}
+	}
 	return false
 }
 
+// removeSubLocked deletes the subscription on filter, reporting whether
+// there was one. s.mu held.
 func (s *session) removeSubLocked(filter string) bool {
-	for i := range s.subs {
-		if s.subs[i].filter == filter {
-			s.subs[i] = s.subs[len(s.subs)-1]
-			s.subs = s.subs[:len(s.subs)-1]
-			return true
+	i := s.findSubLocked(filter)
+	if i < 0 {
+		return false
+	}
+	last := len(s.subs) - 1
+	s.subs[i] = s.subs[last]
+	s.subs[last] = sessionSub{}
+	s.subs = s.subs[:last]
+	if s.subIndex != nil {
+		delete(s.subIndex, filter)
+		if i < last {
+			s.subIndex[s.subs[i].filter] = i
 		}
 	}
-	return false
+	return true
+}
+
+// clearSubsLocked forgets every subscription, returning them (for removal
+// from the trie). s.mu held.
+func (s *session) clearSubsLocked() []sessionSub {
+	subs := s.subs
+	s.subs, s.subIndex = nil, nil
+	return subs
 }
 
 // subFor builds the trie entry of a subscription of s.

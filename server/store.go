@@ -12,7 +12,7 @@ func (s *session) storable() bool { return s.persistent && s.stored }
 
 // sessionRecordLocked builds the store record of s. s.mu must be held.
 func (s *session) sessionRecordLocked(disconnectedAt int64) *persist.Session {
-	rec := &persist.Session{ProtocolVersion: s.version, ExpiryInterval: s.expiry, DisconnectedAt: disconnectedAt}
+	rec := &persist.Session{ProtocolVersion: s.version, ExpiryInterval: s.expiry, DisconnectedAt: disconnectedAt, Owner: s.user}
 	rec.Subscriptions = make([]persist.Subscription, len(s.subs))
 	for i, sub := range s.subs {
 		rec.Subscriptions[i] = persist.Subscription{Filter: sub.filter, QoS: sub.qos, Options: sub.opts, ID: sub.id}

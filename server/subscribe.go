@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ternmq/tern/codec"
@@ -33,9 +35,24 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		rap    bool
 	}
 	var wantRetained []retainedReq
+	changed := false
 	for _, sub := range p.Subscriptions {
 		filter := string(sub.Filter)
 		if err := trie.ValidateFilter(sub.Filter, srv.opts.MaxTopicLevels); err != nil {
+			if err != trie.ErrTooManyLevels {
+				// A filter that breaks the wildcard or $share rules is not a
+				// filter at all: the packet is malformed and the connection
+				// ends [MQTT-4.7.1-2] [MQTT-4.7.1-3] [MQTT-4.8.2-1] (5.0
+				// §4.13: DISCONNECT 0x81 Malformed Packet).
+				rule := ""
+				var te *trie.Error
+				if errors.As(err, &te) {
+					rule = te.Rule
+				}
+				return c.fail(codec.Errf(codec.MalformedPacket, rule, "invalid topic filter %q: %v", filter, err))
+			}
+			// Well formed but deeper than this broker allows: refused, the
+			// connection stays (5.0 0x8F Topic Filter invalid).
 			codes = append(codes, c.subFailure(codec.TopicFilterInvalid))
 			continue
 		}
@@ -61,12 +78,18 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 			s.mu.Unlock()
 			return gnet.Close // taken over while this packet was in flight
 		}
+		if max := srv.opts.Limits.MaxSubscriptionsPerClient; max > 0 && len(s.subs) >= max && s.findSubLocked(filter) < 0 {
+			s.mu.Unlock()
+			srv.refuse(limitSubscriptions, c.id, c.username(), remoteString(c.conn), "subscription over the per-client limit: "+filter)
+			codes = append(codes, c.subFailure(codec.QuotaExceeded))
+			continue
+		}
 		// The trie is updated under the session lock so that a concurrent
 		// end of the session (clean takeover on another loop) sees it.
 		existed := s.setSubLocked(sessionSub{filter: filter, qos: granted, opts: opts, id: subID})
 		srv.subs.Subscribe(filter, subFor(s, granted, opts, subID))
-		srv.putSessionLocked(&l.tx, s, 0) // SUBACK waits for it
 		s.mu.Unlock()
+		changed = true
 		codes = append(codes, granted)
 		// Retained messages on subscribe: Retain Handling 0 always, 1 only
 		// for a new subscription, 2 never; never for shared subscriptions
@@ -75,6 +98,13 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		if !shared && (rh == 0 || (rh == 1 && !existed)) {
 			wantRetained = append(wantRetained, retainedReq{filter: inner, qos: granted, rap: sub.RetainAsPublished})
 		}
+	}
+	if changed {
+		// One session record per SUBSCRIBE, not per filter: a packet of
+		// many filters costs one write (SUBACK waits for it).
+		s.mu.Lock()
+		srv.putSessionLocked(&l.tx, s, 0)
+		s.mu.Unlock()
 	}
 	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
 	c.subackReason(&ack) // v5.go
@@ -109,13 +139,14 @@ func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action
 		return c.fail(err)
 	}
 	var codes []byte
+	changed := false
 	for _, f := range p.Filters {
 		filter := string(f)
 		s.mu.Lock()
 		existed := s.removeSubLocked(filter)
 		if existed {
 			srv.subs.Unsubscribe(filter, s)
-			srv.putSessionLocked(&l.tx, s, 0)
+			changed = true
 		}
 		s.mu.Unlock()
 		if c.version == codec.Version5 {
@@ -125,6 +156,11 @@ func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action
 				codes = append(codes, byte(codec.NoSubscriptionExisted))
 			}
 		}
+	}
+	if changed {
+		s.mu.Lock()
+		srv.putSessionLocked(&l.tx, s, 0) // one record per packet; UNSUBACK waits for it
+		s.mu.Unlock()
 	}
 	ack := codec.Unsuback{PacketID: p.PacketID, ReasonCodes: codes}
 	l.out = ack.Append(l.out, c.version)

@@ -634,7 +634,10 @@ func TestV5RequestProblemInformation_MQTT_3_1_2_29(t *testing.T) {
 	}
 	// SUBACK refusals: a reason string by default, none when asked not to.
 	badSub := func(r *rawConn) codec.Suback {
-		s := codec.Subscribe{PacketID: 7, Subscriptions: []codec.Subscription{{Filter: []byte("a/#/b")}}}
+		// Well formed but deeper than the broker allows: refused with 0x8F
+		// (a malformed filter such as a/#/b would end the connection).
+		deep := []byte(strings.Repeat("a/", 200) + "a")
+		s := codec.Subscribe{PacketID: 7, Subscriptions: []codec.Subscription{{Filter: deep}}}
 		r.send(s.Append(nil, codec.Version5))
 		h, body := r.read(5 * time.Second)
 		var ack codec.Suback
