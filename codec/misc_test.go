@@ -2,12 +2,7 @@ package codec
 
 import (
 	"bytes"
-	"go/parser"
-	"go/token"
 	"math/rand/v2"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -197,26 +192,5 @@ func TestViewsAreClipped(t *testing.T) {
 	_ = append(c.Props.User[0].Key, "XXXX"...)
 	if !bytes.Equal(data, g.bytes) {
 		t.Fatal("append to a decoded field wrote into the packet buffer")
-	}
-}
-
-// The codec is a leaf: it imports nothing of Tern (DESIGN.md §3).
-func TestImportsNothingOfOurs(t *testing.T) {
-	files, _ := filepath.Glob("*.go")
-	fset := token.NewFileSet()
-	for _, f := range files {
-		af, err := parser.ParseFile(fset, f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range af.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			if strings.HasPrefix(path, "github.com/ternmq/") {
-				t.Errorf("%s imports %s", f, path)
-			}
-			if !strings.HasSuffix(f, "_test.go") && strings.Contains(path, ".") {
-				t.Errorf("%s imports non-standard package %s", f, path)
-			}
-		}
 	}
 }

@@ -2,51 +2,177 @@ package main
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// TestImportDirection enforces DESIGN §3: codec, trie and persist import
-// nothing of ours; qos at most codec; bench only codec (it must measure any
-// broker over the wire, so it never calls into the server).
+// module is the import-path prefix of Tern's own packages.
+const module = "github.com/ternmq/tern/"
+
+// layoutRule says which of Tern's packages one group of packages may depend
+// on. A pattern is either a package path relative to the module ("codec") or
+// a subtree ending in "/" ("internal/"), which matches every package strictly
+// below that directory but not the directory itself — so "server/" is the
+// server's leaf packages and never the server.
+type layoutRule struct {
+	pkg        string   // pattern the rule applies to; an exact path beats a subtree
+	allow      []string // patterns of Tern packages pkg may depend on; "*" allows any
+	stdlibOnly bool     // pkg may depend on nothing outside the standard library either
+	why        string
+}
+
+// layout is the import direction of the module, enforced on the transitive
+// (non-test) dependencies of every package, so a rule cannot be bypassed
+// through a package that is itself allowed. Every package of the module must
+// match a rule: a new directory gets one here on purpose, not by default.
+var layout = []layoutRule{
+	{pkg: "codec", stdlibOnly: true,
+		why: "the wire format is a leaf that anything, a client or a test tool, can use"},
+	{pkg: "trie", stdlibOnly: true,
+		why: "topic matching is a leaf that the server and its auth package share"},
+	{pkg: "persist",
+		why: "the store knows records and keys, not sessions or packets, so it can be tested and inspected alone"},
+	{pkg: "qos", allow: []string{"codec"}, stdlibOnly: true,
+		why: "the delivery state machines do no I/O; at most they speak the codec's types"},
+	{pkg: "internal/", allow: []string{"internal/"},
+		why: "internal helpers are leaves shared by the server, bench and tools"},
+	{pkg: "internal/mqtttest", allow: []string{"codec", "internal/"},
+		why: "a raw MQTT test client sends and reads the codec's packet structs; it still never sees the broker"},
+	{pkg: "bench", allow: []string{"codec", "internal/"},
+		why: "bench measures any broker over the wire, so it never calls into Tern's server"},
+	{pkg: "server", allow: []string{"codec", "trie", "qos", "persist", "internal/", "server/"},
+		why: "the broker composes the leaves"},
+	{pkg: "server/", allow: []string{"codec", "trie", "qos", "persist", "internal/", "server/"},
+		why: "a server leaf (auth, a transport) is used by the server, so importing it back would be a cycle in disguise"},
+	{pkg: "cmd/", allow: []string{"*"}, why: "commands wire everything together"},
+	{pkg: "tools/", allow: []string{"*"}, why: "tools are programs, like commands"},
+}
+
+// matches reports whether the module-relative package path rel matches
+// pattern (see layoutRule).
+func matches(pattern, rel string) bool {
+	if pattern == "*" {
+		return true
+	}
+	if sub, ok := strings.CutSuffix(pattern, "/"); ok {
+		return strings.HasPrefix(rel, sub+"/")
+	}
+	return rel == pattern
+}
+
+// ruleFor returns the rule for rel: an exact pattern if one matches, else the
+// longest matching subtree.
+func ruleFor(rel string) (layoutRule, bool) {
+	var best layoutRule
+	found := false
+	for _, r := range layout {
+		if !matches(r.pkg, rel) {
+			continue
+		}
+		if r.pkg == rel {
+			return r, true
+		}
+		if !found || len(r.pkg) > len(best.pkg) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// layoutViolations checks one package (module-relative path) and its
+// transitive dependencies (full import paths) against the layout.
+func layoutViolations(rel string, deps []string) []string {
+	r, ok := ruleFor(rel)
+	if !ok {
+		return []string{rel + ": no layout rule covers this package; add one to layout"}
+	}
+	var bad []string
+	for _, dep := range deps {
+		depRel, ours := strings.CutPrefix(dep, module)
+		if !ours {
+			if first, _, _ := strings.Cut(dep, "/"); r.stdlibOnly && strings.Contains(first, ".") {
+				bad = append(bad, rel+" depends on "+dep+": only the standard library is allowed ("+r.why+")")
+			}
+			continue
+		}
+		if !slices.ContainsFunc(r.allow, func(p string) bool { return matches(p, depRel) }) {
+			bad = append(bad, rel+" depends on "+depRel+": not allowed ("+r.why+")")
+		}
+	}
+	return bad
+}
+
+// TestImportDirection enforces the module's import direction on every
+// package at once (the table is layout).
 func TestImportDirection(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go tool not on PATH")
 	}
-	const mod = "github.com/ternmq/tern/"
-	allowed := map[string][]string{
-		"codec":   nil,
-		"trie":    nil,
-		"persist": nil,
-		"qos":     {"codec"},
-		"bench":   {"codec"},
-	}
-	for pkg, ok := range allowed {
-		out, err := exec.Command("go", "list", "-deps", "./../../"+pkg+"/...").CombinedOutput()
-		if err != nil {
-			if strings.Contains(string(out), "matched no packages") {
-				continue
-			}
-			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+	cmd := exec.Command("go", "list", "-f", "{{.ImportPath}}{{range .Deps}} {{.}}{{end}}", "./...")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
 		}
-		for _, dep := range strings.Fields(string(out)) {
-			if !strings.HasPrefix(dep, mod) {
-				continue
-			}
-			rel := strings.TrimPrefix(dep, mod)
-			top, _, _ := strings.Cut(rel, "/")
-			if top == pkg {
-				continue
-			}
-			allowedDep := false
-			for _, a := range ok {
-				if top == a {
-					allowedDep = true
-				}
-			}
-			if !allowedDep {
-				t.Errorf("%s imports %s: not allowed by DESIGN §3", pkg, dep)
-			}
+		t.Fatalf("go list: %v\n%s", err, msg)
+	}
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		rel, ok := strings.CutPrefix(fields[0], module)
+		if !ok {
+			t.Fatalf("go list printed %q outside the module", fields[0])
+		}
+		n++
+		for _, v := range layoutViolations(rel, fields[1:]) {
+			t.Error(v)
+		}
+	}
+	if n < 8 {
+		t.Fatalf("go list found %d packages; the module has more, so the check did not run", n)
+	}
+}
+
+// TestImportDirectionRules checks that the table can fail: each case is a
+// dependency the layout must refuse or accept.
+func TestImportDirectionRules(t *testing.T) {
+	cases := []struct {
+		pkg  string
+		dep  string
+		want bool // allowed
+	}{
+		{"codec", module + "trie", false},
+		{"codec", "github.com/panjf2000/gnet/v2", false},
+		{"trie", module + "internal/timer", false},
+		{"persist", module + "codec", false},
+		{"persist", "github.com/cockroachdb/pebble/v2", true},
+		{"qos", module + "codec", true},
+		{"qos", module + "trie", false},
+		{"internal/timer", module + "codec", false},
+		{"internal/timer", module + "internal/other", true},
+		{"internal/mqtttest", module + "codec", true},
+		{"internal/mqtttest", module + "server", false},
+		{"bench", module + "codec", true},
+		{"bench", module + "internal/timer", true},
+		{"bench", module + "server", false},
+		{"bench", module + "qos", false},
+		{"server", module + "server/auth", true},
+		{"server", module + "bench", false},
+		{"server/auth", module + "server", false},
+		{"server/auth", module + "trie", true},
+		{"server/auth/authtest", module + "server", false},
+		{"server/stdnet", module + "server/auth", true},
+		{"cmd/tern", module + "server", true},
+		{"tools/crashtest", module + "bench", true},
+		{"newpkg", "fmt", false}, // no rule: refused until someone writes one
+	}
+	for _, c := range cases {
+		got := len(layoutViolations(c.pkg, []string{c.dep})) == 0
+		if got != c.want {
+			t.Errorf("%s → %s: allowed %v, want %v", c.pkg, c.dep, got, c.want)
 		}
 	}
 }
