@@ -53,11 +53,11 @@
 // # Records
 //
 // Every value starts with a format version byte (each record type has its
-// own, all 1 today). A decoder accepts exactly the versions it knows and
-// rejects anything else — unknown versions, reserved flag bits, trailing
-// bytes, out-of-range fields, lengths beyond the record — with an error
-// wrapping ErrCorrupt; it never panics and never allocates more than the
-// record justifies (FuzzDecodeRecord checks both).
+// own: sessions are at 2, the others at 1). A decoder accepts exactly the
+// versions it knows and rejects anything else — unknown versions, reserved
+// flag bits, trailing bytes, out-of-range fields, lengths beyond the
+// record — with an error wrapping ErrCorrupt; it never panics and never
+// allocates more than the record justifies (FuzzDecodeRecord checks both).
 //
 // Message (key 0x02, and inline under retained keys 0x04):
 //
@@ -70,15 +70,17 @@
 //	...    5.0 properties      (uvarint length, bytes; opaque wire encoding)
 //	...    payload: the rest of the record; one S2 block if bit 3 is set
 //
-// Session:
+// Session (version 2; version 1, without the owner, is still read):
 //
-//	0      version = 1
+//	0      version = 2
 //	1      protocol version (3, 4 or 5)
 //	2-5    session expiry interval, seconds (u32 BE; 0xFFFFFFFF = never)
 //	6-13   disconnected at, unix ms (u64 BE; 0 = connected)
 //	...    subscription count (uvarint), then per subscription:
 //	       filter (uvarint length, bytes) | QoS | options byte |
 //	       subscription identifier (uvarint)
+//	...    owner: the identity that created the session (uvarint length,
+//	       bytes; empty = anonymous)
 //
 // Outbound entry, 13 bytes, fixed so a state change rewrites in place:
 //
@@ -214,4 +216,16 @@
 //
 // ExpireSessions deletes sessions whose expiry passed while the broker was
 // down; call it after opening and before Recover.
+//
+// # Reading order
+//
+// store.go (the Store interface and its Stats), options.go (modes and
+// options), types.go (what is stored), keys.go and records.go (the key
+// schema and record encodings above), batch.go (building a batch), then
+// the shared core: core.go (its state, failure handling, Close), open.go
+// (rebuilding counts and the id allocator at open), commit.go (Commit,
+// the group committer, the periodic syncer), refs.go (reference counts),
+// recover.go (Recover, ExpireSessions), inspect.go (Usage, Inspect). The
+// engines under the core: engine.go (the interface), pebble.go (Open,
+// Pebble), memory.go (ModeNone).
 package persist
