@@ -174,7 +174,7 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 	if durable {
 		om.stored, om.ticket = true, t.tick()
 	}
-	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, s.opts.QueuePolicy)
+	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, s.opts.QueuePolicy.qos())
 	if queued && q > 0 {
 		f.nextSeq++
 		if durable {

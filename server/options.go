@@ -5,110 +5,183 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
+	"runtime"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/qos"
 	"github.com/ternmq/tern/server/auth"
 )
 
-// Options configures a Server. The zero value of every field means "the
-// default" written next to it; call EnsureDefaults to fill them in and
-// Validate to check them (New does both).
+// Defaults that EnsureDefaults fills in. The two derived defaults are
+// rules, not constants: EventLoops = GOMAXPROCS and MaxInboundQoS2 =
+// ReceiveMaximum.
+const (
+	DefaultListener          = "127.0.0.1:1883"
+	DefaultWebSocketPath     = "/mqtt" // of each WebSocketListener
+	DefaultDataDir           = "./data"
+	DefaultDurability        = DurabilitySync
+	DefaultSyncInterval      = persist.DefaultSyncInterval // 100ms
+	DefaultMaxPacketSize     = 1 << 20
+	DefaultConnectTimeout    = 10 * time.Second
+	DefaultMaxKeepAlive      = 65535
+	DefaultReceiveMaximum    = 64
+	DefaultMaxQueuedMessages = 10000
+	DefaultMaxQueuedBytes    = 64 << 20
+	DefaultQueuePolicy       = QueueDropNewest
+	DefaultMaxOutboundBytes  = 4 << 20
+	DefaultMaxTopicLevels    = 128
+	DefaultMaxSessionExpiry  = 7 * 24 * time.Hour
+	DefaultSysInterval       = 10 * time.Second
+	DefaultVersion           = "dev"
+	DefaultTopicAliasMaximum = 10
+)
+
+// Limits Validate enforces. The packet size bounds come from the protocol:
+// a Remaining Length is at most 268,435,455 and the fixed header adds up to
+// five bytes; below 64 bytes not even a CONNECT with a short client id and
+// credentials fits. The sync interval bounds are the store's.
+const (
+	minPacketSize   = 64
+	maxPacketSize   = 268435455 + 5
+	maxEventLoops   = 1024
+	maxUint16       = 65535
+	minSyncInterval = time.Millisecond
+	maxSyncInterval = time.Minute
+)
+
+// Options configures a Server; it is also the broker's configuration file
+// schema. The model, as in Pebble's Options:
+//
+//   - The zero value of every field means "the default" written next to it.
+//     Each default is a named Default… constant (or, for the two derived
+//     ones, a rule: EventLoops = GOMAXPROCS, MaxInboundQoS2 =
+//     ReceiveMaximum) and EnsureDefaults is the one place that fills them.
+//     It is idempotent; New calls it on its own copy.
+//   - Validate checks every field and reports all problems at once, each
+//     prefixed with the field's configuration key, so an operator fixes a
+//     file in one pass. New calls it after EnsureDefaults.
+//   - The yaml tags are the configuration file's keys (tern serve decodes
+//     the file straight into this struct; durations are Go duration
+//     strings such as "10s"). Fields tagged yaml:"-" hold Go values a file
+//     cannot express (interfaces, a logger, a store); embedders set them,
+//     and tern serve fills some of them from its own file keys
+//     (password_file, acl_file, log_level).
+//
+// A negative value means "off" where a field says so (SysInterval,
+// TopicAliasMaximum); zero never does, because zero is "default".
 type Options struct {
 	// Listeners are the TCP addresses to accept MQTT on, "host:port".
-	// Default: ["127.0.0.1:1883"].
-	Listeners []string
+	// Default: [DefaultListener].
+	Listeners []string `yaml:"listeners"`
 	// TLSListeners accept MQTT over TLS (standard-library transport: two
 	// goroutines per connection). Default: none.
-	TLSListeners []TLSListener
+	TLSListeners []TLSListener `yaml:"tls_listeners"`
 	// WebSocketListeners accept MQTT over WebSocket (ws:// or wss://), on
 	// the same standard-library transport. Default: none.
-	WebSocketListeners []WebSocketListener
-	// DataDir is where durable state lives. Default: "./data".
-	DataDir string
+	WebSocketListeners []WebSocketListener `yaml:"websocket_listeners"`
+	// DataDir is where durable state lives. Default: DefaultDataDir.
+	DataDir string `yaml:"data_dir"`
 	// Durability says when acknowledged QoS 1/2 messages are safe:
 	// DurabilitySync (default) acknowledges only what is fsynced;
 	// DurabilityPeriodic acknowledges once written and fsyncs every
 	// SyncInterval (a crash or power loss may lose the last interval of
 	// acknowledged messages); DurabilityNone keeps everything in memory (a
 	// restart loses sessions, queues and retained messages).
-	Durability Durability
-	// SyncInterval is the fsync period of DurabilityPeriodic. Default: 100ms.
-	SyncInterval time.Duration
+	Durability Durability `yaml:"durability"`
+	// SyncInterval is the fsync period of DurabilityPeriodic, 1ms to 1m.
+	// Default: DefaultSyncInterval (100ms).
+	SyncInterval time.Duration `yaml:"sync_interval"`
 	// Store, when set, is used instead of opening one in DataDir (tests,
 	// embedders with their own store). The server closes it on Close.
-	Store persist.Store
+	Store persist.Store `yaml:"-"`
 	// AllowAnonymous lets clients without credentials connect on every
 	// listener. Default false: anonymous clients are accepted only on
-	// loopback listeners (DESIGN §6) and need an Authenticator elsewhere.
-	AllowAnonymous bool
+	// loopback listeners (whoever can reach those is already on the
+	// machine, so a fresh install works locally without exposing an open
+	// broker to the network) and need an Authenticator elsewhere.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
 	// Authenticator, when set, decides every CONNECT. Default: nil.
-	Authenticator Authenticator
+	Authenticator Authenticator `yaml:"-"`
 	// Authorizer, when set, decides every PUBLISH and SUBSCRIBE. Default: nil (allow).
-	Authorizer Authorizer
+	Authorizer Authorizer `yaml:"-"`
 
 	// MaxPacketSize bounds an inbound packet, checked from its fixed header
-	// before any allocation. Default: 1 MiB.
-	MaxPacketSize int
-	// ConnectTimeout closes a connection that sends no CONNECT. Default: 10s.
-	ConnectTimeout time.Duration
-	// MaxKeepAlive caps the keepalive a client may ask for (0 in CONNECT
-	// stays 0 unless ForceKeepAlive). Default: 65535s (no cap).
-	MaxKeepAlive uint16
+	// before any allocation. Default: DefaultMaxPacketSize (1 MiB).
+	MaxPacketSize int `yaml:"max_packet_size"`
+	// ConnectTimeout closes a connection that sends no CONNECT.
+	// Default: DefaultConnectTimeout (10s).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxKeepAlive caps the keepalive, in seconds, a client may ask for (0
+	// in CONNECT stays 0). Default: DefaultMaxKeepAlive (65535: no cap).
+	MaxKeepAlive uint16 `yaml:"max_keepalive"`
 	// ReceiveMaximum is the broker's inflight window per session (QoS 1/2
 	// messages sent and unacknowledged) and, for 5.0, what it advertises.
-	// Default: 64.
-	ReceiveMaximum int
+	// Default: DefaultReceiveMaximum (64).
+	ReceiveMaximum int `yaml:"receive_maximum"`
 	// MaxInboundQoS2 bounds the QoS 2 PUBLISHes a client may leave awaiting
 	// PUBREL. Default: ReceiveMaximum.
-	MaxInboundQoS2 int
-	// MaxQueuedMessages and MaxQueuedBytes bound each session's queue.
-	// Defaults: 10,000 and 64 MiB.
-	MaxQueuedMessages int
-	MaxQueuedBytes    int
+	MaxInboundQoS2 int `yaml:"max_inbound_qos2"`
+	// MaxQueuedMessages bounds each session's queue in messages.
+	// Default: DefaultMaxQueuedMessages (10,000).
+	MaxQueuedMessages int `yaml:"max_queued_messages"`
+	// MaxQueuedBytes bounds each session's queue in payload bytes.
+	// Default: DefaultMaxQueuedBytes (64 MiB).
+	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 	// QueuePolicy says what a full queue gives up (QoS 0 always goes
-	// first). Default: qos.DropNewest.
-	QueuePolicy qos.Policy
+	// first). Default: DefaultQueuePolicy (QueueDropNewest).
+	QueuePolicy QueuePolicy `yaml:"queue_policy"`
 	// MaxOutboundBytes bounds what waits in a connection's socket buffer:
 	// past it QoS 0 deliveries to that client are dropped, and past 4× it the
-	// slow consumer is disconnected. Default: 4 MiB.
-	MaxOutboundBytes int
-	// MaxTopicLevels bounds topic and filter depth. Default: 128.
-	MaxTopicLevels int
+	// slow consumer is disconnected. Default: DefaultMaxOutboundBytes (4 MiB).
+	MaxOutboundBytes int `yaml:"max_outbound_bytes"`
+	// MaxTopicLevels bounds topic and filter depth.
+	// Default: DefaultMaxTopicLevels (128).
+	MaxTopicLevels int `yaml:"max_topic_levels"`
 	// MaxSessionExpiry caps how long a persistent session outlives its
-	// connection (3.1.1 clean session 0, 5.0 session expiry). Default: 7 days.
-	MaxSessionExpiry time.Duration
-	// EventLoops is the number of gnet event loops. Default: GOMAXPROCS.
-	EventLoops int
+	// connection (3.1.1 clean session 0, 5.0 session expiry).
+	// Default: DefaultMaxSessionExpiry (7 days).
+	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
+	// EventLoops is the number of gnet event loops (also the number of
+	// task loops serving TLS and WebSocket connections), 1 to 1024.
+	// Default: GOMAXPROCS.
+	EventLoops int `yaml:"event_loops"`
 	// AdminListen, when set ("host:port"), serves Prometheus metrics on
 	// /metrics and a health check on /healthz over HTTP. Default: off.
-	AdminListen string
+	AdminListen string `yaml:"admin_listen"`
 	// SysInterval is how often $SYS/broker/... topics are published.
-	// Default: 10s; negative turns them off.
-	SysInterval time.Duration
-	// Version is reported on $SYS/broker/version. Default: "dev".
-	Version string
+	// Default: DefaultSysInterval (10s); negative turns them off.
+	SysInterval time.Duration `yaml:"sys_interval"`
+	// Version is reported on $SYS/broker/version. It describes the binary,
+	// not a deployment, so a file cannot set it. Default: DefaultVersion.
+	Version string `yaml:"-"`
 
 	// MQTT 5.0 features (v5.go, v5_alias.go, auth.go).
 
 	// TopicAliasMaximum is the number of topic aliases a 5.0 client may
 	// define towards the broker (advertised in CONNACK) and the most the
-	// broker assigns towards a client that allows them. Default: 10;
-	// negative: no topic aliases either way.
-	TopicAliasMaximum int
+	// broker assigns towards a client that allows them, at most 65535.
+	// Default: DefaultTopicAliasMaximum (10); negative: no topic aliases
+	// either way.
+	TopicAliasMaximum int `yaml:"topic_alias_maximum"`
 	// ResponseInformation is returned in CONNACK to a 5.0 client that sets
 	// Request Response Information; "{clientid}" is replaced by the client
 	// identifier (e.g. "reply/{clientid}/"). Default: "" (none returned).
-	ResponseInformation string
+	ResponseInformation string `yaml:"response_information"`
 	// EnhancedAuth lists the 5.0 Authentication Methods the broker
-	// implements (AUTH packet exchange, §4.12), e.g. NewSCRAMSHA256.
+	// implements (AUTH packet exchange, §4.12), e.g. SCRAM-SHA-256.
 	// Default: none (a CONNECT naming a method is refused with 0x8C).
-	EnhancedAuth []EnhancedAuthenticator
+	EnhancedAuth []EnhancedAuthenticator `yaml:"-"`
+
+	// Limits bound what clients can make the broker hold; see Limits.
+	Limits Limits `yaml:"limits"`
 
 	// Logger receives the broker's logs. Default: slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 }
 
 // Durability is the store's durability mode; see Options.Durability.
@@ -130,106 +203,296 @@ type Authorizer = auth.Authorizer
 // ConnectInfo is what an Authenticator sees of a CONNECT; see auth.ConnectInfo.
 type ConnectInfo = auth.ConnectInfo
 
-// EnsureDefaults fills every zero field with its default.
+// QueuePolicy says what a session's full queue gives up; see
+// Options.QueuePolicy. It is a name, like Durability, so a configuration
+// file can spell it.
+type QueuePolicy string
+
+// Queue policies. Whatever the policy, QoS 0 messages are dropped before
+// any QoS 1/2 message.
+const (
+	// QueueDropNewest refuses the incoming message: nothing already
+	// accepted is lost.
+	QueueDropNewest QueuePolicy = "drop_newest"
+	// QueueDropOldest drops the oldest queued message to make room.
+	QueueDropOldest QueuePolicy = "drop_oldest"
+)
+
+// qos is the queue's own policy value; Validate has rejected any name but
+// the two above.
+func (p QueuePolicy) qos() qos.Policy {
+	if p == QueueDropOldest {
+		return qos.DropOldest
+	}
+	return qos.DropNewest
+}
+
+// EnsureDefaults fills every zero field with its default. It is the only
+// place defaults are resolved, and it is idempotent.
 func (o *Options) EnsureDefaults() {
 	if len(o.Listeners) == 0 {
-		o.Listeners = []string{"127.0.0.1:1883"}
+		o.Listeners = []string{DefaultListener}
+	}
+	cloned := false
+	for i := range o.WebSocketListeners {
+		if o.WebSocketListeners[i].Path == "" {
+			if !cloned { // the slice is the caller's: fill the default in a copy
+				o.WebSocketListeners, cloned = slices.Clone(o.WebSocketListeners), true
+			}
+			o.WebSocketListeners[i].Path = DefaultWebSocketPath
+		}
 	}
 	if o.DataDir == "" {
-		o.DataDir = "./data"
+		o.DataDir = DefaultDataDir
 	}
 	if o.Durability == "" {
-		o.Durability = DurabilitySync
+		o.Durability = DefaultDurability
 	}
 	if o.SyncInterval == 0 {
-		o.SyncInterval = 100 * time.Millisecond
+		o.SyncInterval = DefaultSyncInterval
 	}
 	if o.MaxPacketSize == 0 {
-		o.MaxPacketSize = 1 << 20
+		o.MaxPacketSize = DefaultMaxPacketSize
 	}
 	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 10 * time.Second
+		o.ConnectTimeout = DefaultConnectTimeout
 	}
 	if o.MaxKeepAlive == 0 {
-		o.MaxKeepAlive = 65535
+		o.MaxKeepAlive = DefaultMaxKeepAlive
 	}
 	if o.ReceiveMaximum == 0 {
-		o.ReceiveMaximum = 64
+		o.ReceiveMaximum = DefaultReceiveMaximum
 	}
 	if o.MaxInboundQoS2 == 0 {
 		o.MaxInboundQoS2 = o.ReceiveMaximum
 	}
 	if o.MaxQueuedMessages == 0 {
-		o.MaxQueuedMessages = 10000
+		o.MaxQueuedMessages = DefaultMaxQueuedMessages
 	}
 	if o.MaxQueuedBytes == 0 {
-		o.MaxQueuedBytes = 64 << 20
+		o.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
+	if o.QueuePolicy == "" {
+		o.QueuePolicy = DefaultQueuePolicy
 	}
 	if o.MaxOutboundBytes == 0 {
-		o.MaxOutboundBytes = 4 << 20
+		o.MaxOutboundBytes = DefaultMaxOutboundBytes
 	}
 	if o.MaxTopicLevels == 0 {
-		o.MaxTopicLevels = 128
+		o.MaxTopicLevels = DefaultMaxTopicLevels
 	}
 	if o.MaxSessionExpiry == 0 {
-		o.MaxSessionExpiry = 7 * 24 * time.Hour
+		o.MaxSessionExpiry = DefaultMaxSessionExpiry
+	}
+	if o.EventLoops == 0 {
+		o.EventLoops = min(runtime.GOMAXPROCS(0), maxEventLoops)
+	}
+	if o.SysInterval == 0 {
+		o.SysInterval = DefaultSysInterval
+	}
+	if o.Version == "" {
+		o.Version = DefaultVersion
+	}
+	if o.TopicAliasMaximum == 0 {
+		o.TopicAliasMaximum = DefaultTopicAliasMaximum
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.SysInterval == 0 {
-		o.SysInterval = 10 * time.Second
-	}
-	if o.Version == "" {
-		o.Version = "dev"
-	}
-	o.ensureV5Defaults()
+	o.Limits.EnsureDefaults()
 }
 
-// Validate reports every problem with o at once.
+// Validate reports every problem with o at once (joined), each message
+// starting with the field's configuration key, e.g.
+//
+//	max_packet_size: must be between 64 and 268435460, got 1
+//
+// It expects EnsureDefaults to have run: a zero left where a default
+// belongs is reported as out of range.
 func (o *Options) Validate() error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	for _, l := range o.Listeners {
-		if _, _, err := net.SplitHostPort(l); err != nil {
-			bad("listener %q: want host:port: %v", l, err)
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+	}
+	between := func(key string, v, lo, hi int) {
+		if v < lo || v > hi {
+			bad(key, "must be between %d and %d, got %d", lo, hi, v)
 		}
-		if strings.Contains(l, "://") {
-			bad("listener %q: give host:port without a scheme", l)
+	}
+	positive := func(key string, v int) {
+		if v < 1 {
+			bad(key, "must be at least 1, got %d", v)
 		}
+	}
+	positiveDuration := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be a positive duration, got %v", d)
+		}
+	}
+
+	if len(o.Listeners) == 0 {
+		bad("listeners", "must name at least one host:port")
+	}
+	for i, l := range o.Listeners {
+		checkAddr(bad, fmt.Sprintf("listeners[%d]", i), l)
+	}
+	for i, l := range o.TLSListeners {
+		key := fmt.Sprintf("tls_listeners[%d]", i)
+		checkAddr(bad, key+".addr", l.Addr)
+		if l.Config == nil && (l.CertFile == "" || l.KeyFile == "") {
+			bad(key, "needs cert_file and key_file")
+		}
+	}
+	for i, l := range o.WebSocketListeners {
+		key := fmt.Sprintf("websocket_listeners[%d]", i)
+		checkAddr(bad, key+".addr", l.Addr)
+		if l.Path != "" && !strings.HasPrefix(l.Path, "/") {
+			bad(key+".path", "must start with /, got %q", l.Path)
+		}
+		if (l.CertFile == "") != (l.KeyFile == "") {
+			bad(key, "needs both cert_file and key_file (wss://) or neither (ws://)")
+		}
+	}
+	if o.DataDir == "" && o.Durability != DurabilityNone && o.Store == nil {
+		bad("data_dir", "must be set unless durability is none")
 	}
 	switch o.Durability {
 	case DurabilitySync, DurabilityPeriodic, DurabilityNone:
 	default:
-		bad("durability %q: want sync, periodic or none", o.Durability)
+		bad("durability", "must be sync, periodic or none, got %q", o.Durability)
 	}
-	if o.SyncInterval < 0 {
-		bad("sync interval %v is negative", o.SyncInterval)
+	if o.SyncInterval < minSyncInterval || o.SyncInterval > maxSyncInterval {
+		bad("sync_interval", "must be between %v and %v, got %v", minSyncInterval, maxSyncInterval, o.SyncInterval)
 	}
-	if o.MaxPacketSize < 64 || o.MaxPacketSize > 268435460 {
-		bad("max packet size %d: want 64 bytes to 256 MiB", o.MaxPacketSize)
+	between("max_packet_size", o.MaxPacketSize, minPacketSize, maxPacketSize)
+	positiveDuration("connect_timeout", o.ConnectTimeout)
+	if o.MaxKeepAlive == 0 {
+		bad("max_keepalive", "must be between 1 and %d seconds, got 0", maxUint16)
 	}
-	if o.ConnectTimeout < 0 {
-		bad("connect timeout %v is negative", o.ConnectTimeout)
+	between("receive_maximum", o.ReceiveMaximum, 1, maxUint16)
+	between("max_inbound_qos2", o.MaxInboundQoS2, 1, maxUint16)
+	positive("max_queued_messages", o.MaxQueuedMessages)
+	positive("max_queued_bytes", o.MaxQueuedBytes)
+	switch o.QueuePolicy {
+	case QueueDropNewest, QueueDropOldest:
+	default:
+		bad("queue_policy", "must be drop_newest or drop_oldest, got %q", o.QueuePolicy)
 	}
-	if o.ReceiveMaximum < 1 || o.ReceiveMaximum > 65535 {
-		bad("receive maximum %d: want 1 to 65535", o.ReceiveMaximum)
+	positive("max_outbound_bytes", o.MaxOutboundBytes)
+	positive("max_topic_levels", o.MaxTopicLevels)
+	positiveDuration("max_session_expiry", o.MaxSessionExpiry)
+	between("event_loops", o.EventLoops, 1, maxEventLoops)
+	if o.AdminListen != "" {
+		checkAddr(bad, "admin_listen", o.AdminListen)
 	}
-	if o.MaxInboundQoS2 < 1 || o.MaxInboundQoS2 > 65535 {
-		bad("max inbound QoS 2 %d: want 1 to 65535", o.MaxInboundQoS2)
+	if o.SysInterval == 0 {
+		bad("sys_interval", "must be positive (or negative: off), got 0")
 	}
-	if o.MaxQueuedMessages < 0 || o.MaxQueuedBytes < 0 || o.MaxOutboundBytes < 0 {
-		bad("queue and outbound limits must not be negative")
+	if o.TopicAliasMaximum > maxUint16 {
+		bad("topic_alias_maximum", "must be at most %d (negative: none), got %d", maxUint16, o.TopicAliasMaximum)
 	}
-	if o.MaxTopicLevels < 1 {
-		bad("max topic levels %d: want ≥ 1", o.MaxTopicLevels)
+	// Response Information travels as an MQTT UTF-8 string [MQTT-1.5.4-1]
+	// [MQTT-1.5.4-2]: valid UTF-8, no U+0000, at most 65,535 bytes; the
+	// client id substituted into it is checked on CONNECT.
+	if ri := o.ResponseInformation; !utf8.ValidString(ri) || strings.ContainsRune(ri, 0) || len(ri) > maxUint16 {
+		bad("response_information", "must be valid UTF-8 without U+0000, at most %d bytes", maxUint16)
 	}
-	if o.MaxSessionExpiry < 0 {
-		bad("max session expiry %v is negative", o.MaxSessionExpiry)
+	seen := map[string]bool{}
+	for i, a := range o.EnhancedAuth {
+		key := fmt.Sprintf("EnhancedAuth[%d]", i) // set from Go only: no file key
+		switch {
+		case a == nil:
+			bad(key, "is nil")
+		case a.Method() == "":
+			bad(key, "has an empty method name")
+		case seen[a.Method()]:
+			bad(key, "method %q listed twice", a.Method())
+		default:
+			seen[a.Method()] = true
+		}
 	}
-	if o.EventLoops < 0 || o.EventLoops > 1024 {
-		bad("event loops %d: want 0 (GOMAXPROCS) to 1024", o.EventLoops)
+	if o.Logger == nil {
+		bad("Logger", "is nil") // set from Go only: no file key
 	}
-	errs = append(errs, o.validateV5()...)
+	if err := o.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// checkAddr reports, under key, an address that is not host:port.
+func checkAddr(bad func(key, format string, args ...any), key, addr string) {
+	if strings.Contains(addr, "://") {
+		bad(key, "give host:port without a scheme, got %q", addr)
+		return
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		bad(key, "want host:port, got %q", addr)
+	}
+}
+
+// topicAliasMax is the Topic Alias Maximum the broker advertises and uses.
+func (o *Options) topicAliasMax() uint16 {
+	if o.TopicAliasMaximum <= 0 {
+		return 0
+	}
+	return uint16(o.TopicAliasMaximum)
+}
+
+// LogValue implements slog.LogValuer: every option a configuration file
+// can set, under its file key (read from the yaml tags, so a new option is
+// logged without touching this), plus which Go-only hooks are set, by type
+// and never by content. tern serve logs it once at start.
+func (o Options) LogValue() slog.Value {
+	attrs := fileAttrs(reflect.ValueOf(o))
+	methods := make([]string, 0, len(o.EnhancedAuth))
+	for _, a := range o.EnhancedAuth {
+		if a != nil {
+			methods = append(methods, a.Method())
+		}
+	}
+	attrs = append(attrs, slog.Any("enhanced_auth", methods))
+	for key, hook := range map[string]any{"store": o.Store, "authenticator": o.Authenticator, "authorizer": o.Authorizer} {
+		if hook != nil {
+			attrs = append(attrs, slog.String(key, fmt.Sprintf("%T", hook)))
+		}
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// fileAttrs renders the yaml-tagged fields of the struct v as attributes
+// named by their keys: nested structs as groups, lists of structs (the
+// TLS and WebSocket listeners) as "key=value …" strings of their set
+// fields.
+func fileAttrs(v reflect.Value) []slog.Attr {
+	t := v.Type()
+	attrs := make([]slog.Attr, 0, t.NumField())
+	for i := range t.NumField() {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if key == "" || key == "-" {
+			continue
+		}
+		f := v.Field(i)
+		switch {
+		case f.Type() == reflect.TypeFor[time.Duration]():
+			attrs = append(attrs, slog.Duration(key, time.Duration(f.Int())))
+		case f.Kind() == reflect.Struct:
+			attrs = append(attrs, slog.Attr{Key: key, Value: slog.GroupValue(fileAttrs(f)...)})
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Struct:
+			items := make([]string, f.Len())
+			for j := range items {
+				var b strings.Builder
+				for _, a := range fileAttrs(f.Index(j)) {
+					if !a.Value.Equal(slog.StringValue("")) {
+						fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
+					}
+				}
+				items[j] = strings.TrimPrefix(b.String(), " ")
+			}
+			attrs = append(attrs, slog.Any(key, items))
+		default:
+			attrs = append(attrs, slog.Any(key, f.Interface()))
+		}
+	}
+	return attrs
 }

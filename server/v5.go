@@ -51,43 +51,6 @@ type v5State struct {
 // maxReasonString bounds the reason strings the broker sends.
 const maxReasonString = 128
 
-// ensureV5Defaults fills the 5.0 options' defaults (called by EnsureDefaults).
-func (o *Options) ensureV5Defaults() {
-	if o.TopicAliasMaximum == 0 {
-		o.TopicAliasMaximum = 10
-	}
-}
-
-// validateV5 checks the 5.0 options (called by Validate).
-func (o *Options) validateV5() []error {
-	var errs []error
-	if o.TopicAliasMaximum > 65535 {
-		errs = append(errs, fmt.Errorf("topic alias maximum %d: want at most 65535 (negative: none)", o.TopicAliasMaximum))
-	}
-	seen := map[string]bool{}
-	for i, a := range o.EnhancedAuth {
-		switch {
-		case a == nil:
-			errs = append(errs, fmt.Errorf("enhanced auth %d is nil", i))
-		case a.Method() == "":
-			errs = append(errs, fmt.Errorf("enhanced auth %d has an empty method name", i))
-		case seen[a.Method()]:
-			errs = append(errs, fmt.Errorf("enhanced auth method %q listed twice", a.Method()))
-		default:
-			seen[a.Method()] = true
-		}
-	}
-	return errs
-}
-
-// topicAliasMax is the Topic Alias Maximum the broker advertises and uses.
-func (o *Options) topicAliasMax() uint16 {
-	if o.TopicAliasMaximum <= 0 {
-		return 0
-	}
-	return uint16(o.TopicAliasMaximum)
-}
-
 // connectV5 runs the 5.0-only parts of CONNECT after the packet decoded
 // and the client id is known, before the password Authenticator. stop
 // means the CONNECT is answered (refused, or an AUTH exchange began) and
