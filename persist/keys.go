@@ -76,13 +76,6 @@ func clientBounds(clientID string) (lower, upper []byte) {
 	return lower, upper
 }
 
-// clientKindBounds returns [lower, upper) covering one kind of a client.
-func clientKindBounds(clientID string, kind byte) (lower, upper []byte) {
-	lower = append(appendClientPrefix(nil, clientID), kind)
-	upper = append(appendClientPrefix(nil, clientID), kind+1)
-	return lower, upper
-}
-
 // clientKey is a decoded key of a client range. ClientID aliases the key.
 type clientKey struct {
 	prefixLen int // length of 0x03 | len | id
