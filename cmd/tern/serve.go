@@ -1,222 +1,248 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/ternmq/tern/server"
 	"github.com/ternmq/tern/server/auth"
 )
 
-// config is the file format of tern.yaml (see tern.example.yaml). Every
-// field is optional; flags override the file.
-type config struct {
-	Listeners         []string      `yaml:"listeners"`
-	TLSListeners      []tlsConfig   `yaml:"tls_listeners"`
-	WSListeners       []wsConfig    `yaml:"websocket_listeners"`
-	DataDir           string        `yaml:"data_dir"`
-	Durability        string        `yaml:"durability"`
-	SyncInterval      time.Duration `yaml:"sync_interval"`
-	AllowAnonymous    bool          `yaml:"allow_anonymous"`
-	PasswordFile      string        `yaml:"password_file"`
-	ACLFile           string        `yaml:"acl_file"`
-	LogLevel          string        `yaml:"log_level"`
-	LogFormat         string        `yaml:"log_format"`
-	MaxPacketSize     int           `yaml:"max_packet_size"`
-	ConnectTimeout    time.Duration `yaml:"connect_timeout"`
-	MaxKeepAlive      uint16        `yaml:"max_keepalive"`
-	ReceiveMaximum    int           `yaml:"receive_maximum"`
-	MaxQueuedMessages int           `yaml:"max_queued_messages"`
-	MaxQueuedBytes    int           `yaml:"max_queued_bytes"`
-	MaxOutboundBytes  int           `yaml:"max_outbound_bytes"`
-	MaxTopicLevels    int           `yaml:"max_topic_levels"`
-	MaxSessionExpiry  time.Duration `yaml:"max_session_expiry"`
-	EventLoops        int           `yaml:"event_loops"`
-	AdminListen       string        `yaml:"admin_listen"`
-	SysInterval       time.Duration `yaml:"sys_interval"`
+// How tern serve is configured: defaults (server.Default… constants), then
+// the --config file, then flags. The file decodes straight into
+// server.Options (its yaml tags are the file's keys), embedded in
+// fileConfig next to the few keys that name files and logging, which the
+// broker library takes as Go values (an Authenticator, an Authorizer, a
+// *slog.Logger) and tern serve builds here. Flags are bound to the fields
+// of that same struct and parsed after the file is loaded, so a flag
+// overrides the file without a hand-written copy that could drift.
+
+// Defaults of the keys only tern serve reads.
+const (
+	defaultLogLevel  = "info"
+	defaultLogFormat = "text"
+)
+
+// fileConfig is the configuration file (see tern.example.yaml). Every key
+// is optional. Unknown keys are an error, so a misspelt option fails
+// loudly instead of silently keeping its default.
+type fileConfig struct {
+	server.Options `yaml:",inline"`
+
+	// PasswordFile names a file written by tern passwd; when set, every
+	// client must authenticate (Options.Authenticator).
+	PasswordFile string `yaml:"password_file"`
+	// ACLFile names a mosquitto-format acl_file (Options.Authorizer).
+	ACLFile string `yaml:"acl_file"`
+	// LogLevel is debug, info, warn or error. Default: info.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is text or json. Default: text.
+	LogFormat string `yaml:"log_format"`
 }
 
-// tlsConfig is one entry of tls_listeners.
-type tlsConfig struct {
-	Addr     string `yaml:"addr"`
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+// ensureDefaults fills every default, the broker's and tern serve's.
+func (c *fileConfig) ensureDefaults() {
+	if c.LogLevel == "" {
+		c.LogLevel = defaultLogLevel
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = defaultLogFormat
+	}
+	c.Options.EnsureDefaults()
 }
 
-// wsConfig is one entry of websocket_listeners.
-type wsConfig struct {
-	Addr     string `yaml:"addr"`
-	Path     string `yaml:"path"`
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+// loadConfigFile decodes path into c, rejecting unknown keys.
+func loadConfigFile(path string, c *fileConfig) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty file
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
 }
 
-type listFlag []string
+// serveFlags are the flags that do not map one-to-one onto a field.
+type serveFlags struct {
+	configPath      string
+	printConfig     bool
+	tlsListen       listFlag
+	tlsCert, tlsKey string
+	wsListen        listFlag
+	fs              *flag.FlagSet
+}
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-func serveCmd(args []string) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// newServeFlags binds the flags to c's fields; each flag's default is the
+// field's current value.
+func newServeFlags(c *fileConfig, out io.Writer) *serveFlags {
+	sf := &serveFlags{fs: flag.NewFlagSet("serve", flag.ContinueOnError)}
+	fs := sf.fs
+	fs.SetOutput(out)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: tern serve [flags]
 
 Runs the broker until SIGINT or SIGTERM. Settings come from the defaults, then
-the --config file, then flags.
+the --config file (every key: tern.example.yaml), then flags.
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
-	var listeners listFlag
-	fs.Var(&listeners, "listen", "`HOST:PORT` to accept MQTT on; repeat for several (default 127.0.0.1:1883)")
-	configPath := fs.String("config", "", "YAML configuration `FILE` (see tern.example.yaml)")
-	var tlsListen listFlag
-	fs.Var(&tlsListen, "tls-listen", "`HOST:PORT` to accept MQTT over TLS on (needs --tls-cert and --tls-key); repeatable")
-	tlsCert := fs.String("tls-cert", "", "PEM certificate chain `FILE` for --tls-listen")
-	tlsKey := fs.String("tls-key", "", "PEM private key `FILE` for --tls-listen")
-	var wsListen listFlag
-	fs.Var(&wsListen, "ws-listen", "`HOST:PORT` to accept MQTT over WebSocket on (path /mqtt); repeatable")
-	dataDir := fs.String("data", "", "`DIR` for durable state (default ./data)")
-	durability := fs.String("durability", "", "`MODE`: sync (acknowledge only what is fsynced; default), periodic (fsync every --sync-interval; a crash may lose that much acknowledged data), none (memory only)")
-	syncInterval := fs.Duration("sync-interval", 0, "fsync period for --durability periodic (default 100ms)")
-	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error (default info)")
-	logFormat := fs.String("log-format", "", "log format: text or json (default text)")
-	allowAnon := fs.Bool("allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
-	passwords := fs.String("password-file", "", "`FILE` of users and hashed passwords (tern passwd); every client must then authenticate")
-	aclPath := fs.String("acl-file", "", "`FILE` of topic rules in mosquitto's acl_file format (user/topic/pattern); access is denied unless granted")
-	maxPacket := fs.Int("max-packet-size", 0, "largest inbound packet in `BYTES` (default 1048576)")
-	loops := fs.Int("event-loops", 0, "number of event loops (default: number of CPUs)")
-	admin := fs.String("admin", "", "`HOST:PORT` for the HTTP admin listener: Prometheus /metrics and /healthz (default off)")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
+	fs.StringVar(&sf.configPath, "config", "", "YAML configuration `FILE` (see tern.example.yaml)")
+	fs.BoolVar(&sf.printConfig, "print-config", false, "print the effective configuration as YAML (defaults, file and flags applied) and exit")
+	fs.Var(&replaceList{p: &c.Listeners}, "listen", "`HOST:PORT` to accept MQTT on; repeat for several (replaces the file's listeners)")
+	fs.Var(&sf.tlsListen, "tls-listen", "`HOST:PORT` to accept MQTT over TLS on (needs --tls-cert and --tls-key); repeatable; replaces the file's tls_listeners")
+	fs.StringVar(&sf.tlsCert, "tls-cert", "", "PEM certificate chain `FILE` for --tls-listen")
+	fs.StringVar(&sf.tlsKey, "tls-key", "", "PEM private key `FILE` for --tls-listen")
+	fs.Var(&sf.wsListen, "ws-listen", "`HOST:PORT` to accept MQTT over WebSocket on (path /mqtt); repeatable; replaces the file's websocket_listeners")
+	fs.StringVar(&c.DataDir, "data", c.DataDir, "`DIR` for durable state")
+	fs.Var(stringValue[server.Durability]{&c.Durability}, "durability", "`MODE`: sync (acknowledge only what is fsynced), periodic (fsync every --sync-interval; a crash may lose that much acknowledged data), none (memory only)")
+	fs.DurationVar(&c.SyncInterval, "sync-interval", c.SyncInterval, "fsync period for --durability periodic")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+	fs.BoolVar(&c.AllowAnonymous, "allow-anonymous", c.AllowAnonymous, "accept clients without credentials on non-loopback listeners too")
+	fs.StringVar(&c.PasswordFile, "password-file", c.PasswordFile, "`FILE` of users and hashed passwords (tern passwd); every client must then authenticate")
+	fs.StringVar(&c.ACLFile, "acl-file", c.ACLFile, "`FILE` of topic rules in mosquitto's acl_file format (user/topic/pattern); access is denied unless granted")
+	fs.IntVar(&c.MaxPacketSize, "max-packet-size", c.MaxPacketSize, "largest inbound packet in `BYTES`")
+	fs.IntVar(&c.EventLoops, "event-loops", c.EventLoops, "number of event loops (0: one per CPU)")
+	fs.StringVar(&c.AdminListen, "admin", c.AdminListen, "`HOST:PORT` for the HTTP admin listener: Prometheus /metrics and /healthz (empty: off)")
+	return sf
+}
+
+// applyListeners turns the listener flags into c's TLS and WebSocket
+// listeners; given, they replace the file's.
+func (sf *serveFlags) applyListeners(c *fileConfig) error {
+	set := map[string]bool{}
+	sf.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if (set["tls-cert"] || set["tls-key"]) && !set["tls-listen"] {
+		return errors.New("--tls-cert and --tls-key go with --tls-listen")
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "tern serve: unexpected argument %q (flags only; see --help)\n", fs.Arg(0))
-		return 2
-	}
-	var cfg config
-	if *configPath != "" {
-		raw, err := os.ReadFile(*configPath)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "tern serve: %v\n", err)
-			return 1
-		}
-		dec := yaml.NewDecoder(strings.NewReader(string(raw)))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil {
-			fmt.Fprintf(os.Stderr, "tern serve: config %s: %v\n", *configPath, err)
-			return 1
+	if set["tls-listen"] {
+		c.TLSListeners = nil
+		for _, a := range sf.tlsListen {
+			c.TLSListeners = append(c.TLSListeners, server.TLSListener{Addr: a, CertFile: sf.tlsCert, KeyFile: sf.tlsKey})
 		}
 	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "listen":
-			cfg.Listeners = listeners
-		case "ws-listen":
-			cfg.WSListeners = nil
-			for _, a := range wsListen {
-				cfg.WSListeners = append(cfg.WSListeners, wsConfig{Addr: a})
-			}
-		case "tls-listen":
-			cfg.TLSListeners = nil
-			for _, a := range tlsListen {
-				cfg.TLSListeners = append(cfg.TLSListeners, tlsConfig{Addr: a, CertFile: *tlsCert, KeyFile: *tlsKey})
-			}
-		case "data":
-			cfg.DataDir = *dataDir
-		case "durability":
-			cfg.Durability = *durability
-		case "sync-interval":
-			cfg.SyncInterval = *syncInterval
-		case "log-level":
-			cfg.LogLevel = *logLevel
-		case "log-format":
-			cfg.LogFormat = *logFormat
-		case "allow-anonymous":
-			cfg.AllowAnonymous = *allowAnon
-		case "password-file":
-			cfg.PasswordFile = *passwords
-		case "acl-file":
-			cfg.ACLFile = *aclPath
-		case "max-packet-size":
-			cfg.MaxPacketSize = *maxPacket
-		case "event-loops":
-			cfg.EventLoops = *loops
-		case "admin":
-			cfg.AdminListen = *admin
+	if set["ws-listen"] {
+		c.WebSocketListeners = nil
+		for _, a := range sf.wsListen {
+			c.WebSocketListeners = append(c.WebSocketListeners, server.WebSocketListener{Addr: a})
 		}
-	})
-	logger, err := newLogger(cfg.LogLevel, cfg.LogFormat)
+	}
+	return nil
+}
+
+// parseServeArgs returns the configuration args describe: the --config
+// file with the flags applied over it, defaults not yet filled. help is
+// true when --help was asked for (usage already printed).
+func parseServeArgs(args []string, out io.Writer) (c *fileConfig, sf *serveFlags, help bool, err error) {
+	// First pass: find --config and reject bad flags. Bound to a defaulted
+	// config, so --help shows the real defaults.
+	var defaults fileConfig
+	defaults.ensureDefaults()
+	sf = newServeFlags(&defaults, out)
+	if err := sf.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, true, nil
+		}
+		return nil, nil, false, err
+	}
+	if sf.fs.NArg() > 0 {
+		return nil, nil, false, fmt.Errorf("unexpected argument %q (flags only; see --help)", sf.fs.Arg(0))
+	}
+	// Second pass: the same flags, bound to the file's values.
+	c = &fileConfig{}
+	if sf.configPath != "" {
+		if err := loadConfigFile(sf.configPath, c); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	sf = newServeFlags(c, io.Discard)
+	if err := sf.fs.Parse(args); err != nil {
+		return nil, nil, false, err
+	}
+	if err := sf.applyListeners(c); err != nil {
+		return nil, nil, false, err
+	}
+	return c, sf, false, nil
+}
+
+// build turns c into the broker's Options: logger, password file and ACL
+// file loaded, every default filled, every field validated.
+func (c *fileConfig) build() (server.Options, error) {
+	c.ensureDefaults()
+	o := c.Options
+	o.Version = version
+	logger, err := newLogger(c.LogLevel, c.LogFormat)
+	if err == nil {
+		o.Logger = logger
+	}
+	errs := []error{err, o.Validate()}
+	if c.ACLFile != "" {
+		if acl, err := auth.LoadACLFile(c.ACLFile); err != nil {
+			errs = append(errs, fmt.Errorf("acl_file %s: %w", c.ACLFile, err))
+		} else {
+			o.Authorizer = acl
+		}
+	}
+	if c.PasswordFile != "" {
+		if pf, err := auth.LoadPasswordFile(c.PasswordFile); err != nil {
+			errs = append(errs, fmt.Errorf("password_file %s: %w", c.PasswordFile, err))
+		} else {
+			o.Authenticator = pf
+		}
+	}
+	return o, errors.Join(errs...)
+}
+
+// printConfig writes c, defaults filled, as a configuration file.
+func printConfig(w io.Writer, c *fileConfig) error {
+	c.ensureDefaults()
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
+}
+
+func serveCmd(args []string) int {
+	cfg, sf, help, err := parseServeArgs(args, os.Stderr)
+	if help {
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tern serve: %v\n", err)
 		return 2
 	}
-	opts := server.Options{
-		Listeners:         cfg.Listeners,
-		DataDir:           cfg.DataDir,
-		Durability:        server.Durability(cfg.Durability),
-		SyncInterval:      cfg.SyncInterval,
-		AllowAnonymous:    cfg.AllowAnonymous,
-		MaxPacketSize:     cfg.MaxPacketSize,
-		ConnectTimeout:    cfg.ConnectTimeout,
-		MaxKeepAlive:      cfg.MaxKeepAlive,
-		ReceiveMaximum:    cfg.ReceiveMaximum,
-		MaxQueuedMessages: cfg.MaxQueuedMessages,
-		MaxQueuedBytes:    cfg.MaxQueuedBytes,
-		MaxOutboundBytes:  cfg.MaxOutboundBytes,
-		MaxTopicLevels:    cfg.MaxTopicLevels,
-		MaxSessionExpiry:  cfg.MaxSessionExpiry,
-		EventLoops:        cfg.EventLoops,
-		AdminListen:       cfg.AdminListen,
-		SysInterval:       cfg.SysInterval,
-		Version:           version,
-		Logger:            logger,
-	}
-	for _, l := range cfg.TLSListeners {
-		if l.Addr == "" || l.CertFile == "" || l.KeyFile == "" {
-			fmt.Fprintf(os.Stderr, "tern serve: a TLS listener needs an address, a certificate and a key (--tls-listen, --tls-cert, --tls-key)\n")
-			return 2
-		}
-		opts.TLSListeners = append(opts.TLSListeners, server.TLSListener{Addr: l.Addr, CertFile: l.CertFile, KeyFile: l.KeyFile})
-	}
-	for _, l := range cfg.WSListeners {
-		if l.Addr == "" || (l.CertFile == "") != (l.KeyFile == "") {
-			fmt.Fprintf(os.Stderr, "tern serve: a WebSocket listener needs an address (and both cert_file and key_file for wss)\n")
-			return 2
-		}
-		opts.WebSocketListeners = append(opts.WebSocketListeners, server.WebSocketListener{Addr: l.Addr, Path: l.Path, CertFile: l.CertFile, KeyFile: l.KeyFile})
-	}
-	if cfg.ACLFile != "" {
-		acl, err := auth.LoadACLFile(cfg.ACLFile)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "tern serve: ACL file %s: %v\n", cfg.ACLFile, err)
+	if sf.printConfig {
+		if err := printConfig(os.Stdout, cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "tern serve: %v\n", err)
 			return 1
 		}
-		opts.Authorizer = acl
+		return 0
 	}
-	if cfg.PasswordFile != "" {
-		pf, err := auth.LoadPasswordFile(cfg.PasswordFile)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "tern serve: password file %s: %v\n", cfg.PasswordFile, err)
-			return 1
-		}
-		opts.Authenticator = pf
+	opts, err := cfg.build()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tern serve: invalid configuration:\n%v\n", err)
+		return 1
 	}
-	if opts.DataDir == "" {
-		opts.DataDir = "./data"
-	}
+	logger := opts.Logger
+	logger.Info("effective configuration", "options", opts, "password_file", cfg.PasswordFile, "acl_file", cfg.ACLFile,
+		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat, "config", sf.configPath)
 	if opts.Durability != server.DurabilityNone {
 		if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
 			fmt.Fprintf(os.Stderr, "tern serve: data dir: %v\n", err)
@@ -230,6 +256,7 @@ Flags:
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	select {
@@ -265,7 +292,7 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	case "error":
 		lv = slog.LevelError
 	default:
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+		return nil, fmt.Errorf("log_level: must be debug, info, warn or error, got %q", level)
 	}
 	ho := &slog.HandlerOptions{Level: lv}
 	switch strings.ToLower(format) {
@@ -274,5 +301,45 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(os.Stderr, ho)), nil
 	}
-	return nil, fmt.Errorf("log format %q: want text or json", format)
+	return nil, fmt.Errorf("log_format: must be text or json, got %q", format)
 }
+
+// listFlag is a repeatable flag collecting its values.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// replaceList is a repeatable flag bound to a list option: its first use
+// replaces the list (from the file or the default), later uses append.
+type replaceList struct {
+	p   *[]string
+	set bool
+}
+
+func (l *replaceList) String() string {
+	if l == nil || l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l *replaceList) Set(v string) error {
+	if !l.set {
+		*l.p, l.set = nil, true
+	}
+	*l.p = append(*l.p, v)
+	return nil
+}
+
+// stringValue binds a flag to an option of a string type (Durability…).
+type stringValue[T ~string] struct{ p *T }
+
+func (v stringValue[T]) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return string(*v.p)
+}
+
+func (v stringValue[T]) Set(s string) error { *v.p = T(s); return nil }

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/internal/mqtttest"
+	"github.com/ternmq/tern/server"
+)
+
+const exampleConfig = "../../tern.example.yaml"
+
+// writeConfig writes a configuration file for one test.
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "tern.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// parse runs the flag and file parsing of tern serve.
+func parse(t *testing.T, args ...string) *fileConfig {
+	t.Helper()
+	c, _, help, err := parseServeArgs(args, io.Discard)
+	if err != nil || help {
+		t.Fatalf("tern serve %v: %v (help %v)", args, err, help)
+	}
+	return c
+}
+
+// marshal is c with defaults filled, as YAML.
+func marshal(t *testing.T, c *fileConfig) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := printConfig(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// configKey is one key of the file schema: its path ("limits.max_sessions",
+// "tls_listeners[].addr") and whether it lives in a list entry, which the
+// example shows commented out.
+type configKey struct {
+	path   string
+	inList bool
+}
+
+// schemaKeys walks the yaml tags of t (inline structs flattened).
+func schemaKeys(t reflect.Type, prefix string, inList bool) []configKey {
+	var keys []configKey
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue
+		}
+		if opts == "inline" {
+			keys = append(keys, schemaKeys(f.Type, prefix, inList)...)
+			continue
+		}
+		path := prefix + name
+		keys = append(keys, configKey{path, inList})
+		switch {
+		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]():
+			keys = append(keys, schemaKeys(f.Type, path+".", inList)...)
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+			keys = append(keys, schemaKeys(f.Type.Elem(), path+"[].", true)...)
+		}
+	}
+	return keys
+}
+
+// TestExampleConfigDocumentsEveryKeyWithItsDefault keeps tern.example.yaml
+// from drifting: it must load, set every key a file can set (list entries
+// may stay commented out), and change nothing.
+func TestExampleConfigDocumentsEveryKeyWithItsDefault(t *testing.T) {
+	example := parse(t, "--config", exampleConfig)
+	got, want := strings.Split(marshal(t, example), "\n"), strings.Split(marshal(t, &fileConfig{}), "\n")
+	if len(got) != len(want) {
+		t.Errorf("tern.example.yaml is not the defaults:\n--- example\n%s\n--- defaults\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	} else {
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("tern.example.yaml sets %q, the default is %q", strings.TrimSpace(got[i]), strings.TrimSpace(want[i]))
+			}
+		}
+	}
+	raw, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tree map[string]any
+	if err := yaml.Unmarshal(raw, &tree); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range schemaKeys(reflect.TypeFor[fileConfig](), "", false) {
+		if k.inList {
+			leaf := k.path[strings.LastIndex(k.path, ".")+1:]
+			if !regexp.MustCompile(`(?m)^#\s+(- )?` + leaf + `:`).Match(raw) {
+				t.Errorf("tern.example.yaml does not show %s in a commented-out entry", k.path)
+			}
+			continue
+		}
+		var node any = tree
+		for _, part := range strings.Split(k.path, ".") {
+			m, _ := node.(map[string]any)
+			var ok bool
+			if node, ok = m[part]; !ok {
+				t.Errorf("tern.example.yaml does not set %s", k.path)
+				break
+			}
+		}
+	}
+}
+
+func TestConfigUnknownKeyRejected(t *testing.T) {
+	for _, text := range []string{
+		"max_packet_sise: 2048\n",
+		"limits:\n  max_sesions: 5\n",
+		"websocket_listeners:\n  - adr: 127.0.0.1:0\n",
+		"logger: x\n", // a Go-only field has no key
+	} {
+		_, _, _, err := parseServeArgs([]string{"--config", writeConfig(t, text)}, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "not found") {
+			t.Errorf("%q: got %v, want an unknown-field error", text, err)
+		}
+	}
+	// An empty file is the defaults.
+	if got := marshal(t, parse(t, "--config", writeConfig(t, ""))); got != marshal(t, &fileConfig{}) {
+		t.Errorf("empty file: %s", got)
+	}
+}
+
+func TestConfigFlagOverridesFile(t *testing.T) {
+	path := writeConfig(t, `
+listeners: ["127.0.0.1:1"]
+websocket_listeners:
+  - addr: 127.0.0.1:2
+    path: /ws
+data_dir: /from/file
+durability: periodic
+sync_interval: 5ms
+max_packet_size: 2048
+allow_anonymous: true
+event_loops: 3
+queue_policy: drop_oldest
+topic_alias_maximum: -1
+response_information: reply/{clientid}/
+max_inbound_qos2: 7
+log_level: debug
+limits:
+  max_sessions: 9
+`)
+	// Flags before and after --config: the file is still overridden.
+	c := parse(t, "--listen", "127.0.0.1:3", "--config", path, "--listen", "127.0.0.1:4",
+		"--max-packet-size", "4096", "--allow-anonymous=false", "--log-level", "warn")
+	c.ensureDefaults()
+	o := c.Options
+	if !reflect.DeepEqual(o.Listeners, []string{"127.0.0.1:3", "127.0.0.1:4"}) || o.MaxPacketSize != 4096 ||
+		o.AllowAnonymous || c.LogLevel != "warn" {
+		t.Errorf("flags did not override the file: %+v log %s", o, c.LogLevel)
+	}
+	// What the flags left alone comes from the file: the options the old
+	// hand-written copy could not reach included.
+	if o.DataDir != "/from/file" || o.Durability != server.DurabilityPeriodic || o.SyncInterval != 5*time.Millisecond ||
+		o.EventLoops != 3 || o.QueuePolicy != server.QueueDropOldest || o.TopicAliasMaximum != -1 ||
+		o.ResponseInformation != "reply/{clientid}/" || o.MaxInboundQoS2 != 7 || o.Limits.MaxSessions != 9 ||
+		len(o.WebSocketListeners) != 1 || o.WebSocketListeners[0].Path != "/ws" {
+		t.Errorf("file values lost: %+v", o)
+	}
+	// Listener flags replace the file's listeners of their kind.
+	c = parse(t, "--config", path, "--ws-listen", "127.0.0.1:5", "--ws-listen", "127.0.0.1:6",
+		"--tls-listen", "127.0.0.1:7", "--tls-cert", "c.pem", "--tls-key", "k.pem")
+	c.ensureDefaults()
+	if ws := c.WebSocketListeners; len(ws) != 2 || ws[0].Addr != "127.0.0.1:5" || ws[1].Path != server.DefaultWebSocketPath {
+		t.Errorf("--ws-listen: %+v", ws)
+	}
+	if tl := c.TLSListeners; len(tl) != 1 || tl[0].Addr != "127.0.0.1:7" || tl[0].CertFile != "c.pem" || tl[0].KeyFile != "k.pem" {
+		t.Errorf("--tls-listen: %+v", tl)
+	}
+	if _, _, _, err := parseServeArgs([]string{"--tls-cert", "c.pem"}, io.Discard); err == nil {
+		t.Error("--tls-cert without --tls-listen accepted")
+	}
+	if _, _, _, err := parseServeArgs([]string{"--max-packet-size", "big"}, io.Discard); err == nil {
+		t.Error("a malformed flag value accepted")
+	}
+}
+
+// TestConfigReportsEveryProblem: one run names every bad key, the
+// broker's and tern serve's own, so an operator fixes the file in one pass.
+func TestConfigReportsEveryProblem(t *testing.T) {
+	path := writeConfig(t, `
+listeners: ["localhost"]
+durability: eventually
+max_packet_size: 1
+receive_maximum: 70000
+queue_policy: lifo
+log_level: loud
+password_file: /does/not/exist
+limits:
+  max_sessions: -1
+`)
+	c := parse(t, "--config", path)
+	_, err := c.build()
+	if err == nil {
+		t.Fatal("build accepted a bad configuration")
+	}
+	for _, key := range []string{"listeners[0]:", "durability:", "max_packet_size: must be between 64 and 268435460, got 1",
+		"receive_maximum:", "queue_policy:", "log_level:", "password_file /does/not/exist:", "limits.max_sessions:"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("missing %q in:\n%v", key, err)
+		}
+	}
+	if code := serveCmd([]string{"--config", path}); code != 1 {
+		t.Errorf("tern serve with a bad configuration exited %d, want 1", code)
+	}
+}
+
+// TestPrintConfigRoundTrips: what --print-config prints is a configuration
+// file that loads back to the same configuration.
+func TestPrintConfigRoundTrips(t *testing.T) {
+	c := parse(t, "--listen", "127.0.0.1:9", "--ws-listen", "127.0.0.1:8", "--durability", "none", "--sync-interval", "250ms")
+	printed := marshal(t, c)
+	back := parse(t, "--config", writeConfig(t, printed))
+	if again := marshal(t, back); again != printed {
+		t.Errorf("printed:\n%s\nloaded back:\n%s", printed, again)
+	}
+	for _, want := range []string{"- 127.0.0.1:9", "durability: none", "sync_interval: 250ms", "path: /mqtt", "max_sessions: 1000000"} {
+		if !strings.Contains(printed, want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, printed)
+		}
+	}
+}
+
+// TestServeFromConfigFile runs tern serve from a file on a real loopback
+// port, connects an MQTT client, and stops it with SIGTERM.
+func TestServeFromConfigFile(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	path := writeConfig(t, "listeners: ["+addr+"]\ndurability: none\nevent_loops: 1\nlog_level: warn\nsys_interval: -1s\n")
+	done := make(chan int, 1)
+	go func() { done <- serveCmd([]string{"--config", path}) }()
+	var c *mqtttest.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, err = mqtttest.Dial(addr); err == nil {
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("tern serve exited %d", code)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker not listening on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ack, err := c.Connect(codec.Connect{ClientID: []byte("cfg"), KeepAlive: 30})
+	if err != nil || ack.ReasonCode != 0 {
+		t.Fatalf("CONNECT: %v %+v", err, ack)
+	}
+	c.Disconnect()
+	// The broker answering means serveCmd has registered for the signal.
+	self, _ := os.FindProcess(os.Getpid())
+	if err := self.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("tern serve exited %d after SIGTERM", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("tern serve did not stop on SIGTERM")
+	}
+}
