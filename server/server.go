@@ -14,6 +14,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ternmq/tern/persist"
+	"github.com/ternmq/tern/server/stdnet"
 	"github.com/ternmq/tern/trie"
 )
 
@@ -39,7 +40,7 @@ type Server struct {
 	closing   atomic.Bool
 	storeOnce sync.Once
 	started   time.Time
-	tlsT      *netTransport
+	tlsT      *stdnet.Transport // TLS and WebSocket listeners (listeners.go)
 	tlsAddrs  []net.Addr
 	wsAddrs   []net.Addr
 
@@ -113,7 +114,7 @@ func (s *Server) Serve() error {
 		loops = runtime.GOMAXPROCS(0)
 	}
 	s.started = time.Now()
-	if err := s.startTLS(); err != nil {
+	if err := s.startNetListeners(); err != nil {
 		s.closeStore()
 		return fmt.Errorf("TLS listener: %w", err)
 	}
@@ -121,7 +122,7 @@ func (s *Server) Serve() error {
 		ln, err := net.Listen("tcp", s.opts.AdminListen)
 		if err != nil {
 			if s.tlsT != nil {
-				s.tlsT.stop()
+				s.tlsT.Stop()
 			}
 			s.closeStore()
 			return fmt.Errorf("admin listener %s: %w", s.opts.AdminListen, err)
@@ -147,7 +148,7 @@ func (s *Server) Serve() error {
 	}
 	if err != nil {
 		if s.tlsT != nil {
-			s.tlsT.stop()
+			s.tlsT.Stop()
 		}
 		s.closeStore()
 		return fmt.Errorf("serve %v: %w", s.opts.Listeners, err)
@@ -199,13 +200,13 @@ func (s *Server) Close() error {
 	defer cancel()
 	if err := s.eng.Validate(); err != nil {
 		if s.tlsT != nil {
-			s.tlsT.stop()
+			s.tlsT.Stop()
 		}
 		s.closeStore()
 		return nil // never booted
 	}
 	if s.tlsT != nil {
-		s.tlsT.stop()
+		s.tlsT.Stop()
 	}
 	err := s.eng.Stop(ctx)
 	s.closeStore()

@@ -1,11 +1,11 @@
-package server
+package stdnet
 
 // MQTT over WebSocket (MQTT §6): an HTTP listener upgrades requests on its
 // path to WebSocket with the "mqtt" subprotocol [MQTT-6.0.0-3]; MQTT packets
 // travel in binary frames [MQTT-6.0.0-1], a packet may span frames and a
 // frame may hold several packets [MQTT-6.0.0-2], so the frames are read as
 // one byte stream (wsStream, a net.Conn) and the connection joins the
-// standard-library transport (netconn.go) like a TLS one.
+// transport like a TLS one.
 
 import (
 	"crypto/tls"
@@ -81,9 +81,9 @@ func (w *wsStream) SetDeadline(t time.Time) error      { return w.ws.NetConn().S
 func (w *wsStream) SetReadDeadline(t time.Time) error  { return w.ws.SetReadDeadline(t) }
 func (w *wsStream) SetWriteDeadline(t time.Time) error { return w.ws.SetWriteDeadline(t) }
 
-// startWebSocket opens the WebSocket listeners on transport t.
-func (s *Server) startWebSocket(t *netTransport) error {
-	for _, l := range s.opts.WebSocketListeners {
+// startWebSocket opens the WebSocket listeners.
+func (t *Transport) startWebSocket(listeners []WebSocketListener) error {
+	for _, l := range listeners {
 		path := l.Path
 		if path == "" {
 			path = "/mqtt"
@@ -93,8 +93,7 @@ func (s *Server) startWebSocket(t *netTransport) error {
 			check = func(*http.Request) bool { return true }
 		}
 		up := websocket.Upgrader{Subprotocols: []string{"mqtt", "mqttv3.1"}, CheckOrigin: check,
-			ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: s.opts.ConnectTimeout}
-		h := &handler{s: s}
+			ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: t.cfg.HandshakeTimeout}
 		mux := http.NewServeMux()
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			if !hasMQTTSubprotocol(r) { // [MQTT-6.0.0-3]
@@ -105,8 +104,8 @@ func (s *Server) startWebSocket(t *netTransport) error {
 			if err != nil {
 				return // the upgrader answered the client
 			}
-			ws.SetReadLimit(int64(s.opts.MaxPacketSize) + 16)
-			t.open(&wsStream{ws: ws}, h)
+			ws.SetReadLimit(int64(t.cfg.MaxPacketSize) + 16)
+			t.open(&wsStream{ws: ws})
 		})
 		ln, err := net.Listen("tcp", l.Addr)
 		if err != nil {
@@ -124,17 +123,17 @@ func (s *Server) startWebSocket(t *netTransport) error {
 		if cfg != nil {
 			ln = tls.NewListener(ln, cfg)
 		}
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: s.opts.ConnectTimeout}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: t.cfg.HandshakeTimeout}
 		t.lns = append(t.lns, ln)
-		s.wsAddrs = append(s.wsAddrs, ln.Addr())
+		t.wsAddrs = append(t.wsAddrs, ln.Addr())
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
 			if err := hs.Serve(ln); err != nil && !t.closed.Load() {
-				s.log.Error("websocket listener stopped", "err", err)
+				t.cfg.Logger.Error("websocket listener stopped", "err", err)
 			}
 		}()
-		s.log.Info("tern listening (WebSocket)", "addr", ln.Addr().String(), "path", path, "tls", cfg != nil)
+		t.cfg.Logger.Info("tern listening (WebSocket)", "addr", ln.Addr().String(), "path", path, "tls", cfg != nil)
 	}
 	return nil
 }
