@@ -4,10 +4,7 @@ package codec
 // contract server/ and bench/ program against; the work is done in the
 // per-packet files (connect.go, publish.go, subscribe.go, control.go).
 
-import (
-	"errors"
-	"sync"
-)
+import "errors"
 
 // ErrIncomplete means buf does not yet hold a whole fixed header or packet:
 // read more bytes and call again. It is the only non-fatal decode error.
@@ -292,33 +289,4 @@ func AppendPacket(dst []byte, pkt any, version byte) []byte {
 		return p.Append(dst)
 	}
 	return dst
-}
-
-// Pooled buffers start at poolBufSize and are dropped instead of pooled
-// beyond maxPooledBuf, so one huge packet does not pin its buffer forever.
-const (
-	poolBufSize  = 512
-	maxPooledBuf = 64 << 10
-)
-
-var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, poolBufSize)
-	return &b
-}}
-
-// GetBuffer returns a pooled buffer of length 0. Return it with PutBuffer.
-func GetBuffer() *[]byte {
-	b := bufPool.Get().(*[]byte)
-	*b = (*b)[:0]
-	return b
-}
-
-// PutBuffer returns b to the pool; b must not be used afterwards. Buffers
-// that grew beyond 64 KiB are dropped rather than pooled.
-func PutBuffer(b *[]byte) {
-	if b == nil || cap(*b) > maxPooledBuf {
-		return
-	}
-	*b = (*b)[:0]
-	bufPool.Put(b)
 }

@@ -359,7 +359,7 @@ func propsBytes(h FixedHeader, body []byte, v any) ([]byte, propCtx, bool) {
 	p := goldenProps(v)
 	n := p.size(ctx)
 	out := p.appendTo(nil, ctx, n)
-	_, k, _ := ReadVarint(out)
+	_, k := readVarint(out)
 	return out[k:], ctx, true
 }
 

@@ -78,7 +78,6 @@
 // reason codes before 5.0; SUBACK codes above 0x80 become 0x80 before 5.0).
 // Size methods return the encoded size without encoding, so the server can
 // check a PUBLISH against a client's Maximum Packet Size before sending it.
-// GetBuffer and PutBuffer pool encode buffers.
 //
 // # Concurrency
 //

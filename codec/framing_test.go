@@ -130,12 +130,12 @@ func TestVarint(t *testing.T) {
 		if len(enc) != VarintSize(v) {
 			t.Errorf("%d: VarintSize %d, encoded %d bytes", v, VarintSize(v), len(enc))
 		}
-		got, n, err := ReadVarint(enc)
-		if err != nil || got != v || n != len(enc) {
-			t.Errorf("%d: ReadVarint = %d, %d, %v", v, got, n, err)
+		got, n := readVarint(enc)
+		if got != v || n != len(enc) {
+			t.Errorf("%d: readVarint = %d, %d", v, got, n)
 		}
-		if _, _, err := ReadVarint(enc[:len(enc)-1]); err != ErrIncomplete {
-			t.Errorf("%d truncated: %v", v, err)
+		if _, n := readVarint(enc[:len(enc)-1]); n != 0 {
+			t.Errorf("%d truncated: n = %d, want 0 (incomplete)", v, n)
 		}
 	}
 	// The examples of Table 1.1 of 3.1.1.
@@ -151,23 +151,7 @@ func TestVarint(t *testing.T) {
 			t.Errorf("%d: % x, want % x", c.v, got, c.enc)
 		}
 	}
-	if _, _, err := ReadVarint([]byte{0x80, 0x80, 0x80, 0x80, 0x01}); asError(err) == nil {
-		t.Errorf("5-byte VBI accepted")
+	if _, n := readVarint([]byte{0x80, 0x80, 0x80, 0x80, 0x01}); n != -1 {
+		t.Errorf("5-byte VBI accepted: n = %d", n)
 	}
-}
-
-func TestBufferPool(t *testing.T) {
-	b := GetBuffer()
-	if len(*b) != 0 {
-		t.Fatalf("len %d", len(*b))
-	}
-	*b = append(*b, "hello"...)
-	PutBuffer(b)
-	b2 := GetBuffer()
-	if len(*b2) != 0 {
-		t.Fatalf("reused buffer not reset: len %d", len(*b2))
-	}
-	big := make([]byte, 0, 1<<20)
-	PutBuffer(&big) // dropped, must not panic
-	PutBuffer(nil)
 }

@@ -319,12 +319,6 @@ func (p *Properties) size(ctx propCtx) int {
 	return n
 }
 
-// sizeWithLength is size plus its VBI length prefix.
-func (p *Properties) sizeWithLength(ctx propCtx) int {
-	n := p.size(ctx)
-	return VarintSize(uint32(n)) + n
-}
-
 // appendTo writes the VBI length n (from size) and the properties for ctx.
 func (p *Properties) appendTo(dst []byte, ctx propCtx, n int) []byte {
 	dst = AppendVarint(dst, uint32(n))

@@ -38,25 +38,10 @@ func AppendVarint(dst []byte, v uint32) []byte {
 	return append(dst, byte(v))
 }
 
-// ReadVarint decodes the variable byte integer at the start of b and the
-// number of bytes it occupies. It returns ErrIncomplete if b ends inside the
-// integer and an *Error (MalformedPacket) if it runs past 4 bytes.
-// Non-minimal encodings are accepted, as every widespread broker does.
-func ReadVarint(b []byte) (v uint32, n int, err error) {
-	v, n = readVarint(b)
-	switch {
-	case n == 0:
-		return 0, 0, ErrIncomplete
-	case n < 0:
-		return 0, 0, errVarintTooLong
-	}
-	return v, n, nil
-}
-
-var errVarintTooLong = &Error{Code: MalformedPacket, Msg: "variable byte integer longer than 4 bytes"}
-
-// readVarint returns n = 0 when b ends inside the integer and n = -1 when the
-// fourth byte still has its continuation bit set.
+// readVarint decodes the variable byte integer at the start of b and the
+// number of bytes it occupies. It returns n = 0 when b ends inside the
+// integer and n = -1 when the fourth byte still has its continuation bit
+// set. Non-minimal encodings are accepted, as every widespread broker does.
 func readVarint(b []byte) (v uint32, n int) {
 	for i := 0; i < 4; i++ {
 		if i >= len(b) {

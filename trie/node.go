@@ -530,10 +530,13 @@ func rebuild[P any](t *table[P], k int, extra *node[P]) *table[P] {
 }
 
 // smallOf is a small table of N slots in one object. The slots start right
-// after the header, where table.small finds them.
+// after the header, where table.small finds them. They are reached only
+// through that pointer arithmetic, never by name, so the field is blank: it
+// reserves the memory (and its GC pointer bitmap) without a name that looks
+// unused.
 type smallOf[P any, A any] struct {
 	t table[P]
-	a A
+	_ A
 }
 
 // newSmall allocates a small table of size (one of smallCaps) slots.

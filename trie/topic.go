@@ -182,8 +182,9 @@ func SplitShared(filter string) (group, topicFilter string, shared bool) {
 // "sport" [MQTT-4.7.1-2]), and a filter starting with a wildcard does not
 // match a topic starting with '$' [MQTT-4.7.2-1]. It does not interpret
 // "$share/": call SplitShared first. A '#' that is not the last level matches
-// nothing. Tests and fuzzing compare the Trie against it; the broker uses it
-// for one-off checks.
+// nothing. It is the oracle that tests and fuzzing compare the Trie, the
+// Retained index and the ACL matchers of server/auth against; the broker's
+// own matching goes through the Trie.
 func MatchTopic(filter, topic string) bool {
 	if filter == "" || topic == "" {
 		return false
