@@ -1,5 +1,5 @@
 // Package qos holds the per-session delivery state machines of MQTT: the
-// outbound inflight window with packet-identifier allocation, the bounded
+// outbound inflight window that keeps packet identifiers unique, the bounded
 // queue behind it, and the inbound QoS 2 receiver that makes delivery
 // exactly-once. The types do no I/O, read no clock and take no locks: the
 // caller (the broker's session, under its own mutex) feeds them events and
@@ -8,7 +8,7 @@
 //
 // # Outbound flow (broker → client)
 //
-//	             Push                      Add (id assigned)
+//	             Push                      AddID (caller's id)
 //	publisher ─────────▶ Queue ─────────▶ Window ─────▶ PUBLISH sent
 //	                     (bounded:        (≤ Receive Maximum)
 //	                      count, bytes)

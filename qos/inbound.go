@@ -59,9 +59,3 @@ func (in *Inbound) Release(id uint16) bool {
 	}
 	return false
 }
-
-// IDs returns the ids awaiting PUBREL (read-only, valid until the next change).
-func (in *Inbound) IDs() []uint16 { return in.ids }
-
-// Clear forgets every flow (a clean session).
-func (in *Inbound) Clear() { in.ids = nil }

@@ -5,76 +5,87 @@ import "testing"
 func TestWindowQoS1Flow(t *testing.T) {
 	var w Window[string]
 	w.SetMax(2)
-	id1, ok1 := w.Add("a", 1)
-	id2, ok2 := w.Add("b", 1)
-	if !ok1 || !ok2 || id1 == 0 || id2 == 0 || id1 == id2 {
-		t.Fatalf("add: %d %v %d %v", id1, ok1, id2, ok2)
+	if !w.AddID("a", 1, 1) || !w.AddID("b", 1, 2) {
+		t.Fatal("AddID refused a free id in a window with room")
 	}
-	if _, ok := w.Add("c", 1); ok || !w.Full() {
+	if w.AddID("c", 1, 3) || !w.full() {
 		t.Fatal("window of 2 accepted a third message")
 	}
-	if _, ok := w.Add("z", 0); ok {
-		t.Fatal("QoS 0 must not enter the window")
-	}
-	if m, ok := w.Ack(id2); !ok || m != "b" {
+	if m, ok := w.Ack(2); !ok || m != "b" {
 		t.Fatalf("ack out of order: %q %v", m, ok)
 	}
-	if _, ok := w.Ack(id2); ok {
+	if _, ok := w.Ack(2); ok {
 		t.Fatal("second PUBACK for the same id accepted")
 	}
-	if _, ok := w.Complete(id1); ok {
+	if _, ok := w.Complete(1); ok {
 		t.Fatal("PUBCOMP accepted for a QoS 1 message")
 	}
-	if w.Len() != 1 || w.Entries()[0].Msg != "a" {
-		t.Fatalf("entries: %+v", w.Entries())
+	if _, ok := w.Ack(1); !ok {
+		t.Fatal("PUBACK for the QoS 1 message in flight refused")
+	}
+	if len(w.Entries()) != 0 {
+		t.Fatalf("entries left: %+v", w.Entries())
 	}
 }
 
 func TestWindowQoS2Flow(t *testing.T) {
 	var w Window[int]
 	w.SetMax(10)
-	id, _ := w.Add(7, 2)
+	const id = 7
+	w.AddID(7, 2, id)
 	if _, ok := w.Complete(id); ok {
 		t.Fatal("PUBCOMP before PUBREC accepted")
 	}
-	if !w.Received(id) || !w.Received(id) {
-		t.Fatal("PUBREC (and a repeated PUBREC) must be answered with PUBREL")
+	if _, ok := w.Ack(id); ok {
+		t.Fatal("PUBACK accepted for a QoS 2 message")
+	}
+	if !w.Received(id) {
+		t.Fatal("PUBREC must be answered with PUBREL")
+	}
+	if !w.Received(id) {
+		t.Fatal("a repeated PUBREC must be answered with PUBREL again")
 	}
 	if w.Entries()[0].State != AwaitPubcomp {
 		t.Fatalf("state %v", w.Entries()[0].State)
 	}
-	if m, ok := w.Complete(id); !ok || m != 7 || w.Len() != 0 {
-		t.Fatalf("complete: %v %v len %d", m, ok, w.Len())
+	if m, ok := w.Complete(id); !ok || m != 7 || len(w.Entries()) != 0 {
+		t.Fatalf("complete: %v %v entries %d", m, ok, len(w.Entries()))
 	}
 	if w.Received(999) {
 		t.Fatal("PUBREC for unknown id accepted")
 	}
 }
 
-// Packet ids in use are never handed out again [MQTT-2.2.1-3]: ids wrap from
-// 65535 to 1 and skip those still in flight.
-func TestWindowPacketIDsSkipInUse_MQTT_2_2_1_3(t *testing.T) {
+// A packet id in use is never given to a second message [MQTT-2.2.1-3]:
+// AddID refuses it, including ids restored from storage, until its flow ends.
+func TestWindowRefusesIDInUse_MQTT_2_2_1_3(t *testing.T) {
 	var w Window[int]
 	w.SetMax(3)
 	w.Restore(Entry[int]{Msg: 1, PacketID: 65535, QoS: 1, State: AwaitPuback})
-	w.Restore(Entry[int]{Msg: 2, PacketID: 1, QoS: 1, State: AwaitPuback})
-	id, ok := w.Add(3, 1)
-	if !ok || id != 2 {
-		t.Fatalf("got id %d ok %v, want 2 (65535 and 1 in use)", id, ok)
+	w.Restore(Entry[int]{Msg: 2, PacketID: 1, QoS: 2, State: AwaitPubcomp})
+	if w.AddID(3, 1, 65535) || w.AddID(3, 2, 1) {
+		t.Fatal("AddID reused a packet id still in flight")
 	}
-	seen := map[uint16]bool{}
-	w2 := Window[int]{}
-	w2.SetMax(1)
-	for i := 0; i < 70000; i++ {
-		id, ok := w2.Add(i, 1)
-		if !ok || id == 0 {
-			t.Fatalf("iteration %d: id %d ok %v", i, id, ok)
-		}
-		seen[id] = true
-		w2.Ack(id)
+	if !w.AddID(3, 1, 2) {
+		t.Fatal("AddID refused a free id")
 	}
-	if len(seen) != 65535 {
-		t.Fatalf("ids cycled over %d values, want 65535", len(seen))
+	if _, ok := w.Complete(1); !ok {
+		t.Fatal("PUBCOMP for the restored QoS 2 flow refused")
+	}
+	if !w.AddID(4, 1, 1) {
+		t.Fatal("id 1 is free again once its flow completed")
+	}
+}
+
+func TestWindowDrop(t *testing.T) {
+	var w Window[string]
+	w.SetMax(2)
+	w.AddID("a", 2, 5)
+	if _, ok := w.Drop(6); ok {
+		t.Fatal("Drop of an unknown id succeeded")
+	}
+	if m, ok := w.Drop(5); !ok || m != "a" || len(w.Entries()) != 0 {
+		t.Fatalf("Drop: %q %v, %d left", m, ok, len(w.Entries()))
 	}
 }
 
@@ -110,8 +121,8 @@ func TestQueueBoundsAndPolicy(t *testing.T) {
 	if want := []string{"b", "c", "e"}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
 		t.Fatalf("order %v want %v", got, want)
 	}
-	if q.Bytes() != 0 || q.Len() != 0 {
-		t.Fatalf("bytes %d len %d after draining", q.Bytes(), q.Len())
+	if q.bytes != 0 || q.Len() != 0 {
+		t.Fatalf("bytes %d len %d after draining", q.bytes, q.Len())
 	}
 	// Byte bound.
 	q2 := Queue[int]{MaxBytes: 25}

@@ -33,9 +33,6 @@ type Queue[M any] struct {
 // Len returns the number of queued messages.
 func (q *Queue[M]) Len() int { return q.n }
 
-// Bytes returns the bytes queued.
-func (q *Queue[M]) Bytes() int { return q.bytes }
-
 func (q *Queue[M]) fits(size int) bool {
 	return (q.MaxCount <= 0 || q.n < q.MaxCount) && (q.MaxBytes <= 0 || q.bytes+size <= q.MaxBytes)
 }
@@ -142,15 +139,4 @@ func (q *Queue[M]) removeFirstQoS0() Item[M] {
 	}
 	var zero Item[M]
 	return zero
-}
-
-// Clear empties the queue, calling fn (if not nil) with each message.
-func (q *Queue[M]) Clear(fn func(Item[M])) {
-	for q.n > 0 {
-		it, _ := q.Pop()
-		if fn != nil {
-			fn(it)
-		}
-	}
-	q.buf = nil
 }

@@ -18,20 +18,20 @@ type Entry[M any] struct {
 	State    State
 }
 
-// Window is the outbound inflight window of one session: at most Max QoS 1/2
-// messages sent and not yet acknowledged, in send order. It allocates packet
-// identifiers, skipping the ones still in use [MQTT-2.2.1-3]. The zero value
-// is not usable; set Max with SetMax. Storage grows on demand, so an idle
-// session costs no more than the struct.
+// Window is the outbound inflight window of one session: at most max QoS 1/2
+// messages sent and not yet acknowledged, in send order. The caller chooses
+// packet identifiers (see AddID); the window refuses one that is still in
+// use [MQTT-2.2.1-3]. The zero value is not usable; set the size with
+// SetMax. Storage grows on demand, so an idle session costs no more than the
+// struct.
 type Window[M any] struct {
 	entries []Entry[M]
 	max     int
-	lastID  uint16
 }
 
 // SetMax sets the window size (the smaller of the client's Receive Maximum
-// and the broker's inflight limit). Shrinking below Len keeps the entries; no
-// new ones are admitted until Len drops below max.
+// and the broker's inflight limit). Shrinking below the number in flight
+// keeps the entries; no new ones are admitted until fewer than n remain.
 func (w *Window[M]) SetMax(n int) {
 	if n < 1 {
 		n = 1
@@ -42,29 +42,8 @@ func (w *Window[M]) SetMax(n int) {
 	w.max = n
 }
 
-// Max returns the window size.
-func (w *Window[M]) Max() int { return w.max }
-
-// Len returns the number of messages in flight.
-func (w *Window[M]) Len() int { return len(w.entries) }
-
-// Full reports whether no further message may be sent now.
-func (w *Window[M]) Full() bool { return len(w.entries) >= w.max }
-
-// Add puts msg in flight at qos (1 or 2) and returns its new packet id. ok is
-// false when the window is full or qos is 0.
-func (w *Window[M]) Add(msg M, qos byte) (id uint16, ok bool) {
-	if w.Full() || qos == 0 || qos > 2 {
-		return 0, false
-	}
-	id = w.nextID()
-	st := AwaitPuback
-	if qos == 2 {
-		st = AwaitPubrec
-	}
-	w.entries = append(w.entries, Entry[M]{Msg: msg, PacketID: id, QoS: qos, State: st})
-	return id, true
-}
+// full reports whether no further message may be sent now.
+func (w *Window[M]) full() bool { return len(w.entries) >= w.max }
 
 // AddID puts msg in flight at qos (1 or 2) under the caller's packet id.
 // The broker derives ids from a per-session sequence number so that a
@@ -73,7 +52,7 @@ func (w *Window[M]) Add(msg M, qos byte) (id uint16, ok bool) {
 // false when the window is full, qos is 0, id is 0 or id is still in use
 // (the caller waits for that flow to finish).
 func (w *Window[M]) AddID(msg M, qos byte, id uint16) (ok bool) {
-	if w.Full() || qos == 0 || qos > 2 || id == 0 || w.index(id) >= 0 {
+	if w.full() || qos == 0 || qos > 2 || id == 0 || w.index(id) >= 0 {
 		return false
 	}
 	st := AwaitPuback
@@ -98,21 +77,6 @@ func (w *Window[M]) Get(id uint16) (e Entry[M], ok bool) {
 // entry was sent).
 func (w *Window[M]) Restore(e Entry[M]) {
 	w.entries = append(w.entries, e)
-	if e.PacketID > w.lastID {
-		w.lastID = e.PacketID
-	}
-}
-
-func (w *Window[M]) nextID() uint16 {
-	for {
-		w.lastID++
-		if w.lastID == 0 {
-			w.lastID = 1
-		}
-		if w.index(w.lastID) < 0 {
-			return w.lastID
-		}
-	}
 }
 
 func (w *Window[M]) index(id uint16) int {
@@ -183,13 +147,3 @@ func (w *Window[M]) Complete(id uint16) (msg M, ok bool) {
 // reconnect. The slice is valid until the next call that changes w; the caller
 // may set Entry fields it does not own (none) — it must treat it as read-only.
 func (w *Window[M]) Entries() []Entry[M] { return w.entries }
-
-// Clear removes every entry and calls fn (if not nil) with each message.
-func (w *Window[M]) Clear(fn func(M)) {
-	for i := range w.entries {
-		if fn != nil {
-			fn(w.entries[i].Msg)
-		}
-	}
-	w.entries = nil
-}
