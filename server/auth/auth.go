@@ -13,7 +13,8 @@ type ConnectInfo struct {
 	Username string
 	// Password is the CONNECT Password; valid only during the call.
 	Password []byte
-	// Remote and Local are the connection's addresses.
+	// Remote and Local are the connection's addresses. Remote is what a
+	// Limiter keys source addresses by.
 	Remote, Local net.Addr
 	// ProtocolVersion is 3 (3.1), 4 (3.1.1) or 5.
 	ProtocolVersion byte
@@ -21,9 +22,11 @@ type ConnectInfo struct {
 
 // Authenticator decides whether a client may connect.
 type Authenticator interface {
-	// Authenticate returns nil to accept the client; an error refuses it
-	// with Bad User Name or Password. It is called on the connection's
-	// event loop, concurrently from several loops, and must not block.
+	// Authenticate returns nil to accept the client. An error refuses it:
+	// a *codec.Error with a code ≥ 0x80 names the reason (e.g. 0x8A Banned,
+	// ErrLockedOut), any other error means Bad User Name or Password. It
+	// is called on the connection's event loop, concurrently from several
+	// loops, and must not block.
 	Authenticate(c ConnectInfo) error
 }
 
@@ -60,4 +63,17 @@ type Exchange interface {
 	// it with failure: a *codec.Error carries the reason code to send,
 	// any other error means 0x87 (Not authorized).
 	Step(clientData []byte) (serverData []byte, done bool, err error)
+}
+
+// IdentifiedExchange is an Exchange that establishes who the client is.
+// When a CONNECT's exchange succeeds, the broker takes Identity as the
+// client's user name for the Authorizer and for session ownership,
+// whatever User Name the CONNECT carried; a re-authentication must keep
+// it. An Exchange that is not an IdentifiedExchange leaves the CONNECT
+// User Name in place.
+type IdentifiedExchange interface {
+	Exchange
+	// Identity is the authenticated user name. It is called after Step
+	// returned done, on the connection's event loop.
+	Identity() string
 }

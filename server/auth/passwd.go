@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // PasswordFile is an Authenticator backed by a file of hashed passwords,
@@ -22,14 +23,29 @@ import (
 //	username:pbkdf2-sha256$<iterations>$<salt, base64>$<key, base64>
 //
 // Lines starting with '#' and blank lines are ignored. `tern passwd` writes
-// entries. Checking a password costs one PBKDF2 derivation on the event
-// loop; successful checks are remembered (by a SHA-256 of user, password
-// and entry), so a fleet reconnecting after a broker restart pays it once
-// per device, not once per connect.
+// entries.
+//
+// Checking a password costs one PBKDF2 derivation (about 1–2 ms at the
+// default iterations) on the event loop. Successful checks are remembered
+// by a SHA-256 of user, password and the user's file line, so a fleet
+// reconnecting after a broker restart pays it once per device, not once
+// per connect; the line is part of the key, so a changed entry is never
+// answered from that memory.
+//
+// Guessing is slowed twice over. A user name that is not in the file costs
+// the same derivation (against a decoy entry with the file's usual
+// iteration count) and fails the same way, so timing does not tell which
+// users exist. And failures go to a Limiter (NewLimiter's defaults unless
+// SetLimiter says otherwise), which locks out a user name or source
+// address after a burst of failures.
+//
+// A PasswordFile is safe for concurrent use.
 type PasswordFile struct {
 	mu      sync.RWMutex
 	entries map[string]passwordEntry
 	ok      map[[32]byte]struct{}
+	decoy   passwordEntry // what an unknown user's password is derived against
+	limiter atomic.Pointer[Limiter]
 }
 
 type passwordEntry struct {
@@ -58,6 +74,7 @@ func LoadPasswordFile(path string) (*PasswordFile, error) {
 // ParsePasswordFile parses password file content, reporting every bad line.
 func ParsePasswordFile(r io.Reader) (*PasswordFile, error) {
 	pf := &PasswordFile{entries: map[string]passwordEntry{}, ok: map[[32]byte]struct{}{}}
+	pf.limiter.Store(NewLimiter(LimiterConfig{}))
 	sc := bufio.NewScanner(r)
 	var errs []error
 	for n := 1; sc.Scan(); n++ {
@@ -75,8 +92,41 @@ func ParsePasswordFile(r io.Reader) (*PasswordFile, error) {
 	if err := sc.Err(); err != nil {
 		errs = append(errs, err)
 	}
+	decoy, err := newDecoy(pf.entries)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	pf.decoy = decoy
 	return pf, errors.Join(errs...)
 }
+
+// newDecoy makes the entry unknown users are checked against: random salt
+// and key (no password matches), and the iteration count most entries use,
+// so that its derivation takes as long as theirs.
+func newDecoy(entries map[string]passwordEntry) (passwordEntry, error) {
+	count := map[int]int{}
+	iter, best := DefaultPasswordIterations, 0
+	for _, e := range entries {
+		count[e.iter]++
+		if n := count[e.iter]; n > best || (n == best && e.iter > iter) {
+			iter, best = e.iter, n
+		}
+	}
+	d := passwordEntry{iter: iter, salt: make([]byte, 16), key: make([]byte, sha256.Size)}
+	if _, err := rand.Read(d.salt); err != nil {
+		return d, err
+	}
+	_, err := rand.Read(d.key)
+	return d, err
+}
+
+// Limiter returns the failure limiter in use (nil: none).
+func (pf *PasswordFile) Limiter() *Limiter { return pf.limiter.Load() }
+
+// SetLimiter replaces the failure limiter; nil turns limiting off. One
+// Limiter may be shared with other authenticators (e.g. SCRAM), so that
+// failures on either count together. Safe to call while the broker runs.
+func (pf *PasswordFile) SetLimiter(l *Limiter) { pf.limiter.Store(l) }
 
 func parsePasswordLine(line string) (string, passwordEntry, error) {
 	user, hash, ok := strings.Cut(line, ":")
@@ -119,14 +169,26 @@ func HashPassword(user, password string, iterations int) (string, error) {
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
-// Authenticate implements Authenticator.
+// Authenticate implements Authenticator. It refuses with ErrLockedOut
+// while the user name or source address is locked out, and otherwise with
+// an error that never says whether the user or the password was wrong.
 func (pf *PasswordFile) Authenticate(c ConnectInfo) error {
-	pf.mu.RLock()
-	e, known := pf.entries[c.Username]
-	pf.mu.RUnlock()
-	if !known {
+	lim := pf.limiter.Load()
+	if err := lim.Allow(c.Username, c.Remote); err != nil {
+		return err
+	}
+	if c.Username == "" {
+		// No user can have an empty name (HashPassword refuses it), so
+		// there is nothing to hide and no derivation to spend.
+		lim.Failed("", c.Remote)
 		return errBadCredentials
 	}
+	pf.mu.RLock()
+	e, known := pf.entries[c.Username]
+	if !known {
+		e = pf.decoy
+	}
+	pf.mu.RUnlock()
 	h := sha256.New()
 	h.Write([]byte(c.Username))
 	h.Write([]byte{0})
@@ -138,11 +200,14 @@ func (pf *PasswordFile) Authenticate(c ConnectInfo) error {
 	pf.mu.RLock()
 	_, cached := pf.ok[sum]
 	pf.mu.RUnlock()
-	if cached {
+	if cached && known {
 		return nil
 	}
+	// Known or not, one derivation and one constant-time comparison.
 	key, err := pbkdf2.Key(sha256.New, string(c.Password), e.salt, e.iter, sha256.Size)
-	if err != nil || subtle.ConstantTimeCompare(key, e.key) != 1 {
+	match := err == nil && subtle.ConstantTimeCompare(key, e.key) == 1
+	if !match || !known {
+		lim.Failed(c.Username, c.Remote)
 		return errBadCredentials
 	}
 	pf.mu.Lock()

@@ -9,9 +9,11 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ternmq/tern/codec"
 )
@@ -37,9 +39,15 @@ import (
 // HMAC(StoredKey, AuthMessage)) == StoredKey; the client checks v= and so
 // knows the broker holds its credentials. Channel binding is not offered
 // (gs2 header "n" or "y"). An unknown user gets a well-formed challenge
-// with a salt derived from the name, so failures do not reveal which users
-// exist. Verifying costs two HMACs and a hash: the PBKDF2 work happens once,
-// when the credential is made.
+// with a salt derived from the name and the iteration count most users
+// have, so failures do not reveal which users exist. Verifying costs two
+// HMACs and a hash: the PBKDF2 work happens on the client, and once on the
+// broker when the credential is made. Because a guess is cheap for the
+// broker, failed proofs go to a Limiter.
+//
+// A successful exchange makes the SCRAM user the client's identity; a
+// CONNECT User Name, if any, must be the same user, and so must the user of
+// a re-authentication.
 
 // SCRAMSHA256Method is the Authentication Method name of SCRAM-SHA-256.
 const SCRAMSHA256Method = "SCRAM-SHA-256"
@@ -87,12 +95,13 @@ func hmacSHA256(key []byte, msg string) []byte {
 type SCRAMStore struct {
 	mu     sync.RWMutex
 	users  map[string]SCRAMCredential
-	secret [32]byte // derives salts for unknown users
+	iters  map[int]int // how many users have each iteration count
+	secret [32]byte    // derives salts for unknown users
 }
 
 // NewSCRAMStore returns an empty store.
 func NewSCRAMStore() *SCRAMStore {
-	s := &SCRAMStore{users: make(map[string]SCRAMCredential)}
+	s := &SCRAMStore{users: make(map[string]SCRAMCredential), iters: make(map[int]int)}
 	_, _ = rand.Read(s.secret[:])
 	return s
 }
@@ -100,7 +109,9 @@ func NewSCRAMStore() *SCRAMStore {
 // Set adds or replaces user's credential.
 func (s *SCRAMStore) Set(user string, cred SCRAMCredential) {
 	s.mu.Lock()
+	s.forgetLocked(user)
 	s.users[user] = cred
+	s.iters[cred.Iterations]++
 	s.mu.Unlock()
 }
 
@@ -117,42 +128,98 @@ func (s *SCRAMStore) AddUser(user, password string) error {
 // Delete removes user.
 func (s *SCRAMStore) Delete(user string) {
 	s.mu.Lock()
-	delete(s.users, user)
+	s.forgetLocked(user)
 	s.mu.Unlock()
 }
 
+func (s *SCRAMStore) forgetLocked(user string) {
+	if old, ok := s.users[user]; ok {
+		if s.iters[old.Iterations]--; s.iters[old.Iterations] <= 0 {
+			delete(s.iters, old.Iterations)
+		}
+		delete(s.users, user)
+	}
+}
+
+// lookup returns user's credential, or for an unknown user a decoy: a salt
+// derived from the name (the same on every attempt, as a real one would
+// be) and the iteration count most users have, so that the challenge does
+// not tell whether the user exists.
 func (s *SCRAMStore) lookup(user string) (SCRAMCredential, bool) {
 	s.mu.RLock()
-	c, ok := s.users[user]
-	s.mu.RUnlock()
-	return c, ok
+	defer s.mu.RUnlock()
+	if c, ok := s.users[user]; ok {
+		return c, true
+	}
+	iter, best := 4096, 0
+	for it, n := range s.iters {
+		if n > best || (n == best && it > iter) {
+			iter, best = it, n
+		}
+	}
+	return SCRAMCredential{Salt: hmacSHA256(s.secret[:], user)[:16], Iterations: iter}, false
+}
+
+// SCRAM is the SCRAM-SHA-256 Authentication Method: an
+// EnhancedAuthenticator whose conversations check users against a
+// SCRAMStore. Failed proofs go to a Limiter, like PasswordFile's: a locked
+// out user name or address is refused at its client-first message with
+// ErrLockedOut. After a successful exchange the SCRAM user name is the
+// client's identity (Identity), whatever the CONNECT said. Safe for
+// concurrent use.
+type SCRAM struct {
+	store   *SCRAMStore
+	limiter atomic.Pointer[Limiter]
 }
 
 // NewSCRAMSHA256 returns the SCRAM-SHA-256 Authentication Method checking
-// users against store.
-func NewSCRAMSHA256(store *SCRAMStore) EnhancedAuthenticator { return &scramAuth{store: store} }
+// users against store, with a Limiter of NewLimiter's defaults.
+func NewSCRAMSHA256(store *SCRAMStore) *SCRAM {
+	a := &SCRAM{store: store}
+	a.limiter.Store(NewLimiter(LimiterConfig{}))
+	return a
+}
 
-type scramAuth struct{ store *SCRAMStore }
+// Method implements EnhancedAuthenticator.
+func (a *SCRAM) Method() string { return SCRAMSHA256Method }
 
-func (a *scramAuth) Method() string { return SCRAMSHA256Method }
+// Limiter returns the failure limiter in use (nil: none).
+func (a *SCRAM) Limiter() *Limiter { return a.limiter.Load() }
 
-func (a *scramAuth) Start(info ConnectInfo) Exchange {
-	return &scramExchange{store: a.store, connectUser: info.Username}
+// SetLimiter replaces the failure limiter; nil turns limiting off. Safe to
+// call while the broker runs.
+func (a *SCRAM) SetLimiter(l *Limiter) { a.limiter.Store(l) }
+
+// Start implements EnhancedAuthenticator.
+func (a *SCRAM) Start(info ConnectInfo) Exchange {
+	return &scramExchange{store: a.store, lim: a.limiter.Load(), remote: info.Remote, connectUser: info.Username}
 }
 
 // scramExchange is one SCRAM conversation: step 0 reads client-first,
 // step 1 client-final.
 type scramExchange struct {
 	store       *SCRAMStore
+	lim         *Limiter
+	remote      net.Addr
 	connectUser string
 	step        int
 	user        string
 	known       bool
+	ok          bool // the proof was verified
 	cred        SCRAMCredential
 	gs2         string // gs2 header, echoed base64 in c=
 	clientBare  string
 	serverFirst string
 	nonce       string
+}
+
+// Identity implements IdentifiedExchange: the SCRAM user name, once the
+// exchange succeeded ("" before).
+func (x *scramExchange) Identity() string {
+	if !x.ok {
+		return ""
+	}
+	return x.user
 }
 
 var errSCRAM = errors.New("scram: authentication failed")
@@ -201,12 +268,11 @@ func (x *scramExchange) clientFirst(msg string) ([]byte, bool, error) {
 	if x.connectUser != "" && x.connectUser != user {
 		return nil, false, scramErr("SCRAM user differs from the CONNECT user name")
 	}
+	if err := x.lim.Allow(user, x.remote); err != nil {
+		return nil, false, err
+	}
 	x.user = user
 	x.cred, x.known = x.store.lookup(user)
-	if !x.known {
-		salt := hmacSHA256(x.store.secret[:], user)[:16]
-		x.cred = SCRAMCredential{Salt: salt, Iterations: 4096}
-	}
 	var rnd [18]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, false, err
@@ -238,9 +304,11 @@ func (x *scramExchange) clientFinal(msg string) ([]byte, bool, error) {
 	clientKey := make([]byte, sha256.Size)
 	subtle.XORBytes(clientKey, proof, sig)
 	stored := sha256.Sum256(clientKey)
-	if !x.known || subtle.ConstantTimeCompare(stored[:], x.cred.StoredKey[:]) != 1 {
+	if subtle.ConstantTimeCompare(stored[:], x.cred.StoredKey[:]) != 1 || !x.known {
+		x.lim.Failed(x.user, x.remote)
 		return nil, false, codec.Errf(codec.NotAuthorized, "", "%v for user %q", errSCRAM, x.user)
 	}
+	x.ok = true
 	serverSig := hmacSHA256(x.cred.ServerKey[:], authMsg)
 	return []byte("v=" + base64.StdEncoding.EncodeToString(serverSig)), true, nil
 }
