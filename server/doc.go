@@ -1,75 +1,155 @@
-// Package server is the Tern MQTT broker: transports, connections,
-// sessions, routing, wills and the embedding API (New, Serve, Close,
-// Publish).
+// Package server is the Tern MQTT broker: connections, sessions, routing,
+// durability, wills, $SYS and the embedding API (New, Serve, Close, Publish,
+// Stats). Its leaves live in sub-packages that never import it:
+// server/auth (password file, ACL, SCRAM) and server/stdnet (TLS and
+// WebSocket on the standard library, adapted to gnet's interfaces).
+//
+// # Files in reading order
+//
+// A packet's life follows the files:
+//
+//	engine.go     gnet handler: OnBoot, OnOpen, OnTraffic, OnClose
+//	client.go     one connection: framing (onTraffic), dispatch (handle), fail/close, keepalive
+//	connect.go    CONNECT: authentication, will, session attach/takeover, CONNACK
+//	publish.go    inbound PUBLISH: validation, ACL, QoS 2 dedupe, retained; Server.Publish
+//	route.go      trie match, one delivery per session at the highest QoS
+//	deliver.go    enqueue on the session, wake its loop; drain: queue → inflight → write
+//	ack.go        PUBACK, PUBREC, PUBREL, PUBCOMP from the client
+//	subscribe.go  SUBSCRIBE, UNSUBSCRIBE, retained on subscribe
+//	commit.go     txn, group commit, replies held until durable
+//	store.go      broker state ↔ persist records
+//	recover.go    rebuilding sessions, queues and retained messages at start
+//	loop.go       per-event-loop state, cross-loop mailbox, one-second tick
+//	session.go    session, flow (queue + inflight window), subscriptions
+//	registry.go   client id → session, sharded
+//	expiry.go     offline sessions expiring
+//	will.go       wills, 5.0 Will Delay
+//	limits.go     broker-wide limits, refusal counters and rate-limited logs
+//	v5.go, v5_alias.go, auth.go   5.0-only state: capabilities, topic aliases, AUTH
+//	sys.go        $SYS topics, /metrics, /healthz
+//	options.go    Options: every setting, its default and YAML key
+//
+// # The PUBLISH path
+//
+// A QoS 1 PUBLISH to a persistent subscriber on another loop:
+//
+//	gnet read event ─▶ client.onTraffic: codec.ReadPacket frames whole packets (views, no copy)
+//	  └─ handle ─▶ handlePublish: topic, ACL, $SYS, QoS 2 dedupe (qos.Inbound)
+//	       └─ newMessage: topic+payload copied ONCE, shared by every recipient and the store
+//	       └─ publishMessage: retained index (with its quota) ─▶ route: trie.Match (lock-free)
+//	            └─ deliver: under the session's mutex, push on its queue (qos.Queue);
+//	               persistent + QoS>0: message once + outbound entry into the event's txn
+//	  PUBACK appended to the loop's scratch output
+//	end of event ─▶ finishEvent: txn submitted to the store's group commit; the
+//	  PUBACK waits for the fsync (commitDone posts it back to the loop); the
+//	  subscriber's client is woken once the batch is submitted (ticket)
+//	subscriber's loop: loop.drainRemote ─▶ client.drain: queue ─▶ inflight
+//	  window (qos.Window, Receive Maximum) ─▶ encode once into the loop's
+//	  buffer ─▶ one write per drain
 //
 // # Goroutines and ownership
 //
-// gnet runs N event loops (N = GOMAXPROCS by default); each TCP connection
-// belongs to one loop for its whole life and no goroutine is created per
-// connection. Three kinds of state exist:
+// gnet runs N event loops (Options.EventLoops, GOMAXPROCS by default); each
+// connection belongs to one loop for its whole life and no goroutine is
+// created per plain TCP connection. TLS and WebSocket connections run on
+// server/stdnet's task loops, which give the same single-owner guarantee.
 //
-//	client   one per connection; owned by its loop goroutine (read buffer,
-//	         keepalive, protocol version). Other loops touch only its two
-//	         atomics (wakeQueued, takenOver).
-//	session  outlives connections (persistent sessions); guarded by its own
-//	         mutex, taken briefly by the owning loop, by publishers on any
-//	         loop, and by a reconnecting client on any loop (takeover).
-//	loop     per event loop: timing wheel, scratch decode/encode buffers and
-//	         the cross-loop mailbox (its mutex guards only the mailbox).
+//	client   one per connection; owned by its loop goroutine. Other loops
+//	         touch only its atomics (wakeQueued, takenOver).
+//	session  outlives connections; guarded by session.mu, taken briefly by
+//	         the owning loop, by publishers on any loop and by a
+//	         reconnecting client on any loop (takeover).
+//	loop     per event loop: timing wheel, decode/encode scratch, the txn of
+//	         the current event; loop.mu guards only the cross-loop mailbox.
 //
 // Global indexes are concurrent structures of their own: the subscription
-// trie (lock-free Match), the retained index, and the sharded client-id
-// registry.
+// trie (lock-free Match), the retained index, the sharded registry.
+// Cross-loop delivery is batched: a publisher lists the target client on its
+// loop's mailbox and triggers ONE task per loop per burst.
 //
-// # Data flow of a PUBLISH
+// # Lock order
 //
-//	gnet read buffer ──codec.ReadPacket/Decode (views, no copy)──▶ handlePublish
-//	  ├─ validate topic (trie), ACL, QoS 2 inbound dedupe (qos.Inbound)
-//	  ├─ newMessage: topic+payload copied ONCE, shared by every recipient
-//	  ├─ retained index (set/replace/clear)
-//	  └─ route: trie.Match → dedupe per session (highest QoS, all sub ids)
-//	        └─ deliver: session queue push under session.mu
-//	              └─ if the session's connection is online and not already
-//	                 scheduled: put it on its loop's mailbox; the first entry
-//	                 of a burst triggers ONE task on that loop
-//	target loop: drain → queue → inflight window (qos.Window, Receive
-//	Maximum) → encode into the loop's scratch buffer → one write per drain.
+// Locks are taken in this order and never the other way round; no lock is
+// held across I/O or a store wait:
 //
-// Acknowledgements (PUBACK/PUBREC) for the publisher are gathered in its
-// loop's scratch buffer and written once per read event.
+//	registry shard mu ─▶ session.mu ─▶ trie shard (inside trie) / loop.mu (mailbox)
+//	retainQuota.mu ─▶ retained index (inside trie)
+//	expiryMu and willTimers.mu are leaves: released before session.mu is taken
+//
+// A goroutine holds at most one session.mu at a time (route locks each
+// target session in turn). The store's committer calls back without locks;
+// completions are posted to the loop that owns the connection.
+//
+// # Durability
+//
+// A QoS 1 PUBLISH is PUBACKed, and a QoS 2 PUBLISH PUBRECed, only once
+// everything needed to deliver it to every matching persistent session is in
+// the store and synced (with DurabilitySync).
+//
+// Every event that changes durable state (a read event of one connection, a
+// connection closing, an API call) gathers its writes in one txn: one
+// persist.Batch. At the end of a read event the batch is committed and the
+// replies the event produced (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
+// CONNACK…) are held until the store calls done; the store merges the
+// batches of all loops queued at that moment into one fsync. Replies of later
+// events on the same connection queue behind pending ones, so
+// acknowledgements leave in the order the packets came [MQTT-4.6.0-2].
+//
+// What is written:
+//
+//	persistent session created, (un)subscribed, disconnected → PutSession (once per packet)
+//	QoS 1/2 delivery to a persistent session → PutMessage (once per message) + AddRef + PutOutbound(Queued)
+//	PUBACK / PUBCOMP / expiry / drop of such a delivery → DeleteOutbound (+ Release)
+//	PUBREC from the subscriber → PutOutbound(AwaitingPubcomp) + Release; PUBREL waits for it
+//	QoS 2 PUBLISH from a persistent session → PutInbound; PUBREC waits for it
+//	PUBREL from that session → DeleteInbound; PUBCOMP waits for it
+//	retained set / cleared → PutRetained / DeleteRetained
+//	session ended → DeleteSession (the store drops the client's whole range)
+//
+// Clean sessions (3.1.1 clean session 1, 5.0 session expiry 0) write nothing.
+//
+// Outbound packet ids derive from the delivery's sequence number (seq mod
+// 65535 + 1), so "sent" need not be stored: after a crash a recovered
+// delivery goes out again with the id it first had, and a QoS 2 receiver
+// that still holds that id treats it as the duplicate it is [MQTT-4.3.3-9].
+// Only PUBREC → PUBREL must be durable before PUBREL leaves, because after
+// PUBREL the receiver forgets the id. A stored delivery is not sent before
+// its batch has been handed to the store (ticket.submitted): the
+// subscriber's acknowledgement, committed in a later batch, can then never
+// be applied before the entry it deletes.
+//
+// # Identity and authorization
+//
+// A client's identity is the username an Authenticator verified (or the
+// SCRAM exchange authenticated); an unverified username is anonymous. A
+// session belongs to the identity that created it: another identity cannot
+// resume, take over or wipe it. Wills are authorized like a PUBLISH at
+// CONNECT; $SYS is never publishable by clients; resumed subscriptions are
+// re-checked against the Authorizer.
 //
 // # Bounds
 //
 // Every queue is bounded: the inflight window (ReceiveMaximum), the session
-// queue (MaxQueuedMessages, MaxQueuedBytes; QoS 0 is dropped first), inbound
-// QoS 2 flows awaiting PUBREL (MaxInboundQoS2; exceeding it closes the
-// connection), the packet size (checked from the fixed header before the
-// body is buffered) and the socket's outbound buffer (over MaxOutboundBytes
-// QoS 0 deliveries are dropped; over 4× the client is disconnected as a slow
-// consumer).
+// queue (MaxQueuedMessages, MaxQueuedBytes — 5.0 properties count; QoS 0 is
+// dropped first), inbound QoS 2 flows awaiting PUBREL (MaxInboundQoS2), the
+// packet size (checked from the fixed header before the body is buffered;
+// the first packet has its own, smaller limit), the socket's outbound buffer
+// (over MaxOutboundBytes QoS 0 deliveries are dropped; over 4× the client is
+// disconnected as a slow consumer), and the broker-wide Limits
+// (connections, bytes in partial packets, subscriptions per client,
+// client-id length, sessions, retained messages). Every refusal is counted
+// (Server.Refused, /metrics) and logged at most once a second per limit.
 //
 // # Timers
 //
 // Connect timeout and keepalive (1.5× the client's value) run on a per-loop
-// one-second timing wheel (wheel.go): each connection costs O(1) per
-// keepalive period, never a scan of all connections. Offline persistent
-// sessions expire from a min-heap checked once a second.
+// one-second timing wheel: O(1) per connection per keepalive period. Offline
+// sessions expire and delayed wills fire from deadline heaps checked once a
+// second. No timer fires early: deadlines are rounded up to the tick.
 //
 // # Not yet here
 //
-// Durable storage (sessions and QoS 1/2 state are in memory only: the
-// persist package is integrated by the durability work), TLS and WebSocket
-// listeners. Delayed 5.0 wills (will.go) are held in memory: a broker
-// restart loses those still waiting. Maximum QoS and Retain Available are
-// not configurable (the broker always supports QoS 2 and retained
-// messages, so CONNACK leaves them at their defaults).
-//
-// # MQTT 5.0
-//
-// v5.go holds the 5.0-only connection state and checks (CONNACK
-// capabilities, Request Problem/Response Information, Payload Format
-// Indicator, inbound Receive Maximum, Subscription Identifier from a
-// client); v5_alias.go topic aliases both ways; will.go the Will Delay
-// Interval; auth.go the AUTH exchange and re-authentication with pluggable
-// EnhancedAuthenticators; auth_scram.go the built-in SCRAM-SHA-256.
+// Delayed 5.0 wills are held in memory (a restart loses those still
+// waiting). Maximum QoS and Retain Available are not configurable (the
+// broker always supports QoS 2 and retained messages).
 package server

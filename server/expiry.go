@@ -1,50 +1,43 @@
 package server
 
-import "container/heap"
+import (
+	"sync"
 
-// expiry of offline persistent sessions: a min-heap by deadline. An entry is
-// checked against the session when it comes due, so reconnects need not
-// remove it.
-type expiryEntry struct {
-	at int64
-	s  *session
+	"github.com/ternmq/tern/internal/timer"
+)
+
+// sessionExpiry holds offline persistent sessions by the second they
+// expire (a deadline heap checked once a second by the ticker). An entry is
+// checked against the session when it comes due, so a reconnect need not
+// remove it. mu is a leaf lock: released before any session.mu is taken.
+type sessionExpiry struct {
+	mu   sync.Mutex
+	heap timer.Heap[*session]
 }
 
-type expiryHeap []expiryEntry
-
-func (h expiryHeap) Len() int { return len(h) }
-
-func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-
-func (h expiryHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-
-func (h *expiryHeap) Push(x any) { *h = append(*h, x.(expiryEntry)) }
-
-func (h *expiryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
-}
-
+// scheduleExpiry arranges for sess to be looked at when it may expire:
+// once unix second at (offlineAt + expiry) has wholly passed. Safe from any
+// goroutine.
 func (s *Server) scheduleExpiry(sess *session, at int64) {
-	s.expiryMu.Lock()
-	heap.Push(&s.expiry, expiryEntry{at: at, s: sess})
-	s.expiryMu.Unlock()
+	s.expiry.mu.Lock()
+	s.expiry.heap.Push(at+1, sess)
+	s.expiry.mu.Unlock()
 }
 
+// expireSessions ends the offline sessions whose expiry passed by unix
+// second now. Times are whole seconds and offlineAt is truncated, so a
+// session expires only once a whole second past its deadline has begun:
+// never early, at most a second late. Runs on the ticker goroutine.
 func (s *Server) expireSessions(now int64) {
 	for {
-		s.expiryMu.Lock()
-		if len(s.expiry) == 0 || s.expiry[0].at > now {
-			s.expiryMu.Unlock()
+		s.expiry.mu.Lock()
+		sess, ok := s.expiry.heap.PopDue(now)
+		s.expiry.mu.Unlock()
+		if !ok {
 			return
 		}
-		e := heap.Pop(&s.expiry).(expiryEntry)
-		s.expiryMu.Unlock()
-		sess := e.s
 		sess.mu.Lock()
-		expired := sess.owner == nil && !sess.dead && sess.offlineAt+int64(sess.expiry) <= now
+		expired := sess.owner == nil && !sess.dead && sess.offlineAt+int64(sess.expiry) < now
 		sess.mu.Unlock()
 		if expired {
 			s.log.Info("session expired", "client_id", sess.id)

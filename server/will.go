@@ -1,11 +1,11 @@
 package server
 
 import (
-	"container/heap"
 	"sync"
 	"sync/atomic"
 
 	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/internal/timer"
 )
 
 // Will delay (MQTT 5.0 §3.1.3.2.2). A connection that ends without a
@@ -28,7 +28,6 @@ import (
 
 // delayedWill is one will waiting for its delay.
 type delayedWill struct {
-	at        int64 // unix seconds
 	m         *message
 	id        string
 	sess      *session
@@ -36,35 +35,21 @@ type delayedWill struct {
 	done      bool  // published or dropped
 }
 
-// willTimers holds the pending delayed wills of a server.
+// willTimers holds the pending delayed wills of a server. mu is a leaf
+// lock: released before any session.mu is taken.
 type willTimers struct {
 	mu      sync.Mutex
-	heap    willHeap
-	pending map[string]*delayedWill // by client id
+	heap    timer.Heap[*delayedWill] // by unix nanosecond due
+	pending map[string]*delayedWill  // by client id
 	// waiting mirrors len(pending) so that CONNECTs, which all look for a
 	// pending will, take no lock while there is none.
 	waiting atomic.Int64
-}
-
-type willHeap []*delayedWill
-
-func (h willHeap) Len() int           { return len(h) }
-func (h willHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h willHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *willHeap) Push(x any)        { *h = append(*h, x.(*delayedWill)) }
-func (h *willHeap) Pop() any {
-	old := *h
-	w := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return w
 }
 
 // publishWill handles the will of a connection that closed without a
 // normal DISCONNECT: now, later, or never. It runs on c's loop, in onClose,
 // after the session was detached from c.
 func (s *Server) publishWill(l *loop, c *client) {
-	now := l.now / 1e9
 	delay := c.willDelaySecs()
 	if c.version != codec.Version5 || delay == 0 {
 		s.publishWillNow(l, c.will)
@@ -85,7 +70,11 @@ func (s *Server) publishWill(l *loop, c *client) {
 		s.publishWillNow(l, c.will)
 		return
 	}
-	w := &delayedWill{at: now + int64(min(delay, expiry)), m: c.will, id: c.id, sess: sess, offlineAt: offlineAt}
+	// Due in nanoseconds from the moment the connection closed, so the will
+	// never goes out before its delay has fully passed (the ticker looks
+	// once a second: at most a second late).
+	at := l.now + int64(min(delay, expiry))*1e9
+	w := &delayedWill{m: c.will, id: c.id, sess: sess, offlineAt: offlineAt}
 	t := &s.wills
 	t.mu.Lock()
 	if t.pending == nil {
@@ -97,7 +86,7 @@ func (s *Server) publishWill(l *loop, c *client) {
 		t.waiting.Add(1)
 	}
 	t.pending[c.id] = w
-	heap.Push(&t.heap, w)
+	t.heap.Push(at, w)
 	t.mu.Unlock()
 }
 
@@ -123,17 +112,17 @@ func (s *Server) resolveDelayedWill(l *loop, id string, resumed bool) {
 	}
 }
 
-// fireDelayedWills publishes the delayed wills due at now (unix seconds).
-// It runs on the server's ticker goroutine.
+// fireDelayedWills publishes the delayed wills due by now (unix
+// nanoseconds). It runs on the server's ticker goroutine.
 func (s *Server) fireDelayedWills(now int64) {
 	t := &s.wills
 	for {
 		t.mu.Lock()
-		if len(t.heap) == 0 || t.heap[0].at > now {
+		w, ok := t.heap.PopDue(now)
+		if !ok {
 			t.mu.Unlock()
 			return
 		}
-		w := heap.Pop(&t.heap).(*delayedWill)
 		if w.done {
 			t.mu.Unlock()
 			continue
