@@ -37,6 +37,10 @@ type EnhancedAuthenticator = auth.EnhancedAuthenticator
 // AuthExchange is one authentication conversation; see auth.Exchange.
 type AuthExchange = auth.Exchange
 
+// IdentifiedExchange is an AuthExchange that names the user it
+// authenticated; see auth.IdentifiedExchange.
+type IdentifiedExchange = auth.IdentifiedExchange
+
 // authState is a connection's enhanced authentication state.
 type authState struct {
 	method string
@@ -44,6 +48,9 @@ type authState struct {
 	ex     AuthExchange // conversation in progress (CONNECT or re-auth); nil if none
 	done   bool         // the CONNECT exchange succeeded
 	final  []byte       // server data for the CONNACK (owned copy)
+	// identity is who the CONNECT's exchange authenticated, if it is an
+	// IdentifiedExchange: the client's user name from then on.
+	identity string
 
 	// The CONNECT being authenticated, copied out of the read buffer and
 	// decoded again once the exchange succeeds; nil when none is pending.
@@ -59,6 +66,39 @@ func (s *Server) findAuth(method []byte) EnhancedAuthenticator {
 		}
 	}
 	return nil
+}
+
+// exchangeIdentity is the user an exchange that just succeeded
+// authenticated, or "" if it does not say.
+func exchangeIdentity(ex AuthExchange) string {
+	if ie, ok := ex.(IdentifiedExchange); ok {
+		return ie.Identity()
+	}
+	return ""
+}
+
+// identity is the user name the client is known by for the Authorizer and
+// session ownership: the one its AUTH exchange established, else the
+// CONNECT User Name (which the Authenticator then verifies, or which is
+// dropped for an anonymous client). Identity comes from authentication
+// only: a SCRAM client with an empty CONNECT User Name is its SCRAM user,
+// not anonymous.
+func (c *client) identity(p *codec.Connect) string {
+	if c.enhancedAuthed() && c.v5.auth.identity != "" {
+		return c.v5.auth.identity
+	}
+	return string(p.Username)
+}
+
+// authRefusal is the reason code a CONNECT the Authenticator failed is
+// refused with: the code of a *codec.Error (0x8A Banned while locked out,
+// auth.ErrLockedOut), else Bad User Name or Password.
+func authRefusal(err error) codec.ReasonCode {
+	var ce *codec.Error
+	if errors.As(err, &ce) && ce.Code >= 0x80 {
+		return ce.Code
+	}
+	return codec.BadUsernameOrPassword
 }
 
 // authCode is the reason code a failed step is reported with.
@@ -88,6 +128,7 @@ func (c *client) startConnectAuth(h codec.FixedHeader, body []byte, p *codec.Con
 		return c.refuse(codec.Version5, authCode(err), "authentication failed: "+err.Error())
 	}
 	if done {
+		a.identity = exchangeIdentity(a.ex)
 		a.ex, a.done, a.final = nil, true, append([]byte(nil), out...)
 		return c.handleConnect(h, body) // again, now authenticated
 	}
@@ -127,6 +168,7 @@ func (c *client) continueConnectAuth(h codec.FixedHeader, body []byte) gnet.Acti
 		c.sendAuth(codec.ContinueAuthentication, out)
 		return gnet.None
 	}
+	a.identity = exchangeIdentity(a.ex)
 	a.ex, a.done, a.final = nil, true, append([]byte(nil), out...)
 	h, body = a.pendingH, a.pending
 	a.pending = nil
@@ -168,7 +210,13 @@ func (c *client) handleAuth(h codec.FixedHeader, body []byte) gnet.Action {
 		return c.fail(codec.Errf(authCode(err), "MQTT-4.12.1-2", "re-authentication failed: %v", err))
 	}
 	if done {
+		id := exchangeIdentity(a.ex)
 		a.ex = nil
+		if id != "" && id != c.username() {
+			// The connection's identity was fixed at CONNECT: its
+			// subscriptions and session were authorized for it.
+			return c.fail(codec.Errf(codec.NotAuthorized, "MQTT-4.12.1-2", "re-authentication as another user (%q)", id))
+		}
 		c.sendAuth(codec.Success, out)
 	} else {
 		c.sendAuth(codec.ContinueAuthentication, out)

@@ -66,7 +66,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		srv.refuse(limitClientID, id, string(p.Username), remoteString(c.conn), "client id longer than the limit")
 		return c.refuse(v, codec.ClientIDNotValid, "client identifier too long")
 	}
-	c.setUser(string(p.Username))
+	c.setUser(c.identity(p)) // auth.go: the AUTH exchange's user, else the CONNECT User Name
 	if v == codec.Version5 { // will payload format, topic aliases, enhanced auth (v5.go)
 		if act, stop := c.connectV5(h, body, p); stop {
 			return act
@@ -78,7 +78,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		info := ConnectInfo{ClientID: c.id, Username: c.username(), Password: p.Password,
 			Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: v}
 		if err := a.Authenticate(info); err != nil {
-			return c.refuse(v, codec.BadUsernameOrPassword, "authentication failed: "+err.Error())
+			return c.refuse(v, authRefusal(err), "authentication failed: "+err.Error())
 		}
 	} else if !srv.opts.AllowAnonymous && !c.loopback {
 		return c.refuse(v, codec.NotAuthorized, "anonymous clients are allowed only on loopback listeners")

@@ -25,3 +25,40 @@ func TestPasswordFileConnect(t *testing.T) {
 	good.connect(codec.Connect{ClientID: []byte("z"), CleanStart: true, UsernameFlag: true, Username: []byte("dev1"),
 		PasswordFlag: true, Password: []byte("s3cret")}, 0)
 }
+
+// Finding: about 700 password guesses a second, with no delay or lockout.
+// Through the broker: after a burst of failures (CONNACK 4, Bad user name
+// or password) the user is locked out, and even the right password gets
+// return code 5 (3.1.1) or 0x8A Banned (5.0); another user from the same
+// address still connects; the limiter counts it all.
+func TestPasswordFileLockoutThroughBroker(t *testing.T) {
+	var lines []string
+	for _, u := range []string{"dev1", "dev2"} {
+		l, err := auth.HashPassword(u, "s3cret", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, l)
+	}
+	pf, err := auth.ParsePasswordFile(strings.NewReader(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startBroker(t, func(o *Options) { o.Authenticator = pf })
+	login := func(v byte, user, pass string, want byte) {
+		t.Helper()
+		c := dialRaw(t, addr)
+		c.connect(codec.Connect{ProtocolVersion: v, ClientID: []byte("c-" + user), CleanStart: true, KeepAlive: 30,
+			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(pass)}, want)
+	}
+	for range auth.DefaultFailuresPerUser {
+		login(codec.Version311, "dev1", "guess", codec.ConnRefusedBadUserPass311)
+	}
+	login(codec.Version311, "dev1", "s3cret", codec.ConnRefusedNotAuthorized311)
+	login(codec.Version5, "dev1", "s3cret", byte(codec.Banned))
+	login(codec.Version311, "dev2", "s3cret", 0)
+	st := pf.Limiter().Stats()
+	if st.Failures != uint64(auth.DefaultFailuresPerUser) || st.Refused != 2 || st.Lockouts != 1 {
+		t.Errorf("limiter stats %+v", st)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,4 +152,57 @@ func TestV5ReAuthentication_MQTT_4_12_1_1(t *testing.T) {
 	a.Props.Set(codec.PropAuthMethod)
 	raw.send(a.Append(nil))
 	raw.expectDisconnect(codec.ProtocolError)
+}
+
+// Finding: a SCRAM client with an empty CONNECT User Name got the anonymous
+// rules. Through the broker: the SCRAM user is the client's identity for
+// the ACL (alice's rules, not the anonymous ones), and a re-authentication
+// as another user fails and ends the connection [MQTT-4.12.1-2].
+func TestV5SCRAMIdentityIsTheSCRAMUser(t *testing.T) {
+	store := auth.NewSCRAMStore()
+	for _, u := range []string{"alice", "bob"} {
+		if err := store.AddUser(u, u+"-pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl, err := auth.ParseACL(strings.NewReader("topic readwrite public/#\nuser alice\ntopic readwrite alice/#\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startBroker(t, func(o *Options) {
+		o.EnhancedAuth = []EnhancedAuthenticator{auth.NewSCRAMSHA256(store)}
+		o.Authorizer = acl
+	})
+	sc := newSCRAMClient("alice", "alice-pw")
+	c, ca, err := scramConnect(t, addr, "scram-id", sc) // no CONNECT User Name
+	if err != nil {
+		t.Fatalf("connect: %v (%+v)", err, ca)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// paho reports an error when a subscription fails; the SUBACK tells.
+	sa, _ := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "alice/#", QoS: 1}, {Topic: "public/#", QoS: 1}}})
+	if sa == nil || len(sa.Reasons) != 2 || sa.Reasons[0] != 1 || sa.Reasons[1] != byte(codec.NotAuthorized) {
+		t.Fatalf("SUBACK %+v, want [1 0x87]: alice's rules, not the anonymous ones", sa)
+	}
+	sc.User, sc.Password = "bob", "bob-pw" // the client's AuthHandler now speaks for bob
+	resp, err := c.Authenticate(ctx, &paho.Auth{ReasonCode: byte(codec.ReAuthenticate),
+		Properties: &paho.AuthProperties{AuthMethod: auth.SCRAMSHA256Method, AuthData: sc.First()}})
+	if err == nil && resp.Success {
+		t.Fatal("re-authentication as another user succeeded")
+	}
+}
+
+// Failed SCRAM proofs lock the user out like failed passwords: after the
+// burst, the right password gets CONNACK 0x8A Banned.
+func TestV5SCRAMLockout(t *testing.T) {
+	addr := scramBroker(t)
+	for range auth.DefaultFailuresPerUser {
+		if _, ca, err := scramConnect(t, addr, "guess", newSCRAMClient("alice", "guess")); err == nil || ca == nil || ca.ReasonCode != byte(codec.NotAuthorized) {
+			t.Fatalf("guess: err %v connack %+v, want 0x87", err, ca)
+		}
+	}
+	if _, ca, err := scramConnect(t, addr, "right", newSCRAMClient("alice", "wonderland")); err == nil || ca == nil || ca.ReasonCode != byte(codec.Banned) {
+		t.Fatalf("right password while locked out: err %v connack %+v, want 0x8A", err, ca)
+	}
 }
