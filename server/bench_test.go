@@ -45,7 +45,7 @@ func (sc loopbackScenario) run(b *testing.B, srv *Server, addr string, n int, ta
 	done := make(chan error, 1)
 	base := int(srv.Stats().MessagesDropped)
 	dropped := func() int { return int(srv.Stats().MessagesDropped) - base }
-	go func() { done <- drainSubscriber(sub.c, sub.buf, n, sc.qos, dropped) }()
+	go func() { done <- drainSubscriber(sub.c, sub.mc.Buffered(), n, sc.qos, dropped) }()
 	if sc.window == 0 {
 		sc.window = 64
 	}
@@ -55,7 +55,7 @@ func (sc loopbackScenario) run(b *testing.B, srv *Server, addr string, n int, ta
 			_, _ = io.Copy(io.Discard, pub.c)
 			return
 		}
-		countAcks(pub.c, pub.buf, window)
+		countAcks(pub.c, pub.mc.Buffered(), window)
 	}()
 	w := bufio.NewWriterSize(pub.c, 64<<10)
 	p := codec.Publish{Topic: []byte("bench/" + tag), Payload: payload, QoS: sc.qos}

@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -14,6 +13,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/internal/mqtttest"
 )
 
 // startBroker runs a real broker on a loopback port for the test's lifetime.
@@ -156,29 +156,40 @@ func subscribe(t testing.TB, c mqtt.Client, filter string, qos byte, r *received
 	wait(t, c.Subscribe(filter, qos, r.handler), "subscribe "+filter)
 }
 
-// rawConn is a bare TCP MQTT client for protocol-level tests.
+// rawConn is a bare MQTT client for protocol-level tests: a
+// mqtttest.Conn (which does the framing, deadlines and decoding) bound to
+// the test, so every helper fails the test instead of returning an error.
 type rawConn struct {
 	t    testing.TB
 	c    net.Conn
-	r    *bufio.Reader
-	buf  []byte
-	vers byte
+	r    *bufio.Reader // unused: reads go through mc; kept so &rawConn{…} literals still compile
+	vers byte          // protocol level; connect sets it, tests may set it before a hand-made CONNECT
+	mc   *mqtttest.Conn
 }
 
 func dialRaw(t testing.TB, addr string) *rawConn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	mc, err := mqtttest.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return &rawConn{t: t, c: c, r: bufio.NewReader(c), vers: codec.Version311}
+	t.Cleanup(func() { _ = mc.Close() })
+	return &rawConn{t: t, c: mc.NetConn(), vers: codec.Version311, mc: mc}
+}
+
+// conn returns the mqtttest.Conn over r.c (creating it for a rawConn built
+// as a literal around an existing connection) with r.vers as its version.
+func (r *rawConn) conn() *mqtttest.Conn {
+	if r.mc == nil {
+		r.mc = mqtttest.New(r.c)
+	}
+	r.mc.Version = r.vers
+	return r.mc
 }
 
 func (r *rawConn) send(b []byte) {
 	r.t.Helper()
-	_ = r.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := r.c.Write(b); err != nil {
+	if err := r.conn().Write(b); err != nil {
 		r.t.Fatalf("write: %v", err)
 	}
 }
@@ -186,29 +197,15 @@ func (r *rawConn) send(b []byte) {
 // connect sends CONNECT and expects CONNACK with the given return code.
 func (r *rawConn) connect(p codec.Connect, wantCode byte) codec.Connack {
 	r.t.Helper()
-	if p.ProtocolVersion == 0 {
-		p.ProtocolVersion = codec.Version311
-	}
-	if p.ProtocolName == nil {
-		p.ProtocolName = []byte("MQTT")
-		if p.ProtocolVersion == codec.Version31 {
-			p.ProtocolName = []byte("MQIsdp")
-		}
-	}
-	r.vers = p.ProtocolVersion
-	r.send(p.Append(nil))
-	h, body := r.read(5 * time.Second)
-	if h.Type != codec.CONNACK {
-		r.t.Fatalf("want CONNACK, got type %d", h.Type)
-	}
-	var ack codec.Connack
-	if err := ack.Decode(h, body, r.vers); err != nil {
+	ack, err := r.conn().Connect(p)
+	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.vers = r.mc.Version
 	if ack.ReasonCode != wantCode {
 		r.t.Fatalf("CONNACK code %#x, want %#x", ack.ReasonCode, wantCode)
 	}
-	return ack
+	return *ack
 }
 
 // read returns the next packet or fails the test.
@@ -221,53 +218,22 @@ func (r *rawConn) read(d time.Duration) (codec.FixedHeader, []byte) {
 	return h, body
 }
 
-// tryRead returns the next packet, or an error (io.EOF when the broker closed).
+// tryRead returns the next packet, or an error (mqtttest.IsClosed when the
+// broker closed, mqtttest.ErrTimeout after d).
 func (r *rawConn) tryRead(d time.Duration) (codec.FixedHeader, []byte, error) {
-	_ = r.c.SetReadDeadline(time.Now().Add(d))
-	for {
-		if len(r.buf) > 0 {
-			h, body, n, err := codec.ReadPacket(r.buf, 0)
-			if err == nil {
-				out := append([]byte(nil), body...)
-				r.buf = r.buf[n:]
-				return h, out, nil
-			}
-			if err != codec.ErrIncomplete {
-				return h, nil, err
-			}
-		}
-		chunk := make([]byte, 4096)
-		n, err := r.r.Read(chunk)
-		r.buf = append(r.buf, chunk[:n]...)
-		if err != nil && n == 0 {
-			return codec.FixedHeader{}, nil, err
-		}
-	}
+	p, err := r.conn().ReadPacket(time.Now().Add(d))
+	return p.Header, p.Body, err
 }
 
-// expectClosed asserts the broker closes the connection (after optionally
-// sending some packets, which are returned).
+// expectClosed asserts the broker closes the connection within d (after
+// optionally sending some packets, whose headers are returned).
 func (r *rawConn) expectClosed(d time.Duration) []codec.FixedHeader {
 	r.t.Helper()
 	var got []codec.FixedHeader
-	for {
-		h, _, err := r.tryRead(d)
-		if err == nil {
-			got = append(got, h)
-			continue
-		}
-		if err == io.EOF || isReset(err) {
-			return got
-		}
-		r.t.Fatalf("connection not closed: %v (packets seen %v)", err, got)
+	for _, p := range r.untilClosed(d) {
+		got = append(got, p.h)
 	}
-}
-
-func isReset(err error) bool {
-	if ne, ok := err.(*net.OpError); ok {
-		return !ne.Timeout()
-	}
-	return false
+	return got
 }
 
 func (r *rawConn) publish(p codec.Publish) { r.send(p.Append(nil, r.vers)) }
@@ -276,7 +242,7 @@ func (r *rawConn) readPublish(d time.Duration) codec.Publish {
 	r.t.Helper()
 	h, body := r.read(d)
 	if h.Type != codec.PUBLISH {
-		r.t.Fatalf("want PUBLISH, got type %d", h.Type)
+		r.t.Fatalf("want PUBLISH, got %s", mqtttest.TypeName(h.Type))
 	}
 	var p codec.Publish
 	if err := p.Decode(h, body, r.vers); err != nil {
@@ -289,7 +255,7 @@ func (r *rawConn) readAck(d time.Duration, typ codec.PacketType) codec.Ack {
 	r.t.Helper()
 	h, body := r.read(d)
 	if h.Type != typ {
-		r.t.Fatalf("want packet type %d, got %d", typ, h.Type)
+		r.t.Fatalf("want %s, got %s", mqtttest.TypeName(typ), mqtttest.TypeName(h.Type))
 	}
 	var a codec.Ack
 	if err := a.Decode(h, body, r.vers); err != nil {
@@ -298,16 +264,12 @@ func (r *rawConn) readAck(d time.Duration, typ codec.PacketType) codec.Ack {
 	return a
 }
 
+// subscribe subscribes to one filter and returns the SUBACK's codes; the
+// SUBACK must be the next packet.
 func (r *rawConn) subscribe(id uint16, filter string, qos byte) []byte {
 	r.t.Helper()
-	s := codec.Subscribe{PacketID: id, Subscriptions: []codec.Subscription{{Filter: []byte(filter), QoS: qos}}}
-	r.send(s.Append(nil, r.vers))
-	h, body := r.read(5 * time.Second)
-	if h.Type != codec.SUBACK {
-		r.t.Fatalf("want SUBACK, got %d", h.Type)
-	}
-	var ack codec.Suback
-	if err := ack.Decode(h, body, r.vers); err != nil {
+	ack, err := r.conn().Subscribe(id, nil, codec.Subscription{Filter: []byte(filter), QoS: qos})
+	if err != nil {
 		r.t.Fatal(err)
 	}
 	return ack.ReasonCodes

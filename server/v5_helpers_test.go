@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -147,21 +145,19 @@ type packet struct {
 	body []byte
 }
 
-// untilClosed reads packets until the broker closes the connection.
+// untilClosed reads packets until the broker closes the connection, for
+// at most d in all.
 func (r *rawConn) untilClosed(d time.Duration) []packet {
 	r.t.Helper()
-	var got []packet
-	for {
-		h, body, err := r.tryRead(d)
-		if err == nil {
-			got = append(got, packet{h, body})
-			continue
-		}
-		if errors.Is(err, io.EOF) || isReset(err) {
-			return got
-		}
-		r.t.Fatalf("connection not closed: %v (%d packets seen)", err, len(got))
+	got, err := r.conn().UntilClosed(d)
+	out := make([]packet, len(got))
+	for i, p := range got {
+		out[i] = packet{p.Header, p.Body}
 	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return out
 }
 
 // expectDisconnect asserts the broker sends DISCONNECT with code and closes.
