@@ -10,10 +10,14 @@ package stdnet
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"log"
+	"log/slog"
 	"net"
 	"net/http"
-	"sync"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -27,16 +31,46 @@ type WebSocketListener struct {
 	CertFile string      `yaml:"cert_file"`
 	KeyFile  string      `yaml:"key_file"`
 	Config   *tls.Config `yaml:"-"`
-	// CheckOrigin, when set, decides browser Origin headers. Default: allow all.
+	// MinVersion is the oldest TLS version of a wss:// listener: "1.2"
+	// (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+	// AllowedOrigins lists the browser origins, besides the listener's own
+	// host, that may open a connection: "https://app.example.com" (scheme
+	// and host must match), "app.example.com:8443" (host[:port], any
+	// scheme), or "*" for any. A request whose Origin header names another
+	// host:port than its Host header and is not listed is refused with 403:
+	// otherwise any web page a user visits could connect with that user's
+	// network position and cookies. A page served from another port of the
+	// same name is another origin and must be listed. Requests without
+	// Origin (non-browser clients) are always allowed.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// CheckOrigin, when set, replaces the Origin rule above.
 	CheckOrigin func(*http.Request) bool `yaml:"-"`
+	// WriteTimeout closes a connection whose peer accepts less than 64 KiB
+	// in this long. Default: 30 s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// HeaderTimeout bounds reading an HTTP request (and the TLS handshake
+	// of wss://). Default: Config.HandshakeTimeout (the broker's
+	// ConnectTimeout).
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+	// IdleTimeout closes a keep-alive HTTP connection idle between
+	// requests. Default: 60 s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds an HTTP request's header. Default: 64 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
 // wsStream reads a WebSocket connection's binary messages as one stream.
+//
+// Concurrency: Read and SetReadDeadline belong to the reader goroutine;
+// Write, SetWriteDeadline and closeFrame to the writer goroutine (gorilla
+// allows one of each, and WriteControl from anywhere).
 type wsStream struct {
 	ws *websocket.Conn
 	r  io.Reader
-	wm sync.Mutex
 }
+
+var errTextFrame = errors.New("websocket: non-binary frame")
 
 func (w *wsStream) Read(p []byte) (int, error) {
 	for {
@@ -48,8 +82,9 @@ func (w *wsStream) Read(p []byte) (int, error) {
 			if typ != websocket.BinaryMessage {
 				// MQTT is carried in binary frames only [MQTT-6.0.0-1].
 				_ = w.ws.WriteControl(websocket.CloseMessage,
-					websocket.FormatCloseMessage(websocket.CloseUnsupportedData, "MQTT needs binary frames"), time.Now().Add(time.Second))
-				return 0, errors.New("websocket: non-binary frame")
+					websocket.FormatCloseMessage(websocket.CloseUnsupportedData, "MQTT needs binary frames"),
+					time.Now().Add(time.Second))
+				return 0, errTextFrame
 			}
 			w.r = r
 		}
@@ -65,77 +100,170 @@ func (w *wsStream) Read(p []byte) (int, error) {
 	}
 }
 
+// Write sends p as one binary message.
 func (w *wsStream) Write(p []byte) (int, error) {
-	w.wm.Lock()
-	defer w.wm.Unlock()
 	if err := w.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
+// closeFrame starts the closing handshake (RFC 6455 §5.5.1).
+func (w *wsStream) closeFrame(code int, reason string, deadline time.Time) error {
+	return w.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline)
+}
+
 func (w *wsStream) Close() error                       { return w.ws.Close() }
 func (w *wsStream) LocalAddr() net.Addr                { return w.ws.LocalAddr() }
 func (w *wsStream) RemoteAddr() net.Addr               { return w.ws.RemoteAddr() }
-func (w *wsStream) SetDeadline(t time.Time) error      { return w.ws.NetConn().SetDeadline(t) }
 func (w *wsStream) SetReadDeadline(t time.Time) error  { return w.ws.SetReadDeadline(t) }
 func (w *wsStream) SetWriteDeadline(t time.Time) error { return w.ws.SetWriteDeadline(t) }
+func (w *wsStream) SetDeadline(t time.Time) error {
+	_ = w.ws.SetWriteDeadline(t)
+	return w.ws.SetReadDeadline(t)
+}
 
-// startWebSocket opens the WebSocket listeners.
-func (t *Transport) startWebSocket(listeners []WebSocketListener) error {
-	for _, l := range listeners {
-		path := l.Path
-		if path == "" {
-			path = "/mqtt"
-		}
-		check := l.CheckOrigin
-		if check == nil {
-			check = func(*http.Request) bool { return true }
-		}
-		up := websocket.Upgrader{Subprotocols: []string{"mqtt", "mqttv3.1"}, CheckOrigin: check,
-			ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: t.cfg.HandshakeTimeout}
-		mux := http.NewServeMux()
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			if !hasMQTTSubprotocol(r) { // [MQTT-6.0.0-3]
-				http.Error(w, `MQTT over WebSocket needs Sec-WebSocket-Protocol: mqtt`, http.StatusBadRequest)
-				return
-			}
-			ws, err := up.Upgrade(w, r, nil)
-			if err != nil {
-				return // the upgrader answered the client
-			}
-			ws.SetReadLimit(int64(t.cfg.MaxPacketSize) + 16)
-			t.open(&wsStream{ws: ws})
-		})
-		ln, err := net.Listen("tcp", l.Addr)
-		if err != nil {
-			return err
-		}
-		cfg := l.Config
-		if cfg == nil && l.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
-			if err != nil {
-				ln.Close()
-				return err
-			}
-			cfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		}
-		if cfg != nil {
-			ln = tls.NewListener(ln, cfg)
-		}
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: t.cfg.HandshakeTimeout}
-		t.lns = append(t.lns, ln)
-		t.wsAddrs = append(t.wsAddrs, ln.Addr())
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			if err := hs.Serve(ln); err != nil && !t.closed.Load() {
-				t.cfg.Logger.Error("websocket listener stopped", "err", err)
-			}
-		}()
-		t.cfg.Logger.Info("tern listening (WebSocket)", "addr", ln.Addr().String(), "path", path, "tls", cfg != nil)
+// wsHandler answers every request of one WebSocket listener.
+type wsHandler struct {
+	t            *Transport
+	path         string
+	up           websocket.Upgrader
+	allowed      []string
+	check        func(*http.Request) bool
+	writeTimeout time.Duration
+}
+
+// listenWebSocket opens one WebSocket listener.
+func (t *Transport) listenWebSocket(l WebSocketListener) error {
+	h := &wsHandler{t: t, path: l.Path, allowed: l.AllowedOrigins, check: l.CheckOrigin, writeTimeout: l.WriteTimeout}
+	if h.path == "" {
+		h.path = "/mqtt"
 	}
+	if h.writeTimeout <= 0 {
+		h.writeTimeout = DefaultWriteTimeout
+	}
+	headerTimeout := l.HeaderTimeout
+	if headerTimeout <= 0 {
+		headerTimeout = t.cfg.HandshakeTimeout
+	}
+	idle := l.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	maxHeader := l.MaxHeaderBytes
+	if maxHeader <= 0 {
+		maxHeader = DefaultMaxHeaderBytes
+	}
+	h.up = websocket.Upgrader{Subprotocols: []string{"mqtt", "mqttv3.1"},
+		CheckOrigin:    func(*http.Request) bool { return true }, // decided in ServeHTTP
+		ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: headerTimeout}
+	var cfg *tls.Config
+	if l.Config != nil || l.CertFile != "" {
+		var err error
+		if cfg, err = serverTLSConfig(l.Config, l.CertFile, l.KeyFile, l.MinVersion); err != nil {
+			return fmt.Errorf("WebSocket listener %s: %w", l.Addr, err)
+		}
+	}
+	tcp, err := net.Listen("tcp", l.Addr)
+	if err != nil {
+		return fmt.Errorf("WebSocket listener: %w", err)
+	}
+	var ln net.Listener = countingListener{tcp, t}
+	if cfg != nil {
+		checkCertificates(t.cfg.Logger, tcp.Addr().String(), cfg, time.Now())
+		ln = tls.NewListener(ln, cfg)
+	}
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: headerTimeout,
+		ReadTimeout:       headerTimeout, // an upgrade has no body; hijacking clears the deadline
+		WriteTimeout:      headerTimeout,
+		IdleTimeout:       idle,
+		MaxHeaderBytes:    maxHeader,
+		ErrorLog:          log.New(httpErrorLog{t}, "", 0),
+		ConnState:         t.wssConnState,
+	}
+	t.https = append(t.https, hs)
+	t.wsAddrs = append(t.wsAddrs, tcp.Addr())
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		if err := hs.Serve(ln); err != nil && !t.stopped.Load() {
+			t.cfg.Logger.Error("WebSocket listener stopped", "addr", tcp.Addr().String(), "err", err)
+		}
+	}()
+	t.cfg.Logger.Info("tern listening (WebSocket)", "addr", tcp.Addr().String(), "path", h.path, "tls", cfg != nil)
 	return nil
+}
+
+// ServeHTTP upgrades a valid MQTT WebSocket request and hands the stream
+// to the transport; anything else gets a short answer, is counted and,
+// rate-limited, logged.
+func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := h.t
+	if r.URL.Path != h.path {
+		t.stats.wsNotFound.Add(1)
+		t.logWSPath.log(t.cfg.Logger, slog.LevelInfo, "WebSocket request for an unknown path",
+			"remote", r.RemoteAddr, "path", clip(r.URL.Path), "want", h.path)
+		http.Error(w, "404 not found", http.StatusNotFound)
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		t.stats.wsBadRequest.Add(1)
+		w.Header().Set("Upgrade", "websocket")
+		http.Error(w, "426 this is an MQTT over WebSocket endpoint: connect with a WebSocket client", http.StatusUpgradeRequired)
+		return
+	}
+	if !h.originAllowed(r) {
+		t.stats.wsOrigin.Add(1)
+		t.logWSOrigin.log(t.cfg.Logger, slog.LevelWarn, "WebSocket upgrade refused: cross-origin request (add the origin to the listener's allowed origins if it is yours)",
+			"remote", r.RemoteAddr, "origin", clip(r.Header.Get("Origin")), "host", clip(r.Host))
+		http.Error(w, "403 cross-origin WebSocket request refused", http.StatusForbidden)
+		return
+	}
+	if !hasMQTTSubprotocol(r) { // [MQTT-6.0.0-3]
+		t.stats.wsBadRequest.Add(1)
+		http.Error(w, "400 MQTT over WebSocket needs Sec-WebSocket-Protocol: mqtt", http.StatusBadRequest)
+		return
+	}
+	ws, err := h.up.Upgrade(w, r, nil)
+	if err != nil {
+		t.stats.wsBadRequest.Add(1) // the upgrader answered the client
+		return
+	}
+	// A message holds at most one packet from a well-behaved client; the
+	// slack covers the WebSocket framing of a maximum-size packet.
+	ws.SetReadLimit(int64(t.cfg.MaxPacketSize) + 16)
+	raw := ws.NetConn()
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	s := &wsStream{ws: ws}
+	t.open(s, raw, s, h.writeTimeout)
+}
+
+// originAllowed applies the listener's Origin rule (see AllowedOrigins).
+func (h *wsHandler) originAllowed(r *http.Request) bool {
+	if h.check != nil {
+		return h.check(r)
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser: Origin is what browsers add
+	}
+	u, err := url.Parse(origin)
+	if err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, a := range h.allowed {
+		switch {
+		case a == "*", strings.EqualFold(a, origin):
+			return true
+		case err == nil && !strings.Contains(a, "://") && strings.EqualFold(a, u.Host):
+			return true
+		}
+	}
+	return false
 }
 
 func hasMQTTSubprotocol(r *http.Request) bool {
@@ -145,4 +273,51 @@ func hasMQTTSubprotocol(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// wssConnState counts wss:// handshakes that failed: a TLS connection that
+// closes before its handshake completed (net/http runs the handshake).
+func (t *Transport) wssConnState(c net.Conn, st http.ConnState) {
+	if st != http.StateClosed || t.stopped.Load() {
+		return
+	}
+	if tc, ok := c.(*tls.Conn); ok && !tc.ConnectionState().HandshakeComplete {
+		t.stats.handshakeFailures.Add(1)
+	}
+}
+
+// countingListener counts Accept errors; net/http backs off on them.
+type countingListener struct {
+	net.Listener
+	t *Transport
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil && !l.t.stopped.Load() {
+		l.t.stats.acceptErrors.Add(1)
+	}
+	return c, err
+}
+
+// httpErrorLog routes net/http's own log lines (TLS handshake errors,
+// accept retries) into the transport's logger, rate-limited.
+type httpErrorLog struct{ t *Transport }
+
+func (e httpErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	rl, level := &e.t.logHTTP, slog.LevelWarn
+	if strings.Contains(msg, "TLS handshake error") {
+		rl, level = &e.t.logHandshake, slog.LevelInfo
+	}
+	rl.log(e.t.cfg.Logger, level, "WebSocket listener: "+msg)
+	return len(p), nil
+}
+
+// clip bounds a client-chosen string before it goes into a log line.
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
