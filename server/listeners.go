@@ -3,9 +3,19 @@ package server
 // The TLS and WebSocket listeners run on the standard-library transport,
 // server/stdnet, which knows nothing of the broker: it adapts its
 // connections to gnet.Conn and gnet.EventLoop and drives the same handler
-// as the gnet listeners. This file builds its configuration from Options.
+// as the gnet listeners. This file builds its configuration from Options
+// and tells it which WebSocket close code a broker-side close deserves.
 
-import "github.com/ternmq/tern/server/stdnet"
+import (
+	"strconv"
+	"strings"
+
+	"github.com/gorilla/websocket"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/server/stdnet"
+)
 
 // TLSListener is one MQTT-over-TLS listener; see stdnet.TLSListener.
 type TLSListener = stdnet.TLSListener
@@ -16,7 +26,8 @@ type WebSocketListener = stdnet.WebSocketListener
 
 // startNetListeners opens the TLS and WebSocket listeners; their bound
 // addresses are then in TLSAddrs and WebSocketAddrs. Called once by Serve,
-// before the gnet engine starts.
+// before the gnet engine starts. The transport gets as many task loops as
+// gnet has event loops (Options.EventLoops, resolved by EnsureDefaults).
 func (s *Server) startNetListeners() error {
 	t, err := stdnet.Start(stdnet.Config{
 		Handler:          &handler{s: s},
@@ -24,6 +35,7 @@ func (s *Server) startNetListeners() error {
 		MaxPacketSize:    s.opts.MaxPacketSize,
 		HandshakeTimeout: s.opts.ConnectTimeout,
 		Logger:           s.log,
+		CloseStatus:      wsCloseStatus,
 	}, s.opts.TLSListeners, s.opts.WebSocketListeners)
 	if err != nil {
 		return err
@@ -32,4 +44,99 @@ func (s *Server) startNetListeners() error {
 	s.tlsAddrs = t.TLSAddrs()
 	s.wsAddrs = t.WebSocketAddrs()
 	return nil
+}
+
+// wsCloseStatus is the WebSocket close frame for a connection the broker
+// closed (stdnet.Config.CloseStatus); it runs on the connection's loop
+// before OnClose, so the client still says why.
+func wsCloseStatus(c gnet.Conn) (int, string) {
+	cl, _ := c.Context().(*client)
+	if cl == nil {
+		return websocket.CloseNormalClosure, ""
+	}
+	rc := closeReasonCode(cl)
+	return wsCode(rc), wsReason(rc)
+}
+
+// closeReasonCode recovers the MQTT reason code of a broker-side close
+// from the client's state and close reason. The reason is text: codec
+// errors end with "(reason 0xNN)"; the other closes are recognised by
+// their fixed wording. Anything else counts as a normal closure.
+func closeReasonCode(cl *client) codec.ReasonCode {
+	if cl.takenOver.Load() {
+		return codec.SessionTakenOver
+	}
+	why := cl.closeReason()
+	if i := strings.LastIndex(why, "(reason 0x"); i >= 0 && len(why) >= i+13 {
+		if v, err := strconv.ParseUint(why[i+10:i+12], 16, 8); err == nil {
+			return codec.ReasonCode(v)
+		}
+	}
+	for _, p := range [...]struct {
+		prefix string
+		code   codec.ReasonCode
+	}{
+		{"slow consumer", codec.QuotaExceeded},
+		{"first packet too large", codec.PacketTooLarge},
+		{"authentication failed", codec.NotAuthorized},
+		{"anonymous clients", codec.NotAuthorized},
+		{"client identifier too long", codec.ClientIDNotValid},
+		{"empty client id", codec.ClientIDNotValid},
+		{"store unavailable", codec.UnspecifiedError},
+		{"keepalive expired", codec.KeepAliveTimeout},
+		{"no CONNECT within", codec.MaximumConnectTime},
+	} {
+		if strings.HasPrefix(why, p.prefix) {
+			return p.code
+		}
+	}
+	return codec.Success
+}
+
+// wsCode maps an MQTT reason code to the closest RFC 6455 status code.
+func wsCode(rc codec.ReasonCode) int {
+	switch rc {
+	case codec.MalformedPacket, codec.ProtocolError, codec.UnsupportedProtocolVersion,
+		codec.TopicFilterInvalid, codec.TopicNameInvalid, codec.PacketIDInUse,
+		codec.ReceiveMaximumExceeded, codec.TopicAliasInvalid, codec.PayloadFormatInvalid:
+		return websocket.CloseProtocolError // 1002
+	case codec.PacketTooLarge:
+		return websocket.CloseMessageTooBig // 1009
+	case codec.ClientIDNotValid, codec.BadUsernameOrPassword, codec.NotAuthorized, codec.Banned,
+		codec.BadAuthenticationMethod, codec.QuotaExceeded, codec.MessageRateTooHigh,
+		codec.ConnectionRateExceeded, codec.AdministrativeAction:
+		return websocket.ClosePolicyViolation // 1008
+	case codec.ServerBusy, codec.ServerUnavailable:
+		return websocket.CloseTryAgainLater // 1013
+	case codec.ServerShuttingDown:
+		return websocket.CloseGoingAway // 1001
+	case codec.UnspecifiedError, codec.ImplementationSpecificError:
+		return websocket.CloseInternalServerErr // 1011
+	}
+	return websocket.CloseNormalClosure // 1000: DISCONNECT, takeover, keepalive, connect timeout
+}
+
+// wsReason is the close frame's short reason: the MQTT reason's name,
+// never the internal detail (that is in the broker's log).
+func wsReason(rc codec.ReasonCode) string {
+	switch rc {
+	case codec.Success:
+		return ""
+	case codec.SessionTakenOver:
+		return "session taken over"
+	case codec.QuotaExceeded:
+		return "quota exceeded (slow consumer?)"
+	case codec.PacketTooLarge:
+		return "packet too large"
+	case codec.NotAuthorized, codec.BadUsernameOrPassword, codec.BadAuthenticationMethod:
+		return "not authorized"
+	case codec.KeepAliveTimeout:
+		return "keepalive timeout"
+	case codec.MaximumConnectTime:
+		return "no CONNECT in time"
+	}
+	if wsCode(rc) == websocket.CloseProtocolError {
+		return "MQTT protocol error"
+	}
+	return "MQTT reason 0x" + strconv.FormatUint(uint64(rc), 16)
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,13 +40,36 @@ func (s *Server) publishSys(now time.Time) {
 	}
 }
 
+// adminHTTPLimits bounds the admin listener's HTTP connections. A scraper
+// sends its request at once and gets a small answer, so tight limits cost
+// nothing, and without them a client that connects and sends nothing, or
+// keeps an idle keep-alive connection, holds a descriptor and a goroutine
+// for ever.
+type adminHTTPLimits struct {
+	header, read, write, idle time.Duration
+	maxHeaderBytes            int
+}
+
+var defaultAdminHTTP = adminHTTPLimits{header: 10 * time.Second, read: 10 * time.Second,
+	write: 30 * time.Second, idle: 60 * time.Second, maxHeaderBytes: 16 << 10}
+
+// adminHTTP, when set, replaces defaultAdminHTTP (tests shorten the
+// timeouts); atomic because a test restores it while an earlier broker's
+// admin goroutine may still be starting.
+var adminHTTP atomic.Pointer[adminHTTPLimits]
+
 // serveAdmin runs the HTTP admin listener: Prometheus metrics on /metrics
 // and a health check on /healthz.
 func (s *Server) serveAdmin(ln net.Listener) {
+	lim := defaultAdminHTTP
+	if p := adminHTTP.Load(); p != nil {
+		lim = *p
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", s.handleMetrics)
 	mux.HandleFunc("/healthz", s.handleHealthz)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: lim.header, ReadTimeout: lim.read,
+		WriteTimeout: lim.write, IdleTimeout: lim.idle, MaxHeaderBytes: lim.maxHeaderBytes}
 	go func() {
 		<-s.done
 		_ = srv.Close()
@@ -96,6 +120,17 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 		metric("tern_store_syncs_total", "counter", "Store fsyncs (group commits).", float64(ss.Syncs))
 		metric("tern_store_live_messages", "gauge", "Stored messages with references.", float64(ss.LiveMessages))
 		metric("tern_store_available", "gauge", "1 while the store accepts writes.", boolFloat(ss.Unavailable == nil))
+	}
+	if s.tlsT != nil { // TLS and WebSocket listeners (server/stdnet)
+		ns := s.tlsT.Stats()
+		metric("tern_stdnet_connections", "gauge", "TLS and WebSocket connections open (handshake or upgrade done).", float64(ns.Open))
+		metric("tern_stdnet_accepted_total", "counter", "TLS and WebSocket connections handed to the broker.", float64(ns.Accepted))
+		metric("tern_stdnet_accept_errors_total", "counter", "Failed accepts on TLS and WebSocket listeners (each backs off).", float64(ns.AcceptErrors))
+		metric("tern_stdnet_write_timeouts_total", "counter", "TLS and WebSocket connections closed because the peer stopped reading.", float64(ns.WriteTimeouts))
+		metric("tern_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out (TLS and wss listeners).", float64(ns.TLSHandshakeFailures))
+		metric("tern_websocket_origin_refused_total", "counter", "WebSocket upgrades refused as cross-origin (403).", float64(ns.WebSocketOriginRefused))
+		metric("tern_websocket_not_found_total", "counter", "Requests for another path than the WebSocket listener's (404).", float64(ns.WebSocketNotFound))
+		metric("tern_websocket_bad_requests_total", "counter", "Requests that were not a valid MQTT WebSocket upgrade (400/426).", float64(ns.WebSocketBadRequest))
 	}
 	metric("go_goroutines", "gauge", "Goroutines.", float64(runtime.NumGoroutine()))
 	if rss := residentBytes(); rss > 0 {
