@@ -90,25 +90,23 @@ func (c *client) identity(p *codec.Connect) string {
 	return string(p.Username)
 }
 
-// authRefusal is the reason code a CONNECT the Authenticator failed is
-// refused with: the code of a *codec.Error (0x8A Banned while locked out,
-// auth.ErrLockedOut), else Bad User Name or Password.
-func authRefusal(err error) codec.ReasonCode {
+// authReason is the reason code a failed authentication is reported
+// with: the code of a *codec.Error (e.g. 0x8A Banned while locked out,
+// auth.ErrLockedOut), else def.
+func authReason(err error, def codec.ReasonCode) codec.ReasonCode {
 	var ce *codec.Error
 	if errors.As(err, &ce) && ce.Code >= 0x80 {
 		return ce.Code
 	}
-	return codec.BadUsernameOrPassword
+	return def
 }
 
-// authCode is the reason code a failed step is reported with.
-func authCode(err error) codec.ReasonCode {
-	var ce *codec.Error
-	if errors.As(err, &ce) && ce.Code >= 0x80 {
-		return ce.Code
-	}
-	return codec.NotAuthorized
-}
+// authRefusal is the reason code a CONNECT the Authenticator failed is
+// refused with.
+func authRefusal(err error) codec.ReasonCode { return authReason(err, codec.BadUsernameOrPassword) }
+
+// authCode is the reason code a failed AUTH exchange step is reported with.
+func authCode(err error) codec.ReasonCode { return authReason(err, codec.NotAuthorized) }
 
 // startConnectAuth begins the exchange a 5.0 CONNECT asked for.
 func (c *client) startConnectAuth(h codec.FixedHeader, body []byte, p *codec.Connect) gnet.Action {

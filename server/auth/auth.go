@@ -70,7 +70,8 @@ type Exchange interface {
 // client's user name for the Authorizer and for session ownership,
 // whatever User Name the CONNECT carried; a re-authentication must keep
 // it. An Exchange that is not an IdentifiedExchange leaves the CONNECT
-// User Name in place.
+// User Name in place: it was given that name in ConnectInfo and vouches for
+// it by succeeding.
 type IdentifiedExchange interface {
 	Exchange
 	// Identity is the authenticated user name. It is called after Step
