@@ -198,3 +198,27 @@ func TestWindowAddID(t *testing.T) {
 		t.Fatal("window of 2 took a third")
 	}
 }
+
+func TestQueueBytesAndWindowReset(t *testing.T) {
+	var q Queue[int]
+	q.Push(Item[int]{Msg: 1, QoS: 1, Size: 10}, DropNewest)
+	q.Push(Item[int]{Msg: 2, QoS: 0, Size: 5}, DropNewest)
+	if q.Bytes() != 15 {
+		t.Fatalf("bytes %d", q.Bytes())
+	}
+	q.Pop()
+	if q.Bytes() != 5 {
+		t.Fatalf("bytes after pop %d", q.Bytes())
+	}
+	var w Window[int]
+	w.SetMax(4)
+	w.AddID(1, 1, 1)
+	w.AddID(2, 2, 2)
+	if w.Len() != 2 {
+		t.Fatalf("len %d", w.Len())
+	}
+	w.Reset()
+	if w.Len() != 0 || !w.AddID(3, 1, 1) {
+		t.Fatal("reset window not reusable")
+	}
+}

@@ -33,6 +33,9 @@ type Queue[M any] struct {
 // Len returns the number of queued messages.
 func (q *Queue[M]) Len() int { return q.n }
 
+// Bytes returns the bytes the queued messages count against MaxBytes.
+func (q *Queue[M]) Bytes() int { return q.bytes }
+
 func (q *Queue[M]) fits(size int) bool {
 	return (q.MaxCount <= 0 || q.n < q.MaxCount) && (q.MaxBytes <= 0 || q.bytes+size <= q.MaxBytes)
 }

@@ -147,3 +147,13 @@ func (w *Window[M]) Complete(id uint16) (msg M, ok bool) {
 // reconnect. The slice is valid until the next call that changes w; the caller
 // may set Entry fields it does not own (none) — it must treat it as read-only.
 func (w *Window[M]) Entries() []Entry[M] { return w.entries }
+
+// Len returns the number of messages in flight.
+func (w *Window[M]) Len() int { return len(w.entries) }
+
+// Reset forgets every message in flight (their state lives elsewhere, e.g.
+// in a store, and is restored later); the window keeps its maximum.
+func (w *Window[M]) Reset() {
+	clear(w.entries)
+	w.entries = w.entries[:0]
+}
