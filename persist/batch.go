@@ -47,8 +47,11 @@ type Batch struct {
 	puts  []uint64 // message ids created by PutMessage
 	refs  []refOp
 	conds []condPut
-	err   error
-	done  func(error)
+	// deletesClient: the batch holds a DeleteSession, which the committer
+	// resolves against what earlier batches wrote.
+	deletesClient bool
+	err           error
+	done          func(error)
 }
 
 // Err returns the first invalid-argument error recorded by the batch.
@@ -66,6 +69,7 @@ func (b *Batch) reset() {
 	b.puts = b.puts[:0]
 	b.refs = b.refs[:0]
 	b.conds = b.conds[:0]
+	b.deletesClient = false
 	b.err = nil
 	b.done = nil
 }
@@ -157,6 +161,7 @@ func (b *Batch) DeleteSession(clientID string) {
 		return
 	}
 	b.deleteKey(opDeleteClient, func(dst []byte) []byte { return appendClientPrefix(dst, clientID) })
+	b.deletesClient = true
 }
 
 // PutMessage writes m once under a new message id and returns the id. The
@@ -164,7 +169,8 @@ func (b *Batch) DeleteSession(clientID string) {
 // batch, for every outbound entry that points at it. A message that has no
 // reference when the batch is committed is not kept (it is deleted in the
 // same batch), so a message is never leaked. Later batches may AddRef an
-// id while it still has references. Returns 0 if m is invalid.
+// id while it still has references (or use AddRefOrPut). Returns 0 if m is
+// invalid.
 //
 // m is encoded before PutMessage returns; the caller may reuse it.
 func (b *Batch) PutMessage(m *Message) uint64 {
@@ -188,7 +194,9 @@ func (b *Batch) PutMessage(m *Message) uint64 {
 // AddRef adds one reference to message id (an outbound entry now points
 // at it). The id must have been created by PutMessage in this batch or
 // still hold a reference; otherwise the call is ignored and counted in
-// Stats.RefErrors (see AddRefOrPut).
+// Stats.RefErrors (see AddRefOrPut). An AddRef of a message put by an
+// earlier batch and held by a single entry costs the committer a point
+// read (such a message has no count to look up: see the package doc).
 func (b *Batch) AddRef(id uint64) {
 	if b.err != nil {
 		return
@@ -203,10 +211,12 @@ func (b *Batch) AddRef(id uint64) {
 // AddRefOrPut adds one reference to message id like AddRef, for a message
 // stored by an earlier batch that may since have lost its last reference
 // (and been deleted): then m is written again under the same id, so the
-// new reference never dangles. The choice is made when the batch is
-// submitted to Commit, in commit order. m is encoded at once (the caller
-// may reuse it); use plain AddRef when id is known to be referenced, e.g.
-// within the batch that put it.
+// new reference never dangles. The choice is made by the committer, in
+// commit order: a message with two or more references is known from its
+// count; otherwise the committer reads whether the record exists (one
+// point read, usually from the memtable or block cache). m is encoded at
+// once (the caller may reuse it); use plain AddRef when id is known to be
+// referenced, e.g. within the batch that put it.
 func (b *Batch) AddRefOrPut(id uint64, m *Message) {
 	if b.err != nil {
 		return
@@ -229,7 +239,12 @@ func (b *Batch) AddRefOrPut(id uint64, m *Message) {
 }
 
 // Release drops one reference to message id. When the last reference goes,
-// the message record is deleted in this batch.
+// the message record is deleted in this batch. Release exactly the
+// references you added: the store does not count messages held by a single
+// entry, so it cannot detect a second Release of one (it would delete a
+// record that is already gone, harmlessly, and Stats.LiveMessages would
+// drift) — only a Release of a message put in this batch without a
+// reference is caught (Stats.RefErrors).
 func (b *Batch) Release(id uint64) {
 	if b.err != nil {
 		return

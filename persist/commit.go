@@ -1,7 +1,10 @@
 package persist
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -55,11 +58,6 @@ func (c *core) Commit(b *Batch, done func(error)) {
 		done(ErrClosed)
 		return
 	}
-	// Reference counts change here, under the same lock that orders the
-	// queue, so the order of count changes is the order batches are
-	// applied in: the batch that takes a count to zero deletes the message,
-	// after every batch that referenced it.
-	c.applyRefsLocked(b)
 	b.done = done
 	c.mu.queue = append(c.mu.queue, b)
 	c.mu.bytes += len(b.buf)
@@ -121,6 +119,14 @@ func (c *core) committer() {
 
 // commitGroup writes the group as one engine batch. Runs on the committer
 // goroutine; a failure makes the store unavailable.
+//
+// Reference counts change here, batch by batch in group order (refs.go).
+// A batch that needs to read what the batches before it wrote — a
+// DeleteSession reads the client's entries, an AddRef of a message without
+// a count checks that it exists — first applies what is merged so far,
+// without a sync (the final apply's sync covers it). Applies are split
+// only between batches, so each batch is still written atomically, and
+// each carries the count records of the batches in it.
 func (c *core) commitGroup(group []*Batch) (err error) {
 	if err := c.errUnavailable(); err != nil {
 		return err
@@ -134,11 +140,40 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 	defer c.catchFatal(&err)
 	w := c.eng.newWriter()
 	defer func() { w.release() }()
+	flush := func() error {
+		if w.count() == 0 {
+			return nil
+		}
+		c.flushRefsTo(w)
+		if err := c.eng.apply(w, false); err != nil {
+			return err
+		}
+		w.release()
+		w = c.eng.newWriter()
+		return nil
+	}
+	var key []byte
+	exists := func(id uint64) (bool, error) {
+		if err := flush(); err != nil {
+			return false, err
+		}
+		key = appendMessageKey(key[:0], id)
+		return c.eng.has(key)
+	}
 	var ops, size int
 	for _, b := range group {
 		ops += b.ops
 		size += len(b.buf)
+		if b.deletesClient {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if err := c.resolveRefs(b, exists); err != nil {
+			return err
+		}
 		for rest := b.buf; len(rest) > 0; {
+			at := len(b.buf) - len(rest)
 			var kind byte
 			var k, v []byte
 			kind, k, v, rest = nextOp(rest)
@@ -149,26 +184,17 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 				w.del(k)
 			case opSkip:
 			case opDeleteClient:
-				// The client's entries must be read as of everything before
-				// this op: apply what is merged so far (the final write's
-				// sync covers it), then read.
-				if w.count() > 0 {
-					if err := c.eng.apply(w, false); err != nil {
-						return err
-					}
-					w.release()
-					w = c.eng.newWriter()
-				}
-				if err := c.deleteClient(w, k); err != nil {
+				if err := c.deleteClient(w, b.buf[:at], k); err != nil {
 					return err
 				}
 			}
 		}
+		for _, id := range c.scratch.deletes {
+			key = appendMessageKey(key[:0], id)
+			w.del(key)
+		}
 	}
-	if maxID := c.nextID.Load() - 1; maxID >= c.ceiling {
-		c.ceiling = maxID + idReserve
-		w.set(metaIDCeiling, appendMetaU64(nil, c.ceiling))
-	}
+	c.flushRefsTo(w)
 	sync := c.opts.Mode == ModeSync
 	if err := c.eng.apply(w, sync); err != nil {
 		return err
@@ -184,30 +210,62 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 	return nil
 }
 
-// deleteClient adds to w the deletion of a client's range and of every
-// message whose last reference was one of the client's outbound entries.
-// Runs on the committer goroutine; takes c.mu to release the references.
-func (c *core) deleteClient(w writer, prefix []byte) error {
+// deleteClient adds to w the deletion of a client's range and releases the
+// message reference of every outbound entry in it: those applied (the
+// caller applied every earlier batch) overlaid with the operations of the
+// same batch before the deletion (before). Runs on the committer goroutine.
+func (c *core) deleteClient(w writer, before, prefix []byte) error {
 	lo := append(append([]byte(nil), prefix...), kindOutbound)
 	hi := append(append([]byte(nil), prefix...), kindOutbound+1)
-	var ids []uint64
-	err := c.scan(lo, hi, func(_, v []byte) error {
-		if o, err := decodeOutbound(v); err == nil && o.MessageID != 0 {
-			ids = append(ids, o.MessageID)
+	type entry struct{ seq, id uint64 }
+	var entries []entry // in sequence order
+	err := c.scan(lo, hi, func(k, v []byte) error {
+		if len(k) != len(lo)+8 {
+			return nil
+		}
+		if o, err := decodeOutbound(v); err == nil {
+			entries = append(entries, entry{binary.BigEndian.Uint64(k[len(lo):]), o.MessageID})
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	w.delRange(prefix, append(lo[:len(prefix):len(prefix)], kindEnd))
-	c.mu.Lock()
-	for _, id := range ids {
-		if c.releaseLocked(id) {
-			w.del(appendMessageKey(nil, id))
+	cmp := func(e entry, seq uint64) int { return cmpU64(e.seq, seq) }
+	for rest := before; len(rest) > 0; {
+		var kind byte
+		var k, v []byte
+		kind, k, v, rest = nextOp(rest)
+		if kind == opDeleteClient && bytes.Equal(k, prefix) {
+			entries = entries[:0] // released when that deletion was applied
+			continue
+		}
+		if len(k) != len(lo)+8 || !bytes.HasPrefix(k, lo) {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(k[len(lo):])
+		i, found := slices.BinarySearchFunc(entries, seq, cmp)
+		switch {
+		case kind == opSet:
+			o, err := decodeOutbound(v)
+			if err != nil {
+				continue
+			}
+			if found {
+				entries[i].id = o.MessageID
+			} else {
+				entries = slices.Insert(entries, i, entry{seq, o.MessageID})
+			}
+		case kind == opDelete && found:
+			entries = slices.Delete(entries, i, i+1)
 		}
 	}
-	c.mu.Unlock()
+	w.delRange(prefix, append(lo[:len(prefix):len(prefix)], kindEnd))
+	for _, e := range entries {
+		if e.id != 0 {
+			c.releaseRef(w, e.id)
+		}
+	}
 	return nil
 }
 

@@ -31,9 +31,10 @@ type fatalError struct{ err error }
 // counts, the group committer and recovery.
 //
 // Concurrency: fields under mu are shared by every committing goroutine
-// and the committer; the counters are atomics read by Stats; ceiling
-// belongs to the committer goroutine; orphans and danglingAtOpen are
-// written by load before the committer starts and only read afterwards.
+// and the committer; the counters are atomics read by Stats; the
+// reference counts (shared, dirtyRefs, scratch, live) and ceiling belong to
+// the committer goroutine, and load fills them before it starts; orphans
+// and danglingAtOpen are written by load and only read afterwards.
 type core struct {
 	opts Options
 	log  *slog.Logger
@@ -45,18 +46,19 @@ type core struct {
 
 	mu struct {
 		sync.Mutex
-		work  sync.Cond // committer waits for queued batches
-		space sync.Cond // Commit waits for queue space
-		queue []*Batch
-		bytes int
-		// refs counts references per live message id; a message put and
-		// not yet referenced has 0 until its batch is submitted.
-		refs         map[uint64]uint32
-		closed       bool
-		refErrors    uint64
-		unreferenced uint64
-		rewritten    uint64
+		work   sync.Cond // committer waits for queued batches
+		space  sync.Cond // Commit waits for queue space
+		queue  []*Batch
+		bytes  int
+		closed bool
 	}
+
+	// Committer-goroutine state: reference counts (refs.go).
+	shared      map[uint64]uint32 // count of every message with two or more references
+	dirtyRefs   []uint64          // ids whose count record must be rewritten at the next apply
+	scratch     refScratch
+	live        int64 // live message records as of the batches resolved so far
+	liveWritten int64 // the value of metaLive on disk
 
 	unavailable atomic.Pointer[error]
 	dirty       atomic.Bool // ModePeriodic: applied since the last sync
@@ -65,7 +67,11 @@ type core struct {
 	ceiling uint64 // persisted bound above every allocated id
 
 	batches, failed, groups, syncs, ops, bytesIn, maxGroup atomic.Uint64
+	refErrors, unreferenced, rewritten                     atomic.Uint64
+	danglingRead, corruptRead                              atomic.Uint64
+	sharedN, liveN                                         atomic.Int64 // mirrors for Stats
 	orphans, danglingAtOpen                                int
+	migrated                                               bool
 
 	committerDone chan struct{}
 	syncStop      chan struct{}
@@ -78,7 +84,7 @@ func newCore(opts Options, eng engine) *core {
 	c := &core{opts: opts, log: opts.Logger, eng: eng}
 	c.mu.work.L = &c.mu.Mutex
 	c.mu.space.L = &c.mu.Mutex
-	c.mu.refs = make(map[uint64]uint32)
+	c.shared = make(map[uint64]uint32)
 	c.nextID.Store(1)
 	c.pool.New = func() any { return &Batch{c: c} }
 	return c
@@ -152,14 +158,16 @@ func (c *core) scan(lo, hi []byte, fn func(k, v []byte) error) (err error) {
 
 // Stats returns the committer counters.
 func (c *core) Stats() Stats {
-	c.mu.Lock()
 	s := Stats{
-		LiveMessages: len(c.mu.refs),
-		RefErrors:    c.mu.refErrors,
-		Unreferenced: c.mu.unreferenced,
-		Rewritten:    c.mu.rewritten,
+		LiveMessages:   int(c.liveN.Load()),
+		SharedMessages: int(c.sharedN.Load()),
+		RefErrors:      c.refErrors.Load(),
+		Unreferenced:   c.unreferenced.Load(),
+		Rewritten:      c.rewritten.Load(),
+		DanglingRead:   c.danglingRead.Load(),
+		CorruptRead:    c.corruptRead.Load(),
+		Migrated:       c.migrated,
 	}
-	c.mu.Unlock()
 	s.Batches = c.batches.Load()
 	s.FailedBatches = c.failed.Load()
 	s.Groups = c.groups.Load()

@@ -12,8 +12,30 @@ type engine interface {
 	// newIter returns an iterator over [lower, upper); nil bounds are open.
 	// It reads a consistent snapshot.
 	newIter(lower, upper []byte) (iterator, error)
+	// newView returns a consistent snapshot for several iterators and
+	// point reads (ReadOutbound reads entries and their messages from one
+	// view, so a message deleted after the view was taken is still seen).
+	// Close it promptly: the memory engine holds its read lock meanwhile.
+	newView() (view, error)
+	// has reports whether k exists in what is applied; the committer uses
+	// it between applies.
+	has(k []byte) (bool, error)
 	// diskUsage reports the space taken on disk (zero in memory).
 	diskUsage() diskUsage
+	// space returns the bytes the store takes and the bytes free for it:
+	// cheap enough to call every second.
+	space() (used, free uint64, err error)
+	close() error
+}
+
+// view is a consistent read-only snapshot of an engine.
+type view interface {
+	// iter returns an iterator over [lower, upper) of the snapshot; close
+	// it before closing the view.
+	iter(lower, upper []byte) (iterator, error)
+	// get returns the value of k, or ok false; the value is valid until
+	// the next get or close. Increasing keys are cheapest.
+	get(k []byte) (v []byte, ok bool, err error)
 	close() error
 }
 
@@ -30,8 +52,11 @@ type writer interface {
 // iterator has the method set of *pebble.Iterator that core uses.
 type iterator interface {
 	First() bool
+	Last() bool
 	Next() bool
+	Prev() bool
 	SeekGE(key []byte) bool
+	SeekLT(key []byte) bool
 	Valid() bool
 	Key() []byte
 	ValueAndErr() ([]byte, error)

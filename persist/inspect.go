@@ -1,6 +1,9 @@
 package persist
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // EntityUsage is a count of records and their key plus value bytes.
 type EntityUsage struct {
@@ -21,8 +24,17 @@ type Usage struct {
 	Inbound  EntityUsage
 	Retained EntityUsage
 	Meta     EntityUsage
-	// Corrupt counts keys that do not parse (values are not decoded here).
+	// Refs are the reference-count records of shared messages.
+	Refs EntityUsage
+	// Corrupt counts keys that do not parse (values are not decoded
+	// here, except outbound entries', for the two counts below).
 	Corrupt EntityUsage
+	// OrphanMessages counts message records no outbound entry references
+	// (Options.RepairReferences deletes them at open).
+	OrphanMessages int64
+	// DanglingEntries counts outbound entries whose message record is
+	// missing (ReadOutbound and Recover skip them).
+	DanglingEntries int64
 	// DiskBytes is the space all of Pebble's files take (0 for Memory):
 	// live and obsolete sstables, WAL files (including ones kept for
 	// recycling), MANIFEST and OPTIONS.
@@ -34,9 +46,12 @@ type Usage struct {
 	WALBytes int64
 }
 
-// Usage scans the whole store; see Store.
+// Usage scans the whole store; see Store. Finding orphans and dangling
+// entries holds 8 bytes per message record and per referenced id while it
+// runs.
 func (c *core) Usage() (Usage, error) {
 	var u Usage
+	var ids, refs []uint64 // message records (in id order), referenced ids
 	err := c.scan(nil, nil, func(k, v []byte) error {
 		if len(k) == 0 {
 			u.Corrupt.add(k, v)
@@ -47,8 +62,13 @@ func (c *core) Usage() (Usage, error) {
 			u.Meta.add(k, v)
 		case prefixMessage:
 			u.Messages.add(k, v)
+			if id, err := parseMessageKey(k); err == nil {
+				ids = append(ids, id)
+			}
 		case prefixRetained:
 			u.Retained.add(k, v)
+		case prefixRefs:
+			u.Refs.add(k, v)
 		case prefixClient:
 			ck, err := parseClientKey(k)
 			switch {
@@ -60,6 +80,9 @@ func (c *core) Usage() (Usage, error) {
 				u.Inbound.add(k, v)
 			default:
 				u.Outbound.add(k, v)
+				if o, err := decodeOutbound(v); err == nil && o.MessageID != 0 {
+					refs = append(refs, o.MessageID)
+				}
 			}
 		default:
 			u.Corrupt.add(k, v)
@@ -68,6 +91,21 @@ func (c *core) Usage() (Usage, error) {
 	})
 	if err != nil {
 		return Usage{}, err
+	}
+	slices.Sort(refs)
+	for i, j := 0, 0; i < len(ids) || j < len(refs); {
+		switch {
+		case j == len(refs) || (i < len(ids) && ids[i] < refs[j]):
+			u.OrphanMessages++
+			i++
+		case i == len(ids) || refs[j] < ids[i]:
+			u.DanglingEntries++
+			j++
+		default: // referenced: skip every reference to it
+			for id := ids[i]; j < len(refs) && refs[j] == id; j++ {
+			}
+			i++
+		}
 	}
 	d := c.eng.diskUsage()
 	u.DiskBytes, u.TableBytes, u.WALBytes = d.total, d.tables, d.wal

@@ -7,11 +7,13 @@ import (
 
 // Key prefixes (first key byte). Their order is the order Recover visits
 // entities in: messages before the client ranges that reference them.
+// Reference counts come last: only open reads them.
 const (
 	prefixMeta     byte = 0x01
 	prefixMessage  byte = 0x02
 	prefixClient   byte = 0x03
 	prefixRetained byte = 0x04
+	prefixRefs     byte = 0x05
 )
 
 // Kinds inside a client range (the byte after the client id). Their order
@@ -34,10 +36,18 @@ var (
 	// metaSchema holds the store's schema version; a store written by a
 	// newer schema is refused at open rather than misread.
 	metaSchema = []byte{prefixMeta, 's', 'c', 'h', 'e', 'm', 'a'}
+	// metaLive holds the number of live message records, so Stats can
+	// report it without a scan at open.
+	metaLive = []byte{prefixMeta, 'l', 'i', 'v', 'e'}
 )
 
 // schemaVersion is the key-schema version this build writes and reads.
-const schemaVersion = 1
+// Version 1 had no reference-count records (counts were rebuilt by a scan
+// at every open); a version-1 store is migrated once when opened.
+const schemaVersion = 2
+
+// schemaNoRefs is the schema version without reference-count records.
+const schemaNoRefs = 1
 
 // appendClientPrefix appends 0x03 | u16 BE len | id: the start of a
 // client's key range. The length prefix makes the prefix unambiguous: "ab"
@@ -63,6 +73,12 @@ func appendOutboundKey(dst []byte, clientID string, seq uint64) []byte {
 
 func appendMessageKey(dst []byte, id uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(dst, prefixMessage), id)
+}
+
+// appendRefsKey appends 0x05 | id (u64 BE): the reference count of a
+// message held by two or more outbound entries.
+func appendRefsKey(dst []byte, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(dst, prefixRefs), id)
 }
 
 func appendRetainedKey(dst []byte, topic string) []byte {
@@ -127,4 +143,20 @@ func parseMessageKey(k []byte) (uint64, error) {
 		return 0, fmt.Errorf("%w: message key is %d bytes, want 9", ErrCorrupt, len(k))
 	}
 	return binary.BigEndian.Uint64(k[1:]), nil
+}
+
+// parseRefsKey decodes 0x05 | u64 BE id.
+func parseRefsKey(k []byte) (uint64, error) {
+	if len(k) != 9 || k[0] != prefixRefs {
+		return 0, fmt.Errorf("%w: reference-count key is %d bytes, want 9", ErrCorrupt, len(k))
+	}
+	return binary.BigEndian.Uint64(k[1:]), nil
+}
+
+// outboundBounds returns [lower, upper) covering a client's outbound
+// entries from sequence from on.
+func outboundBounds(clientID string, from uint64) (lower, upper []byte) {
+	lower = appendOutboundKey(nil, clientID, from)
+	upper = append(appendClientPrefix(nil, clientID), kindOutbound+1)
+	return lower, upper
 }

@@ -3,6 +3,7 @@ package persist
 import (
 	"bytes"
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ type memEngine struct {
 	mu      sync.RWMutex
 	clients map[string]map[string][]byte // client prefix -> key -> value
 	other   map[string][]byte
+	bytes   int64 // key plus value bytes held, for space
 	closed  bool
 }
 
@@ -90,46 +92,114 @@ func (e *memEngine) apply(w writer, _ bool) error {
 	for _, op := range w.(*memWriter).ops {
 		switch op.kind {
 		case opSet:
+			m := e.other
 			if p, ok := clientPrefixOf(op.k); ok {
-				m := e.clients[p]
+				m = e.clients[p]
 				if m == nil {
 					m = map[string][]byte{}
 					e.clients[p] = m
 				}
-				m[string(op.k)] = op.v
-			} else {
-				e.other[string(op.k)] = op.v
 			}
+			if old, ok := m[string(op.k)]; ok {
+				e.bytes -= int64(len(op.k) + len(old))
+			}
+			m[string(op.k)] = op.v
+			e.bytes += int64(len(op.k) + len(op.v))
 		case opDelete:
-			if p, ok := clientPrefixOf(op.k); ok {
-				if m := e.clients[p]; m != nil {
-					delete(m, string(op.k))
-					if len(m) == 0 {
-						delete(e.clients, p)
-					}
-				}
-			} else {
-				delete(e.other, string(op.k))
-			}
+			e.deleteLocked(op.k)
 		case opDeleteRange:
 			if p, ok := clientPrefixOf(op.k); ok && len(p) == len(op.k) && len(op.hi) == len(p)+1 &&
 				string(op.hi[:len(p)]) == p && op.hi[len(p)] == kindEnd {
+				for k, v := range e.clients[p] {
+					e.bytes -= int64(len(k) + len(v))
+				}
 				delete(e.clients, p)
 				continue
 			}
 			for _, kv := range e.collectLocked(op.k, op.hi) {
-				if p, ok := clientPrefixOf(kv.k); ok {
-					delete(e.clients[p], string(kv.k))
-					if len(e.clients[p]) == 0 {
-						delete(e.clients, p)
-					}
-				} else {
-					delete(e.other, string(kv.k))
-				}
+				e.deleteLocked(kv.k)
 			}
 		}
 	}
 	return nil
+}
+
+// deleteLocked deletes k if present. e.mu must be held for writing.
+func (e *memEngine) deleteLocked(k []byte) {
+	m := e.other
+	p, isClient := clientPrefixOf(k)
+	if isClient {
+		if m = e.clients[p]; m == nil {
+			return
+		}
+	}
+	if old, ok := m[string(k)]; ok {
+		e.bytes -= int64(len(k) + len(old))
+		delete(m, string(k))
+	}
+	if isClient && len(m) == 0 {
+		delete(e.clients, p)
+	}
+}
+
+// getLocked returns the value of k. e.mu must be held.
+func (e *memEngine) getLocked(k []byte) ([]byte, bool) {
+	m := e.other
+	if p, ok := clientPrefixOf(k); ok {
+		m = e.clients[p]
+	}
+	v, ok := m[string(k)]
+	return v, ok
+}
+
+func (e *memEngine) has(k []byte) (bool, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return false, ErrClosed
+	}
+	_, ok := e.getLocked(k)
+	return ok, nil
+}
+
+// newView holds the read lock until the view is closed: apply waits, so
+// everything read through the view is one state.
+func (e *memEngine) newView() (view, error) {
+	e.mu.RLock()
+	if e.closed {
+		e.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	return &memView{e: e}, nil
+}
+
+// memView is a read-locked memEngine.
+type memView struct {
+	e      *memEngine
+	closed bool
+}
+
+func (v *memView) iter(lower, upper []byte) (iterator, error) {
+	return &memIter{kvs: v.e.collectLocked(lower, upper), pos: -1}, nil
+}
+
+func (v *memView) get(k []byte) ([]byte, bool, error) {
+	val, ok := v.e.getLocked(k)
+	return val, ok, nil
+}
+
+func (v *memView) close() error {
+	if !v.closed {
+		v.closed = true
+		v.e.mu.RUnlock()
+	}
+	return nil
+}
+
+func (e *memEngine) space() (used, free uint64, err error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return uint64(e.bytes), math.MaxUint64, nil
 }
 
 func (e *memEngine) syncWAL() error { return nil }
@@ -193,9 +263,16 @@ type memIter struct {
 }
 
 func (it *memIter) First() bool { it.pos = 0; return it.Valid() }
+func (it *memIter) Last() bool  { it.pos = len(it.kvs) - 1; return it.Valid() }
 func (it *memIter) Next() bool  { it.pos++; return it.Valid() }
+func (it *memIter) Prev() bool  { it.pos--; return it.Valid() }
 func (it *memIter) SeekGE(key []byte) bool {
 	it.pos, _ = slices.BinarySearchFunc(it.kvs, key, func(kv memKV, k []byte) int { return bytes.Compare(kv.k, k) })
+	return it.Valid()
+}
+func (it *memIter) SeekLT(key []byte) bool {
+	i, _ := slices.BinarySearchFunc(it.kvs, key, func(kv memKV, k []byte) int { return bytes.Compare(kv.k, k) })
+	it.pos = i - 1
 	return it.Valid()
 }
 func (it *memIter) Valid() bool                  { return it.pos >= 0 && it.pos < len(it.kvs) }

@@ -100,6 +100,14 @@ type Options struct {
 	// FS is the filesystem Pebble uses. Default vfs.Default. Tests wrap it
 	// (vfs/errorfs) to inject write and sync failures.
 	FS vfs.FS
+	// RepairReferences rebuilds every reference count at open by one full
+	// scan of message records and outbound entries, as the migration of a
+	// schema-1 store does: count records are rewritten, message records
+	// that nothing references are deleted (Stats.OrphansDeleted) and
+	// entries whose message is missing are counted (Stats.DanglingAtOpen).
+	// Opening then takes time proportional to what is stored. For repair
+	// after Usage reports orphans or dangling entries; off by default.
+	RepairReferences bool
 }
 
 // EnsureDefaults fills every zero field with its default and returns o.

@@ -1,12 +1,14 @@
 package persist
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Pebble is the on-disk Store (ModeSync and ModePeriodic), on one Pebble
@@ -27,10 +29,12 @@ func Open(opts Options) (Store, error) {
 	return OpenPebble(opts)
 }
 
-// OpenPebble opens (creating if needed) the Pebble store in opts.Dir and
-// rebuilds the reference counts and id allocator: it reads every message
-// key and outbound entry, so it takes time proportional to their number.
-// Message records without a reference are deleted.
+// OpenPebble opens (creating if needed) the Pebble store in opts.Dir. It
+// reads the meta records and the reference counts of shared messages, and
+// seeks to the highest message id: the time it takes grows with the number
+// of shared messages, not with the number of queued ones. A store written
+// by a build without reference-count records (schema 1) is migrated once,
+// by one full scan; so is any store when Options.RepairReferences is set.
 func OpenPebble(opts Options) (*Pebble, error) {
 	opts.EnsureDefaults()
 	if opts.Mode == ModeNone {
@@ -39,7 +43,7 @@ func OpenPebble(opts Options) (*Pebble, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	eng := &pebbleEngine{}
+	eng := &pebbleEngine{fs: opts.FS, dir: opts.Dir}
 	c := newCore(opts, eng)
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
@@ -104,7 +108,11 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fatalError{err: err})
 }
 
-type pebbleEngine struct{ db *pebble.DB }
+type pebbleEngine struct {
+	db  *pebble.DB
+	fs  vfs.FS
+	dir string
+}
 
 type pebbleWriter struct{ b *pebble.Batch }
 
@@ -142,12 +150,80 @@ func (e *pebbleEngine) newIter(lower, upper []byte) (iterator, error) {
 	return e.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 }
 
+func (e *pebbleEngine) has(k []byte) (bool, error) {
+	_, closer, err := e.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// newView returns a root iterator over the whole key space; every
+// iterator of the view is a clone of it, so all read the same state.
+func (e *pebbleEngine) newView() (view, error) {
+	root, err := e.db.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	return &pebbleView{root: root}, nil
+}
+
+// pebbleView reads one state of the database: the root iterator serves
+// point reads (SeekGE; Pebble turns increasing seeks into Next steps) and
+// is the source of the clones iter hands out.
+type pebbleView struct {
+	root *pebble.Iterator
+}
+
+func (v *pebbleView) iter(lower, upper []byte) (iterator, error) {
+	return v.root.Clone(pebble.CloneOptions{IterOptions: &pebble.IterOptions{LowerBound: lower, UpperBound: upper}})
+}
+
+func (v *pebbleView) get(k []byte) ([]byte, bool, error) {
+	if !v.root.SeekGE(k) {
+		return nil, false, v.root.Error()
+	}
+	if !bytes.Equal(v.root.Key(), k) {
+		return nil, false, nil
+	}
+	val, err := v.root.ValueAndErr()
+	return val, err == nil, err
+}
+
+func (v *pebbleView) close() error { return v.root.Close() }
+
+// pebbleDiskSpace is Metrics.DiskSpaceUsage corrected for the current WAL,
+// whose physical size Pebble records only when the file is opened: the
+// live WAL bytes (Metrics.WAL.Size) count when they are more.
+func pebbleDiskSpace(m *pebble.Metrics) (total, wal uint64) {
+	wal = m.WAL.PhysicalSize
+	total = m.DiskSpaceUsage()
+	if m.WAL.Size > wal {
+		total += m.WAL.Size - wal
+		wal = m.WAL.Size
+	}
+	return total, wal + m.WAL.ObsoletePhysicalSize
+}
+
+func (e *pebbleEngine) space() (used, free uint64, err error) {
+	used, _ = pebbleDiskSpace(e.db.Metrics())
+	du, err := e.fs.GetDiskUsage(e.dir)
+	if err != nil {
+		return used, 0, err
+	}
+	return used, du.AvailBytes, nil
+}
+
 func (e *pebbleEngine) diskUsage() diskUsage {
 	m := e.db.Metrics()
+	total, wal := pebbleDiskSpace(m)
 	return diskUsage{
-		total:  int64(m.DiskSpaceUsage()),
+		total:  int64(total),
 		tables: int64(m.Table.Local.LiveSize + m.BlobFiles.Local.LiveSize),
-		wal:    int64(m.WAL.PhysicalSize + m.WAL.ObsoletePhysicalSize),
+		wal:    int64(wal),
 	}
 }
 

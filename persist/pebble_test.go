@@ -222,7 +222,10 @@ func TestCorruptRecordsSkipped(t *testing.T) {
 	commit(t, p, putSession(p, "new"))
 }
 
-func TestOrphanMessagesDeletedAtOpen(t *testing.T) {
+// TestOrphanMessages: a message record nothing references is reported by
+// Usage, left alone by a plain open (which does not scan), and deleted by
+// an open with RepairReferences; ids stay above it either way.
+func TestOrphanMessages(t *testing.T) {
 	o := quietOptions()
 	o.Dir = t.TempDir()
 	p := openPebble(t, o)
@@ -234,11 +237,23 @@ func TestOrphanMessagesDeletedAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = openPebble(t, o)
-	if st := p.Stats(); st.OrphansDeleted != 1 {
-		t.Errorf("orphans deleted %d", st.OrphansDeleted)
+	if u := usage(t, p); u.OrphanMessages != 1 || u.Messages.Count != 1 {
+		t.Errorf("usage after plain open: %+v", u)
+	}
+	b := p.NewBatch()
+	if id := b.PutMessage(testMessage("t", nil)); id <= 42 {
+		t.Errorf("id %d reuses an id at or below one seen on disk", id)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o.RepairReferences = true
+	p = openPebble(t, o)
+	if st := p.Stats(); st.OrphansDeleted != 1 || !st.Migrated {
+		t.Errorf("stats after repair: %+v", st)
 	}
 	assertEmpty(t, p)
-	b := p.NewBatch()
+	b = p.NewBatch()
 	if id := b.PutMessage(testMessage("t", nil)); id <= 42 {
 		t.Errorf("id %d reuses an id at or below one seen on disk", id)
 	}

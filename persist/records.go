@@ -16,6 +16,7 @@ const (
 	outboundVersion = 1
 	inboundVersion  = 1
 	metaVersion     = 1
+	refsVersion     = 1
 )
 
 // Message record flag bits (byte 1).
@@ -172,6 +173,24 @@ func (r *reader) version(want byte) {
 // result never aliases v). maxPayload bounds the decompressed size, so a
 // corrupt length cannot make it allocate more.
 func decodeMessage(v []byte, maxPayload int) (*Message, error) {
+	return decodeMessageInterned(v, maxPayload, nil)
+}
+
+// interner remembers the last topic and publisher decoded, so a run of
+// messages on one topic from one publisher (a queue's usual content)
+// shares their strings instead of allocating them per message.
+type interner struct{ topic, publisher string }
+
+func (in *interner) str(last *string, b []byte) string {
+	if string(b) != *last {
+		*last = string(b)
+	}
+	return *last
+}
+
+// decodeMessageInterned is decodeMessage taking topic and publisher
+// strings from in when they repeat (in may be nil).
+func decodeMessageInterned(v []byte, maxPayload int, in *interner) (*Message, error) {
 	r := reader{b: v}
 	r.version(messageVersion)
 	flags := r.byte()
@@ -193,11 +212,14 @@ func decodeMessage(v []byte, maxPayload int) (*Message, error) {
 		return nil, fmt.Errorf("%w: empty topic", ErrCorrupt)
 	}
 	m := &Message{
-		Topic:     string(topic),
 		QoS:       flags & flagQoSMask,
 		Retain:    flags&flagRetain != 0,
 		ExpiresAt: int64(exp),
-		Publisher: string(pub),
+	}
+	if in != nil {
+		m.Topic, m.Publisher = in.str(&in.topic, topic), in.str(&in.publisher, pub)
+	} else {
+		m.Topic, m.Publisher = string(topic), string(pub)
 	}
 	if len(props) > 0 {
 		m.Properties = append([]byte(nil), props...)
@@ -401,4 +423,22 @@ func decodeMetaU64(v []byte) (uint64, error) {
 		return 0, fmt.Errorf("%w: meta record", ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v[1:]), nil
+}
+
+// appendRefs appends a reference-count record: version | count (uvarint).
+func appendRefs(dst []byte, n uint32) []byte {
+	return binary.AppendUvarint(append(dst, refsVersion), uint64(n))
+}
+
+// decodeRefs decodes a reference-count record. Only messages with two or
+// more references have one, so a smaller count is corrupt.
+func decodeRefs(v []byte) (uint32, error) {
+	if len(v) < 2 || v[0] != refsVersion {
+		return 0, fmt.Errorf("%w: reference-count record", ErrCorrupt)
+	}
+	n, k := binary.Uvarint(v[1:])
+	if k <= 0 || 1+k != len(v) || n < 2 || n > math.MaxUint32 {
+		return 0, fmt.Errorf("%w: reference count", ErrCorrupt)
+	}
+	return uint32(n), nil
 }

@@ -13,14 +13,26 @@ import (
 
 // Visitor receives what Recover finds. Nil functions are skipped. Values
 // passed are freshly allocated and may be retained. Reference counts are
-// already rebuilt when Recover runs: do not AddRef recovered entries. Per
-// client, continue outbound sequences after the highest one visited.
+// already restored when Recover runs: do not AddRef recovered entries. Per
+// client, continue outbound sequences after the highest one visited (or
+// reported by Backlog).
 type Visitor struct {
-	Message  func(id uint64, m *Message) error
-	Session  func(clientID string, s *Session) error
-	Inbound  func(clientID string, packetID uint16, in Inbound) error
+	Message func(id uint64, m *Message) error
+	Session func(clientID string, s *Session) error
+	Inbound func(clientID string, packetID uint16, in Inbound) error
+	// Outbound receives every outbound entry; its message was passed to
+	// Message before (entries whose message is missing or corrupt are
+	// skipped and counted as corrupt).
 	Outbound func(clientID string, seq uint64, o Outbound) error
 	Retained func(m *Message) error
+	// Backlog, when set, makes Recover leave the queues on disk: message
+	// records and outbound entries are neither read nor decoded (Message
+	// and Outbound must be nil), and for each client with outbound entries
+	// Backlog receives the lowest and highest sequence stored (two seeks
+	// per client; sequences in between may have gaps). Read the entries
+	// with Store.ReadOutbound. Startup then costs O(sessions + inbound
+	// markers + retained messages), whatever is queued.
+	Backlog func(clientID string, first, last uint64) error
 	// Corrupt is told about each skipped record (key is a copy).
 	Corrupt func(key []byte, err error)
 	// Progress is called every Options.RecoveryProgressEvery records.
@@ -36,138 +48,237 @@ type RecoveryStats struct {
 	Inbound  int64
 	Outbound int64
 	Retained int64
+	// Backlogs counts the clients reported to Visitor.Backlog.
+	Backlogs int64
 	// Corrupt counts records skipped because they did not decode
 	// (including outbound entries whose message is missing or corrupt).
 	Corrupt  int64
 	Duration time.Duration
 }
 
-// Recover visits everything stored; see Store.
+// recovery is the state of one Recover walk.
+type recovery struct {
+	c     *core
+	v     *Visitor
+	st    RecoveryStats
+	start time.Time
+	every int64
+	// ids are the message records that decoded, in id order (full walk
+	// only): an outbound entry pointing elsewhere is dangling.
+	ids        []uint64
+	lastClient string
+}
+
+// clientString returns b as a string, allocating only when it differs
+// from the previous client id (consecutive records share it).
+func (r *recovery) clientString(b []byte) string {
+	if string(b) != r.lastClient {
+		r.lastClient = string(b)
+	}
+	return r.lastClient
+}
+
+func (r *recovery) corrupt(k []byte, err error) {
+	r.st.Corrupt++
+	r.c.log.Warn("persist: skipping record that does not decode", "key", fmt.Sprintf("%x", k), "err", err)
+	if r.v.Corrupt != nil {
+		r.v.Corrupt(append([]byte(nil), k...), err)
+	}
+}
+
+// count accounts for one record read and reports progress.
+func (r *recovery) count(k, val []byte) {
+	r.st.Records++
+	r.st.Bytes += int64(len(k) + len(val))
+	if r.st.Records%r.every == 0 {
+		r.st.Duration = time.Since(r.start)
+		r.c.log.Info("persist: recovering", "records", r.st.Records, "bytes", r.st.Bytes, "elapsed", r.st.Duration)
+		if r.v.Progress != nil {
+			r.v.Progress(r.st)
+		}
+	}
+}
+
+// Recover visits what is stored; see Store.
 func (c *core) Recover(v Visitor) (RecoveryStats, error) {
-	start := time.Now()
-	var st RecoveryStats
-	every := int64(c.opts.RecoveryProgressEvery)
-	// Messages that failed to decode: entries pointing at them are skipped too.
-	badMsgs := map[uint64]bool{}
-	var lastClient string
-	clientString := func(b []byte) string {
-		// Consecutive records share the client id: allocate it once.
-		if string(b) != lastClient {
-			lastClient = string(b)
-		}
-		return lastClient
+	r := &recovery{c: c, v: &v, start: time.Now(), every: int64(c.opts.RecoveryProgressEvery)}
+	if v.Backlog != nil && (v.Message != nil || v.Outbound != nil) {
+		return r.st, fmt.Errorf("%w: Visitor.Backlog with Message or Outbound", ErrInvalid)
 	}
-	corrupt := func(k []byte, err error) {
-		st.Corrupt++
-		c.log.Warn("persist: skipping record that does not decode", "key", fmt.Sprintf("%x", k), "err", err)
-		if v.Corrupt != nil {
-			v.Corrupt(append([]byte(nil), k...), err)
-		}
+	err := r.walk()
+	r.st.Duration = time.Since(r.start)
+	if err == nil {
+		c.log.Info("persist: recovered", "records", r.st.Records, "sessions", r.st.Sessions, "messages", r.st.Messages,
+			"outbound", r.st.Outbound, "backlogs", r.st.Backlogs, "inbound", r.st.Inbound, "retained", r.st.Retained,
+			"corrupt", r.st.Corrupt, "elapsed", r.st.Duration)
 	}
-	visit := func(k, val []byte) error {
-		st.Records++
-		st.Bytes += int64(len(k) + len(val))
-		if st.Records%every == 0 {
-			st.Duration = time.Since(start)
-			c.log.Info("persist: recovering", "records", st.Records, "bytes", st.Bytes, "elapsed", st.Duration)
-			if v.Progress != nil {
-				v.Progress(st)
+	return r.st, err
+}
+
+// walk reads the key space in order with one iterator, seeking past what
+// the visitor does not want: the message range and each client's outbound
+// range in backlog mode, the count records always (open read them).
+func (r *recovery) walk() (err error) {
+	c := r.c
+	defer c.catchFatal(&err)
+	it, err := c.eng.newIter(nil, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	backlog := r.v.Backlog != nil
+	var seek []byte
+	for ok := it.First(); ok; {
+		k := it.Key()
+		switch {
+		case len(k) == 0:
+			r.corrupt(k, fmt.Errorf("%w: empty key", ErrCorrupt))
+		case k[0] == prefixMessage && backlog:
+			ok = it.SeekGE([]byte{prefixClient})
+			continue
+		case k[0] == prefixRefs:
+			ok = it.SeekGE([]byte{prefixRefs + 1})
+			continue
+		case k[0] == prefixClient && backlog:
+			ck, perr := parseClientKey(k)
+			if perr == nil && ck.kind == kindOutbound {
+				seek = append(append(seek[:0], k[:ck.prefixLen]...), kindEnd)
+				if err := r.backlog(it, ck); err != nil {
+					return err
+				}
+				ok = it.SeekGE(seek)
+				continue
+			}
+			fallthrough
+		default:
+			val, err := it.ValueAndErr()
+			if err != nil {
+				return err
+			}
+			if err := r.visit(k, val); err != nil {
+				return err
 			}
 		}
-		switch k[0] {
-		case prefixMeta:
+		ok = it.Next()
+	}
+	return it.Error()
+}
+
+// backlog reports the sequence bounds of the client whose first outbound
+// entry the iterator is positioned at, leaving it positioned anywhere in
+// the client's range.
+func (r *recovery) backlog(it iterator, first clientKey) error {
+	client := r.clientString(first.clientID) // copied before the iterator moves
+	r.count(it.Key(), nil)
+	lastSeq := first.seq
+	hi := append(appendClientPrefix(nil, client), kindOutbound+1)
+	// Backwards from the end of the outbound range; the first entry stops
+	// the walk at the latest.
+	for ok := it.SeekLT(hi); ok; ok = it.Prev() {
+		ck, err := parseClientKey(it.Key())
+		if err != nil {
+			r.corrupt(it.Key(), err)
+			continue
+		}
+		if ck.kind == kindOutbound && ck.seq != first.seq {
+			lastSeq = ck.seq
+			r.count(it.Key(), nil)
+		}
+		break
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	r.st.Backlogs++
+	return r.v.Backlog(client, first.seq, lastSeq)
+}
+
+// visit decodes one record and hands it to the visitor.
+func (r *recovery) visit(k, val []byte) error {
+	v := r.v
+	r.count(k, val)
+	switch k[0] {
+	case prefixMeta:
+		return nil
+	case prefixMessage:
+		id, err := parseMessageKey(k)
+		if err != nil {
+			r.corrupt(k, err)
 			return nil
-		case prefixMessage:
-			id, err := parseMessageKey(k)
+		}
+		m, err := decodeMessage(val, MaxPayloadLen)
+		if err != nil {
+			r.corrupt(k, err)
+			return nil
+		}
+		r.ids = append(r.ids, id)
+		r.st.Messages++
+		if v.Message != nil {
+			return v.Message(id, m)
+		}
+	case prefixClient:
+		ck, err := parseClientKey(k)
+		if err != nil {
+			r.corrupt(k, err)
+			return nil
+		}
+		switch ck.kind {
+		case kindSession:
+			s, err := decodeSession(val)
 			if err != nil {
-				corrupt(k, err)
+				r.corrupt(k, err)
 				return nil
 			}
-			m, err := decodeMessage(val, MaxPayloadLen)
+			r.st.Sessions++
+			if v.Session != nil {
+				return v.Session(r.clientString(ck.clientID), s)
+			}
+		case kindInbound:
+			in, err := decodeInbound(val)
+			if err == nil && ck.packetID == 0 {
+				err = fmt.Errorf("%w: inbound marker for packet id 0", ErrCorrupt)
+			}
 			if err != nil {
-				badMsgs[id] = true
-				corrupt(k, err)
+				r.corrupt(k, err)
 				return nil
 			}
-			st.Messages++
-			if v.Message != nil {
-				return v.Message(id, m)
+			r.st.Inbound++
+			if v.Inbound != nil {
+				return v.Inbound(r.clientString(ck.clientID), ck.packetID, in)
 			}
-		case prefixClient:
-			ck, err := parseClientKey(k)
-			if err != nil {
-				corrupt(k, err)
-				return nil
-			}
-			switch ck.kind {
-			case kindSession:
-				s, err := decodeSession(val)
-				if err != nil {
-					corrupt(k, err)
-					return nil
-				}
-				st.Sessions++
-				if v.Session != nil {
-					return v.Session(clientString(ck.clientID), s)
-				}
-			case kindInbound:
-				in, err := decodeInbound(val)
-				if err == nil && ck.packetID == 0 {
-					err = fmt.Errorf("%w: inbound marker for packet id 0", ErrCorrupt)
-				}
-				if err != nil {
-					corrupt(k, err)
-					return nil
-				}
-				st.Inbound++
-				if v.Inbound != nil {
-					return v.Inbound(clientString(ck.clientID), ck.packetID, in)
-				}
-			case kindOutbound:
-				o, err := decodeOutbound(val)
-				if err == nil && o.MessageID != 0 && (badMsgs[o.MessageID] || !c.hasMessage(o.MessageID)) {
+		case kindOutbound:
+			o, err := decodeOutbound(val)
+			if err == nil && o.MessageID != 0 {
+				if _, found := slices.BinarySearch(r.ids, o.MessageID); !found {
 					err = fmt.Errorf("%w: message %d", ErrDanglingReference, o.MessageID)
 				}
-				if err != nil {
-					corrupt(k, err)
-					return nil
-				}
-				st.Outbound++
-				if v.Outbound != nil {
-					return v.Outbound(clientString(ck.clientID), ck.seq, o)
-				}
-			}
-		case prefixRetained:
-			m, err := decodeMessage(val, MaxPayloadLen)
-			if err == nil && m.Topic != string(k[1:]) {
-				err = fmt.Errorf("%w: retained record topic %q under key topic %q", ErrCorrupt, m.Topic, k[1:])
 			}
 			if err != nil {
-				corrupt(k, err)
+				r.corrupt(k, err)
 				return nil
 			}
-			st.Retained++
-			if v.Retained != nil {
-				return v.Retained(m)
+			r.st.Outbound++
+			if v.Outbound != nil {
+				return v.Outbound(r.clientString(ck.clientID), ck.seq, o)
 			}
-		default:
-			corrupt(k, fmt.Errorf("%w: unknown key prefix 0x%02x", ErrCorrupt, k[0]))
 		}
-		return nil
-	}
-	err := c.scan(nil, nil, func(k, val []byte) error {
-		if len(k) == 0 {
-			corrupt(k, fmt.Errorf("%w: empty key", ErrCorrupt))
+	case prefixRetained:
+		m, err := decodeMessage(val, MaxPayloadLen)
+		if err == nil && m.Topic != string(k[1:]) {
+			err = fmt.Errorf("%w: retained record topic %q under key topic %q", ErrCorrupt, m.Topic, k[1:])
+		}
+		if err != nil {
+			r.corrupt(k, err)
 			return nil
 		}
-		return visit(k, val)
-	})
-	st.Duration = time.Since(start)
-	if err == nil {
-		c.log.Info("persist: recovered", "records", st.Records, "sessions", st.Sessions, "messages", st.Messages,
-			"outbound", st.Outbound, "inbound", st.Inbound, "retained", st.Retained, "corrupt", st.Corrupt, "elapsed", st.Duration)
+		r.st.Retained++
+		if v.Retained != nil {
+			return v.Retained(m)
+		}
+	default:
+		r.corrupt(k, fmt.Errorf("%w: unknown key prefix 0x%02x", ErrCorrupt, k[0]))
 	}
-	return st, err
+	return nil
 }
 
 // ExpireSessions deletes sessions whose expiry passed; see Store.

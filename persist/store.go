@@ -10,9 +10,10 @@ import (
 //
 // Concurrency: NewBatch and Commit may be called from any goroutine (each
 // event loop builds and commits its own batches). Recover, ExpireSessions,
-// Usage and Inspect read a consistent snapshot and may run concurrently with
-// commits, but Recover is meant to run once after opening, before the
-// first Commit. Close must not race with Commit.
+// ReadOutbound, Usage and Inspect read a consistent snapshot and may run
+// concurrently with commits, but Recover is meant to run once after
+// opening, before the first Commit. Stats and DiskUsage are cheap and safe
+// from any goroutine. Close must not race with Commit.
 type Store interface {
 	// NewBatch returns an empty batch bound to this store.
 	NewBatch() *Batch
@@ -27,12 +28,35 @@ type Store interface {
 	// CommitWait is Commit followed by waiting for done; for startup,
 	// tools and tests, never for an event loop.
 	CommitWait(b *Batch) error
-	// Recover visits everything stored, in key order: messages by id, then
+	// Recover visits what is stored, in key order: messages by id, then
 	// per client its session, inbound markers and outbound entries by
-	// sequence, then retained messages. Records that fail to decode are
-	// logged, counted and skipped (Visitor.Corrupt); an error returned by
-	// a visitor function stops the walk and is returned.
+	// sequence, then retained messages. With Visitor.Backlog set it reads
+	// neither messages nor outbound entries and reports each client's
+	// sequence bounds instead. Records that fail to decode are logged,
+	// counted and skipped (Visitor.Corrupt); an error returned by a
+	// visitor function stops the walk and is returned.
 	Recover(v Visitor) (RecoveryStats, error)
+	// ReadOutbound reads clientID's outbound entries with sequence >=
+	// fromSeq, in sequence order, and calls fn for each of the first max
+	// of them, with its message for the states that need one (Queued,
+	// AwaitingPuback, AwaitingPubrec; m is nil for AwaitingPubcomp). m is
+	// freshly allocated and may be retained. An entry that does not
+	// decode, or whose message is missing or does not decode, is skipped
+	// and counted (Stats.CorruptRead, Stats.DanglingRead).
+	//
+	// It returns next, the sequence to read from next time (one past the
+	// last entry read), and n, the entries passed to fn: n < max means no
+	// committed entry is left at or after next. If fn returns an error,
+	// reading stops and the error is returned with next at that entry's
+	// sequence, so a retry reads it again.
+	//
+	// It reads what is committed — batches applied by the committer —
+	// from one snapshot taken when it is called; batches still queued in
+	// the committer are not visible (after CommitWait or a done callback,
+	// they are). fn is called after the snapshot is released, so it may
+	// call any store method. Cost: two seeks plus O(max) entries and
+	// message reads.
+	ReadOutbound(clientID string, fromSeq uint64, max int, fn func(seq uint64, o Outbound, m *Message) error) (next uint64, n int, err error)
 	// ExpireSessions deletes every session disconnected for longer than its
 	// expiry interval at now, with all its data and message references,
 	// and returns how many it deleted. Sessions with DisconnectedAt 0 are
@@ -41,6 +65,11 @@ type Store interface {
 	ExpireSessions(now time.Time) (int, error)
 	// Stats returns the committer counters; cheap.
 	Stats() Stats
+	// DiskUsage returns the bytes the store takes (Pebble: every file it
+	// holds, from its metrics; Memory: key and value bytes) and the bytes
+	// free on its filesystem (Memory: math.MaxUint64). Cheap enough to
+	// call every second, for quotas.
+	DiskUsage() (storeBytes, freeBytes uint64, err error)
 	// Usage scans the whole store and returns counts and bytes per entity.
 	Usage() (Usage, error)
 	// Inspect scans one client's range.
@@ -60,9 +89,15 @@ type Stats struct {
 	Ops            uint64 // operations committed
 	BytesCommitted uint64 // encoded batch bytes committed
 	MaxGroup       uint64 // most batches merged into one group
-	LiveMessages   int    // message records with references
-	// RefErrors counts AddRef/Release calls on a message that had no
-	// reference: a caller bug, ignored so one bad batch does not fail the rest.
+	// LiveMessages is the number of message records with references, as
+	// committed (kept in a meta record, so it needs no scan at open).
+	LiveMessages int
+	// SharedMessages is the number of messages with two or more
+	// references: the only ones whose count is kept, in memory and on disk.
+	SharedMessages int
+	// RefErrors counts AddRef calls on a message that is gone and Release
+	// calls on a message put without a reference: caller bugs, ignored so
+	// one bad batch does not fail the rest.
 	RefErrors uint64
 	// Unreferenced counts messages put without any AddRef (deleted at once).
 	Unreferenced uint64
@@ -70,11 +105,21 @@ type Stats struct {
 	// and wrote it again.
 	Rewritten uint64
 	// OrphansDeleted counts message records without any reference found and
-	// deleted when the store opened.
+	// deleted when the store opened; only a migration or
+	// Options.RepairReferences looks for them (Usage reports them).
 	OrphansDeleted int
 	// DanglingAtOpen counts outbound entries pointing at a missing message
-	// found when the store opened (Recover skips them).
+	// found when the store opened, by the same full scan.
 	DanglingAtOpen int
+	// Migrated reports that this open rebuilt the reference counts by a
+	// full scan (a schema-1 store, or Options.RepairReferences).
+	Migrated bool
+	// DanglingRead counts entries ReadOutbound skipped because their
+	// message is missing or does not decode.
+	DanglingRead uint64
+	// CorruptRead counts entries ReadOutbound skipped because they do not
+	// decode.
+	CorruptRead uint64
 	// Unavailable is the failure that made the store unavailable, or nil.
 	Unavailable error
 }
