@@ -19,7 +19,10 @@ package server
 //	expect <c> <PACKET> <fields>    read the next packet (5 s) and check it
 //	expect <c> closed               the broker closes c (no packet first)
 //	expect <c> nothing [duration]   no packet arrives for duration (300ms)
-//	disconnect <c>                  send DISCONNECT, close the socket
+//	disconnect <c>                  send DISCONNECT, wait until the broker
+//	                                closes the connection (so it has taken
+//	                                the DISCONNECT into account before the
+//	                                next command), close the socket
 //	drop <c>                        close the socket without DISCONNECT
 //	restart                         stop the broker and start it again on
 //	                                the same data dir and port
@@ -207,7 +210,17 @@ func (s *script) exec(args []string) {
 		s.expect(args[1], args[2], args[3:])
 	case "disconnect":
 		need(2)
-		s.client(args[1]).Disconnect()
+		c := s.client(args[1])
+		if err := c.Send(&codec.Disconnect{}); err != nil {
+			s.fatalf("send DISCONNECT: %v", err)
+		}
+		// The broker closes the connection on DISCONNECT (§3.14.4) once it
+		// has discarded the will; waiting for that orders this client's
+		// next CONNECT, on a new connection, after it.
+		if got, err := c.UntilClosed(5 * time.Second); err != nil || len(got) > 0 {
+			s.fatalf("after DISCONNECT: %v (packets %s)", err, packetNames(got))
+		}
+		_ = c.Close()
 	case "drop":
 		need(2)
 		_ = s.client(args[1]).Close()
@@ -408,7 +421,7 @@ func (s *script) expect(name, kind string, args []string) {
 	case "closed":
 		got, err := c.UntilClosed(5 * time.Second)
 		if err != nil || len(got) > 0 {
-			s.fatalf("want the connection closed: %v (%d packets first)", err, len(got))
+			s.fatalf("want the connection closed: %v (packets %s first)", err, packetNames(got))
 		}
 		return
 	case "nothing":
@@ -499,4 +512,13 @@ func (s *script) codes(list string) []byte {
 		out = append(out, byte(n))
 	}
 	return out
+}
+
+// packetNames lists packets for a failure message.
+func packetNames(ps []mqtttest.Packet) string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, fmt.Sprintf("%s %x", mqtttest.TypeName(p.Header.Type), p.Body))
+	}
+	return "[" + strings.Join(out, ", ") + "]"
 }
