@@ -22,7 +22,8 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		if om, ok := f.window.Ack(a.PacketID); ok {
 			c.loop.srv.forgetDelivery(&l.tx, s, om, false)
 		}
-		more = f.queue.Len() > 0
+		more = f.queue.Len() > 0 || f.spilled
+		f.lastProgress = l.now
 		s.mu.Unlock()
 	case codec.PUBREC:
 		s.mu.Lock()
@@ -44,7 +45,8 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 				b.Release(e.Msg.m.id)
 			}
 		}
-		more = f.queue.Len() > 0
+		more = f.queue.Len() > 0 || f.spilled
+		f.lastProgress = l.now
 		s.mu.Unlock()
 		if ok {
 			rel := codec.Ack{Type: codec.PUBREL, PacketID: a.PacketID}
@@ -59,7 +61,8 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		if om, ok := f.window.Complete(a.PacketID); ok {
 			c.loop.srv.forgetDelivery(&l.tx, s, om, true)
 		}
-		more = f.queue.Len() > 0
+		more = f.queue.Len() > 0 || f.spilled
+		f.lastProgress = l.now
 		s.mu.Unlock()
 	case codec.PUBREL:
 		s.mu.Lock()

@@ -16,6 +16,10 @@ type txn struct {
 	ticket *ticket
 	wakes  []*client // owners of ticketed deliveries, woken after submission
 	putIDs []uint64  // messages this batch put (a reference to them is a plain AddRef)
+	// spills are sessions that got deliveries only in the store (backlog.go):
+	// their owners can page them in once the batch is applied, so they are
+	// woken after the commit, not after submission.
+	spills []*session
 }
 
 func (t *txn) putHere(id uint64) bool {
@@ -43,15 +47,27 @@ func (t *txn) tick() *ticket {
 	return t.ticket
 }
 
-// pendingReplies are replies held until a commit completes.
-type pendingReplies struct{ out []byte }
+// pendingReplies are replies held back: until the commit of the event that
+// produced them is durable, until the replies of earlier events went out,
+// and, for the event that got its client paced (pace.go), until the client
+// is released. waits counts those conditions; the replies are written when
+// it reaches zero, and then next (a later event's) loses one.
+type pendingReplies struct {
+	out   []byte
+	waits int
+	next  *pendingReplies
+}
 
 // submit commits the txn's batch (if any) and calls done(err) on the loop l
 // when it is durable (l nil: on the store's goroutine). It wakes the owners
 // of the deliveries the batch stored once the batch is queued in the store.
 func (s *Server) submit(l *loop, t *txn, done func(error)) {
 	b, tk, wakes := t.b, t.ticket, t.wakes
-	t.b, t.ticket, t.wakes, t.putIDs = nil, nil, t.wakes[:0], t.putIDs[:0]
+	var spills []*session
+	if len(t.spills) > 0 {
+		spills = append(spills, t.spills...)
+	}
+	t.b, t.ticket, t.wakes, t.putIDs, t.spills = nil, nil, t.wakes[:0], t.putIDs[:0], t.spills[:0]
 	if b == nil {
 		if done != nil {
 			done(nil)
@@ -61,6 +77,9 @@ func (s *Server) submit(l *loop, t *txn, done func(error)) {
 	cb := func(err error) {
 		if err != nil {
 			s.log.Error("store commit failed", "err", err)
+		}
+		for _, sess := range spills {
+			s.wakeOwner(sess) // the batch is applied: its spilled deliveries can be paged in
 		}
 		if done == nil {
 			return
@@ -93,31 +112,47 @@ func (s *Server) submitWait(t *txn) error {
 	return <-ch
 }
 
-// finishEvent ends a read event of c: commit its writes and send its replies,
-// after the commit when there was one (or one is still pending).
+// finishEvent ends a read event of c: commit its writes and send its replies
+// once nothing holds them back (see pendingReplies).
 func (c *client) finishEvent() {
 	l, srv := c.loop, c.loop.srv
-	if srv.store == nil || (l.tx.b == nil && c.lastPending == nil) {
-		c.flush()
+	waits := 0
+	if l.tx.b != nil {
+		waits++
+	}
+	pacedNow := c.paced && c.cold != nil && c.cold.pacedOn > 0 && c.cold.pacedReplies == nil
+	if pacedNow {
+		waits++
+	}
+	if waits == 0 {
+		if c.lastPending == nil {
+			c.flush()
+		} else if len(l.out) > 0 { // nothing new to wait for, but replies stay in order
+			c.lastPending.out = append(c.lastPending.out, l.out...)
+			l.out = l.out[:0]
+		}
 		srv.submit(l, &l.tx, nil) // wakes only
 		return
 	}
-	if l.tx.b == nil { // nothing to write, but replies must stay in order
-		c.lastPending.out = append(c.lastPending.out, l.out...)
-		l.out = l.out[:0]
+	p := &pendingReplies{out: append([]byte(nil), l.out...), waits: waits}
+	l.out = l.out[:0]
+	if prev := c.lastPending; prev != nil {
+		p.waits++
+		prev.next = p
+	}
+	c.lastPending = p
+	if pacedNow {
+		c.cold.pacedReplies = p
+	}
+	if l.tx.b == nil {
+		srv.submit(l, &l.tx, nil)
 		return
 	}
-	p := &pendingReplies{out: append([]byte(nil), l.out...)}
-	l.out = l.out[:0]
-	c.lastPending = p
 	srv.submit(l, &l.tx, func(err error) { c.commitDone(p, err) })
 }
 
 // commitDone runs on c's loop when a batch of c's completed.
 func (c *client) commitDone(p *pendingReplies, err error) {
-	if c.lastPending == p {
-		c.lastPending = nil
-	}
 	if c.state == stateClosed {
 		return
 	}
@@ -127,7 +162,23 @@ func (c *client) commitDone(p *pendingReplies, err error) {
 		c.closeNow(codec.UnspecifiedError, "store unavailable: "+err.Error())
 		return
 	}
-	if len(p.out) > 0 {
-		_, _ = c.conn.Write(p.out)
+	c.releaseReplies(p)
+}
+
+// releaseReplies removes one condition from p and writes every held reply
+// whose conditions are all met, in order. Runs on c's loop.
+func (c *client) releaseReplies(p *pendingReplies) {
+	for p != nil {
+		p.waits--
+		if p.waits > 0 {
+			return
+		}
+		if c.lastPending == p {
+			c.lastPending = nil
+		}
+		if c.state != stateClosed && len(p.out) > 0 {
+			_, _ = c.conn.Write(p.out)
+		}
+		p = p.next
 	}
 }

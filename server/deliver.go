@@ -13,7 +13,7 @@ func (c *client) drain() {
 		return
 	}
 	l, s, o := c.loop, c.sess, &c.loop.srv.opts
-	out := l.wbuf[:0]
+	out := c.pageIn(l.wbuf[:0]) // backlog.go: the next stored deliveries, if some wait on disk
 	overLimit := c.conn.OutboundBuffered() > o.MaxOutboundBytes
 	sent, dropped := 0, 0
 	s.mu.Lock()
@@ -42,6 +42,9 @@ func (c *client) drain() {
 			if !f.window.AddID(it.Msg, it.QoS, id) {
 				break // window full (or, rarely, the id is still in flight)
 			}
+			if it.Msg.seq >= f.sentEnd {
+				f.sentEnd = it.Msg.seq + 1
+			}
 		}
 		f.queue.Pop()
 		if it.QoS == 0 && overLimit {
@@ -67,9 +70,23 @@ func (c *client) drain() {
 		}
 	}
 	f.dropped += uint64(dropped)
+	if sent > 0 {
+		f.lastProgress = l.now
+	}
+	var released []*client
+	if len(f.waiters) > 0 && s.drainedLocked(o) {
+		released = s.takeWaitersLocked() // pace.go: its publishers may go on
+	}
+	refill := f.spilled && f.queue.Len() < backlogWindow/2 && sent > 0
 	s.mu.Unlock()
 	if len(out) > 0 {
 		_, _ = c.conn.Write(out)
+	}
+	if released != nil {
+		c.loop.srv.releasePaced(released)
+	}
+	if refill && c.wakeQueued.CompareAndSwap(false, true) {
+		l.local = append(l.local, c) // more of the backlog once the window has room
 	}
 	l.wbuf = out[:0]
 	c.loop.srv.stats.msgsOut.Add(uint64(sent))
@@ -145,9 +162,14 @@ func packetIDFor(seq uint64) uint16 { return uint16(seq%65535) + 1 }
 
 // deliver queues one delivery on target and wakes its connection's loop if
 // it is online and not already scheduled. Offline sessions keep QoS 1/2
-// deliveries only (QoS 0 is not queued for absent clients). A QoS 1/2
-// delivery to a persistent session is written to the store in t; its owner
-// is woken when t is submitted.
+// deliveries only (QoS 0 is not queued for absent clients).
+//
+// A QoS 1/2 delivery to a persistent session is written to the store in t
+// and kept in memory only while it fits the session's window and nothing
+// older waits on disk; otherwise it stays in the store alone and is paged
+// in as the window drains (backlog.go) — it is never dropped. A delivery
+// that puts a clean session's queue over its limit marks the publisher for
+// pacing (l.paceOn, pace.go); QoS 0 is dropped first.
 //
 // subID is the matching subscription's identifier; ids, when not nil, are
 // all the identifiers of several overlapping subscriptions and win.
@@ -166,35 +188,36 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 	if ids == nil {
 		om.subID = subID
 	}
-	durable := q > 0 && s.store != nil && target.storable()
 	f := target.flowLocked(&s.opts)
+	if q > 0 && s.store != nil && target.storable() {
+		s.deliverDurableLocked(l, t, target, f, om, q)
+		target.mu.Unlock()
+		return
+	}
 	if q > 0 {
 		om.seq = f.nextSeq
 	}
-	if durable {
-		om.stored, om.ticket = true, t.tick()
+	policy := s.opts.QueuePolicy.qos()
+	if owner == nil {
+		// Nobody to pace for an absent client: its queue stops at the
+		// configured limit (the hard bound, twice that, is pacing's slack).
+		f.queue.MaxCount, f.queue.MaxBytes = s.opts.MaxQueuedMessages, s.opts.MaxQueuedBytes
 	}
-	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, s.opts.QueuePolicy.qos())
+	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, policy)
+	f.queue.MaxCount, f.queue.MaxBytes = 2*s.opts.MaxQueuedMessages, 2*s.opts.MaxQueuedBytes
 	if queued && q > 0 {
 		f.nextSeq++
-		if durable {
-			s.storeDelivery(t, target, &om, q)
-		}
 	}
 	if hasDropped {
 		f.dropped++
-		if dropped.Msg.m != m || queued { // an older delivery made room
+		if dropped.Msg.stored { // an older stored delivery made room (DropOldest)
 			s.forgetDelivery(t, target, dropped.Msg, false)
 		}
 	}
-	wake := false
-	if owner != nil && queued {
-		if durable {
-			t.wakes = append(t.wakes, owner)
-		} else {
-			wake = owner.wakeQueued.CompareAndSwap(false, true)
-		}
+	if queued && q > 0 && owner != nil && l != nil && target.overSoftLocked(&s.opts) {
+		l.paceOn = append(l.paceOn, target) // pace.go: the publisher waits for this queue
 	}
+	wake := owner != nil && queued && owner.wakeQueued.CompareAndSwap(false, true)
 	target.mu.Unlock()
 	if hasDropped {
 		s.stats.dropped.Add(1)

@@ -64,10 +64,14 @@ func (s *Server) endSession(t *txn, sess *session) {
 	}
 	sess.dead = true
 	subs := sess.clearSubsLocked()
+	waiters := sess.takeWaitersLocked()
 	sess.f = nil
 	sess.mu.Unlock()
 	for _, sub := range subs {
 		s.subs.Unsubscribe(sub.filter, sess)
 	}
 	s.sessions.removeIf(sess.id, sess)
+	if waiters != nil {
+		s.releasePaced(waiters)
+	}
 }

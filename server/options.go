@@ -34,7 +34,14 @@ const (
 	DefaultMaxQueuedBytes    = 64 << 20
 	DefaultQueuePolicy       = QueueDropNewest
 	DefaultMaxOutboundBytes  = 4 << 20
-	DefaultMaxTopicLevels    = 128
+	DefaultMaxTopicLevels    = 32
+	// DefaultSlowConsumerTimeout is how long a subscriber holding
+	// publishers back may make no progress.
+	DefaultSlowConsumerTimeout = 30 * time.Second
+	// DefaultMaxSessionBacklogBytes caps one persistent session's stored backlog.
+	DefaultMaxSessionBacklogBytes = 1 << 30
+	// DefaultMinFreeDiskBytes is the free-disk watermark of the store.
+	DefaultMinFreeDiskBytes  = 256 << 20
 	DefaultMaxSessionExpiry  = 7 * 24 * time.Hour
 	DefaultSysInterval       = 10 * time.Second
 	DefaultVersion           = "dev"
@@ -126,12 +133,36 @@ type Options struct {
 	// MaxInboundQoS2 bounds the QoS 2 PUBLISHes a client may leave awaiting
 	// PUBREL. Default: ReceiveMaximum.
 	MaxInboundQoS2 int `yaml:"max_inbound_qos2"`
-	// MaxQueuedMessages bounds each session's queue in messages.
-	// Default: DefaultMaxQueuedMessages (10,000).
+	// MaxQueuedMessages and MaxQueuedBytes are the soft limit of a clean
+	// session's in-memory queue: past it, the publishers feeding it are
+	// paced (their acknowledgements held, their input not read) until it
+	// drains to half; the hard bound, where deliveries are dropped, is
+	// twice the limit. Persistent sessions keep their backlog in the store
+	// instead (see MaxSessionBacklogBytes). Defaults:
+	// DefaultMaxQueuedMessages (10,000) and DefaultMaxQueuedBytes (64 MiB).
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
-	// MaxQueuedBytes bounds each session's queue in payload bytes.
-	// Default: DefaultMaxQueuedBytes (64 MiB).
-	MaxQueuedBytes int `yaml:"max_queued_bytes"`
+	MaxQueuedBytes    int `yaml:"max_queued_bytes"`
+	// SlowConsumerTimeout disconnects a subscriber that holds publishers
+	// back and makes no progress (sends nothing, gets nothing
+	// acknowledged) for this long; its clean session ends and the
+	// publishers resume. Default: DefaultSlowConsumerTimeout (30s);
+	// negative: never.
+	SlowConsumerTimeout time.Duration `yaml:"slow_consumer_timeout"`
+	// MaxSessionBacklogBytes caps what one persistent session may hold in
+	// the store (queued and unacknowledged deliveries, counted since the
+	// broker started). A message that would go over it is refused before
+	// any delivery: 5.0 publishers get 0x97 Quota exceeded, 3.1.1
+	// publishers no acknowledgement and a disconnect (they resend later).
+	// Default: DefaultMaxSessionBacklogBytes (1 GiB); negative: no cap.
+	MaxSessionBacklogBytes int64 `yaml:"max_session_backlog_bytes"`
+	// MaxStoreBytes and MinFreeDiskBytes stop the store from filling the
+	// disk: once the store is larger than MaxStoreBytes, or the data
+	// directory's file system has less than MinFreeDiskBytes free (checked
+	// once a second), messages for persistent sessions are refused as
+	// above. Defaults: 0 (no store cap) and DefaultMinFreeDiskBytes
+	// (256 MiB); negative MinFreeDiskBytes: no check.
+	MaxStoreBytes    int64 `yaml:"max_store_bytes"`
+	MinFreeDiskBytes int64 `yaml:"min_free_disk_bytes"`
 	// QueuePolicy says what a full queue gives up (QoS 0 always goes
 	// first). Default: DefaultQueuePolicy (QueueDropNewest).
 	QueuePolicy QueuePolicy `yaml:"queue_policy"`
@@ -140,7 +171,8 @@ type Options struct {
 	// slow consumer is disconnected. Default: DefaultMaxOutboundBytes (4 MiB).
 	MaxOutboundBytes int `yaml:"max_outbound_bytes"`
 	// MaxTopicLevels bounds topic and filter depth.
-	// Default: DefaultMaxTopicLevels (128).
+	// Default: DefaultMaxTopicLevels (32): matching cost grows with depth,
+	// and real fleets rarely use more than 10 levels.
 	MaxTopicLevels int `yaml:"max_topic_levels"`
 	// MaxSessionExpiry caps how long a persistent session outlives its
 	// connection (3.1.1 clean session 0, 5.0 session expiry).
@@ -278,6 +310,15 @@ func (o *Options) EnsureDefaults() {
 	if o.MaxOutboundBytes == 0 {
 		o.MaxOutboundBytes = DefaultMaxOutboundBytes
 	}
+	if o.SlowConsumerTimeout == 0 {
+		o.SlowConsumerTimeout = DefaultSlowConsumerTimeout
+	}
+	if o.MaxSessionBacklogBytes == 0 {
+		o.MaxSessionBacklogBytes = DefaultMaxSessionBacklogBytes
+	}
+	if o.MinFreeDiskBytes == 0 {
+		o.MinFreeDiskBytes = DefaultMinFreeDiskBytes
+	}
 	if o.MaxTopicLevels == 0 {
 		o.MaxTopicLevels = DefaultMaxTopicLevels
 	}
@@ -413,6 +454,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Logger == nil {
 		bad("Logger", "is nil") // set from Go only: no file key
+	}
+	if o.MaxStoreBytes < 0 {
+		bad("max_store_bytes", "must not be negative, got %d", o.MaxStoreBytes)
 	}
 	if err := o.Limits.Validate(); err != nil {
 		errs = append(errs, err)

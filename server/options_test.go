@@ -21,6 +21,7 @@ var offByDefault = map[string]bool{
 	"allow_anonymous":      true,
 	"admin_listen":         true,
 	"response_information": true,
+	"max_store_bytes":      true, // no store cap unless asked; min_free_disk_bytes guards the disk
 }
 
 // fileKeys lists Options' configuration keys with their field index.
@@ -52,26 +53,29 @@ func TestEnsureDefaultsResolvesEveryDefaultOnce(t *testing.T) {
 		}
 	}
 	want := Options{
-		Listeners:         []string{DefaultListener},
-		DataDir:           DefaultDataDir,
-		Durability:        DefaultDurability,
-		SyncInterval:      DefaultSyncInterval,
-		MaxPacketSize:     DefaultMaxPacketSize,
-		ConnectTimeout:    DefaultConnectTimeout,
-		MaxKeepAlive:      DefaultMaxKeepAlive,
-		ReceiveMaximum:    DefaultReceiveMaximum,
-		MaxInboundQoS2:    DefaultReceiveMaximum,
-		MaxQueuedMessages: DefaultMaxQueuedMessages,
-		MaxQueuedBytes:    DefaultMaxQueuedBytes,
-		QueuePolicy:       DefaultQueuePolicy,
-		MaxOutboundBytes:  DefaultMaxOutboundBytes,
-		MaxTopicLevels:    DefaultMaxTopicLevels,
-		MaxSessionExpiry:  DefaultMaxSessionExpiry,
-		EventLoops:        runtime.GOMAXPROCS(0),
-		SysInterval:       DefaultSysInterval,
-		Version:           DefaultVersion,
-		TopicAliasMaximum: DefaultTopicAliasMaximum,
-		Logger:            slog.Default(),
+		Listeners:              []string{DefaultListener},
+		DataDir:                DefaultDataDir,
+		Durability:             DefaultDurability,
+		SyncInterval:           DefaultSyncInterval,
+		MaxPacketSize:          DefaultMaxPacketSize,
+		ConnectTimeout:         DefaultConnectTimeout,
+		MaxKeepAlive:           DefaultMaxKeepAlive,
+		ReceiveMaximum:         DefaultReceiveMaximum,
+		MaxInboundQoS2:         DefaultReceiveMaximum,
+		MaxQueuedMessages:      DefaultMaxQueuedMessages,
+		MaxQueuedBytes:         DefaultMaxQueuedBytes,
+		QueuePolicy:            DefaultQueuePolicy,
+		MaxOutboundBytes:       DefaultMaxOutboundBytes,
+		MaxTopicLevels:         DefaultMaxTopicLevels,
+		SlowConsumerTimeout:    DefaultSlowConsumerTimeout,
+		MaxSessionBacklogBytes: DefaultMaxSessionBacklogBytes,
+		MinFreeDiskBytes:       DefaultMinFreeDiskBytes,
+		MaxSessionExpiry:       DefaultMaxSessionExpiry,
+		EventLoops:             runtime.GOMAXPROCS(0),
+		SysInterval:            DefaultSysInterval,
+		Version:                DefaultVersion,
+		TopicAliasMaximum:      DefaultTopicAliasMaximum,
+		Logger:                 slog.Default(),
 	}
 	want.Limits.EnsureDefaults() // Limits documents and tests its own defaults
 	if !reflect.DeepEqual(o, want) {

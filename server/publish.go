@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/panjf2000/gnet/v2"
@@ -53,7 +54,13 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 			props = &p.Props
 		}
 		m := newMessage(p.Topic, p.Payload, p.QoS, p.Retain, props, l.now, c.sess)
-		srv.publishMessage(l, &l.tx, m)
+		l.paceOn = l.paceOn[:0]
+		if why := srv.publishMessage(l, &l.tx, m); why != 0 {
+			return c.quotaRefused(p, why)
+		}
+		if len(l.paceOn) > 0 {
+			c.startPacing() // pace.go: a subscriber's queue is full; this client waits
+		}
 	}
 	switch p.QoS {
 	case 1:
@@ -78,7 +85,13 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 // publishMessage applies a message's retain flag and routes it. l is the
 // loop the caller runs on, nil outside the event loops; t gathers the
 // durable writes.
-func (s *Server) publishMessage(l *loop, t *txn, m *message) {
+//
+// It returns the limit that refused the message as a whole (0: routed);
+// a refused message is neither delivered nor retained.
+func (s *Server) publishMessage(l *loop, t *txn, m *message) limitID {
+	if why := s.route(l, t, m); why != 0 {
+		return why
+	}
 	if m.retain {
 		topic := string(m.topic)
 		if len(m.payload) == 0 {
@@ -98,7 +111,7 @@ func (s *Server) publishMessage(l *loop, t *txn, m *message) {
 			s.refuse(limitRetained, from, "", "", "new retained topic over the retained limits: "+topic)
 		}
 	}
-	s.route(l, t, m)
+	return 0
 }
 
 // ErrInvalidTopic is returned by Publish for a topic name that is not valid.
@@ -119,9 +132,17 @@ func (s *Server) Publish(topic string, payload []byte, qos byte, retain bool) er
 	}
 	s.stats.msgsIn.Add(1)
 	var t txn
-	s.publishMessage(nil, &t, newMessage([]byte(topic), payload, qos, retain, nil, nanotime(), nil))
+	if why := s.publishMessage(nil, &t, newMessage([]byte(topic), payload, qos, retain, nil, nanotime(), nil)); why != 0 {
+		s.refuse(why, "", "", "", "Server.Publish to "+topic)
+		return fmt.Errorf("%w: %s", ErrQuotaExceeded, limitNames[why])
+	}
 	return s.submitWait(&t)
 }
+
+// ErrQuotaExceeded is returned by Publish when a persistent subscriber's
+// store quota (MaxSessionBacklogBytes, MaxStoreBytes, MinFreeDiskBytes)
+// refused the message: nothing was delivered.
+var ErrQuotaExceeded = errors.New("quota exceeded")
 
 // isSysTopic reports whether topic is in the broker's $SYS namespace.
 func isSysTopic(topic []byte) bool {
@@ -166,4 +187,33 @@ func (q *retainQuota) remove(s *Server, topic string) {
 		s.retained.Delete(topic)
 	}
 	q.mu.Unlock()
+}
+
+// quotaRefused answers a QoS 1/2 PUBLISH that a store quota refused as a
+// whole (nothing was delivered): a 5.0 client gets PUBACK/PUBREC 0x97
+// Quota exceeded and may try again later; a 3.1.1 client, which has no way
+// to be told, gets no acknowledgement and is disconnected, so it sends the
+// message again when it reconnects [MQTT-4.4.0-1]. Either way nothing is
+// acknowledged that was not stored, and a QoS 2 retry is routed again.
+func (c *client) quotaRefused(p *codec.Publish, why limitID) gnet.Action {
+	l, srv, s := c.loop, c.loop.srv, c.sess
+	srv.refuse(why, c.id, c.username(), remoteString(c.conn), "message for a persistent session refused: "+string(p.Topic))
+	if p.QoS == 2 {
+		s.mu.Lock()
+		if s.flowLocked(&srv.opts).inbound.Release(p.PacketID) && s.storable() && srv.store != nil {
+			l.tx.batch(srv).DeleteInbound(s.id, p.PacketID)
+		}
+		s.mu.Unlock()
+	}
+	if c.version < codec.Version5 {
+		return c.fail(codec.Errf(codec.QuotaExceeded, "", "store quota exceeded (%s)", limitNames[why]))
+	}
+	t := codec.PUBACK
+	if p.QoS == 2 {
+		t = codec.PUBREC
+	}
+	a := codec.Ack{Type: t, PacketID: p.PacketID, ReasonCode: byte(codec.QuotaExceeded)}
+	c.setReason(&a.Props, "quota exceeded: "+limitNames[why])
+	l.out = a.Append(l.out, c.version)
+	return gnet.None
 }

@@ -5,12 +5,12 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/persist"
-	"github.com/ternmq/tern/qos"
 )
 
 // openStore opens the configured store and rebuilds the broker's state
-// from it: sessions (offline, with their subscriptions), their queued and
-// inflight deliveries and inbound QoS 2 markers, and retained messages.
+// from it: sessions (offline, with their subscriptions), where each
+// session's stored backlog starts and ends (its deliveries stay on disk
+// until its client returns), inbound QoS 2 markers, and retained messages.
 func (s *Server) openStore() error {
 	o := &s.opts
 	if o.Durability == DurabilityNone && o.Store == nil {
@@ -35,20 +35,11 @@ func (s *Server) openStore() error {
 	} else if n > 0 {
 		s.log.Info("expired sessions while the broker was down", "sessions", n)
 	}
-	msgs := make(map[uint64]*message)
 	var corrupt int64
 	now := start.UnixNano()
+	// Queues stay on disk (backlog.go): only each session's backlog bounds
+	// are read, so startup work grows with sessions, not queued messages.
 	stats, err := st.Recover(persist.Visitor{
-		Message: func(id uint64, rec *persist.Message) error {
-			m, err := messageFromRecord(id, rec)
-			if err != nil {
-				s.log.Warn("skipping stored message", "id", id, "err", err)
-				corrupt++
-				return nil
-			}
-			msgs[id] = m
-			return nil
-		},
 		Session: func(id string, rec *persist.Session) error {
 			s.recoverSession(id, rec, now)
 			return nil
@@ -61,8 +52,16 @@ func (s *Server) openStore() error {
 			}
 			return nil
 		},
-		Outbound: func(id string, seq uint64, rec persist.Outbound) error {
-			s.recoverOutbound(id, seq, rec, msgs)
+		Backlog: func(id string, first, last uint64) error {
+			if sess := s.sessions.get(id); sess != nil {
+				sess.mu.Lock()
+				f := sess.flowLocked(o)
+				f.spilled, f.diskFrom = true, first
+				if last >= f.nextSeq {
+					f.nextSeq = last + 1
+				}
+				sess.mu.Unlock()
+			}
 			return nil
 		},
 		Retained: func(rec *persist.Message) error {
@@ -86,7 +85,7 @@ func (s *Server) openStore() error {
 		return fmt.Errorf("recover store: %w", err)
 	}
 	s.log.Info("store recovered", "dir", o.DataDir, "durability", o.Durability,
-		"sessions", stats.Sessions, "queued", stats.Outbound, "retained", stats.Retained,
+		"sessions", stats.Sessions, "with_backlog", stats.Backlogs, "retained", stats.Retained,
 		"corrupt_skipped", stats.Corrupt+corrupt, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -111,39 +110,4 @@ func (s *Server) recoverSession(id string, rec *persist.Session, now int64) {
 	sh.mu.Unlock()
 	s.sessions.count.Add(1)
 	s.scheduleExpiry(sess, sess.offlineAt+int64(sess.expiry))
-}
-
-func (s *Server) recoverOutbound(id string, seq uint64, rec persist.Outbound, msgs map[uint64]*message) {
-	sess := s.sessions.get(id)
-	if sess == nil {
-		return
-	}
-	sess.mu.Lock()
-	defer sess.mu.Unlock()
-	f := sess.flowLocked(&s.opts)
-	if seq >= f.nextSeq {
-		f.nextSeq = seq + 1
-	}
-	om := outMsg{seq: seq, stored: true}
-	if rec.State == persist.AwaitingPubcomp {
-		om.m = &message{} // the message is no longer needed: only PUBREL is re-sent
-		f.window.Restore(qos.Entry[outMsg]{Msg: om, PacketID: rec.PacketID, QoS: 2, State: qos.AwaitPubcomp})
-		return
-	}
-	m := msgs[rec.MessageID]
-	if m == nil {
-		return // dangling: the store counted and logged it
-	}
-	om.m = m
-	if rec.State == persist.AwaitingPuback || rec.State == persist.AwaitingPubrec {
-		st := qos.AwaitPuback
-		if rec.State == persist.AwaitingPubrec {
-			st = qos.AwaitPubrec
-		}
-		f.window.Restore(qos.Entry[outMsg]{Msg: om, PacketID: rec.PacketID, QoS: rec.QoS, State: st})
-		return
-	}
-	// Queued; it may have been sent before the crash, with the id derived
-	// from seq, which it gets again.
-	f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: rec.QoS, Size: m.size()}, qos.DropNewest)
 }

@@ -6,8 +6,11 @@ import (
 
 // route delivers m to every session with a matching subscription, once per
 // session at the highest granted QoS of its matching subscriptions
-// [MQTT-3.3.5-1], with all their subscription identifiers.
-func (s *Server) route(l *loop, t *txn, m *message) {
+// [MQTT-3.3.5-1], with all their subscription identifiers. A QoS 1/2
+// message that a persistent recipient's store quota cannot take is refused
+// as a whole, before any delivery: route then returns the limit that
+// refused it (0: routed), so the publisher is not acknowledged.
+func (s *Server) route(l *loop, t *txn, m *message) limitID {
 	var subs []trie.Sub[*session]
 	if l != nil {
 		subs = s.subs.Match(m.topic, l.match[:0])
@@ -15,12 +18,17 @@ func (s *Server) route(l *loop, t *txn, m *message) {
 	} else {
 		subs = s.subs.Match(m.topic, nil)
 	}
+	if m.qos > 0 && s.store != nil {
+		if why := s.quotaRefusal(subs, m); why != 0 {
+			return why
+		}
+	}
 	switch len(subs) {
 	case 0:
-		return
+		return 0
 	case 1:
 		s.deliverSub(l, t, m, &subs[0], nil)
-		return
+		return 0
 	}
 	// Overlapping subscriptions of one session collapse into one delivery.
 	// Small fan-outs dedupe by scanning; large ones with the loop's map.
@@ -74,6 +82,29 @@ func (s *Server) route(l *loop, t *txn, m *message) {
 	for i := range uniq {
 		s.deliverSub(l, t, m, &uniq[i], ids[i])
 	}
+	return 0
+}
+
+// quotaRefusal checks, before any delivery, that every persistent recipient
+// that would store m can (backlog.go); it returns the refusing limit or 0.
+func (s *Server) quotaRefusal(subs []trie.Sub[*session], m *message) limitID {
+	for i := range subs {
+		sub := &subs[i]
+		if min(m.qos, sub.QoS) == 0 {
+			continue
+		}
+		target := sub.Subscriber
+		target.mu.Lock()
+		why := limitID(0)
+		if !target.dead && target.storable() {
+			why = s.backlogRefusalLocked(target, m)
+		}
+		target.mu.Unlock()
+		if why != 0 {
+			return why
+		}
+	}
+	return 0
 }
 
 func (s *Server) deliverSub(l *loop, t *txn, m *message, sub *trie.Sub[*session], ids []uint32) {

@@ -52,14 +52,33 @@ type flow struct {
 	inbound qos.Inbound
 	nextSeq uint64 // sequence of the next QoS 1/2 delivery; packet ids derive from it
 	dropped uint64 // deliveries lost to queue limits
+
+	// Disk-backed backlog of a persistent session (backlog.go): while
+	// spilled, the QoS 1/2 deliveries [diskFrom, nextSeq) are only in the
+	// store and are paged in, in order, as the in-memory window drains.
+	diskFrom  uint64
+	spilled   bool
+	diskBytes int64  // bytes of this session's stored deliveries (since the broker started)
+	gapCheck  uint64 // deliveries up to this seq were submitted before the last gap check: a gap below it is a loss
+	sentEnd   uint64 // 1 + the highest seq sent: a paged-in delivery below it was in flight (re-sent with DUP)
+
+	// Flow control of a clean session (pace.go): publishers held back
+	// while its queue is over the soft limit, and when it last made
+	// progress (sent a delivery or had one acknowledged), unix ns.
+	waiters      []*client
+	lastProgress int64
 }
 
 // flowLocked returns the session's delivery state, creating it. s.mu must be held.
 func (s *session) flowLocked(o *Options) *flow {
 	if s.f == nil {
 		f := &flow{}
-		f.queue.MaxCount = o.MaxQueuedMessages
-		f.queue.MaxBytes = o.MaxQueuedBytes
+		// The queue's hard bounds are twice the configured limits: the
+		// configured ones are where publishers start being paced (clean
+		// sessions) or deliveries start spilling to the store (persistent
+		// ones, which keep at most backlogWindow in memory).
+		f.queue.MaxCount = 2 * o.MaxQueuedMessages
+		f.queue.MaxBytes = 2 * o.MaxQueuedBytes
 		f.window.SetMax(int(s.recvMax))
 		f.inbound.Max = o.MaxInboundQoS2
 		s.f = f

@@ -152,11 +152,15 @@ func (s *Server) publishWillNow(l *loop, m *message) {
 		m = &cp
 	}
 	if l != nil {
-		s.publishMessage(l, &l.tx, m) // committed with the loop's event
+		if why := s.publishMessage(l, &l.tx, m); why != 0 { // committed with the loop's event
+			s.refuse(why, "", "", "", "will on "+string(m.topic))
+		}
 		return
 	}
 	var t txn
-	s.publishMessage(nil, &t, m)
+	if why := s.publishMessage(nil, &t, m); why != 0 {
+		s.refuse(why, "", "", "", "delayed will on "+string(m.topic))
+	}
 	if err := s.submitWait(&t); err != nil {
 		s.log.Error("storing a delayed will failed", "err", err)
 	}

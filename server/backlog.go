@@ -1,0 +1,277 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/persist"
+	"github.com/ternmq/tern/qos"
+)
+
+// Disk-backed queues of persistent sessions.
+//
+// Every QoS 1/2 delivery to a persistent session is written to the store
+// (message once + outbound entry, commit.go) before anyone is acknowledged.
+// Memory holds only a window of them: at most backlogWindow deliveries
+// queued plus the inflight window. A delivery that does not fit, or that
+// arrives while older ones wait on disk, or for a session that is offline,
+// stays in the store alone ("spilled"): the flow records that deliveries
+// [diskFrom, nextSeq) are only on disk. As the window drains, the owning
+// loop pages the next deliveries in, in sequence order (pageIn). A session
+// that goes offline gives its in-memory deliveries back (they are all in the
+// store) and holds no per-message memory until its client returns. At
+// startup only each session's backlog bounds are read, not its messages.
+//
+// Visibility: a spilled delivery is readable once its batch is applied, so
+// the owner is woken after the commit (txn.spills), not after submission.
+// Batches of different loops may be applied out of sequence order: pageIn
+// stops at the first gap and is woken again when the missing batch lands.
+//
+// Quotas: a session's stored deliveries are bounded by
+// Options.MaxSessionBacklogBytes, the store by MaxStoreBytes and
+// MinFreeDiskBytes (checked once a second). A message that a durable
+// recipient cannot take is refused as a whole before any delivery
+// (route.go): 5.0 publishers get PUBACK/PUBREC 0x97, 3.1.1 publishers get no
+// acknowledgement and are disconnected, so they send it again later.
+// Nothing acknowledged is dropped.
+
+// backlogWindow is how many deliveries of a persistent session are queued
+// in memory at most; the rest waits in the store.
+const backlogWindow = 512
+
+// deliverDurableLocked writes a QoS 1/2 delivery to a persistent session
+// and queues it in memory if it fits the window. target.mu held.
+func (s *Server) deliverDurableLocked(l *loop, t *txn, target *session, f *flow, om outMsg, q byte) {
+	owner := target.owner
+	m := om.m
+	om.seq = f.nextSeq
+	f.nextSeq++
+	s.storeDelivery(t, target, &om, q) // sets stored and the ticket
+	f.diskBytes += int64(m.size())
+	queued := false
+	if !f.spilled && owner != nil && f.queue.Len() < backlogWindow {
+		var dropped qos.Item[outMsg]
+		var hasDropped bool
+		dropped, hasDropped, queued = f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, qos.DropNewest)
+		if hasDropped && dropped.Msg.m != m { // a QoS 0 delivery made room
+			f.dropped++
+			s.stats.dropped.Add(1)
+		}
+	}
+	if !queued {
+		if !f.spilled {
+			f.spilled, f.diskFrom = true, om.seq
+		}
+		if owner != nil && (len(t.spills) == 0 || t.spills[len(t.spills)-1] != target) {
+			t.spills = append(t.spills, target)
+		}
+		return
+	}
+	t.wakes = append(t.wakes, owner)
+}
+
+// backlogRefusalLocked says why target cannot take one more stored delivery
+// of m (0: it can). target.mu held.
+func (s *Server) backlogRefusalLocked(target *session, m *message) limitID {
+	if s.storeFull.Load() {
+		return limitStoreFull
+	}
+	if max := s.opts.MaxSessionBacklogBytes; max > 0 && target.f != nil && target.f.diskBytes+int64(m.size()) > max {
+		return limitSessionBacklog
+	}
+	return 0
+}
+
+// releaseBacklogLocked gives back the in-memory deliveries of a persistent
+// session whose client went away: they are all in the store and will be
+// paged in again, in order, when it returns. QoS 0 deliveries go (they are
+// not kept for absent clients). s.mu held.
+func (srv *Server) releaseBacklogLocked(s *session) {
+	f := s.f
+	if f == nil || srv.store == nil || !s.storable() {
+		return
+	}
+	lowest := f.nextSeq
+	if f.spilled {
+		lowest = f.diskFrom
+	}
+	for _, e := range f.window.Entries() {
+		if e.Msg.stored && e.Msg.seq < lowest {
+			lowest = e.Msg.seq
+		}
+	}
+	for {
+		it, ok := f.queue.Pop()
+		if !ok {
+			break
+		}
+		if it.Msg.stored && it.Msg.seq < lowest {
+			lowest = it.Msg.seq
+		}
+	}
+	f.window.Reset()
+	if lowest < f.nextSeq {
+		f.spilled, f.diskFrom = true, lowest
+	}
+}
+
+// errGap stops a page-in at a delivery whose batch is not applied yet.
+var errGap = errors.New("gap in the stored backlog")
+
+// pageIn moves the next stored deliveries of c's session into memory, in
+// sequence order, up to the window, and returns out with a PUBREL appended
+// for each delivery recovered in the AwaitingPubcomp state. Runs on c's
+// loop; the store is read without the session lock (publishers keep
+// appending meanwhile; only the owner pages in).
+//
+// A sequence gap means an earlier batch is not applied yet: pageIn stops
+// there and asks to be woken once everything submitted so far is applied
+// (wakeAfterApplied). A gap still there after that is a delivery that is
+// gone (its record was lost or corrupt): pageIn then skips it, logged.
+func (c *client) pageIn(out []byte) []byte {
+	l, s, srv := c.loop, c.sess, c.loop.srv
+	s.mu.Lock()
+	f := s.f
+	if f == nil || !f.spilled || s.owner != c || srv.store == nil {
+		s.mu.Unlock()
+		return out
+	}
+	from, settled, sentEnd := f.diskFrom, f.gapCheck, f.sentEnd
+	room := backlogWindow - f.queue.Len()
+	s.mu.Unlock()
+	if room < backlogWindow/4 {
+		return out // still busy with what it has
+	}
+	paged := l.paged[:0]
+	next, skipped := from, uint64(0)
+	_, _, err := srv.store.ReadOutbound(s.id, from, room, func(seq uint64, o persist.Outbound, rec *persist.Message) error {
+		if seq != next {
+			if seq > settled {
+				return errGap
+			}
+			skipped += seq - next // below the settled mark: those deliveries are gone
+		}
+		next = seq + 1
+		p := pagedDelivery{seq: seq, state: o.State, qos: o.QoS, packetID: o.PacketID}
+		if rec != nil {
+			m, err := messageFromRecord(o.MessageID, rec)
+			if err != nil {
+				srv.log.Warn("stored delivery does not decode; skipped", "client_id", s.id, "seq", seq, "err", err)
+			} else {
+				p.m = m
+			}
+		}
+		paged = append(paged, p)
+		return nil
+	})
+	l.paged = paged[:0]
+	if err != nil && err != errGap {
+		srv.log.Error("reading a session backlog", "client_id", s.id, "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owner != c || f != s.f || f.diskFrom != from {
+		return out
+	}
+	if len(paged) == 0 && err == nil && settled > from {
+		skipped += settled - from // nothing left below the settled mark
+		f.diskFrom = settled
+	}
+	if skipped > 0 {
+		srv.log.Error("stored deliveries missing from a session backlog; skipped", "client_id", s.id, "count", skipped)
+	}
+	for _, p := range paged {
+		om := outMsg{m: p.m, seq: p.seq, stored: true}
+		switch {
+		case p.state == persist.AwaitingPubcomp:
+			om.m = &message{} // only PUBREL is sent again
+			f.window.Restore(qos.Entry[outMsg]{Msg: om, PacketID: p.packetID, QoS: 2, State: qos.AwaitPubcomp})
+			rel := codec.Ack{Type: codec.PUBREL, PacketID: p.packetID}
+			out = rel.Append(out, c.version)
+		case p.m == nil:
+			// Its message is gone: nothing to send; drop the entry.
+			srv.forgetDelivery(&l.tx, s, om, true)
+		case p.seq < sentEnd && p.qos > 0:
+			// It was in flight when the client went away: re-sent now,
+			// in order, with DUP [MQTT-4.4.0-1], straight into the window.
+			st := qos.AwaitPuback
+			if p.qos == 2 {
+				st = qos.AwaitPubrec
+			}
+			id := packetIDFor(p.seq)
+			f.window.Restore(qos.Entry[outMsg]{Msg: om, PacketID: id, QoS: p.qos, State: st})
+			out = c.appendPublish(out, om, p.qos, id, true)
+		default:
+			if _, _, ok := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: p.qos, Size: p.m.size()}, qos.DropNewest); !ok {
+				return out // the byte bound: the rest stays on disk (diskFrom is p.seq)
+			}
+		}
+		f.diskFrom = p.seq + 1
+	}
+	if f.diskFrom >= f.nextSeq {
+		f.spilled = false
+		return out
+	}
+	if err == errGap || len(paged) == 0 {
+		// An earlier batch is still on its way: look again once every batch
+		// submitted so far is applied; what is missing then is gone.
+		f.gapCheck = f.nextSeq - 1
+		srv.wakeAfterApplied(s)
+	}
+	return out
+}
+
+// pagedDelivery is one stored delivery read back by pageIn.
+type pagedDelivery struct {
+	m        *message
+	seq      uint64
+	state    persist.OutState
+	qos      byte
+	packetID uint16
+}
+
+// wakeOwner schedules a drain of s on its owner's loop, if it has one.
+// Safe from any goroutine (the store's committer calls it).
+func (srv *Server) wakeOwner(s *session) {
+	s.mu.Lock()
+	owner := s.owner
+	s.mu.Unlock()
+	if owner != nil && owner.wakeQueued.CompareAndSwap(false, true) {
+		owner.loop.schedule(owner, nil)
+	}
+}
+
+// wakeAfterApplied wakes s's owner once every batch submitted so far is
+// applied: a marker batch queued behind them (the store applies batches in
+// submission order) whose completion wakes the owner.
+func (srv *Server) wakeAfterApplied(s *session) {
+	b := srv.store.NewBatch()
+	b.DeleteOutbound(s.id, ^uint64(0)) // a key no delivery uses: the batch writes nothing real
+	srv.store.Commit(b, func(error) { srv.wakeOwner(s) })
+}
+
+// checkStoreSpace sets storeFull from the store's size and the free space
+// of its file system. Runs once a second on the ticker goroutine.
+func (srv *Server) checkStoreSpace() {
+	if srv.store == nil {
+		return
+	}
+	o := &srv.opts
+	if o.MaxStoreBytes <= 0 && o.MinFreeDiskBytes < 0 {
+		return
+	}
+	used, free, err := srv.store.DiskUsage()
+	if err != nil {
+		return
+	}
+	full := (o.MaxStoreBytes > 0 && used > uint64(o.MaxStoreBytes)) ||
+		(o.MinFreeDiskBytes >= 0 && free < uint64(o.MinFreeDiskBytes))
+	if srv.storeFull.Swap(full) != full {
+		if full {
+			srv.log.Warn("store full: messages for persistent sessions are refused", "store_bytes", used, "free_bytes", free,
+				"max_store_bytes", o.MaxStoreBytes, "min_free_disk_bytes", o.MinFreeDiskBytes)
+		} else {
+			srv.log.Info("store has room again", "store_bytes", used, "free_bytes", free)
+		}
+	}
+}
