@@ -162,19 +162,25 @@ func subscribe(t testing.TB, c mqtt.Client, filter string, qos byte, r *received
 type rawConn struct {
 	t    testing.TB
 	c    net.Conn
-	r    *bufio.Reader // unused: reads go through mc; kept so &rawConn{…} literals still compile
+	r    *bufio.Reader // unused: reads go through mc; kept until tls_test.go uses rawOver
 	vers byte          // protocol level; connect sets it, tests may set it before a hand-made CONNECT
 	mc   *mqtttest.Conn
 }
 
 func dialRaw(t testing.TB, addr string) *rawConn {
 	t.Helper()
-	mc, err := mqtttest.Dial(addr)
+	nc, err := net.DialTimeout("tcp", addr, mqtttest.DefaultTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rawOver(t, nc)
+}
+
+// rawOver wraps an established connection (TLS, WebSocket…) as a rawConn.
+func rawOver(t testing.TB, nc net.Conn) *rawConn {
+	mc := mqtttest.New(nc)
 	t.Cleanup(func() { _ = mc.Close() })
-	return &rawConn{t: t, c: mc.NetConn(), vers: codec.Version311, mc: mc}
+	return &rawConn{t: t, c: nc, vers: codec.Version311, mc: mc}
 }
 
 // conn returns the mqtttest.Conn over r.c (creating it for a rawConn built
