@@ -93,7 +93,13 @@ func BenchmarkCommitNone(b *testing.B) {
 // writeQueued fills a store with n queued QoS 1 messages spread over 1,000
 // offline sessions, in 1,000-message batches.
 func writeQueued(tb testing.TB, s Store, n int, payload func(i int) []byte) {
-	const clients, perBatch = 1000, 1000
+	writeQueuedTo(tb, s, 1000, n, payload)
+}
+
+// writeQueuedTo fills a store with n queued QoS 1 messages spread round
+// robin over clients offline sessions, in 1,000-message batches.
+func writeQueuedTo(tb testing.TB, s Store, clients, n int, payload func(i int) []byte) {
+	const perBatch = 1000
 	for i := 0; i < clients; i++ {
 		bt := s.NewBatch()
 		bt.PutSession(fmt.Sprintf("client-%04d", i), &Session{ProtocolVersion: 5, ExpiryInterval: 86400, DisconnectedAt: 1, Subscriptions: []Subscription{{Filter: "devices/+/telemetry", QoS: 1}}})
@@ -102,16 +108,17 @@ func writeQueued(tb testing.TB, s Store, n int, payload func(i int) []byte) {
 	for i := 0; i < n; i += perBatch {
 		bt := s.NewBatch()
 		for j := i; j < min(n, i+perBatch); j++ {
-			qos1Batch(bt, fmt.Sprintf("client-%04d", j%clients), uint64(j), payload(j))
+			qos1Batch(bt, fmt.Sprintf("client-%04d", j%clients), uint64(j/clients), payload(j))
 		}
 		commit(tb, s, bt)
 	}
 }
 
 // BenchmarkRecover1M measures a restart with 1,000,000 queued messages
-// (-persist.recover-n to change): opening (reference counts rebuilt from
-// every entry) plus Recover visiting every record. Run with -benchtime=1x:
-// each iteration writes the store first (untimed).
+// (-persist.recover-n to change): opening plus Recover visiting every
+// record (the full walk; BenchmarkOpenRecover compares it with the backlog
+// walk). Run with -benchtime=1x: each iteration writes the store first
+// (untimed).
 func BenchmarkRecover1M(b *testing.B) {
 	n := *recoverN
 	payload := jsonPayload(rand.New(rand.NewPCG(2, 2)), 200)
@@ -198,6 +205,141 @@ func BenchmarkDiskBytesPerMessage(b *testing.B) {
 					b.ReportMetric(float64(u.Messages.Bytes+u.Outbound.Bytes)/n, "logical-B/msg")
 				}
 			})
+		}
+	}
+}
+
+var (
+	openSessions = flag.Int("persist.open-sessions", 100, "offline sessions for BenchmarkOpenRecover")
+	openQueued   = flag.Int("persist.open-queued", 10_000, "queued messages per session for BenchmarkOpenRecover")
+)
+
+// BenchmarkOpenRecover measures a restart with 100 offline sessions of
+// 10,000 queued QoS 1 messages each, 64-byte payloads (flags
+// -persist.open-sessions and -persist.open-queued change the shape):
+// opening the store plus Recover, with the backlog left on disk
+// (Visitor.Backlog: what the broker does) and with every message and entry
+// visited (the old startup). The store is written once, untimed, and
+// reopened by each iteration; Pebble replays its WAL tail at every open,
+// as after a crash; the first open after the write replays the most, so
+// the slowest iteration is reported too. Run with -benchtime=3x or so.
+func BenchmarkOpenRecover(b *testing.B) {
+	sessions, per := *openSessions, *openQueued
+	n := sessions * per
+	o := quietOptions()
+	o.Dir = b.TempDir()
+	o.Mode = ModePeriodic // setup speed; the data is synced at Close
+	s, err := OpenPebble(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := randomPayload(rand.New(rand.NewPCG(4, 4)), 64)
+	writeQueuedTo(b, s, sessions, n, func(int) []byte { return payload })
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	o.Mode = ModeSync
+	// The first open replays (and flushes) the WAL tail the writes left:
+	// what a restart after a crash pays.
+	start := time.Now()
+	s, err = OpenPebble(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	opened := time.Since(start)
+	if _, err := s.Recover(Visitor{Backlog: func(string, uint64, uint64) error { return nil }}); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("first open after writing %d queued: open %v, open+recover (backlog) %v", n, opened.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	_ = s.Close()
+	for _, mode := range []string{"backlog", "full"} {
+		b.Run(fmt.Sprintf("%s/sessions=%d/queued=%d", mode, sessions, n), func(b *testing.B) {
+			var sumOpen, sumTotal, maxTotal time.Duration
+			for range b.N {
+				start := time.Now()
+				s, err := OpenPebble(o)
+				if err != nil {
+					b.Fatal(err)
+				}
+				opened := time.Since(start)
+				var queued uint64
+				v := Visitor{Session: func(string, *Session) error { return nil }}
+				if mode == "backlog" {
+					v.Backlog = func(_ string, first, last uint64) error { queued += last - first + 1; return nil }
+				} else {
+					v.Message = func(uint64, *Message) error { return nil }
+					v.Outbound = func(string, uint64, Outbound) error { queued++; return nil }
+				}
+				st, err := s.Recover(v)
+				total := time.Since(start)
+				if err != nil || queued != uint64(n) || st.Sessions != int64(sessions) || st.Corrupt != 0 {
+					b.Fatalf("recovered %d queued, %d sessions, %d corrupt, err %v; want %d, %d", queued, st.Sessions, st.Corrupt, err, n, sessions)
+				}
+				b.StopTimer()
+				_ = s.Close()
+				b.StartTimer()
+				sumOpen += opened
+				sumTotal += total
+				maxTotal = max(maxTotal, total)
+			}
+			b.ReportMetric(sumOpen.Seconds()*1e3/float64(b.N), "open-ms")
+			b.ReportMetric(sumTotal.Seconds()*1e3/float64(b.N), "open+recover-ms")
+			b.ReportMetric(maxTotal.Seconds()*1e3, "max-open+recover-ms")
+		})
+	}
+}
+
+var readCache = flag.Int("persist.read-cache", DefaultCacheSize, "Pebble block cache for BenchmarkReadOutbound")
+
+// BenchmarkReadOutbound measures ReadOutbound paging through one session's
+// queue of QoS 1 messages with 64-byte payloads, in pages of 1,000 (the
+// queue is re-read from the start when a pass ends). One op is one entry
+// read with its message; allocs/op are per entry.
+func BenchmarkReadOutbound(b *testing.B) {
+	const queued, page = 200_000, 1000
+	o := quietOptions()
+	o.CacheSize = int64(*readCache)
+	o.Dir = b.TempDir()
+	o.Mode = ModePeriodic
+	s := openPebble(b, o)
+	payload := randomPayload(rand.New(rand.NewPCG(5, 5)), 64)
+	writeQueuedTo(b, s, 1, queued, func(int) []byte { return payload })
+	if err := s.Flush(); err != nil { // read from sstables, as a backlog is
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	var from uint64
+	var bytes int
+	fn := func(_ uint64, _ Outbound, m *Message) error { bytes += len(m.Payload); return nil }
+	for read := 0; read < b.N; {
+		next, n, err := s.ReadOutbound("client-0000", from, min(page, b.N-read), fn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		read += n
+		from = next
+		if n == 0 {
+			from = 0
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
+	if bytes != b.N*len(payload) {
+		b.Fatalf("read %d payload bytes, want %d", bytes, b.N*len(payload))
+	}
+}
+
+// BenchmarkDiskUsage: what a once-a-second quota check costs.
+func BenchmarkDiskUsage(b *testing.B) {
+	o := quietOptions()
+	o.Dir = b.TempDir()
+	s := openPebble(b, o)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := s.DiskUsage(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
