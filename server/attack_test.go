@@ -7,6 +7,7 @@ package server
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -447,5 +448,149 @@ func TestAttackGlobalCaps(t *testing.T) {
 	r := s.Refused()
 	if r["max_client_id_length"] != 2 || r["max_sessions"] != 2 || r["max_retained"] != 3 {
 		t.Errorf("refusals: %v", r)
+	}
+}
+
+// Row 12: password hashing ran on the event loop, so a burst of CONNECTs
+// with guessed passwords stalled every connection of that loop. The
+// Authenticator now runs on a worker pool: a bystander on the same (only)
+// loop keeps answering PINGREQ promptly while expensive derivations run.
+func TestAttackPasswordHashingOffTheLoop(t *testing.T) {
+	l, err := auth.HashPassword("dev", "right", 400_000) // ~0.1 s per derivation here
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := auth.ParsePasswordFile(strings.NewReader(l + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.SetLimiter(nil) // measure the hashing, not the lockout
+	_, addr := startBroker(t, func(o *Options) { o.Authenticator = pf; o.EventLoops = 1 })
+	// The bystander authenticates once (one derivation), then pings.
+	by, ack := connectAs(t, addr, codec.Connect{ClientID: []byte("bystander"), CleanStart: true, KeepAlive: 60,
+		UsernameFlag: true, Username: []byte("dev"), PasswordFlag: true, Password: []byte("right")})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("bystander: CONNACK %d", ack.ReasonCode)
+	}
+	const guesses = 12
+	done := make(chan struct{})
+	for i := 0; i < guesses; i++ {
+		go func(i int) {
+			defer func() { done <- struct{}{} }()
+			c, err := mqtttest.Dial(addr)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.Timeout = 30 * time.Second
+			_, _ = c.Connect(codec.Connect{ClientID: []byte(fmt.Sprintf("guess%d", i)), CleanStart: true,
+				UsernameFlag: true, Username: []byte("dev"), PasswordFlag: true, Password: []byte("wrong")})
+		}(i)
+	}
+	var worst time.Duration
+	for i := 0; i < 10; i++ {
+		start := time.Now()
+		if err := by.Send(&codec.Pingreq{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := by.Next(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, time.Since(start))
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := 0; i < guesses; i++ {
+		<-done
+	}
+	// On the loop, 12 derivations of ~0.1 s would have held a PING for
+	// about a second; off the loop it waits only for CPU time slices.
+	if worst > 500*time.Millisecond {
+		t.Errorf("bystander PING took up to %v while passwords were being checked", worst)
+	}
+	t.Logf("worst bystander PING round trip during %d guesses: %v", guesses, worst)
+}
+
+// Row 10: 5,000 deep filters mixing a and + over 127 levels made each
+// publish cost ~25 ms and a bystander's PING wait seconds. Filters are now
+// at most 32 levels and 1,000 per client, which bounds the trie nodes one
+// client can make a publish visit; deeper filters are refused.
+func TestAttackDeepWildcardFiltersBounded(t *testing.T) {
+	srv, addr := startBroker(t, func(o *Options) { o.EventLoops = 1 })
+	sub, _ := connectAs(t, addr, codec.Connect{ClientID: []byte("deep"), CleanStart: true, KeepAlive: 60})
+	sub.Timeout = 30 * time.Second
+	levels := DefaultMaxTopicLevels
+	subs := make([]codec.Subscription, DefaultMaxSubscriptionsPerClient)
+	for i := range subs {
+		parts := make([]string, levels)
+		for j := range parts {
+			if (i>>(j%10))&1 == 1 {
+				parts[j] = "+"
+			} else {
+				parts[j] = "a"
+			}
+		}
+		parts[levels-1] = fmt.Sprint(i % 7) // distinct filters
+		subs[i] = codec.Subscription{Filter: []byte(strings.Join(parts, "/"))}
+	}
+	if _, err := sub.Subscribe(1, func(any) {}, subs...); err != nil {
+		t.Fatal(err)
+	}
+	tooDeep := codec.Subscription{Filter: []byte(strings.Repeat("a/", levels) + "a")}
+	if sa, err := sub.Subscribe(2, func(any) {}, tooDeep); err != nil || sa.ReasonCodes[0] != 0x80 {
+		t.Fatalf("a %d-level filter: %v %v, want refused", levels+1, sa, err)
+	}
+	go func() { // keep reading so the subscriber is not a slow consumer
+		for {
+			if _, err := sub.Next(time.Now().Add(time.Minute)); err != nil {
+				return
+			}
+		}
+	}()
+	topic := []byte(strings.TrimSuffix(strings.Repeat("a/", levels-1), "/") + "/0")
+	// What one publish costs to match, worst case for these filters.
+	start := time.Now()
+	var matched int
+	for i := 0; i < 50; i++ {
+		matched = len(srv.subs.Match(topic, nil))
+	}
+	perMatch := time.Since(start) / 50
+	t.Logf("one match against %d deep filters: %v (%d matching)", len(subs), perMatch, matched)
+	if perMatch > 5*time.Millisecond {
+		t.Errorf("a publish costs %v to match (was ~25 ms before the limits)", perMatch)
+	}
+	pub, _ := connectAs(t, addr, codec.Connect{ClientID: []byte("pub"), CleanStart: true, KeepAlive: 60})
+	by, _ := connectAs(t, addr, codec.Connect{ClientID: []byte("bystander"), CleanStart: true, KeepAlive: 60})
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if pub.Send(&codec.Publish{Topic: topic, Payload: []byte("x")}) != nil {
+				return
+			}
+			time.Sleep(2 * time.Millisecond) // a steady 500 publishes/s, not a flood
+		}
+	}()
+	defer close(stop)
+	var rtts []time.Duration
+	for i := 0; i < 20; i++ {
+		start := time.Now()
+		if err := by.Send(&codec.Pingreq{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := by.Next(time.Now().Add(20 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		rtts = append(rtts, time.Since(start))
+		time.Sleep(10 * time.Millisecond)
+	}
+	slices.Sort(rtts)
+	median := rtts[len(rtts)/2]
+	t.Logf("bystander PING median %v, worst %v while publishing into %d deep filters", median, rtts[len(rtts)-1], len(subs))
+	if median > 250*time.Millisecond {
+		t.Errorf("bystander PING median %v (was 7.5 s before the limits)", median)
 	}
 }

@@ -75,11 +75,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 	if c.enhancedAuthed() {
 		// The AUTH exchange authenticated the client (auth.go).
 	} else if a := srv.opts.Authenticator; a != nil {
-		info := ConnectInfo{ClientID: c.id, Username: c.username(), Password: p.Password,
-			Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: v}
-		if err := a.Authenticate(info); err != nil {
-			return c.refuse(v, authRefusal(err), "authentication failed: "+err.Error())
-		}
+		return c.authenticateAsync(a, p, assigned) // authpool.go: off the event loop
 	} else if !srv.opts.AllowAnonymous && !c.loopback {
 		return c.refuse(v, codec.NotAuthorized, "anonymous clients are allowed only on loopback listeners")
 	} else if c.cold != nil {
@@ -87,6 +83,16 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		// ACL sees the anonymous client it is, and sessions are anonymous.
 		c.cold.user = ""
 	}
+	return c.completeConnect(p, assigned)
+}
+
+// completeConnect finishes a CONNECT once the client is authenticated: the
+// will, the session (attach, takeover), CONNACK, then re-sent and queued
+// deliveries. p may be the loop's scratch or a copy kept across an
+// asynchronous authentication. Runs on c's loop.
+func (c *client) completeConnect(p *codec.Connect, assigned bool) gnet.Action {
+	l, srv := c.loop, c.loop.srv
+	v := p.ProtocolVersion
 	if p.WillFlag {
 		if err := trie.ValidateTopic(p.WillTopic, srv.opts.MaxTopicLevels); err != nil {
 			return c.fail(codec.Errf(codec.TopicNameInvalid, "MQTT-3.1.3-11", "invalid will topic: %v", err))
