@@ -6,6 +6,8 @@ package server
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"runtime"
 	"slices"
 	"strings"
@@ -592,5 +594,70 @@ func TestAttackDeepWildcardFiltersBounded(t *testing.T) {
 	t.Logf("bystander PING median %v, worst %v while publishing into %d deep filters", median, rtts[len(rtts)-1], len(subs))
 	if median > 250*time.Millisecond {
 		t.Errorf("bystander PING median %v (was 7.5 s before the limits)", median)
+	}
+}
+
+// Row 14: "anonymous only on loopback" looked at the connection's local
+// address, so a local proxy in front of a listener on every interface made
+// every remote client anonymous. It is now decided by the listener's
+// configured address.
+func TestAttackAnonymousDecidedByListenerNotLocalAddress(t *testing.T) {
+	_, addr := startBroker(t, func(o *Options) { o.Listeners = []string{"0.0.0.0:0"} })
+	_, port, _ := net.SplitHostPort(addr)
+	// A "proxy" on this host connects through loopback: still the public listener.
+	_, ack := connectAs(t, "127.0.0.1:"+port, codec.Connect{ClientID: []byte("anon"), CleanStart: true})
+	if ack.ReasonCode != 5 {
+		t.Fatalf("anonymous via a listener on 0.0.0.0: CONNACK %d, want 5 (not authorized)", ack.ReasonCode)
+	}
+	_, addr = startBroker(t, nil) // 127.0.0.1: anonymous allowed by default
+	if _, ack := connectAs(t, addr, codec.Connect{ClientID: []byte("anon"), CleanStart: true}); ack.ReasonCode != 0 {
+		t.Fatalf("anonymous on a loopback listener: CONNACK %d", ack.ReasonCode)
+	}
+}
+
+// Row 14: the admin listener had no authentication and no warning off
+// loopback. Off loopback it now needs a token; with a token every path but
+// /healthz requires it.
+func TestAttackAdminListenerNeedsTokenOffLoopback(t *testing.T) {
+	_, err := New(Options{Listeners: []string{"127.0.0.1:0"}, DataDir: t.TempDir(), AdminListen: "0.0.0.0:0"})
+	if err == nil || !strings.Contains(err.Error(), "admin_listen") {
+		t.Fatalf("admin on 0.0.0.0 without a token: %v, want a refusal naming admin_listen", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := ln.Addr().String()
+	_ = ln.Close()
+	startBroker(t, func(o *Options) { o.AdminListen, o.AdminToken = adminAddr, "s3cret" })
+	get := func(path, token string) int {
+		req, _ := http.NewRequest("GET", "http://"+adminAddr+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		var resp *http.Response
+		for i := 0; i < 50; i++ {
+			if resp, err = http.DefaultClient.Do(req); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get("/metrics", ""); got != http.StatusUnauthorized {
+		t.Errorf("/metrics without token: %d", got)
+	}
+	if got := get("/metrics", "wrong"); got != http.StatusUnauthorized {
+		t.Errorf("/metrics with a wrong token: %d", got)
+	}
+	if got := get("/metrics", "s3cret"); got != http.StatusOK {
+		t.Errorf("/metrics with the token: %d", got)
+	}
+	if got := get("/healthz", ""); got != http.StatusOK {
+		t.Errorf("/healthz: %d", got)
 	}
 }

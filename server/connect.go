@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -317,4 +318,29 @@ var clientIDSeq atomic.Uint64
 // assignClientID makes a unique id for a client that sent none.
 func assignClientID() string {
 	return "tern-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(clientIDSeq.Add(1), 36)
+}
+
+// onLoopbackListener reports whether a connection with local address a
+// came in through a listener configured on a loopback address, where
+// anonymous clients are allowed by default. It is decided by the
+// listener's configuration, not by the connection's local address: a
+// listener on 0.0.0.0 reached through a local proxy sees 127.0.0.1 locally,
+// yet it serves the network. Ports of listeners bound to a non-loopback or
+// wildcard address are never "loopback", even for a loopback peer.
+func (s *Server) onLoopbackListener(a net.Addr) bool {
+	s.publicPortsOnce.Do(func() {
+		s.publicPorts = make(map[int]bool)
+		for _, list := range [][]net.Addr{s.addrs, s.tlsAddrs, s.wsAddrs} {
+			for _, la := range list {
+				if t, ok := la.(*net.TCPAddr); ok && !t.IP.IsLoopback() {
+					s.publicPorts[t.Port] = true
+				}
+			}
+		}
+	})
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return isLoopback(a)
+	}
+	return t.IP.IsLoopback() && !s.publicPorts[t.Port]
 }

@@ -184,7 +184,13 @@ type Options struct {
 	EventLoops int `yaml:"event_loops"`
 	// AdminListen, when set ("host:port"), serves Prometheus metrics on
 	// /metrics and a health check on /healthz over HTTP. Default: off.
+	// On a non-loopback address it requires AdminToken: the broker refuses
+	// to start rather than expose its metrics to the network unguarded.
 	AdminListen string `yaml:"admin_listen"`
+	// AdminToken, when set, is required as "Authorization: Bearer <token>"
+	// on every admin request except /healthz (probes stay simple).
+	// Default: "" (no token; only allowed on loopback).
+	AdminToken string `yaml:"admin_token"`
 	// SysInterval is how often $SYS/broker/... topics are published.
 	// Default: DefaultSysInterval (10s); negative turns them off.
 	SysInterval time.Duration `yaml:"sys_interval"`
@@ -425,6 +431,9 @@ func (o *Options) Validate() error {
 	between("event_loops", o.EventLoops, 1, maxEventLoops)
 	if o.AdminListen != "" {
 		checkAddr(bad, "admin_listen", o.AdminListen)
+		if host, _, err := net.SplitHostPort(o.AdminListen); err == nil && o.AdminToken == "" && !loopbackHost(host) {
+			bad("admin_listen", "%q is not a loopback address: set admin_token, or listen on 127.0.0.1", o.AdminListen)
+		}
 	}
 	if o.SysInterval == 0 {
 		bad("sys_interval", "must be positive (or negative: off), got 0")
@@ -539,4 +548,15 @@ func fileAttrs(v reflect.Value) []slog.Attr {
 		}
 	}
 	return attrs
+}
+
+// loopbackHost reports whether host (from "host:port") names only loopback
+// addresses: "localhost" or a loopback IP. An empty host or 0.0.0.0 listens
+// on every interface and is not loopback.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

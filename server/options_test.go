@@ -20,6 +20,7 @@ var offByDefault = map[string]bool{
 	"websocket_listeners":  true,
 	"allow_anonymous":      true,
 	"admin_listen":         true,
+	"admin_token":          true,
 	"response_information": true,
 	"max_store_bytes":      true, // no store cap unless asked; min_free_disk_bytes guards the disk
 }

@@ -255,29 +255,40 @@ func serveCmd(args []string) int {
 		return 1
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	// SIGHUP (systemctl reload, mosquitto-style kill -HUP) must not take the
+	// broker down: it is caught and, until configuration reload exists,
+	// logged and ignored.
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
-	select {
-	case err := <-errc:
-		if err != nil {
-			logger.Error("broker stopped", "err", err)
-			return 1
+	var s os.Signal
+	for s == nil {
+		select {
+		case err := <-errc:
+			if err != nil {
+				logger.Error("broker stopped", "err", err)
+				return 1
+			}
+			return 0
+		case got := <-sig:
+			if got == syscall.SIGHUP {
+				logger.Warn("SIGHUP received: configuration reload is not supported yet; the broker keeps running unchanged")
+				continue
+			}
+			s = got
 		}
-		return 0
-	case s := <-sig:
-		logger.Info("shutting down", "signal", s.String())
-		if err := srv.Close(); err != nil {
-			logger.Error("shutdown", "err", err)
-		}
-		if err := <-errc; err != nil {
-			logger.Error("broker stopped", "err", err)
-			return 1
-		}
-		logger.Info("stopped")
-		return 0
 	}
+	logger.Info("shutting down", "signal", s.String())
+	if err := srv.Close(); err != nil {
+		logger.Error("shutdown", "err", err)
+	}
+	if err := <-errc; err != nil {
+		logger.Error("broker stopped", "err", err)
+		return 1
+	}
+	logger.Info("stopped")
+	return 0
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {

@@ -279,8 +279,24 @@ func TestServeFromConfigFile(t *testing.T) {
 		t.Fatalf("CONNECT: %v %+v", err, ack)
 	}
 	c.Disconnect()
-	// The broker answering means serveCmd has registered for the signal.
+	// The broker answering means serveCmd has registered for the signals.
 	self, _ := os.FindProcess(os.Getpid())
+	// SIGHUP (systemctl reload) must not stop it.
+	if err := self.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		t.Fatalf("tern serve exited %d on SIGHUP", code)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if c, err = mqtttest.Dial(addr); err != nil {
+		t.Fatalf("not listening after SIGHUP: %v", err)
+	}
+	if ack, err := c.Connect(codec.Connect{ClientID: []byte("cfg2"), CleanStart: true}); err != nil || ack.ReasonCode != 0 {
+		t.Fatalf("CONNECT after SIGHUP: %v %+v", err, ack)
+	}
+	c.Disconnect()
 	if err := self.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
