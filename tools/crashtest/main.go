@@ -1,6 +1,6 @@
 // Command crashtest proves Tern's durability promise by killing the broker.
 //
-// The promise (DESIGN.md §5): a QoS 1 PUBLISH is acknowledged (PUBACK) and a
+// The promise: a QoS 1 PUBLISH is acknowledged (PUBACK) and a
 // QoS 2 PUBLISH received (PUBREC) only once everything needed to deliver it to
 // every matching persistent session is synced to disk; so nothing
 // acknowledged is lost when `tern` is killed with SIGKILL, and QoS 2 is never
