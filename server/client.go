@@ -2,9 +2,12 @@ package server
 
 import (
 	"errors"
+	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/ternmq/tern/codec"
 )
@@ -14,6 +17,7 @@ type clientState uint8
 const (
 	stateNew       clientState = iota // waiting for CONNECT
 	stateConnected                    // CONNACK 0 sent
+	stateClosing                      // the broker closed it after saying why: session released, input discarded (linger)
 	stateClosed                       // OnClose ran: the gnet.Conn must not be used again
 )
 
@@ -29,14 +33,19 @@ type client struct {
 	cold *clientCold // rarely used fields, allocated on first use
 	id   string
 
-	lastSeen  int64 // unix nanoseconds of the last packet received
-	openedAt  int64 // unix seconds
+	lastSeen  int64  // unix nanoseconds of the last packet received
+	deadline  uint32 // unix seconds: stateNew, the connect timeout; stateClosing, the end of the linger
+	partial   int32  // bytes of an incomplete packet counted in Server.partialBytes
 	keepAlive uint16
 
-	state    clientState
-	version  byte
-	graceful bool // DISCONNECT (normal) received: no will
-	loopback bool
+	state     clientState
+	version   byte
+	graceful  bool // DISCONNECT (normal) received: no will
+	loopback  bool
+	writeShut bool // stateClosing: the write side is half-closed
+	paced     bool // held back by full subscriber queues: input not read, replies held (pace.go)
+	// authenticating: the CONNECT waits for the Authenticator (authpool.go): input not read
+	authenticating bool
 
 	wakeQueued  atomic.Bool     // on its loop's drain list
 	takenOver   atomic.Bool     // another connection took the session
@@ -50,6 +59,10 @@ type clientCold struct {
 	user      string // for the Authorizer; set only when one is configured
 	closeWhy  string
 	willDelay uint32 // 5.0 Will Delay Interval, seconds
+	// Pacing (pace.go): how many subscriber sessions hold this publisher
+	// back, and the replies held until they all release it.
+	pacedOn      int
+	pacedReplies *pendingReplies
 }
 
 func (c *client) coldState() *clientCold {
@@ -100,27 +113,52 @@ func (c *client) maxOut() uint32 {
 
 // onTraffic decodes and handles every whole packet buffered, then flushes
 // replies and drains the deliveries this event produced on this loop.
+//
+// Input bounds. Every packet is checked against the largest size the
+// connection may send in its state (maxInbound) from its fixed header,
+// before its body is buffered. The bytes of a packet that has not fully
+// arrived stay in gnet's inbound buffer and count in Server.partialBytes,
+// capped broker-wide (holdPartial). While such a packet is incomplete,
+// later events look only at its fixed header (stillPartial): a packet
+// arriving in many small reads is copied out of gnet's buffer once, when
+// whole, not once per read.
 func (c *client) onTraffic() gnet.Action {
 	l := c.loop
 	l.now = nanotime()
-	if c.state == stateClosed {
+	switch c.state {
+	case stateClosing:
+		c.discardInput()
+		return gnet.None
+	case stateClosed:
 		return gnet.Close
 	}
-	buf, _ := c.conn.Peek(-1)
+	if c.paced || c.authenticating { // input waits: for drained subscribers (pace.go), for a verdict (authpool.go)
+		if c.pacedInputOver() {
+			return c.fail(codec.Errf(codec.QuotaExceeded, "", "kept sending while paced"))
+		}
+		return gnet.None
+	}
+	var buf []byte
+	rest := 0 // bytes of an incomplete packet left buffered
+	if c.partial > 0 && c.stillPartial() {
+		rest = c.conn.InboundBuffered()
+	} else {
+		buf, _ = c.conn.Peek(-1)
+	}
 	off := 0
 	act := gnet.None
 	for off < len(buf) {
-		h, body, n, err := codec.ReadPacket(buf[off:], c.loop.srv.opts.MaxPacketSize)
+		h, body, n, err := codec.ReadPacket(buf[off:], c.maxInbound())
 		if err == codec.ErrIncomplete {
 			break
 		}
 		if err != nil {
-			act = c.fail(err)
+			act = c.failFrame(err, buf[off:])
 			break
 		}
 		off += n
 		c.lastSeen = l.now
-		if act = c.handle(h, body); act != gnet.None {
+		if act = c.handle(h, body); act != gnet.None || c.paced {
 			break
 		}
 	}
@@ -128,10 +166,211 @@ func (c *client) onTraffic() gnet.Action {
 		_, _ = c.conn.Discard(off)
 		l.srv.stats.bytesIn.Add(uint64(off))
 	}
+	if buf != nil {
+		rest = len(buf) - off
+	}
+	if act == gnet.None && rest != int(c.partial) {
+		act = c.holdPartial(rest)
+	}
+	said := len(l.out) > 0 || c.lastPending != nil // replies, maybe the reason for closing
 	c.finishEvent()
 	l.drainLocal()
 	c.loop.srv.submit(l, &l.tx, nil) // what draining wrote (acknowledged deliveries are deleted lazily)
+	if act == gnet.Close && said {
+		act = c.linger()
+	}
 	return act
+}
+
+// maxInbound is the largest packet the connection may send now: until its
+// CONNECT is handled, Limits.MaxFirstPacketSize (an unauthenticated peer
+// cannot make the broker buffer MaxPacketSize), then MaxPacketSize.
+func (c *client) maxInbound() int {
+	o := &c.loop.srv.opts
+	if c.state == stateNew && o.Limits.MaxFirstPacketSize < o.MaxPacketSize {
+		return o.Limits.MaxFirstPacketSize
+	}
+	return o.MaxPacketSize
+}
+
+// stillPartial reports whether the packet the last event left incomplete
+// is still incomplete, reading only its fixed header.
+func (c *client) stillPartial() bool {
+	avail := c.conn.InboundBuffered()
+	hdr, _ := c.conn.Peek(min(avail, 5))
+	need := packetSize(hdr)
+	return need > 0 && avail < need
+}
+
+// packetSize returns the total size, fixed header included, that the
+// packet at the start of b announces, or 0 while b does not hold its whole
+// fixed header or the header is malformed (ReadPacket reports that).
+func packetSize(b []byte) int {
+	rl, shift := 0, 0
+	for i := 1; i < len(b) && i <= 4; i++ {
+		rl |= int(b[i]&0x7F) << shift
+		if b[i]&0x80 == 0 {
+			return 1 + i + rl
+		}
+		shift += 7
+	}
+	return 0
+}
+
+// holdPartial records that rest bytes of an incomplete packet stay
+// buffered, against the broker-wide cap Limits.MaxPartialBytes: a
+// connection whose partial packet would take the total over it is closed
+// (a 5.0 client that completed CONNECT is told 0x89 Server busy).
+func (c *client) holdPartial(rest int) gnet.Action {
+	s := c.loop.srv
+	delta := int64(rest) - int64(c.partial)
+	if delta > 0 {
+		total := s.partialBytes.Add(delta)
+		if total > s.opts.Limits.MaxPartialBytes {
+			s.partialBytes.Add(-delta)
+			s.refuse(limitPartialBytes, c.id, c.username(), remoteString(c.conn),
+				"closed: its incomplete packet would take all connections' over max_partial_bytes")
+			return c.fail(codec.Errf(codec.ServerBusy, "", "incomplete packets of all connections over max_partial_bytes"))
+		}
+		if total > s.partialPeak.Load() {
+			s.partialPeak.Store(total) // a racy maximum is close enough for releasePartialMemory
+		}
+	} else {
+		s.partialBytes.Add(delta)
+	}
+	c.partial = int32(rest)
+	return gnet.None
+}
+
+// Incomplete packets sit in gnet's per-connection inbound ring buffers,
+// which gnet hands to a sync.Pool when the connection closes or the
+// buffer empties. A pool lets go of its objects only after two garbage
+// collections, Go's background scavenger returns a heap chunk's free pages
+// to the OS only after the chunk stayed sparse through a further
+// collection, and a broker that went quiet after a flood of partial
+// packets allocates too little to start any collection for minutes: the
+// flood's memory would stay resident (measured: 1,000 partial 60 KiB
+// CONNECTs, 65 MiB still resident 10 s after they closed). So once the
+// bytes held in partial packets fell partialReleaseBytes below their
+// peak, the ticker has four collections run a quarter second apart, off
+// its goroutine and at most once per partialReleaseEvery; the memory is
+// back with the OS about a second later. Four collections cost what
+// marking the live heap four times costs, rarely: only after tens of MiB
+// of partial packets were held and let go.
+const (
+	partialReleaseBytes = 32 << 20
+	partialReleaseEvery = 30 * time.Second
+)
+
+// releasePartialMemory is the ticker's check described above. Ticker
+// goroutine only.
+func (s *Server) releasePartialMemory(now time.Time) {
+	cur := s.partialBytes.Load()
+	if s.partialPeak.Load()-cur < partialReleaseBytes || now.Sub(s.partialGC) < partialReleaseEvery {
+		return
+	}
+	s.partialPeak.Store(cur)
+	s.partialGC = now
+	go func() {
+		for i := range 4 {
+			if i > 0 {
+				time.Sleep(250 * time.Millisecond)
+			}
+			runtime.GC()
+		}
+	}()
+}
+
+// releasePartial takes the connection's incomplete packet out of the
+// broker-wide count (it was consumed, discarded or its socket closed).
+func (c *client) releasePartial() {
+	if c.partial != 0 {
+		c.loop.srv.partialBytes.Add(-int64(c.partial))
+		c.partial = 0
+	}
+}
+
+// failFrame handles a packet ReadPacket refused from its fixed header, b
+// starting at it. A first packet over the size allowed before CONNECT is
+// counted as a refusal of max_first_packet_size; when b shows it is a 5.0
+// CONNECT the client is told with CONNACK 0x95 Packet too large (3.1.1
+// has no such code: the connection is just closed).
+func (c *client) failFrame(err error, b []byte) gnet.Action {
+	var ce *codec.Error
+	if c.state != stateNew || !errors.As(err, &ce) || ce.Code != codec.PacketTooLarge {
+		return c.fail(err)
+	}
+	c.loop.srv.refuse(limitFirstPacket, "", "", remoteString(c.conn), "closed: first packet too large: "+err.Error())
+	if connectVersion(b) == codec.Version5 {
+		return c.refuse(codec.Version5, codec.PacketTooLarge, "first packet too large: "+err.Error())
+	}
+	c.setCloseWhy("first packet too large: " + err.Error())
+	return gnet.Close
+}
+
+// connectVersion returns the protocol level of the CONNECT at the start of
+// b if b holds enough of it to tell, else 0.
+func connectVersion(b []byte) byte {
+	if len(b) == 0 || codec.PacketType(b[0]>>4) != codec.CONNECT {
+		return 0
+	}
+	i := 1
+	for i < len(b) && i < 4 && b[i]&0x80 != 0 {
+		i++
+	}
+	i++ // past the remaining length
+	if len(b) < i+7 || string(b[i:i+6]) != "\x00\x04MQTT" {
+		return 0
+	}
+	return b[i+6]
+}
+
+// Closing with a reason. A connection the broker closes after telling the
+// client why (a 5.0 DISCONNECT, a refusing CONNACK) must not be closed at
+// once: a close() with unread input makes the kernel answer with RST, and
+// a RST makes the client's kernel drop what it received but the client
+// had not read yet — the reason among it. Instead (linger) the session
+// side ends at once (stateClosing: nothing else is sent or handled), the
+// write side is half-closed (FIN right after the reason) as soon as
+// nothing of the broker's waits to be written, input is read and
+// discarded so none stays unread, and the socket is closed when the
+// client closes its end or after lingerSecs, whichever comes first.
+
+// lingerSecs bounds the linger: the timing wheel closes the socket 1 to
+// 2 s after the reason.
+const lingerSecs = 1
+
+// lingerMaxOutbound: a reason queued behind more output than this (a slow
+// consumer) would not reach the client during the linger anyway, so such
+// a connection is closed at once.
+const lingerMaxOutbound = 64 << 10
+
+// linger starts the close described above and returns the action for the
+// current event. Standard-library connections (TLS, WebSocket) have no
+// descriptor to half-close and server/stdnet flushes and lingers on its
+// own, so they are closed at once.
+func (c *client) linger() gnet.Action {
+	if !c.loop.fds || c.conn.OutboundBuffered() > lingerMaxOutbound {
+		return gnet.Close
+	}
+	c.end(nil, stateClosing)
+	c.discardInput()
+	c.deadline = uint32(c.loop.now/1e9) + lingerSecs
+	c.loop.wheel.add(c, int64(c.deadline))
+	return gnet.None
+}
+
+// discardInput drops what a closing connection received and half-closes
+// its write side once the broker has nothing left to write to it (no
+// replies held for a commit, gnet's outbound buffer empty).
+func (c *client) discardInput() {
+	_, _ = c.conn.Discard(c.conn.InboundBuffered())
+	c.releasePartial()
+	if c.writeShut || c.lastPending != nil || c.conn.OutboundBuffered() > 0 {
+		return
+	}
+	c.writeShut = true
+	_ = unix.Shutdown(c.conn.Fd(), unix.SHUT_WR)
 }
 
 // flush writes the replies gathered in the loop's scratch buffer.
@@ -203,9 +442,9 @@ func (c *client) fail(err error) gnet.Action {
 }
 
 // closeNow closes the connection from a loop task (not from OnTraffic),
-// telling a 5.0 client the reason first.
+// telling a 5.0 client the reason first (and then lingering, see linger).
 func (c *client) closeNow(code codec.ReasonCode, why string) {
-	if c.state == stateClosed {
+	if c.state >= stateClosing {
 		return
 	}
 	c.setCloseWhy(why)
@@ -213,24 +452,33 @@ func (c *client) closeNow(code codec.ReasonCode, why string) {
 		d := codec.Disconnect{ReasonCode: byte(code)}
 		c.setReasonAlways(&d.Props, why)
 		_, _ = c.conn.Write(d.Append(nil, c.version))
+		if c.linger() == gnet.None {
+			return
+		}
 	}
 	_ = c.loop.el.Close(c.conn)
 }
 
 // checkDeadline is the timing wheel's callback: it closes a connection that
-// sent no CONNECT in time or was silent for 1.5× its keepalive
-// [MQTT-3.1.2-24], and otherwise returns when to look again (0: never).
+// sent no CONNECT in time, was silent for 1.5× its keepalive
+// [MQTT-3.1.2-24] or lingered long enough, and otherwise returns when to
+// look again (0: never).
 func (c *client) checkDeadline(now int64) int64 {
 	switch c.state {
 	case stateClosed:
 		return 0
 	case stateNew:
-		due := c.openedAt + int64(c.loop.srv.opts.ConnectTimeout.Seconds())
-		if now >= due {
+		if now >= int64(c.deadline) {
 			c.closeNow(codec.MaximumConnectTime, "no CONNECT within the connect timeout")
 			return 0
 		}
-		return due
+		return int64(c.deadline)
+	case stateClosing:
+		if now >= int64(c.deadline) {
+			_ = c.loop.el.Close(c.conn)
+			return 0
+		}
+		return int64(c.deadline)
 	}
 	if c.keepAlive == 0 {
 		return 0
@@ -268,10 +516,19 @@ func (c *client) handleDisconnect(h codec.FixedHeader, body []byte) gnet.Action 
 
 // onClose runs once, on the loop, when the network connection is gone.
 func (c *client) onClose(err error) {
+	c.releasePartial()
+	c.end(err, stateClosed)
+}
+
+// end releases the connection's side of its session (the session goes
+// offline or ends, the will is published) and moves the state to to:
+// stateClosing while the socket lingers, stateClosed once it is gone. The
+// session side is released once, by whichever call comes first.
+func (c *client) end(err error, to clientState) {
 	l := c.loop
 	l.now = nanotime()
 	was := c.state
-	c.state = stateClosed
+	c.state = to
 	if was != stateConnected {
 		return
 	}
@@ -294,10 +551,18 @@ func (c *client) onClose(err error) {
 		s.offlineAt = l.now / 1e9
 	}
 	persistent, expiry := s.persistent, s.expiry
-	if mine && persistent {
-		c.loop.srv.putSessionLocked(&l.tx, s, l.now/1e6)
+	var waiters []*client
+	if mine {
+		waiters = s.takeWaitersLocked() // pace.go: nobody waits for an absent subscriber
+		if persistent {
+			c.loop.srv.putSessionLocked(&l.tx, s, l.now/1e6)
+			c.loop.srv.releaseBacklogLocked(s) // backlog.go: its deliveries wait in the store
+		}
 	}
 	s.mu.Unlock()
+	if waiters != nil {
+		c.loop.srv.releasePaced(waiters)
+	}
 	if mine {
 		if persistent {
 			c.loop.srv.scheduleExpiry(s, l.now/1e9+int64(expiry))

@@ -129,21 +129,33 @@ const (
 	limitSessionOwner
 	limitSysPublish
 	limitEMFILE
+	limitDescriptors
+	limitStoreFull
+	limitSessionBacklog
+	limitSlowConsumer
+	limitPacedInput
+	limitAuthQueue
 	numLimits
 )
 
 var limitNames = [numLimits]string{
-	limitConnections:   "max_connections",
-	limitFirstPacket:   "max_first_packet_size",
-	limitPartialBytes:  "max_partial_bytes",
-	limitSubscriptions: "max_subscriptions_per_client",
-	limitClientID:      "max_client_id_length",
-	limitRetained:      "max_retained",
-	limitSessions:      "max_sessions",
-	limitACLWill:       "acl_will",
-	limitSessionOwner:  "session_owner",
-	limitSysPublish:    "sys_publish",
-	limitEMFILE:        "accept_emfile",
+	limitConnections:    "max_connections",
+	limitFirstPacket:    "max_first_packet_size",
+	limitPartialBytes:   "max_partial_bytes",
+	limitSubscriptions:  "max_subscriptions_per_client",
+	limitClientID:       "max_client_id_length",
+	limitRetained:       "max_retained",
+	limitSessions:       "max_sessions",
+	limitACLWill:        "acl_will",
+	limitSessionOwner:   "session_owner",
+	limitSysPublish:     "sys_publish",
+	limitEMFILE:         "accept_emfile",
+	limitDescriptors:    "fd_reserve",
+	limitStoreFull:      "store_full",
+	limitSessionBacklog: "max_session_backlog_bytes",
+	limitSlowConsumer:   "slow_consumer_timeout",
+	limitPacedInput:     "paced_input",
+	limitAuthQueue:      "auth_queue",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.

@@ -24,6 +24,7 @@ import (
 type loop struct {
 	srv *Server
 	el  gnet.EventLoop
+	fds bool // el is a gnet loop: its connections are raw sockets (Fd, half-close)
 
 	now   int64 // unix nanoseconds at the start of the current event
 	wheel *wheel
@@ -33,6 +34,10 @@ type loop struct {
 	dedup map[*session]int
 	local []*client
 	tx    txn // durable writes of the current event
+	// paceOn lists the clean sessions the current PUBLISH left over their
+	// soft limit (pace.go); paged is pageIn's scratch (backlog.go).
+	paceOn []*session
+	paged  []pagedDelivery
 
 	// Decode targets reused for every packet of every connection on the loop.
 	connect     codec.Connect
@@ -53,7 +58,7 @@ type loop struct {
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
-	l := &loop{srv: s, el: el, now: time.Now().UnixNano(), dedup: make(map[*session]int)}
+	l := &loop{srv: s, el: el, fds: ownsFDs(el), now: time.Now().UnixNano(), dedup: make(map[*session]int)}
 	l.wheel = newWheel(l.now / 1e9)
 	l.drainFn = func(context.Context) error { l.drainRemote(); return nil }
 	l.tickFn = func(context.Context) error { l.tick(); return nil }

@@ -2,11 +2,9 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,20 +44,36 @@ type Server struct {
 
 	wills willTimers // 5.0 delayed wills (will.go)
 
-	expiryMu sync.Mutex
-	expiry   expiryHeap
+	expiry sessionExpiry // offline sessions by expiry (expiry.go)
 
-	stats       stats
-	refused     refusals    // what each limit refused (limits.go)
-	retainQuota retainQuota // retained index accounting (publish.go)
+	stats   stats
+	refused refusals // what each limit refused (limits.go)
+
+	// Connection admission and input bounds (engine.go, client.go).
+	conns           atomic.Int64 // open network connections, every listener
+	maxConns        int64        // Limits.MaxConnections as resolved by Serve
+	fdGuard         int          // OnOpen refuses a descriptor numbered this or higher
+	backlog         int          // listen backlog OnBoot sets (0: the kernel's)
+	partialBytes    atomic.Int64 // bytes all connections hold in incomplete packets
+	partialPeak     atomic.Int64 // partialBytes' high-water mark since the last release
+	partialGC       time.Time    // when releasePartialMemory last ran collections (ticker only)
+	engineErr       engineErrors // gnet's last error lines: why the loops stopped
+	retainQuota     retainQuota  // retained index accounting (publish.go)
+	pacing          pacingSet    // clean sessions holding publishers back (pace.go)
+	storeFull       atomic.Bool  // the store is over MaxStoreBytes or under MinFreeDiskBytes (backlog.go)
+	auth            *authPool    // runs the Authenticator off the loops (authpool.go); nil without one
+	publicPorts     map[int]bool // ports of listeners not bound to loopback (connect.go)
+	publicPortsOnce sync.Once
 }
 
 type stats struct {
-	connected            atomic.Int64
-	msgsIn, msgsOut      atomic.Uint64
-	bytesIn              atomic.Uint64
-	dropped              atomic.Uint64
-	connects, disconnect atomic.Uint64
+	connected       atomic.Int64
+	msgsIn, msgsOut atomic.Uint64
+	bytesIn         atomic.Uint64
+	dropped         atomic.Uint64
+	connects        atomic.Uint64
+	paced           atomic.Uint64 // publishers held back by full subscriber queues
+	redispatched    atomic.Uint64 // $share deliveries handed to another member (share.go)
 }
 
 // Stats is a snapshot of the broker's counters.
@@ -93,6 +107,9 @@ func New(opts Options) (*Server, error) {
 		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	if opts.Authenticator != nil {
+		s.auth = newAuthPool()
+	}
 	if err := s.openStore(); err != nil {
 		if s.store != nil {
 			_ = s.store.Close()
@@ -103,17 +120,18 @@ func New(opts Options) (*Server, error) {
 }
 
 // Serve listens on the configured addresses and runs the broker until Close.
-// It returns nil after a clean Close.
+// It returns nil after a clean Close, and an error when it could not start
+// or when the event loops stopped without Close (gnet stops them when
+// accept fails, e.g. with EMFILE): a supervisor that restarts on failure
+// then restarts the broker instead of taking it for a clean exit.
 func (s *Server) Serve() error {
 	addrs := make([]string, len(s.opts.Listeners))
 	for i, l := range s.opts.Listeners {
 		addrs[i] = "tcp://" + l
 	}
-	loops := s.opts.EventLoops
-	if loops == 0 {
-		loops = runtime.GOMAXPROCS(0)
-	}
+	loops := s.opts.EventLoops // resolved by EnsureDefaults
 	s.started = time.Now()
+	s.resolveMaxConnections() // engine.go; before any listener accepts
 	if err := s.startNetListeners(); err != nil {
 		s.closeStore()
 		return fmt.Errorf("TLS listener: %w", err)
@@ -136,7 +154,7 @@ func (s *Server) Serve() error {
 		gnet.WithNumEventLoop(loops),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
-		gnet.WithLogger(gnetLogger{s.log}),
+		gnet.WithLogger(gnetLogger{s}),
 	)
 	select {
 	case <-s.ready:
@@ -145,6 +163,9 @@ func (s *Server) Serve() error {
 	}
 	if s.closing.Load() {
 		return nil
+	}
+	if err == nil {
+		err = s.stoppedByItself() // engine.go
 	}
 	if err != nil {
 		if s.tlsT != nil {
@@ -209,6 +230,9 @@ func (s *Server) Close() error {
 		s.tlsT.Stop()
 	}
 	err := s.eng.Stop(ctx)
+	if s.auth != nil {
+		s.auth.stop()
+	}
 	s.closeStore()
 	return err
 }
@@ -255,9 +279,10 @@ func (s *Server) ticker() {
 				lastSys = now
 				s.publishSys(now)
 			}
-			s.fireDelayedWills(now.Unix()) // will.go
+			s.fireDelayedWills(now.UnixNano())   // will.go
+			s.checkSlowConsumers(now.UnixNano()) // pace.go
+			s.checkStoreSpace()                  // backlog.go
+			s.releasePartialMemory(now)          // client.go
 		}
 	}
 }
-
-var errClosed = errors.New("server closed")
