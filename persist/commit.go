@@ -138,40 +138,22 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 		}
 	}()
 	defer c.catchFatal(&err)
-	w := c.eng.newWriter()
-	defer func() { w.release() }()
-	flush := func() error {
-		if w.count() == 0 {
-			return nil
-		}
-		c.flushRefsTo(w)
-		if err := c.eng.apply(w, false); err != nil {
-			return err
-		}
-		w.release()
-		w = c.eng.newWriter()
-		return nil
-	}
-	var key []byte
-	exists := func(id uint64) (bool, error) {
-		if err := flush(); err != nil {
-			return false, err
-		}
-		key = appendMessageKey(key[:0], id)
-		return c.eng.has(key)
-	}
+	g := &c.group
+	g.w = c.eng.newWriter()
+	defer func() { g.w.release(); g.w = nil }()
 	var ops, size int
 	for _, b := range group {
 		ops += b.ops
 		size += len(b.buf)
 		if b.deletesClient {
-			if err := flush(); err != nil {
+			if err := g.flush(); err != nil {
 				return err
 			}
 		}
-		if err := c.resolveRefs(b, exists); err != nil {
+		if err := c.resolveRefs(b); err != nil {
 			return err
 		}
+		w := g.w
 		for rest := b.buf; len(rest) > 0; {
 			at := len(b.buf) - len(rest)
 			var kind byte
@@ -190,10 +172,11 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 			}
 		}
 		for _, id := range c.scratch.deletes {
-			key = appendMessageKey(key[:0], id)
-			w.del(key)
+			g.key = appendMessageKey(g.key[:0], id)
+			w.del(g.key)
 		}
 	}
+	w := g.w
 	c.flushRefsTo(w)
 	sync := c.opts.Mode == ModeSync
 	if err := c.eng.apply(w, sync); err != nil {
@@ -208,6 +191,41 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 		c.dirty.Store(true)
 	}
 	return nil
+}
+
+// groupWriter is the committer's writer for the group being committed,
+// with scratch buffers kept across groups so a commit allocates nothing
+// per batch. Committer goroutine only.
+type groupWriter struct {
+	c        *core
+	w        writer
+	key, val []byte
+}
+
+// flush applies what is merged so far, with the count records that match
+// it, without a sync (the group's final apply syncs), and starts a new
+// writer: what the batches so far wrote becomes readable.
+func (g *groupWriter) flush() error {
+	if g.w.count() == 0 {
+		return nil
+	}
+	g.c.flushRefsTo(g.w)
+	if err := g.c.eng.apply(g.w, false); err != nil {
+		return err
+	}
+	g.w.release()
+	g.w = g.c.eng.newWriter()
+	return nil
+}
+
+// exists reports whether message id's record is stored as of the batches
+// resolved so far (flushing them first).
+func (g *groupWriter) exists(id uint64) (bool, error) {
+	if err := g.flush(); err != nil {
+		return false, err
+	}
+	g.key = appendMessageKey(g.key[:0], id)
+	return g.c.eng.has(g.key)
 }
 
 // deleteClient adds to w the deletion of a client's range and releases the

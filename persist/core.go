@@ -57,6 +57,7 @@ type core struct {
 	shared      map[uint64]uint32 // count of every message with two or more references
 	dirtyRefs   []uint64          // ids whose count record must be rewritten at the next apply
 	scratch     refScratch
+	group       groupWriter
 	live        int64 // live message records as of the batches resolved so far
 	liveWritten int64 // the value of metaLive on disk
 
@@ -85,6 +86,7 @@ func newCore(opts Options, eng engine) *core {
 	c.mu.work.L = &c.mu.Mutex
 	c.mu.space.L = &c.mu.Mutex
 	c.shared = make(map[uint64]uint32)
+	c.group.c = c
 	c.nextID.Store(1)
 	c.pool.New = func() any { return &Batch{c: c} }
 	return c

@@ -108,41 +108,45 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
+// known returns the state of message id in the batch being resolved,
+// reading the count of a message the batch did not put; a message without
+// a count is live with one reference if verify is false or its record
+// exists as of the batches before (the committer reads it), otherwise gone
+// (nil). Committer goroutine only.
+func (c *core) known(id uint64, verify bool) (*refState, error) {
+	r := &c.scratch
+	if s := r.find(id); s != nil {
+		return s, nil
+	}
+	if n, ok := c.shared[id]; ok {
+		return r.add(refState{id: id, was: n, n: n}), nil
+	}
+	if verify {
+		ok, err := c.group.exists(id)
+		if err != nil || !ok {
+			return nil, err
+		}
+	}
+	return r.add(refState{id: id, was: 1, n: 1}), nil
+}
+
 // resolveRefs decides the reference changes of b before its operations are
 // written: AddRefOrPut writes become a put or a no-op, counts move, and
 // the message records whose count fell to zero are listed in
 // c.scratch.deletes. It then folds the result into c.shared and marks the
-// count records to rewrite. Runs on the committer goroutine; exists
-// answers whether a message record is stored as of the batches before b.
-func (c *core) resolveRefs(b *Batch, exists func(id uint64) (bool, error)) error {
+// count records to rewrite. Runs on the committer goroutine, with
+// c.group holding the writer of the batches before b.
+func (c *core) resolveRefs(b *Batch) error {
 	r := &c.scratch
 	r.reset()
 	for _, id := range b.puts {
 		r.states = append(r.states, refState{id: id, put: true})
 	}
 	r.nPut = len(r.states)
-	// known returns the state of id, reading the count of a message this
-	// batch did not put; a message without a count is live with one
-	// reference if verify is false or it exists, otherwise gone (nil).
-	known := func(id uint64, verify bool) (*refState, error) {
-		if s := r.find(id); s != nil {
-			return s, nil
-		}
-		if n, ok := c.shared[id]; ok {
-			return r.add(refState{id: id, was: n, n: n}), nil
-		}
-		if verify {
-			ok, err := exists(id)
-			if err != nil || !ok {
-				return nil, err
-			}
-		}
-		return r.add(refState{id: id, was: 1, n: 1}), nil
-	}
 	// Conditional puts first: a Release of the same id in this batch must
 	// see the reference they add, or the record would be deleted under it.
 	for _, cp := range b.conds {
-		s, err := known(cp.id, true)
+		s, err := c.known(cp.id, true)
 		if err != nil {
 			return err
 		}
@@ -166,7 +170,7 @@ func (c *core) resolveRefs(b *Batch, exists func(id uint64) (bool, error)) error
 		// Release does not: the store cannot tell a live message with one
 		// reference from a deleted one without reading, and releasing what
 		// the caller holds is the common path.
-		s, err := known(op.id, op.add)
+		s, err := c.known(op.id, op.add)
 		if err != nil {
 			return err
 		}
@@ -239,32 +243,33 @@ func (c *core) releaseRef(w writer, id uint64) {
 // carries the counts that match the batches in it. Runs on the committer
 // goroutine.
 func (c *core) flushRefsTo(w writer) {
+	g := &c.group
 	if len(c.dirtyRefs) > 0 {
 		slices.Sort(c.dirtyRefs)
-		key := make([]byte, 0, 9)
-		var val []byte
 		for i, id := range c.dirtyRefs {
 			if i > 0 && c.dirtyRefs[i-1] == id {
 				continue
 			}
-			key = appendRefsKey(key[:0], id)
+			g.key = appendRefsKey(g.key[:0], id)
 			if n, ok := c.shared[id]; ok {
-				val = appendRefs(val[:0], n)
-				w.set(key, val)
+				g.val = appendRefs(g.val[:0], n)
+				w.set(g.key, g.val)
 			} else {
-				w.del(key)
+				w.del(g.key)
 			}
 		}
 		c.dirtyRefs = c.dirtyRefs[:0]
 	}
 	c.live = max(c.live, 0) // only a caller bug (releasing twice) goes below
 	if c.live != c.liveWritten {
-		w.set(metaLive, appendMetaU64(nil, uint64(c.live)))
+		g.val = appendMetaU64(g.val[:0], uint64(c.live))
+		w.set(metaLive, g.val)
 		c.liveWritten = c.live
 	}
 	if maxID := c.nextID.Load() - 1; maxID >= c.ceiling {
 		c.ceiling = maxID + idReserve
-		w.set(metaIDCeiling, appendMetaU64(nil, c.ceiling))
+		g.val = appendMetaU64(g.val[:0], c.ceiling)
+		w.set(metaIDCeiling, g.val)
 	}
 	c.sharedN.Store(int64(len(c.shared)))
 	c.liveN.Store(c.live)
