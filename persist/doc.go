@@ -145,11 +145,10 @@
 // change when a batch was submitted to Commit, which stops working once
 // counts are persisted as values: DeleteSession releases the entries it
 // finds when it is applied, so a batch submitted behind a queued
-// DeleteSession would write a count that ignores those releases — and
-// after a deletion that made it too high, a later release could take it
-// below the truth, and a count too low deletes a message still queued. On
-// the committer every count is known exactly at its place in commit
-// order. Each batch's count changes are blind writes (Set of the new
+// DeleteSession would write a count that ignores those releases: too high
+// on disk, disagreeing with memory, and the message would outlive its last
+// reference after a restart. On the committer every count is known exactly
+// at its place in commit order. Each batch's count changes are blind writes (Set of the new
 // count, or deletion of the record when it falls below two) in the same
 // engine write as the batch, so the counts on disk always match the
 // entries on disk.
