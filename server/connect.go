@@ -238,6 +238,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 	var (
 		prev  *client
 		ended []sessionSub
+		left  []outMsg
 	)
 	if old != nil {
 		old.mu.Lock()
@@ -254,6 +255,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 			}
 			old.dead = true
 			ended = old.clearSubsLocked()
+			left = sharedLeftovers(old.f) // share.go
 			old.f = nil
 			old.mu.Unlock()
 		} else {
@@ -274,6 +276,9 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 	sh.mu.Unlock()
 	for _, sub := range ended {
 		s.subs.Unsubscribe(sub.filter, old)
+	}
+	if left != nil {
+		s.redispatchShared(&c.loop.tx, old, left)
 	}
 	if prev != nil {
 		if prev.version == codec.Version5 {

@@ -73,6 +73,9 @@ func (c *client) drain() {
 	if sent > 0 {
 		f.lastProgress = l.now
 	}
+	if !f.spilled && !s.overSoftLocked(o) {
+		s.congested.Store(false)
+	}
 	var released []*client
 	if len(f.waiters) > 0 && s.drainedLocked(o) {
 		released = s.takeWaitersLocked() // pace.go: its publishers may go on
@@ -172,8 +175,9 @@ func packetIDFor(seq uint64) uint16 { return uint16(seq%65535) + 1 }
 // pacing (l.paceOn, pace.go); QoS 0 is dropped first.
 //
 // subID is the matching subscription's identifier; ids, when not nil, are
-// all the identifiers of several overlapping subscriptions and win.
-func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, retain bool, subID uint32, ids []uint32) {
+// all the identifiers of several overlapping subscriptions and win. share
+// is the ShareName of the $share group that chose target, "" otherwise.
+func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, retain bool, subID uint32, ids []uint32, share string) {
 	target.mu.Lock()
 	if target.dead {
 		target.mu.Unlock()
@@ -184,7 +188,7 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 		target.mu.Unlock()
 		return
 	}
-	om := outMsg{m: m, retain: retain, subIDs: ids}
+	om := outMsg{m: m, retain: retain, subIDs: ids, share: share}
 	if ids == nil {
 		om.subID = subID
 	}
@@ -214,8 +218,11 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 			s.forgetDelivery(t, target, dropped.Msg, false)
 		}
 	}
-	if queued && q > 0 && owner != nil && l != nil && target.overSoftLocked(&s.opts) {
-		l.paceOn = append(l.paceOn, target) // pace.go: the publisher waits for this queue
+	if queued && q > 0 && owner != nil && target.overSoftLocked(&s.opts) {
+		target.congested.Store(true) // share.go: groups prefer another member
+		if l != nil {
+			l.paceOn = append(l.paceOn, target) // pace.go: the publisher waits for this queue
+		}
 	}
 	wake := owner != nil && queued && owner.wakeQueued.CompareAndSwap(false, true)
 	target.mu.Unlock()

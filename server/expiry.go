@@ -6,7 +6,7 @@ import (
 	"github.com/ternmq/tern/internal/timer"
 )
 
-// sessionExpiry holds offline persistent sessions by the second they
+// sessionExpiry holds offline persistent sessions by the millisecond they
 // expire (a deadline heap checked once a second by the ticker). An entry is
 // checked against the session when it comes due, so a reconnect need not
 // remove it. mu is a leaf lock: released before any session.mu is taken.
@@ -15,19 +15,17 @@ type sessionExpiry struct {
 	heap timer.Heap[*session]
 }
 
-// scheduleExpiry arranges for sess to be looked at when it may expire:
-// once unix second at (offlineAt + expiry) has wholly passed. Safe from any
-// goroutine.
+// scheduleExpiry arranges for sess to be looked at when it may expire: at
+// unix millisecond at (offlineAt + expiry). Safe from any goroutine.
 func (s *Server) scheduleExpiry(sess *session, at int64) {
 	s.expiry.mu.Lock()
-	s.expiry.heap.Push(at+1, sess)
+	s.expiry.heap.Push(at, sess)
 	s.expiry.mu.Unlock()
 }
 
 // expireSessions ends the offline sessions whose expiry passed by unix
-// second now. Times are whole seconds and offlineAt is truncated, so a
-// session expires only once a whole second past its deadline has begun:
-// never early, at most a second late. Runs on the ticker goroutine.
+// millisecond now: never early, at most one tick (a second) late. Runs on
+// the ticker goroutine.
 func (s *Server) expireSessions(now int64) {
 	for {
 		s.expiry.mu.Lock()
@@ -37,7 +35,7 @@ func (s *Server) expireSessions(now int64) {
 			return
 		}
 		sess.mu.Lock()
-		expired := sess.owner == nil && !sess.dead && sess.offlineAt+int64(sess.expiry) < now
+		expired := sess.owner == nil && !sess.dead && sess.offlineAt+int64(sess.expiry)*1000 <= now
 		sess.mu.Unlock()
 		if expired {
 			s.log.Info("session expired", "client_id", sess.id)
@@ -65,12 +63,16 @@ func (s *Server) endSession(t *txn, sess *session) {
 	sess.dead = true
 	subs := sess.clearSubsLocked()
 	waiters := sess.takeWaitersLocked()
+	left := sharedLeftovers(sess.f) // share.go
 	sess.f = nil
 	sess.mu.Unlock()
 	for _, sub := range subs {
 		s.subs.Unsubscribe(sub.filter, sess)
 	}
 	s.sessions.removeIf(sess.id, sess)
+	if left != nil {
+		s.redispatchShared(t, sess, left)
+	}
 	if waiters != nil {
 		s.releasePaced(waiters)
 	}

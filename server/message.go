@@ -91,6 +91,7 @@ type outMsg struct {
 	subIDs []uint32 // 5.0 subscription identifiers when several filters matched; else nil
 	seq    uint64   // per-session delivery sequence (QoS 1/2); packet id derives from it
 	ticket *ticket  // batch that stored it; not sent before that batch is submitted
+	share  string   // ShareName when it came through a $share group: redispatched if this session ends (share.go)
 	subID  uint32   // the one 5.0 subscription identifier (no allocation per delivery); 0 = none
 	retain bool     // RETAIN flag on the delivered PUBLISH
 	stored bool     // an outbound entry for it is in the store

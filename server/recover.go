@@ -96,9 +96,9 @@ func (s *Server) recoverSession(id string, rec *persist.Session, now int64) {
 	sess.expiry = rec.ExpiryInterval
 	sess.user = rec.Owner
 	sess.version = rec.ProtocolVersion
-	sess.offlineAt = now / 1e9
+	sess.offlineAt = now / 1e6
 	if rec.DisconnectedAt > 0 {
-		sess.offlineAt = rec.DisconnectedAt / 1000
+		sess.offlineAt = rec.DisconnectedAt
 	}
 	for _, sub := range rec.Subscriptions {
 		sess.subs = append(sess.subs, sessionSub{filter: sub.Filter, qos: sub.QoS, opts: sub.Options, id: sub.ID})
@@ -109,5 +109,5 @@ func (s *Server) recoverSession(id string, rec *persist.Session, now int64) {
 	sh.m[id] = sess
 	sh.mu.Unlock()
 	s.sessions.count.Add(1)
-	s.scheduleExpiry(sess, sess.offlineAt+int64(sess.expiry))
+	s.scheduleExpiry(sess, sess.offlineAt+int64(sess.expiry)*1000)
 }

@@ -113,5 +113,5 @@ func (s *Server) deliverSub(l *loop, t *txn, m *message, sub *trie.Sub[*session]
 		return // No Local [MQTT-3.8.3-3]
 	}
 	retain := m.retain && sub.Options&optRetainAsPublished != 0
-	s.deliver(l, t, target, m, min(m.qos, sub.QoS), retain, sub.ID, ids)
+	s.deliver(l, t, target, m, min(m.qos, sub.QoS), retain, sub.ID, ids, sub.Group)
 }

@@ -23,13 +23,17 @@ type session struct {
 	// online mirrors owner != nil for lock-free readers (shared
 	// subscription member selection in the trie).
 	online atomic.Bool
+	// congested says the session cannot take more now (a clean session over
+	// its queue limit, a persistent one with a backlog on disk): shared
+	// subscription groups pass it over while another member can (share.go).
+	congested atomic.Bool
 
 	mu         sync.Mutex
 	owner      *client // the connection the session is attached to; nil while offline
 	dead       bool    // removed from the registry: deliveries are dropped
 	persistent bool    // survives its connection (clean session 0 / expiry > 0)
 	expiry     uint32  // seconds the session outlives its connection (capped)
-	offlineAt  int64   // unix seconds it went offline
+	offlineAt  int64   // unix milliseconds it went offline
 	version    byte    // protocol version of the last connection
 	stored     bool    // a session record is in the store
 	recvMax    uint16  // inflight window size for the current connection
@@ -198,6 +202,7 @@ func subFor(s *session, q, opts byte, id uint32) trie.Sub[*session] {
 	return trie.Sub[*session]{Subscriber: s, QoS: q, Options: opts, ID: id}
 }
 
-// subscriberAvailable tells the trie whether a shared-subscription member is
-// connected.
-func subscriberAvailable(s *session) bool { return s.online.Load() }
+// subscriberAvailable tells the trie whether a shared-subscription member
+// can take a message now: connected and not congested. When no member can,
+// the trie picks one anyway, which queues it (nothing is dropped).
+func subscriberAvailable(s *session) bool { return s.online.Load() && !s.congested.Load() }

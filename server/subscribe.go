@@ -111,7 +111,7 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 	l.out = ack.Append(l.out, c.version)
 	for _, r := range wantRetained {
 		srv.retained.Match(r.filter, func(_ string, m *message) bool {
-			srv.deliver(l, &l.tx, s, m, min(m.qos, r.qos), true, subID, nil)
+			srv.deliver(l, &l.tx, s, m, min(m.qos, r.qos), true, subID, nil, "")
 			return true
 		})
 	}
