@@ -248,7 +248,10 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 			old.owner = nil
 			old.online.Store(false)
 		}
-		if clean || old.dead {
+		// A clean session (3.1.1 clean session 1, 5.0 expiry 0) lasts only
+		// as long as its connection and is never reused, even by a takeover
+		// that asks to resume [MQTT-3.1.2-6].
+		if clean || old.dead || !old.persistent {
 			if old.stored && s.store != nil {
 				c.loop.tx.batch(s).DeleteSession(old.id)
 				old.stored = false
