@@ -46,7 +46,13 @@ func FuzzDecodeRecord(f *testing.F) {
 		if ck, err := parseClientKey(data); err == nil && ck.prefixLen > len(data) {
 			t.Fatal("prefix beyond key")
 		}
+		if n, err := decodeRefs(data); err == nil {
+			if n2, err := decodeRefs(appendRefs(nil, n)); err != nil || n != n2 {
+				t.Fatalf("reference count round trip: %v", err)
+			}
+		}
 		_, _ = parseMessageKey(data)
+		_, _ = parseRefsKey(data)
 		_, _ = decodeMetaU64(data)
 	})
 }
@@ -68,6 +74,8 @@ func fuzzSeeds() [][]byte {
 		appendInbound(nil, Inbound{ReceivedAt: 1700000000000}),
 		appendOutboundKey(nil, "client", 1),
 		appendMetaU64(nil, 1<<16),
+		appendRefs(nil, 3),
+		appendRefsKey(nil, 7),
 	}
 }
 
