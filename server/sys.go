@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ternmq/tern/server/auth"
 )
 
 // $SYS topics, with mosquitto's names so existing dashboards work. They are
@@ -137,6 +139,29 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 		metric("tern_websocket_not_found_total", "counter", "Requests for another path than the WebSocket listener's (404).", float64(ns.WebSocketNotFound))
 		metric("tern_websocket_bad_requests_total", "counter", "Requests that were not a valid MQTT WebSocket upgrade (400/426).", float64(ns.WebSocketBadRequest))
 	}
+	metric("tern_publishers_paced_total", "counter", "Times a publisher was held back by a full subscriber queue (flow control).", float64(s.stats.paced.Load()))
+	metric("tern_shared_redispatched_total", "counter", "$share deliveries handed to another member when theirs left.", float64(s.stats.redispatched.Load()))
+	metric("tern_store_full", "gauge", "1 while max_store_bytes or min_free_disk_bytes refuses messages for persistent sessions.", boolFloat(s.storeFull.Load()))
+	const refusedName = "tern_limit_refused_total"
+	fmt.Fprintf(&b, "# HELP %s Things a limit refused, by limit (see README, Limits and security).\n# TYPE %s counter\n", refusedName, refusedName)
+	for i := range numLimits {
+		fmt.Fprintf(&b, "%s{limit=%q} %d\n", refusedName, limitNames[i], s.refused.count[i].Load())
+	}
+	if lims := s.authLimiters(); len(lims) > 0 {
+		for _, fam := range []struct {
+			name, help string
+			val        func(auth.LimiterStats) uint64
+		}{
+			{"tern_auth_failures_total", "Failed authentications.", func(l auth.LimiterStats) uint64 { return l.Failures }},
+			{"tern_auth_refused_locked_total", "Authentications refused while the user or address was locked out.", func(l auth.LimiterStats) uint64 { return l.Refused }},
+			{"tern_auth_lockouts_total", "Times a user name or address was locked out.", func(l auth.LimiterStats) uint64 { return l.Lockouts }},
+		} {
+			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n", fam.name, fam.help, fam.name)
+			for _, a := range lims {
+				fmt.Fprintf(&b, "%s{method=%q} %d\n", fam.name, a.method, fam.val(a.lim.Stats()))
+			}
+		}
+	}
 	metric("go_goroutines", "gauge", "Goroutines.", float64(runtime.NumGoroutine()))
 	if rss := residentBytes(); rss > 0 {
 		metric("process_resident_memory_bytes", "gauge", "Resident memory.", float64(rss))
@@ -178,4 +203,26 @@ func requireToken(token string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// authLimiter is one authenticator's failed-login limiter.
+type authLimiter struct {
+	method string
+	lim    *auth.Limiter
+}
+
+// authLimiters lists the failed-login limiters of the configured
+// authenticators (password file, SCRAM), for /metrics.
+func (s *Server) authLimiters() []authLimiter {
+	type limited interface{ Limiter() *auth.Limiter }
+	var out []authLimiter
+	if l, ok := s.opts.Authenticator.(limited); ok {
+		out = append(out, authLimiter{"password", l.Limiter()})
+	}
+	for _, e := range s.opts.EnhancedAuth {
+		if l, ok := e.(limited); ok {
+			out = append(out, authLimiter{e.Method(), l.Limiter()})
+		}
+	}
+	return out
 }
