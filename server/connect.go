@@ -62,7 +62,7 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		c.id, assigned = assignClientID(), true
 	}
 	if max := srv.opts.Limits.MaxClientIDLength; max > 0 && len(c.id) > max {
-		id := c.id[:32] + "…"
+		id := c.id[:min(len(c.id), 32)] + "…" // enough to recognise it in a log line
 		c.id = id
 		srv.refuse(limitClientID, id, string(p.Username), remoteString(c.conn), "client id longer than the limit")
 		return c.refuse(v, codec.ClientIDNotValid, "client identifier too long")
