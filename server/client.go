@@ -548,7 +548,7 @@ func (c *client) end(err error, to clientState) {
 	if mine {
 		s.owner = nil
 		s.online.Store(false)
-		s.offlineAt = l.now / 1e9
+		s.offlineAt = l.now / 1e6
 	}
 	persistent, expiry := s.persistent, s.expiry
 	var waiters []*client
@@ -565,7 +565,7 @@ func (c *client) end(err error, to clientState) {
 	}
 	if mine {
 		if persistent {
-			c.loop.srv.scheduleExpiry(s, l.now/1e9+int64(expiry))
+			c.loop.srv.scheduleExpiry(s, l.now/1e6+int64(expiry)*1000)
 		} else {
 			c.loop.srv.endSession(&l.tx, s)
 		}

@@ -274,7 +274,7 @@ func (s *Server) ticker() {
 					_ = l.el.Execute(context.Background(), l.tickFn)
 				}
 			}
-			s.expireSessions(now.Unix())
+			s.expireSessions(now.UnixMilli())
 			if iv := s.opts.SysInterval; iv > 0 && now.Sub(lastSys) >= iv {
 				lastSys = now
 				s.publishSys(now)
