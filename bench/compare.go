@@ -198,8 +198,18 @@ func Title(c Config, rounds int) string {
 	if c.Persistent {
 		sess = ", persistent sessions"
 	}
-	return fmt.Sprintf("%s QoS %d: %d pubs → %d subs, %d B, %g msg/s per pub, MQTT %s%s, %s (median of %d)",
-		c.Scenario, c.QoS, c.Pubs, c.Subs, c.Size, c.Rate, ProtocolName(c.Protocol), sess, c.Duration, rounds)
+	if c.SubRate > 0 {
+		sess += fmt.Sprintf(", subscribers read %g msg/s", c.SubRate)
+	}
+	if c.SubStopAfter > 0 {
+		sess += fmt.Sprintf(", subscribers stop reading after %s", c.SubStopAfter)
+	}
+	rate := fmt.Sprintf("%g msg/s per pub", c.Rate)
+	if c.ClosedLoop {
+		rate = fmt.Sprintf("closed loop (window %d)", c.Inflight)
+	}
+	return fmt.Sprintf("%s QoS %d: %d pubs → %d subs, %d B, %s, MQTT %s%s, %s (median of %d)",
+		c.Scenario, c.QoS, c.Pubs, c.Subs, c.Size, rate, ProtocolName(c.Protocol), sess, c.Duration, rounds)
 }
 
 func ratio(v, base float64) string {

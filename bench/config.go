@@ -102,6 +102,26 @@ type Config struct {
 	BrokerPID int
 	// Progress receives a live status line every second (nil: quiet).
 	Progress io.Writer
+	// ClosedLoop makes publishers send whenever they may (QoS 1/2: fewer
+	// than Inflight publications unacknowledged; any QoS: the socket took
+	// everything written so far) instead of on a schedule; Rate is ignored.
+	// Each message is stamped with the time it was handed to the socket, so
+	// its latency is the broker's round trip and never includes a backlog of
+	// messages the harness had not sent yet. This measures "as fast as the
+	// window allows"; an open-loop Rate far above capacity instead shows the
+	// harness's growing backlog as latency (see SendLag).
+	ClosedLoop bool
+	// SubRate, when > 0, limits every subscriber to processing that many
+	// PUBLISH packets per second (token bucket, 10 ms burst). Out of budget
+	// it stops reading its socket, so the kernel buffers fill and the broker
+	// sees a slow consumer; acknowledgements go out as packets are
+	// processed. Default 0: as fast as they arrive.
+	SubRate float64
+	// SubStopAfter, when > 0, makes every subscriber stop reading its socket
+	// for good that long after publishing starts: a consumer that hangs but
+	// whose connection stays up (keepalive pings still go out). A broker
+	// closing the connection is still noticed. Default 0: never.
+	SubStopAfter time.Duration
 	// DropEvery, when > 0, makes every publisher skip the write of each
 	// message whose sequence number is ≡ DropEvery−1 (mod DropEvery) while
 	// counting it as sent: fault injection that proves losses are reported.
@@ -236,6 +256,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Warmup >= c.Duration && c.Scenario != ScenarioConn {
 		bad("warm-up %v must be shorter than duration %v", c.Warmup, c.Duration)
+	}
+	if c.SubRate < 0 || c.SubRate > 1e7 || c.SubStopAfter < 0 {
+		bad("sub-rate %g / sub-stop-after %v: want 0 ≤ sub-rate ≤ 1e7 and a non-negative duration", c.SubRate, c.SubStopAfter)
 	}
 	if c.Inflight < 1 || c.Inflight > 65535 {
 		bad("inflight %d: want 1..65535", c.Inflight)

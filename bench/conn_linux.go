@@ -124,14 +124,26 @@ func (l *loop) handle(c *conn, events uint32) {
 			return
 		}
 	}
+	if c.lim != nil && c.lim.paused {
+		// Not reading (throttle_linux.go); a close by the broker is still
+		// seen, or its level-triggered event would spin the loop.
+		if events&(unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 {
+			l.lostConn(c, "closed by broker while the subscriber was not reading")
+		}
+		return
+	}
 	if events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 {
 		l.readFrom(c)
 	}
 }
 
-// setInterest registers c for input, and for output room when wantOut.
+// setInterest registers c for input (unless it is a paused throttled
+// subscriber), and for output room when wantOut.
 func (l *loop) setInterest(c *conn, wantOut bool) {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: c.slot}
+	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: c.slot}
+	if c.lim == nil || !c.lim.paused {
+		ev.Events |= unix.EPOLLIN
+	}
 	if wantOut {
 		ev.Events |= unix.EPOLLOUT
 	}
@@ -240,7 +252,7 @@ func (l *loop) readFrom(c *conn) {
 			return
 		}
 		l.consume(c, l.buf[:n])
-		if c.state == stClosed || n < len(l.buf) {
+		if c.state == stClosed || n < len(l.buf) || (c.lim != nil && c.lim.paused) {
 			return
 		}
 	}
@@ -272,6 +284,9 @@ func (l *loop) consume(c *conn, data []byte) {
 		if err != nil {
 			l.lostConn(c, "bad packet from broker: "+err.Error())
 			return
+		}
+		if c.lim != nil && h.Type == codec.PUBLISH && !l.admit(c, now) {
+			break // kept in c.in until resumeRead
 		}
 		l.packet(c, h, body, now)
 		data = data[total:]

@@ -34,6 +34,19 @@
 // intended time) and its CPU, next to the broker's, so a reader can tell
 // when the harness was the bottleneck.
 //
+// Closed loop (Config.ClosedLoop) is the other mode: a publisher sends
+// whenever it may — fewer than Inflight QoS 1/2 publications
+// unacknowledged, and nothing left in its own output buffer — and stamps
+// each message with the time it handed it to the socket. It measures "as
+// fast as the window allows" without counting a backlog of messages the
+// harness never got to send as broker latency, which is what an open-loop
+// rate far above capacity does (there SendLag grows with the run).
+//
+// Throttled subscribers (Config.SubRate, SubStopAfter) process at most so
+// many PUBLISH packets per second, or stop at some point: out of budget a
+// subscriber stops reading its socket, so the broker meets a slow consumer
+// as it would in production (throttle.go, throttle_linux.go).
+//
 // # Payload layout
 //
 // Every payload starts with a 22-byte header (big-endian), then zero padding
@@ -62,6 +75,10 @@
 // waits for deliveries still in flight. The standalone sub scenario cannot
 // know what was sent and counts gaps instead.
 //
+// Report.Series has one line per second (sent, received, the p99 of that
+// second's deliveries, live connections, broker RSS), so a rate that
+// changes during the run or latency that grows with its length is visible.
+//
 // Latencies go into a Histogram: HDR-style log-linear buckets with < 1 %
 // relative error, fixed 34 KiB, O(1) allocation-free Record, merged across
 // loops.
@@ -88,6 +105,8 @@
 // connect phase), measure_linux.go (the measured window, resource samples,
 // assembling the report), engine_linux.go (one event loop), conn_linux.go
 // (sockets), protocol_linux.go (the MQTT conversation), publish_linux.go
-// (the send queue and timer), then the parts: schedule.go, payload.go,
-// histogram.go, ledger.go, report.go, compare.go, proc.go.
+// (the send queue and timer), throttle_linux.go (slow subscribers),
+// series_linux.go (the per-second record), then the parts: schedule.go,
+// throttle.go, payload.go, histogram.go, ledger.go, report.go, compare.go,
+// proc.go.
 package bench

@@ -82,10 +82,11 @@ type conn struct {
 	in       []byte // partial inbound packet
 	out      []byte // bytes the socket did not take yet
 	sched    Schedule
-	window   int      // publish window (inflight cap)
-	inflt    int      // unacknowledged QoS>0 publications
-	nextID   uint16   // next packet id to try
-	ids      []uint64 // bitmap of packet ids in use (QoS>0 publishers only)
+	window   int        // publish window (inflight cap)
+	inflt    int        // unacknowledged QoS>0 publications
+	nextID   uint16     // next packet id to try
+	ids      []uint64   // bitmap of packet ids in use (QoS>0 publishers only)
+	lim      *readLimit // throttled subscribers only (SubRate, SubStopAfter)
 }
 
 // loopStats are the counters other goroutines read while the loop runs.
@@ -107,19 +108,21 @@ type loop struct {
 	mu    sync.Mutex
 	tasks []func(*loop)
 
-	conns []*conn
-	free  []int32
-	queue timer.Heap[*conn] // publishers by next intended send time
-	buf   []byte
-	enc   []byte
-	pay   []byte
-	stop  bool
+	conns   []*conn
+	free    []int32
+	queue   timer.Heap[*conn] // publishers by next intended send time; paused throttled subscribers by resume time
+	requeue []*conn           // closed-loop publishers to queue again after a publishDue pass
+	buf     []byte
+	enc     []byte
+	pay     []byte
+	stop    bool
 
 	stats loopStats
 
 	// Owned by the loop; read by others only after it exited, or through a
 	// posted task.
 	lat       *Histogram // end-to-end latency (intended send → receipt)
+	latIv     *Histogram // the same for every delivery since the last series sample
 	lag       *Histogram // send lag (actual write − intended time)
 	connLat   *Histogram // TCP connect + CONNACK (+ SUBACK)
 	ledger    *Ledger
@@ -141,7 +144,7 @@ type loop struct {
 
 func newLoop(r *runner) (*loop, error) {
 	l := &loop{r: r, epfd: -1, evfd: -1, tfd: -1, sentBy: make([]uint64, r.cfg.Pubs),
-		buf: make([]byte, readBufSize), lat: NewHistogram(), lag: NewHistogram(),
+		buf: make([]byte, readBufSize), lat: NewHistogram(), latIv: NewHistogram(), lag: NewHistogram(),
 		connLat: NewHistogram(), ledger: NewLedger(), failures: map[string]int{},
 		measureHi: math.MaxInt64, pay: make([]byte, r.cfg.Size)}
 	l.queue.Moved = setQueueIdx

@@ -166,3 +166,86 @@ func TestRunSubScenarioCountsGaps(t *testing.T) {
 		t.Fatalf("sub received %d lost %d; pub sent %d", got.Received, got.Lost, pubRep.Sent)
 	}
 }
+
+// TestRunClosedLoop runs publishers as fast as their window allows: every
+// message arrives, none is stamped before it was sent (send lag 0), and
+// the window bounds what is outstanding, so latency stays far below the
+// run length.
+func TestRunClosedLoop(t *testing.T) {
+	addr, pid := startMosquitto(t)
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
+			rep, err := Run(context.Background(), Config{
+				Scenario: ScenarioP2P, Brokers: []string{addr}, Pubs: 2, Subs: 2, QoS: qos, ClosedLoop: true,
+				Inflight: 8, Duration: 800 * time.Millisecond, Warmup: 100 * time.Millisecond,
+				Drain: 10 * time.Second, BrokerPID: pid,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Sent < 100 || rep.Lost != 0 || rep.Delivery.Duplicated != 0 || rep.Received != rep.Sent {
+				t.Fatalf("sent %d received %d lost %d dup %d", rep.Sent, rep.Received, rep.Lost, rep.Delivery.Duplicated)
+			}
+			if rep.SendLag.MaxUs != 0 {
+				t.Fatalf("closed loop stamps the actual send time, send lag %+v", rep.SendLag)
+			}
+			if rep.Latency.Count == 0 || rep.Latency.P99Us > 500_000 {
+				t.Fatalf("latency %+v: a window of 8 cannot hold messages this long", rep.Latency)
+			}
+			if !rep.ClosedLoop || len(rep.Series) == 0 {
+				t.Fatalf("closed_loop %v, %d series entries", rep.ClosedLoop, len(rep.Series))
+			}
+		})
+	}
+}
+
+// TestRunSubRate throttles the subscriber to 200 msg/s while its publisher
+// offers 400 msg/s at QoS 1: the subscriber processes no faster than its
+// limit during the window, and still gets everything once the drain lets
+// it catch up (mosquitto queues up to 1,000 per client, more than sent).
+func TestRunSubRate(t *testing.T) {
+	addr, _ := startMosquitto(t)
+	rep, err := Run(context.Background(), Config{
+		Scenario: ScenarioP2P, Brokers: []string{addr}, Pubs: 1, Subs: 1, QoS: 1, Rate: 400, SubRate: 200,
+		Duration: time.Second, Drain: 10 * time.Second, BrokerPID: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inWindow int64
+	for _, s := range rep.Series {
+		if s.T <= 1.05 {
+			inWindow += s.Received
+		}
+	}
+	if inWindow > 200+10+20 { // the rate, its 10 ms burst, a little timing slack
+		t.Fatalf("received %d in the first second at --sub-rate 200 (series %+v)", inWindow, rep.Series)
+	}
+	if rep.Sent < 300 || rep.Lost != 0 || rep.Received != rep.Sent {
+		t.Fatalf("sent %d received %d lost %d", rep.Sent, rep.Received, rep.Lost)
+	}
+	if rep.SubRate != 200 {
+		t.Fatalf("report sub rate %g", rep.SubRate)
+	}
+}
+
+// TestRunSubStopAfter stops the subscriber reading 200 ms into the run: it
+// gets roughly what arrived before (plus what it had already read), the
+// rest is reported lost, and its connection stays up (mosquitto has no
+// slow-consumer timeout).
+func TestRunSubStopAfter(t *testing.T) {
+	addr, _ := startMosquitto(t)
+	rep, err := Run(context.Background(), Config{
+		Scenario: ScenarioP2P, Brokers: []string{addr}, Pubs: 1, Subs: 1, QoS: 1, Rate: 200,
+		SubStopAfter: 200 * time.Millisecond, Duration: time.Second, Drain: time.Second, BrokerPID: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Received == 0 || rep.Received > 100 || rep.Lost != rep.Sent-rep.Received {
+		t.Fatalf("sent %d received %d lost %d: want about 40 received, the rest lost", rep.Sent, rep.Received, rep.Lost)
+	}
+	if rep.Connect.Dropped != 0 {
+		t.Fatalf("dropped %d connections", rep.Connect.Dropped)
+	}
+}

@@ -24,6 +24,7 @@ type usage struct {
 	cpu1      int64      // … and at its end
 	bs0, bs1  ProcSample // broker at the window's start and end
 	peak      int64      // highest broker RSS seen
+	low       int64      // lowest broker RSS seen in the window (0: none yet)
 	rssHeld   int64      // harness RSS with every client still connected
 }
 
@@ -69,6 +70,23 @@ func (u *usage) samplePeak() {
 	}
 }
 
+// sample reads the broker's RSS (0 if unknown) and updates its lowest and
+// highest values.
+func (u *usage) sample() int64 {
+	if u.brokerPID <= 0 {
+		return 0
+	}
+	s, err := SampleProc(u.brokerPID)
+	if err != nil {
+		return 0
+	}
+	u.peak = max(u.peak, s.RSSBytes)
+	if u.low == 0 || s.RSSBytes < u.low {
+		u.low = s.RSSBytes
+	}
+	return s.RSSBytes
+}
+
 // report fills the harness's and the broker's resource use over a window
 // of secs seconds in which msgs messages were sent and received by
 // connected clients.
@@ -86,7 +104,7 @@ func (u *usage) report(rep *Report, secs, msgs float64, connected int64) {
 		h.RSSPerConnBytes = float64(u.rssHeld-u.rss0) / float64(connected)
 	}
 	if u.brokerPID > 0 && u.bs1.RSSBytes > 0 {
-		b := &ProcReport{PID: u.brokerPID, RSSBytes: u.bs1.RSSBytes, RSSPeakBytes: max(u.peak, u.bs1.RSSBytes)}
+		b := &ProcReport{PID: u.brokerPID, RSSBytes: u.bs1.RSSBytes, RSSPeakBytes: max(u.peak, u.bs1.RSSBytes), RSSMinBytes: u.low}
 		b.CPUSeconds = float64(u.bs1.CPUNanos-u.bs0.CPUNanos) / 1e9
 		if secs > 0 {
 			b.CPUPercent = 100 * b.CPUSeconds / secs
@@ -125,10 +143,11 @@ func (w window) rates(rep *Report, sentIn, recvIn int64) {
 func (r *runner) holdIdle(ctx context.Context, u *usage, prog *progress) window {
 	u.begin()
 	end := time.Now().Add(r.cfg.Duration)
+	r.ser.begin(r, u, time.Now())
 	for time.Now().Before(end) && ctx.Err() == nil {
 		sleepCtx(ctx, min(time.Second, time.Until(end)))
 		prog.tick()
-		u.samplePeak()
+		r.ser.tick()
 	}
 	u.end()
 	return window{measured: r.cfg.Duration}
@@ -151,6 +170,7 @@ func (r *runner) publishAndMeasure(ctx context.Context, u *usage, prog *progress
 	end := start.Add(cfg.Duration)
 	warmed := cfg.Warmup == 0
 	var w window
+	r.ser.begin(r, u, start)
 	u.begin()
 	for time.Now().Before(end) && ctx.Err() == nil {
 		next := time.Second
@@ -164,7 +184,7 @@ func (r *runner) publishAndMeasure(ctx context.Context, u *usage, prog *progress
 			w.recvLo = r.sum(func(s *loopStats) int64 { return s.recv.Load() })
 		}
 		prog.tick()
-		u.samplePeak()
+		r.ser.tick()
 	}
 	w.measured = min(time.Since(lo), cfg.Duration-cfg.Warmup)
 	for _, l := range r.loops {
@@ -192,6 +212,7 @@ func (r *runner) drain(ctx context.Context) {
 	for time.Now().Before(deadline) && ctx.Err() == nil &&
 		r.sum(func(s *loopStats) int64 { return s.recv.Load() }) < want {
 		sleepCtx(ctx, 10*time.Millisecond)
+		r.ser.tick()
 	}
 }
 

@@ -127,6 +127,9 @@ func (l *loop) deliver(c *conn, p *codec.Publish, now int64) {
 	} else {
 		l.stats.recv.Add(1)
 		dup := l.ledger.Receive(pub, c.rcv, c.pubID, seq)
+		if !dup {
+			l.latIv.Record(now - at)
+		}
 		if !dup && at >= l.measureLo && at < l.measureHi {
 			l.lat.Record(now - at)
 			l.recvIn++
@@ -180,7 +183,7 @@ func (l *loop) freeID(c *conn, id uint16) {
 	}
 	c.ids[id/64] &^= 1 << (id % 64)
 	c.inflt--
-	if c.blocked && c.inflt < c.window && len(c.out) <= l.r.cfg.MaxOutbound {
+	if c.blocked && c.inflt < c.window && !l.outFull(c) {
 		c.blocked = false
 		l.enqueue(c)
 	}

@@ -44,20 +44,54 @@ func (l *loop) dequeue(c *conn) {
 }
 
 // publishDue sends every publication whose intended time has come, then
-// arms the timer for the next one.
+// arms the timer for the next one. Throttled subscribers share the queue:
+// for them the time is when they may read again (throttle_linux.go).
+//
+// A closed-loop publisher is always due, so it goes back into the queue
+// only after the pass: each turn of the loop it sends at most one burst,
+// then the loop reads acknowledgements and deliveries before sending more.
+// (With a schedule, an overdue publisher is served again in the same pass,
+// in intended-time order, as before.)
 func (l *loop) publishDue(now int64) {
+	closed := l.r.cfg.ClosedLoop
 	for {
 		at, c, ok := l.queue.Peek()
 		if !ok || at > now {
 			break
 		}
 		l.queue.Pop()
+		if c.role == roleSub {
+			l.resumeRead(c)
+			continue
+		}
 		l.publish(c, now)
+		if c.state == stReady && !c.blocked {
+			if closed {
+				l.requeue = append(l.requeue, c)
+			} else {
+				l.enqueue(c)
+			}
+		}
+	}
+	for i, c := range l.requeue {
 		if c.state == stReady && !c.blocked {
 			l.enqueue(c)
 		}
+		l.requeue[i] = nil
 	}
+	l.requeue = l.requeue[:0]
 	l.arm()
+}
+
+// outFull reports whether publisher c has too much output buffered to send
+// more: over MaxOutbound with a schedule; anything at all in closed loop,
+// where a message is stamped when it is handed to the socket and must not
+// then wait in the harness's own buffer.
+func (l *loop) outFull(c *conn) bool {
+	if l.r.cfg.ClosedLoop {
+		return len(c.out) > 0
+	}
+	return len(c.out) > l.r.cfg.MaxOutbound
 }
 
 // publish writes up to burstMax due messages of c in one write.
@@ -73,11 +107,14 @@ func (l *loop) publish(c *conn, now int64) {
 			c.blocked = true
 			break
 		}
-		if len(c.out) > cfg.MaxOutbound {
+		if l.outFull(c) {
 			c.blocked = true
 			break
 		}
 		seq, at, _ := c.sched.Next()
+		if cfg.ClosedLoop {
+			at = now // latency from the actual send (see Config.ClosedLoop)
+		}
 		c.sched.Advance()
 		if at >= l.measureLo && at < l.measureHi {
 			l.sentIn++
@@ -115,16 +152,23 @@ func (l *loop) arm() {
 	unix.TimerfdSettime(l.tfd, unix.TFD_TIMER_ABSTIME, &spec, nil)
 }
 
-// startPublishing is posted to every loop: publishers get their schedules.
+// startPublishing is posted to every loop: publishers get their schedules
+// (closed loop: one that is always due, a nanosecond per message, which no
+// publisher outruns), throttled subscribers their read limits.
 func (l *loop) startPublishing(start int64, lo, hi int64) {
 	cfg := &l.r.cfg
 	l.measureLo, l.measureHi = lo, hi
+	l.throttleSubscribers(start)
 	for _, c := range l.conns {
 		if c == nil || c.role != rolePub || c.state != stReady {
 			continue
 		}
 		l.dequeue(c) // the schedule changes: never while queued
-		c.sched = NewSchedule(start, cfg.Rate, float64(c.pubID%1024)/1024)
+		if cfg.ClosedLoop {
+			c.sched = NewSchedule(start, 1e9, 0)
+		} else {
+			c.sched = NewSchedule(start, cfg.Rate, float64(c.pubID%1024)/1024)
+		}
 		l.enqueue(c)
 	}
 	l.arm()

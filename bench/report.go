@@ -12,15 +12,20 @@ import (
 // Report is the outcome of one Run. Its JSON form (WriteJSON) is the
 // machine interface of `tern bench … --json`; field names carry units.
 type Report struct {
-	Scenario  string    `json:"scenario"`
-	Brokers   []string  `json:"brokers"`
-	Protocol  string    `json:"protocol"`
-	QoS       byte      `json:"qos"`
-	Size      int       `json:"size_bytes"`
-	Pubs      int       `json:"pubs"`
-	Subs      int       `json:"subs"`
-	Conns     int       `json:"conns,omitempty"`
-	Rate      float64   `json:"rate_per_pub_per_s"`
+	Scenario string   `json:"scenario"`
+	Brokers  []string `json:"brokers"`
+	Protocol string   `json:"protocol"`
+	QoS      byte     `json:"qos"`
+	Size     int      `json:"size_bytes"`
+	Pubs     int      `json:"pubs"`
+	Subs     int      `json:"subs"`
+	Conns    int      `json:"conns,omitempty"`
+	Rate     float64  `json:"rate_per_pub_per_s"`
+	// ClosedLoop: publishers sent whenever their window had room (Rate
+	// unused) and latency counts from the actual send.
+	ClosedLoop bool `json:"closed_loop,omitempty"`
+	// SubRate is the subscribers' read limit in msg/s (0: none).
+	SubRate   float64   `json:"sub_rate_per_s,omitempty"`
 	Duration  float64   `json:"duration_s"`
 	Warmup    float64   `json:"warmup_s"`
 	StartedAt time.Time `json:"started_at"`
@@ -49,6 +54,22 @@ type Report struct {
 
 	Harness ProcReport  `json:"harness"`
 	Broker  *ProcReport `json:"broker,omitempty"`
+
+	// Series has one entry per second of the publishing phase and the
+	// drain (of the hold, for idle connections).
+	Series []Second `json:"series,omitempty"`
+}
+
+// Second is one second of a run. Counts are for that second only.
+type Second struct {
+	T        float64 `json:"t_s"`      // seconds since publishing (or the hold) started
+	Sent     int64   `json:"sent"`     // publications sent
+	Received int64   `json:"received"` // deliveries of bench payloads
+	// P99Us is the 99th percentile latency of that second's deliveries,
+	// whatever their intended time (0: none arrived).
+	P99Us     float64 `json:"p99_us"`
+	Conns     int64   `json:"conns"`                      // connections alive
+	BrokerRSS int64   `json:"broker_rss_bytes,omitempty"` // when the broker is sampled
 }
 
 // ConnectReport describes the connection phase.
@@ -71,6 +92,7 @@ type ProcReport struct {
 	CPUPerMsgUs     float64 `json:"cpu_per_msg_us,omitempty"` // per message sent + received
 	RSSBytes        int64   `json:"rss_bytes"`
 	RSSPeakBytes    int64   `json:"rss_peak_bytes,omitempty"`
+	RSSMinBytes     int64   `json:"rss_min_bytes,omitempty"`      // lowest per-second sample (broker)
 	RSSPerConnBytes float64 `json:"rss_per_conn_bytes,omitempty"` // RSS growth / connections
 	Loops           int     `json:"loops,omitempty"`
 }
@@ -99,7 +121,11 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(b, "  failure  %6d × %s\n", c.Failures[k], k)
 	}
 	if r.Scenario != ScenarioConn {
-		fmt.Fprintf(b, "publishers   %d × %g msg/s for %gs (warm-up %gs)\n", r.Pubs, r.Rate, r.Duration, r.Warmup)
+		if r.ClosedLoop {
+			fmt.Fprintf(b, "publishers   %d closed loop for %gs (warm-up %gs); latency from the actual send\n", r.Pubs, r.Duration, r.Warmup)
+		} else {
+			fmt.Fprintf(b, "publishers   %d × %g msg/s for %gs (warm-up %gs)\n", r.Pubs, r.Rate, r.Duration, r.Warmup)
+		}
 		fmt.Fprintf(b, "throughput   sent %.0f/s, received %.0f/s (totals: sent %d, received %d, foreign %d, rejected %d)\n",
 			r.SendRate, r.RecvRate, r.Sent, r.Received, r.Foreign, r.Rejected)
 		l := r.Latency
@@ -118,8 +144,19 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(b, "harness      cpu %.0f%% (%.2fs, %.2fµs/msg), rss %s, %s/conn, %d loops\n",
 		h.CPUPercent, h.CPUSeconds, h.CPUPerMsgUs, bytesStr(float64(h.RSSBytes)), bytesStr(h.RSSPerConnBytes), h.Loops)
 	if br := r.Broker; br != nil {
-		fmt.Fprintf(b, "broker       pid %d cpu %.0f%% (%.2fs), rss %s (peak %s), %s/conn\n",
-			br.PID, br.CPUPercent, br.CPUSeconds, bytesStr(float64(br.RSSBytes)), bytesStr(float64(br.RSSPeakBytes)), bytesStr(br.RSSPerConnBytes))
+		fmt.Fprintf(b, "broker       pid %d cpu %.0f%% (%.2fs), rss %s (min %s, peak %s), %s/conn\n",
+			br.PID, br.CPUPercent, br.CPUSeconds, bytesStr(float64(br.RSSBytes)), bytesStr(float64(br.RSSMinBytes)),
+			bytesStr(float64(br.RSSPeakBytes)), bytesStr(br.RSSPerConnBytes))
+	}
+	io.WriteString(w, b.String())
+}
+
+// WriteSeries writes Series as a table, one line per second.
+func (r *Report) WriteSeries(w io.Writer) {
+	b := &strings.Builder{}
+	b.WriteString("     t   sent/s   recv/s        p99   conns  broker rss\n")
+	for _, s := range r.Series {
+		fmt.Fprintf(b, "%6.1f %8d %8d %10s %7d %11s\n", s.T, s.Sent, s.Received, us(s.P99Us), s.Conns, bytesStr(float64(s.BrokerRSS)))
 	}
 	io.WriteString(w, b.String())
 }

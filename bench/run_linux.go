@@ -23,6 +23,7 @@ type runner struct {
 	wg      sync.WaitGroup
 	closing atomic.Bool
 	issued  int
+	ser     series // per-second record; Run's goroutine only
 }
 
 // Run executes the scenario cfg describes and returns its report. It
@@ -58,6 +59,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		w = r.publishAndMeasure(ctx, u, prog)
 		r.drain(ctx)
 	}
+	r.ser.finish()
 	prog.done()
 	u.rssHeld = SelfRSS()
 	u.samplePeak()
@@ -68,6 +70,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Connect.Attempted = r.issued
 	rep.Connect.Connected = int(connected)
 	w.rates(rep, sentIn, recvIn)
+	rep.Series = r.ser.out
 	if cfg.Scenario != ScenarioPub && cfg.Scenario != ScenarioConn {
 		rep.Delivery = ledger.Tally(expectations(&cfg, sentBy))
 		rep.Lost = rep.Delivery.Lost
@@ -136,7 +139,7 @@ func startLoops(cfg Config) (*runner, error) {
 func newReport(cfg *Config, loops int) *Report {
 	rep := &Report{Scenario: cfg.Scenario, Brokers: cfg.Brokers, Protocol: ProtocolName(cfg.Protocol),
 		QoS: cfg.QoS, Size: cfg.Size, Rate: cfg.Rate, Duration: cfg.Duration.Seconds(),
-		Warmup: cfg.Warmup.Seconds(), StartedAt: time.Now()}
+		Warmup: cfg.Warmup.Seconds(), StartedAt: time.Now(), ClosedLoop: cfg.ClosedLoop, SubRate: cfg.SubRate}
 	rep.Harness.Loops = loops
 	if cfg.Scenario == ScenarioConn {
 		rep.Conns = cfg.Conns

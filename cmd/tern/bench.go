@@ -32,6 +32,8 @@ Usage:
 Examples:
   tern bench run --scenario p2p --broker 127.0.0.1:1883 --pubs 100 --subs 100 --qos 1 --rate 100 --duration 10s --json
   tern bench conn --conns 19000 --connect-rate 5000 --source 127.0.0.2-127.0.0.5 --duration 30s
+  tern bench run --pubs 20 --subs 20 --qos 1 --closed-loop --duration 30s      # as fast as the window allows
+  tern bench run --pubs 1 --subs 1 --qos 1 --rate 50000 --sub-rate 1000 --series   # a slow consumer
   tern bench compare --broker tern=127.0.0.1:1883 --broker mosquitto=127.0.0.1:1884 -- run --scenario fan-out --subs 1000
 
 Run "tern bench <command> --help" for the flags.
@@ -83,6 +85,7 @@ type benchFlags struct {
 	jsonOut    bool
 	quiet      bool
 	failOnLoss bool
+	series     bool
 }
 
 func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
@@ -120,6 +123,10 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.IntVar(&c.Loops, "loops", 0, "event loops (default GOMAXPROCS)")
 	fs.IntVar(&c.Inflight, "inflight", 64, "unacknowledged QoS 1/2 publications per publisher")
 	fs.IntVar(&c.BrokerPID, "broker-pid", 0, "broker process for CPU/RSS (0: find the listener of the first --broker; -1: none)")
+	fs.BoolVar(&c.ClosedLoop, "closed-loop", false, "publishers send whenever their window (--inflight) has room; --rate ignored; latency from the actual send")
+	fs.Float64Var(&c.SubRate, "sub-rate", 0, "each subscriber processes at most this many messages per second (0: unlimited), reading its socket no faster")
+	fs.DurationVar(&c.SubStopAfter, "sub-stop-after", 0, "subscribers stop reading their sockets this long after publishing starts (0: never)")
+	fs.BoolVar(&f.series, "series", false, "also print one line per second (sent/s, recv/s, p99 of that second, connections, broker RSS)")
 	fs.IntVar(&c.DropEvery, "drop-every", 0, "self-test: skip writing every Nth message while counting it as sent")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
 	fs.BoolVar(&f.quiet, "quiet", false, "no live progress line")
@@ -207,6 +214,9 @@ func benchRun(ctx context.Context, cmd string, args []string, out, errOut io.Wri
 		}
 	} else {
 		rep.WriteText(out)
+		if f.series {
+			rep.WriteSeries(out)
+		}
 	}
 	if f.failOnLoss && (rep.Lost > 0 || rep.Connect.Failed > 0) {
 		return 1
