@@ -210,14 +210,16 @@ func (p *Connack) decode(h FixedHeader, body []byte, version byte) error {
 		return Errf(MalformedPacket, "MQTT-3.2.2-1", "reserved connack flags set")
 	}
 	p.SessionPresent = flags&1 != 0
-	if p.ReasonCode, err = r.u8("connack reason code"); err != nil {
+	rc, err := r.u8("connack reason code")
+	if err != nil {
 		return err
 	}
+	p.ReasonCode = ReasonCode(rc)
 	if version == Version5 {
 		if !connackCodes.has(p.ReasonCode) {
 			return errReason("CONNACK", p.ReasonCode)
 		}
-		if p.SessionPresent && p.ReasonCode >= 0x80 {
+		if p.SessionPresent && p.ReasonCode.IsError() {
 			return Errf(ProtocolError, "MQTT-3.2.2-6", "session present with a refusal reason code")
 		}
 		if err := r.props(&p.Props, ctxConnack); err != nil {
@@ -257,7 +259,7 @@ func (p *Connack) appendTo(dst []byte, version byte) []byte {
 	if p.SessionPresent {
 		flags = 1
 	}
-	dst = append(dst, flags, p.ReasonCode)
+	dst = append(dst, flags, byte(p.ReasonCode))
 	if version == Version5 {
 		dst = p.Props.appendTo(dst, ctxConnack, props)
 	}

@@ -43,7 +43,7 @@ func (p *Disconnect) appendTo(dst []byte, version byte) []byte {
 	dst = grow(dst, headerSize(n)+n)
 	dst = AppendVarint(append(dst, byte(DISCONNECT)<<4), uint32(n))
 	if n > 0 {
-		dst = append(dst, p.ReasonCode)
+		dst = append(dst, byte(p.ReasonCode))
 	}
 	if props > 0 {
 		dst = p.Props.appendTo(dst, ctxDisconnect, props)
@@ -87,7 +87,7 @@ func (p *Auth) appendTo(dst []byte) []byte {
 	dst = grow(dst, headerSize(n)+n)
 	dst = AppendVarint(append(dst, byte(AUTH)<<4), uint32(n))
 	if n > 0 {
-		dst = append(dst, p.ReasonCode)
+		dst = append(dst, byte(p.ReasonCode))
 		dst = p.Props.appendTo(dst, ctxAuth, props)
 	}
 	return dst

@@ -1,11 +1,29 @@
 package codec
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // ReasonCode is an MQTT 5.0 reason code (§2.4). The same numbers name the
 // reasons a connection is refused or closed for 3.1.1 clients; see
 // ConnackReturnCode311 for the mapping onto 3.1.1 CONNACK return codes.
 type ReasonCode byte
+
+// IsError reports whether c says something failed (0x80 and above), as
+// opposed to a success or granted QoS [MQTT-2.4].
+func (c ReasonCode) IsError() bool { return c >= 0x80 }
+
+// CodeOf is the one place an error becomes a reason code on the wire: the
+// Code of an *Error (or of any error wrapping one) when it is a failure,
+// else def.
+func CodeOf(err error, def ReasonCode) ReasonCode {
+	var e *Error
+	if errors.As(err, &e) && e.Code.IsError() {
+		return e.Code
+	}
+	return def
+}
 
 // Reason codes (§2.4, Table 2-6).
 const (
@@ -56,16 +74,16 @@ const (
 
 // 3.1.1 CONNACK return codes (§3.2.2.3 of 3.1.1).
 const (
-	ConnAccepted311             byte = 0
-	ConnRefusedVersion311       byte = 1
-	ConnRefusedIdentifier311    byte = 2
-	ConnRefusedUnavailable311   byte = 3
-	ConnRefusedBadUserPass311   byte = 4
-	ConnRefusedNotAuthorized311 byte = 5
+	ConnAccepted311             ReasonCode = 0
+	ConnRefusedVersion311       ReasonCode = 1
+	ConnRefusedIdentifier311    ReasonCode = 2
+	ConnRefusedUnavailable311   ReasonCode = 3
+	ConnRefusedBadUserPass311   ReasonCode = 4
+	ConnRefusedNotAuthorized311 ReasonCode = 5
 )
 
 // ConnackReturnCode311 maps a 5.0 reason code to the closest 3.1.1 CONNACK return code.
-func ConnackReturnCode311(rc ReasonCode) byte {
+func ConnackReturnCode311(rc ReasonCode) ReasonCode {
 	switch rc {
 	case Success:
 		return ConnAccepted311

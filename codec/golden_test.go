@@ -491,7 +491,7 @@ var goldenPackets = []goldenPacket{
 		0x03,       // remaining length 3
 		0x00, 0x01, // packet id 1
 		0x01, // granted QoS 1
-	}, &Suback{PacketID: 1, ReasonCodes: []byte{1}}},
+	}, &Suback{PacketID: 1, ReasonCodes: []ReasonCode{1}}},
 
 	{"suback_v311", Version311, []byte{
 		0x90,       // SUBACK
@@ -501,7 +501,7 @@ var goldenPackets = []goldenPacket{
 		0x01, // granted QoS 1
 		0x02, // granted QoS 2
 		0x80, // failure
-	}, &Suback{PacketID: 2, ReasonCodes: []byte{0, 1, 2, 0x80}}},
+	}, &Suback{PacketID: 2, ReasonCodes: []ReasonCode{0, 1, 2, 0x80}}},
 
 	{"suback_v5_reason_string", Version5, []byte{
 		0x90,       // SUBACK
@@ -513,7 +513,7 @@ var goldenPackets = []goldenPacket{
 		0x87, // Not authorized
 		0x00, // Granted QoS 0
 	}, &Suback{PacketID: 3, Props: Properties{Present: present(PropReasonString), ReasonString: bs("partial")},
-		ReasonCodes: []byte{0x01, 0x87, 0x00}}},
+		ReasonCodes: []ReasonCode{0x01, 0x87, 0x00}}},
 
 	// ───────────────────────── UNSUBSCRIBE ─────────────────────────
 	{"unsubscribe_v31", Version31, []byte{
@@ -563,7 +563,7 @@ var goldenPackets = []goldenPacket{
 		0x00, // Success
 		0x11, // No subscription existed
 	}, &Unsuback{PacketID: 6, Props: Properties{Present: present(PropReasonString), ReasonString: bs("no")},
-		ReasonCodes: []byte{0x00, 0x11}}},
+		ReasonCodes: []ReasonCode{0x00, 0x11}}},
 
 	// ───────────────────────── PINGREQ / PINGRESP ─────────────────────────
 	{"pingreq_v31", Version31, []byte{0xC0, 0x00 /* PINGREQ, remaining length 0 */}, &Pingreq{}},

@@ -107,10 +107,10 @@ func TestDowngradeTo311(t *testing.T) {
 		pkt  any
 		want []byte
 	}{
-		{&Suback{PacketID: 1, ReasonCodes: []byte{0x00, 0x87, 0x02, 0xA2}}, []byte{0x90, 0x06, 0, 1, 0x00, 0x80, 0x02, 0x80}},
+		{&Suback{PacketID: 1, ReasonCodes: []ReasonCode{0x00, 0x87, 0x02, 0xA2}}, []byte{0x90, 0x06, 0, 1, 0x00, 0x80, 0x02, 0x80}},
 		{&Ack{Type: PUBACK, PacketID: 1, ReasonCode: 0x10, Props: Properties{Present: present(PropReasonString), ReasonString: []byte("x")}}, []byte{0x40, 0x02, 0, 1}},
 		{&Disconnect{ReasonCode: 0x8B}, []byte{0xE0, 0x00}},
-		{&Unsuback{PacketID: 1, ReasonCodes: []byte{0x11}}, []byte{0xB0, 0x02, 0, 1}},
+		{&Unsuback{PacketID: 1, ReasonCodes: []ReasonCode{0x11}}, []byte{0xB0, 0x02, 0, 1}},
 		{&Connack{ReasonCode: 0, Props: Properties{Present: present(PropReceiveMaximum), ReceiveMaximum: 5}}, []byte{0x20, 0x02, 0, 0}},
 		{&Subscribe{PacketID: 1, Subscriptions: []Subscription{{Filter: []byte("a"), QoS: 1, NoLocal: true, RetainHandling: 2}}}, []byte{0x82, 0x06, 0, 1, 0, 1, 'a', 0x01}},
 	}

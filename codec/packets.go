@@ -161,7 +161,7 @@ type Connect struct {
 // (0–5) or the 5.0 reason code.
 type Connack struct {
 	SessionPresent bool
-	ReasonCode     byte
+	ReasonCode     ReasonCode
 	Props          Properties
 }
 
@@ -181,7 +181,7 @@ type Publish struct {
 type Ack struct {
 	Type       PacketType
 	PacketID   uint16
-	ReasonCode byte
+	ReasonCode ReasonCode
 	Props      Properties
 }
 
@@ -201,11 +201,12 @@ type Subscribe struct {
 	Subscriptions []Subscription
 }
 
-// Suback is the SUBACK packet (§3.9): one return/reason code per filter.
+// Suback is the SUBACK packet (§3.9): one return/reason code per filter
+// (the granted QoS 0–2, or a failure ≥ 0x80).
 type Suback struct {
 	PacketID    uint16
 	Props       Properties
-	ReasonCodes []byte
+	ReasonCodes []ReasonCode
 }
 
 // Unsubscribe is the UNSUBSCRIBE packet (§3.10).
@@ -219,17 +220,17 @@ type Unsubscribe struct {
 type Unsuback struct {
 	PacketID    uint16
 	Props       Properties
-	ReasonCodes []byte
+	ReasonCodes []ReasonCode
 }
 
 // Disconnect is the DISCONNECT packet (§3.14). Before 5.0 it has no body.
 type Disconnect struct {
-	ReasonCode byte
+	ReasonCode ReasonCode
 	Props      Properties
 }
 
 // Auth is the MQTT 5.0 AUTH packet (§3.15).
 type Auth struct {
-	ReasonCode byte
+	ReasonCode ReasonCode
 	Props      Properties
 }

@@ -143,7 +143,7 @@ func (p *Ack) appendTo(dst []byte, version byte) []byte {
 	dst = AppendVarint(append(dst, byte(p.Type)<<4|ackFlags(p.Type)), uint32(n))
 	dst = appendU16(dst, p.PacketID)
 	if n > 2 {
-		dst = append(dst, p.ReasonCode)
+		dst = append(dst, byte(p.ReasonCode))
 	}
 	if props > 0 {
 		dst = p.Props.appendTo(dst, ctxAck, props)

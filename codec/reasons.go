@@ -10,7 +10,7 @@ func codes(cs ...ReasonCode) (s codeSet) {
 	return s
 }
 
-func (s *codeSet) has(c byte) bool { return s[c>>6]&(1<<(c&63)) != 0 }
+func (s *codeSet) has(c ReasonCode) bool { return s[c>>6]&(1<<(c&63)) != 0 }
 
 // The reason codes each 5.0 packet may carry (§3.x.2.1 of 5.0). A code
 // outside its packet's list is treated as a Protocol Error: the spec lists
@@ -47,11 +47,11 @@ var (
 // AUTH: an optional reason code (from set) and, when bytes remain, a
 // property list. A body that ends after the reason code has no property
 // length: it is read as no properties (§3.4.2.2.1, §3.14.2.2.1).
-func (r *reader) reasonAndProps(what string, set *codeSet, code *byte, props *Properties, ctx propCtx) error {
+func (r *reader) reasonAndProps(what string, set *codeSet, code *ReasonCode, props *Properties, ctx propCtx) error {
 	if r.left() == 0 {
 		return nil
 	}
-	*code = r.b[r.off]
+	*code = ReasonCode(r.b[r.off])
 	r.off++
 	if !set.has(*code) {
 		return errReason(what, *code)
@@ -65,19 +65,21 @@ func (r *reader) reasonAndProps(what string, set *codeSet, code *byte, props *Pr
 // reasonList appends the rest of the body, one reason code per filter of
 // the request, to dst after checking each against set; at least one is
 // required.
-func (r *reader) reasonList(what string, set *codeSet, dst []byte) ([]byte, error) {
+func (r *reader) reasonList(what string, set *codeSet, dst []ReasonCode) ([]ReasonCode, error) {
 	rest := r.rest()
 	if len(rest) == 0 {
 		return dst, Errf(ProtocolError, "", "%s without a reason code", what)
 	}
-	for _, c := range rest {
+	for _, b := range rest {
+		c := ReasonCode(b)
 		if !set.has(c) {
 			return dst, errReason(what, c)
 		}
+		dst = append(dst, c)
 	}
-	return append(dst, rest...), nil
+	return dst, nil
 }
 
-func errReason(what string, c byte) error {
+func errReason(what string, c ReasonCode) error {
 	return Errf(ProtocolError, "", "%s: reason code 0x%02X is not defined for this packet", what, c)
 }

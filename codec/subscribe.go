@@ -154,13 +154,13 @@ func (p *Suback) appendTo(dst []byte, version byte) []byte {
 	dst = appendU16(dst, p.PacketID)
 	if version == Version5 {
 		dst = p.Props.appendTo(dst, ctxSuback, props)
-		return append(dst, p.ReasonCodes...)
+		return appendCodes(dst, p.ReasonCodes)
 	}
 	for _, c := range p.ReasonCodes {
-		if c >= 0x80 {
-			c = 0x80
+		if c.IsError() {
+			c = UnspecifiedError // 0x80, the only failure 3.1.1 knows
 		}
-		dst = append(dst, c)
+		dst = append(dst, byte(c))
 	}
 	return dst
 }
@@ -272,7 +272,15 @@ func (p *Unsuback) appendTo(dst []byte, version byte) []byte {
 	dst = appendU16(dst, p.PacketID)
 	if version == Version5 {
 		dst = p.Props.appendTo(dst, ctxUnsuback, props)
-		dst = append(dst, p.ReasonCodes...)
+		dst = appendCodes(dst, p.ReasonCodes)
+	}
+	return dst
+}
+
+// appendCodes appends one byte per reason code.
+func appendCodes(dst []byte, codes []ReasonCode) []byte {
+	for _, c := range codes {
+		dst = append(dst, byte(c))
 	}
 	return dst
 }

@@ -29,7 +29,7 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		s.mu.Lock()
 		f := s.flowLocked(&c.loop.srv.opts)
 		var ok bool
-		if a.ReasonCode >= 0x80 { // 5.0: the flow ends here, no PUBREL
+		if a.ReasonCode.IsError() { // 5.0: the flow ends here, no PUBREL
 			if e, found := f.window.Get(a.PacketID); found {
 				f.window.Drop(a.PacketID)
 				c.loop.srv.forgetDelivery(&l.tx, s, e.Msg, e.State == qos.AwaitPubcomp)
@@ -51,8 +51,8 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		if ok {
 			rel := codec.Ack{Type: codec.PUBREL, PacketID: a.PacketID}
 			l.out = rel.Append(l.out, c.version)
-		} else if c.version == codec.Version5 && a.ReasonCode < 0x80 {
-			rel := codec.Ack{Type: codec.PUBREL, PacketID: a.PacketID, ReasonCode: byte(codec.PacketIDNotFound)}
+		} else if c.version == codec.Version5 && !a.ReasonCode.IsError() {
+			rel := codec.Ack{Type: codec.PUBREL, PacketID: a.PacketID, ReasonCode: codec.PacketIDNotFound}
 			l.out = rel.Append(l.out, c.version)
 		}
 	case codec.PUBCOMP:
@@ -73,7 +73,7 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		s.mu.Unlock()
 		comp := codec.Ack{Type: codec.PUBCOMP, PacketID: a.PacketID}
 		if !known && c.version == codec.Version5 {
-			comp.ReasonCode = byte(codec.PacketIDNotFound)
+			comp.ReasonCode = codec.PacketIDNotFound
 		}
 		// PUBCOMP even for an unknown id, so a client retrying after a
 		// broker restart completes its flow [MQTT-4.3.3-11].

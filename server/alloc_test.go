@@ -74,7 +74,7 @@ func allocsPerMessage(t *testing.T, loops int, q byte, warm, n int) float64 {
 	})
 	sub := dialRaw(t, addr)
 	sub.connect(codec.Connect{ClientID: []byte("alloc-sub"), CleanStart: true}, 0)
-	if got := sub.subscribe(1, "alloc/t", q); len(got) != 1 || got[0] != q {
+	if got := sub.subscribe(1, "alloc/t", q); len(got) != 1 || got[0] != codec.ReasonCode(q) {
 		t.Fatalf("SUBACK %v", got)
 	}
 	pub := dialRaw(t, addr)

@@ -194,7 +194,7 @@ func TestMalformedFilterClosesConnection_MQTT_4_7_1_2(t *testing.T) {
 				}
 				if v == codec.Version5 && p.Header.Type == codec.DISCONNECT {
 					d, _ := p.Decode(v)
-					if rc := d.(*codec.Disconnect).ReasonCode; rc != byte(codec.MalformedPacket) {
+					if rc := d.(*codec.Disconnect).ReasonCode; rc != codec.MalformedPacket {
 						t.Errorf("%q: DISCONNECT 0x%02X, want 0x81", f, rc)
 					}
 				}
@@ -217,7 +217,7 @@ func TestAttackWillSkipsAuthorizer(t *testing.T) {
 		}
 		p.ProtocolVersion = codec.Version5
 		_, ack = connectAs(t, addr, p)
-		if ack.ReasonCode != byte(codec.NotAuthorized) {
+		if ack.ReasonCode != codec.NotAuthorized {
 			t.Errorf("5.0 will on %s: CONNACK 0x%02X, want 0x87", topic, ack.ReasonCode)
 		}
 	}
@@ -350,7 +350,7 @@ func TestAttackSysPublishAndUnverifiedUsername(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a, ok := pkt.(*codec.Ack); !ok || a.ReasonCode != byte(codec.NotAuthorized) {
+		if a, ok := pkt.(*codec.Ack); !ok || a.ReasonCode != codec.NotAuthorized {
 			t.Errorf("publish to %s: %#v, want PUBACK 0x87", topic, pkt)
 		}
 		if _, ok := s.retained.Get(topic); ok {
@@ -410,7 +410,7 @@ func TestAttackGlobalCaps(t *testing.T) {
 	if _, ack := connectAs(t, addr, codec.Connect{ClientID: []byte(long), CleanStart: true}); ack.ReasonCode != 2 {
 		t.Errorf("65-byte client id: CONNACK %d, want 2", ack.ReasonCode)
 	}
-	if _, ack := connectAs(t, addr, codec.Connect{ProtocolVersion: codec.Version5, ClientID: []byte(long), CleanStart: true}); ack.ReasonCode != byte(codec.ClientIDNotValid) {
+	if _, ack := connectAs(t, addr, codec.Connect{ProtocolVersion: codec.Version5, ClientID: []byte(long), CleanStart: true}); ack.ReasonCode != codec.ClientIDNotValid {
 		t.Errorf("5.0 65-byte client id: CONNACK 0x%02X, want 0x85", ack.ReasonCode)
 	}
 	var keep []*mqtttest.Conn
@@ -424,7 +424,7 @@ func TestAttackGlobalCaps(t *testing.T) {
 	if _, ack := connectAs(t, addr, codec.Connect{ClientID: []byte("s3"), KeepAlive: 30}); ack.ReasonCode != 3 {
 		t.Errorf("4th session: CONNACK %d, want 3 (server unavailable)", ack.ReasonCode)
 	}
-	if _, ack := connectAs(t, addr, codec.Connect{ProtocolVersion: codec.Version5, ClientID: []byte("s3"), CleanStart: true}); ack.ReasonCode != byte(codec.QuotaExceeded) {
+	if _, ack := connectAs(t, addr, codec.Connect{ProtocolVersion: codec.Version5, ClientID: []byte("s3"), CleanStart: true}); ack.ReasonCode != codec.QuotaExceeded {
 		t.Errorf("5.0 4th session: CONNACK 0x%02X, want 0x97", ack.ReasonCode)
 	}
 	// An existing session can still reconnect.

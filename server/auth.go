@@ -1,8 +1,6 @@
 package server
 
 import (
-	"errors"
-
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ternmq/tern/codec"
@@ -93,13 +91,7 @@ func (c *client) identity(p *codec.Connect) string {
 // authReason is the reason code a failed authentication is reported
 // with: the code of a *codec.Error (e.g. 0x8A Banned while locked out,
 // auth.ErrLockedOut), else def.
-func authReason(err error, def codec.ReasonCode) codec.ReasonCode {
-	var ce *codec.Error
-	if errors.As(err, &ce) && ce.Code >= 0x80 {
-		return ce.Code
-	}
-	return def
-}
+func authReason(err error, def codec.ReasonCode) codec.ReasonCode { return codec.CodeOf(err, def) }
 
 // authRefusal is the reason code a CONNECT the Authenticator failed is
 // refused with.
@@ -151,7 +143,7 @@ func (c *client) continueConnectAuth(h codec.FixedHeader, body []byte) gnet.Acti
 	if err := au.Decode(h, body, codec.Version5); err != nil {
 		return c.refuse(codec.Version5, authCode(err), err.Error())
 	}
-	if au.ReasonCode != byte(codec.ContinueAuthentication) {
+	if au.ReasonCode != codec.ContinueAuthentication {
 		return c.refuse(codec.Version5, codec.ProtocolError, "AUTH during CONNECT must continue the exchange (0x18)")
 	}
 	if string(au.Props.AuthMethod) != a.method {
@@ -224,7 +216,7 @@ func (c *client) handleAuth(h codec.FixedHeader, body []byte) gnet.Action {
 
 // sendAuth queues an AUTH packet for the client.
 func (c *client) sendAuth(code codec.ReasonCode, data []byte) {
-	a := codec.Auth{ReasonCode: byte(code)}
+	a := codec.Auth{ReasonCode: code}
 	a.Props.AuthMethod = []byte(c.v5.auth.method)
 	a.Props.Set(codec.PropAuthMethod)
 	if len(data) > 0 {

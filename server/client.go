@@ -424,14 +424,10 @@ func (c *client) handle(h codec.FixedHeader, body []byte) gnet.Action {
 // first told why with a DISCONNECT carrying the reason code [MQTT-4.13.1-1].
 // 3.1.1 has no way to say why; the network connection is simply closed.
 func (c *client) fail(err error) gnet.Action {
-	code := codec.UnspecifiedError
-	var ce *codec.Error
-	if errors.As(err, &ce) {
-		code = ce.Code
-	}
+	code := codec.CodeOf(err, codec.UnspecifiedError)
 	c.setCloseWhy(err.Error())
 	if c.version == codec.Version5 && c.state == stateConnected {
-		d := codec.Disconnect{ReasonCode: byte(code)}
+		d := codec.Disconnect{ReasonCode: code}
 		c.setReasonAlways(&d.Props, c.closeReason())
 		c.loop.out = d.Append(c.loop.out, c.version)
 	} else if c.version == codec.Version5 && c.state == stateNew {
@@ -449,7 +445,7 @@ func (c *client) closeNow(code codec.ReasonCode, why string) {
 	}
 	c.setCloseWhy(why)
 	if c.version == codec.Version5 && c.state == stateConnected {
-		d := codec.Disconnect{ReasonCode: byte(code)}
+		d := codec.Disconnect{ReasonCode: code}
 		c.setReasonAlways(&d.Props, why)
 		_, _ = c.conn.Write(d.Append(nil, c.version))
 		if c.linger() == gnet.None {
@@ -497,7 +493,7 @@ func (c *client) handleDisconnect(h codec.FixedHeader, body []byte) gnet.Action 
 		return c.fail(err)
 	}
 	// 5.0: reason 0x04 asks for the will to be published anyway.
-	c.graceful = !(c.version == codec.Version5 && d.ReasonCode == byte(codec.DisconnectWithWill))
+	c.graceful = !(c.version == codec.Version5 && d.ReasonCode == codec.DisconnectWithWill)
 	if c.version == codec.Version5 && d.Props.Has(codec.PropSessionExpiry) {
 		s := c.sess
 		s.mu.Lock()

@@ -27,7 +27,7 @@ func (s *Server) capExpiry(secs uint32) uint32 {
 // refuse answers a CONNECT with a failure CONNACK in the client's protocol
 // version and closes the connection.
 func (c *client) refuse(version byte, code codec.ReasonCode, why string) gnet.Action {
-	ack := codec.Connack{ReasonCode: byte(code)}
+	ack := codec.Connack{ReasonCode: code}
 	if version < codec.Version5 {
 		ack.ReasonCode = codec.ConnackReturnCode311(code)
 	} else {
@@ -285,7 +285,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 	}
 	if prev != nil {
 		if prev.version == codec.Version5 {
-			d := codec.Disconnect{ReasonCode: byte(codec.SessionTakenOver)}
+			d := codec.Disconnect{ReasonCode: codec.SessionTakenOver}
 			_ = prev.conn.AsyncWrite(d.Append(nil, codec.Version5), nil)
 		}
 		_ = prev.conn.Close() // safe from any goroutine; ignored if already closed

@@ -65,31 +65,31 @@ type want struct {
 	ok   func(pkt any) bool
 }
 
-func wantConnack(rc byte, present bool) want {
+func wantConnack(rc codec.ReasonCode, present bool) want {
 	return want{fmt.Sprintf("CONNACK rc=0x%02x present=%v", rc, present), func(p any) bool {
 		a, ok := p.(*codec.Connack)
 		return ok && a.ReasonCode == rc && a.SessionPresent == present
 	}}
 }
 
-func wantAck(typ codec.PacketType, id uint16, code byte) want {
+func wantAck(typ codec.PacketType, id uint16, code codec.ReasonCode) want {
 	return want{fmt.Sprintf("%s id=%d code=0x%02x", mqtttest.TypeName(typ), id, code), func(p any) bool {
 		a, ok := p.(*codec.Ack)
 		return ok && a.Type == typ && a.PacketID == id && a.ReasonCode == code
 	}}
 }
 
-func wantSuback(id uint16, codes ...byte) want {
+func wantSuback(id uint16, codes ...codec.ReasonCode) want {
 	return want{fmt.Sprintf("SUBACK id=%d %v", id, codes), func(p any) bool {
 		a, ok := p.(*codec.Suback)
-		return ok && a.PacketID == id && bytes.Equal(a.ReasonCodes, codes)
+		return ok && a.PacketID == id && slices.Equal(a.ReasonCodes, codes)
 	}}
 }
 
-func wantUnsuback(id uint16, codes ...byte) want {
+func wantUnsuback(id uint16, codes ...codec.ReasonCode) want {
 	return want{fmt.Sprintf("UNSUBACK id=%d %v", id, codes), func(p any) bool {
 		a, ok := p.(*codec.Unsuback)
-		return ok && a.PacketID == id && bytes.Equal(a.ReasonCodes, codes)
+		return ok && a.PacketID == id && slices.Equal(a.ReasonCodes, codes)
 	}}
 }
 
@@ -107,7 +107,7 @@ func wantPingresp() want {
 func wantDisconnect(code codec.ReasonCode) want {
 	return want{fmt.Sprintf("DISCONNECT 0x%02x", byte(code)), func(p any) bool {
 		d, ok := p.(*codec.Disconnect)
-		return ok && d.ReasonCode == byte(code)
+		return ok && d.ReasonCode == code
 	}}
 }
 
@@ -390,7 +390,7 @@ func goldenPackets5(t *testing.T) {
 	c.expect(wantAck(codec.PUBCOMP, 11, 0))
 	obs.expect(wantPublish("q/11", []byte("two"), 1, false))
 	c.sendGolden("pubrel_v5_packet_id_not_found")
-	c.expect(wantAck(codec.PUBCOMP, 11, byte(codec.PacketIDNotFound)))
+	c.expect(wantAck(codec.PUBCOMP, 11, codec.PacketIDNotFound))
 
 	// Acknowledgements of deliveries the broker never made. A successful
 	// PUBREC is answered with PUBREL 0x92 Packet Identifier not found; one
@@ -402,7 +402,7 @@ func goldenPackets5(t *testing.T) {
 		c.sendGolden(g)
 	}
 	c.sendGolden("pingreq_v5")
-	c.expect(wantAck(codec.PUBREL, 11, byte(codec.PacketIDNotFound)), wantPingresp())
+	c.expect(wantAck(codec.PUBREL, 11, codec.PacketIDNotFound), wantPingresp())
 
 	// UNSUBSCRIBE a/b: UNSUBACK 6 with Success.
 	c.sendGolden("unsubscribe_v5_user_property")
@@ -439,7 +439,7 @@ func goldenPackets5(t *testing.T) {
 	f := dialRaw(t, addr)
 	f.vers = codec.Version5
 	f.sendGolden("connect_v5_full")
-	f.closed(wantConnack(byte(codec.BadAuthenticationMethod), false))
+	f.closed(wantConnack(codec.BadAuthenticationMethod, false))
 
 	// AUTH without an Authentication Method in CONNECT is a Protocol
 	// Error (§4.12): DISCONNECT 0x82 and close.

@@ -201,7 +201,7 @@ func (r *rawConn) send(b []byte) {
 }
 
 // connect sends CONNECT and expects CONNACK with the given return code.
-func (r *rawConn) connect(p codec.Connect, wantCode byte) codec.Connack {
+func (r *rawConn) connect(p codec.Connect, wantCode codec.ReasonCode) codec.Connack {
 	r.t.Helper()
 	ack, err := r.conn().Connect(p)
 	if err != nil {
@@ -272,7 +272,7 @@ func (r *rawConn) readAck(d time.Duration, typ codec.PacketType) codec.Ack {
 
 // subscribe subscribes to one filter and returns the SUBACK's codes; the
 // SUBACK must be the next packet.
-func (r *rawConn) subscribe(id uint16, filter string, qos byte) []byte {
+func (r *rawConn) subscribe(id uint16, filter string, qos byte) []codec.ReasonCode {
 	r.t.Helper()
 	ack, err := r.conn().Subscribe(id, nil, codec.Subscription{Filter: []byte(filter), QoS: qos})
 	if err != nil {

@@ -79,7 +79,7 @@ func TestFirstPacketOverLimitRefused(t *testing.T) {
 				if err := ack.Decode(got[0].h, got[0].body, codec.Version5); err != nil {
 					t.Fatal(err)
 				}
-				if ack.ReasonCode != byte(codec.PacketTooLarge) {
+				if ack.ReasonCode != codec.PacketTooLarge {
 					t.Fatalf("CONNACK reason %#x, want 0x95", ack.ReasonCode)
 				}
 			}

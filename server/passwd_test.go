@@ -45,7 +45,7 @@ func TestPasswordFileLockoutThroughBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, addr := startBroker(t, func(o *Options) { o.Authenticator = pf })
-	login := func(v byte, user, pass string, want byte) {
+	login := func(v byte, user, pass string, want codec.ReasonCode) {
 		t.Helper()
 		c := dialRaw(t, addr)
 		c.connect(codec.Connect{ProtocolVersion: v, ClientID: []byte("c-" + user), CleanStart: true, KeepAlive: 30,
@@ -55,7 +55,7 @@ func TestPasswordFileLockoutThroughBroker(t *testing.T) {
 		login(codec.Version311, "dev1", "guess", codec.ConnRefusedBadUserPass311)
 	}
 	login(codec.Version311, "dev1", "s3cret", codec.ConnRefusedNotAuthorized311)
-	login(codec.Version5, "dev1", "s3cret", byte(codec.Banned))
+	login(codec.Version5, "dev1", "s3cret", codec.Banned)
 	login(codec.Version311, "dev2", "s3cret", 0)
 	st := pf.Limiter().Stats()
 	if st.Failures != uint64(auth.DefaultFailuresPerUser) || st.Refused != 2 || st.Lockouts != 1 {

@@ -66,13 +66,13 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 	case 1:
 		a := codec.Ack{Type: codec.PUBACK, PacketID: p.PacketID}
 		if !allowed && c.version == codec.Version5 {
-			a.ReasonCode = byte(codec.NotAuthorized)
+			a.ReasonCode = codec.NotAuthorized
 		}
 		l.out = a.Append(l.out, c.version)
 	case 2:
 		a := codec.Ack{Type: codec.PUBREC, PacketID: p.PacketID}
 		if !allowed && c.version == codec.Version5 {
-			a.ReasonCode = byte(codec.NotAuthorized)
+			a.ReasonCode = codec.NotAuthorized
 			c.sess.mu.Lock()
 			c.sess.flowLocked(&srv.opts).inbound.Release(p.PacketID) // a failed PUBREC ends the flow
 			c.sess.mu.Unlock()
@@ -212,7 +212,7 @@ func (c *client) quotaRefused(p *codec.Publish, why limitID) gnet.Action {
 	if p.QoS == 2 {
 		t = codec.PUBREC
 	}
-	a := codec.Ack{Type: t, PacketID: p.PacketID, ReasonCode: byte(codec.QuotaExceeded)}
+	a := codec.Ack{Type: t, PacketID: p.PacketID, ReasonCode: codec.QuotaExceeded}
 	c.setReason(&a.Props, "quota exceeded: "+limitNames[why])
 	l.out = a.Append(l.out, c.version)
 	return gnet.None

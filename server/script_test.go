@@ -48,10 +48,10 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -473,7 +473,7 @@ func (s *script) expect(name, kind string, args []string) {
 		s.wantKind(kind, "SUBACK")
 		s.checkID(f, p.PacketID)
 		if len(f.words) == 1 {
-			if want := s.codes(f.words[0]); !bytes.Equal(p.ReasonCodes, want) {
+			if want := s.codes(f.words[0]); !slices.Equal(p.ReasonCodes, want) {
 				s.fatalf("SUBACK codes %v, want %v", p.ReasonCodes, want)
 			}
 		}
@@ -497,10 +497,10 @@ func (s *script) wantKind(want, got string) {
 }
 
 // codes parses "[1,0x80]".
-func (s *script) codes(list string) []byte {
+func (s *script) codes(list string) []codec.ReasonCode {
 	s.t.Helper()
 	inner := strings.Trim(list, "[]")
-	var out []byte
+	var out []codec.ReasonCode
 	for _, v := range strings.Split(inner, ",") {
 		if v = strings.TrimSpace(v); v == "" {
 			continue
@@ -509,7 +509,7 @@ func (s *script) codes(list string) []byte {
 		if err != nil {
 			s.fatalf("bad code %q", v)
 		}
-		out = append(out, byte(n))
+		out = append(out, codec.ReasonCode(n))
 	}
 	return out
 }

@@ -28,7 +28,7 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 	if c.version == codec.Version5 && len(p.Props.SubscriptionIDs) > 0 {
 		subID = p.Props.SubscriptionIDs[0]
 	}
-	codes := make([]byte, 0, len(p.Subscriptions))
+	codes := make([]codec.ReasonCode, 0, len(p.Subscriptions))
 	type retainedReq struct {
 		filter string
 		qos    byte
@@ -90,7 +90,7 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		srv.subs.Subscribe(filter, subFor(s, granted, opts, subID))
 		s.mu.Unlock()
 		changed = true
-		codes = append(codes, granted)
+		codes = append(codes, codec.ReasonCode(granted)) // Granted QoS 0–2
 		// Retained messages on subscribe: Retain Handling 0 always, 1 only
 		// for a new subscription, 2 never; never for shared subscriptions
 		// [MQTT-3.8.4-4] [MQTT-3.3.1-9..-11].
@@ -120,11 +120,11 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 
 // subFailure is the SUBACK code for a refused filter: 0x80 before 5.0
 // [MQTT-3.9.3-2], the specific reason in 5.0.
-func (c *client) subFailure(code codec.ReasonCode) byte {
+func (c *client) subFailure(code codec.ReasonCode) codec.ReasonCode {
 	if c.version < codec.Version5 {
-		return 0x80
+		return codec.UnspecifiedError // 0x80, the one 3.1.1 failure code
 	}
-	return byte(code)
+	return code
 }
 
 func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action {
@@ -138,7 +138,7 @@ func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action
 	if err := p.Decode(h, body, c.version); err != nil {
 		return c.fail(err)
 	}
-	var codes []byte
+	var codes []codec.ReasonCode
 	changed := false
 	for _, f := range p.Filters {
 		filter := string(f)
@@ -151,9 +151,9 @@ func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action
 		s.mu.Unlock()
 		if c.version == codec.Version5 {
 			if existed {
-				codes = append(codes, byte(codec.Success))
+				codes = append(codes, codec.Success)
 			} else {
-				codes = append(codes, byte(codec.NoSubscriptionExisted))
+				codes = append(codes, codec.NoSubscriptionExisted)
 			}
 		}
 	}

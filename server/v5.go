@@ -134,7 +134,7 @@ func (c *client) checkPublishV5(p *codec.Publish) (act gnet.Action, stop bool) {
 		}
 		// The message is refused but the connection stays: PUBACK/PUBREC
 		// 0x99, which also ends a QoS 2 flow (no PUBREL follows).
-		a := codec.Ack{Type: codec.PUBACK, PacketID: p.PacketID, ReasonCode: byte(codec.PayloadFormatInvalid)}
+		a := codec.Ack{Type: codec.PUBACK, PacketID: p.PacketID, ReasonCode: codec.PayloadFormatInvalid}
 		if p.QoS == 2 {
 			a.Type = codec.PUBREC
 		}
@@ -210,11 +210,7 @@ func (c *client) setReasonAlways(props *codec.Properties, why string) {
 // versions are simply closed.
 func (c *client) connectFailed(p *codec.Connect, err error) gnet.Action {
 	if p.ProtocolVersion == codec.Version5 {
-		code := codec.MalformedPacket
-		if ce, ok := err.(*codec.Error); ok && ce.Code >= 0x80 {
-			code = ce.Code
-		}
-		return c.refuse(codec.Version5, code, err.Error())
+		return c.refuse(codec.Version5, codec.CodeOf(err, codec.MalformedPacket), err.Error())
 	}
 	return c.fail(err)
 }

@@ -100,7 +100,7 @@ func TestV5EnhancedAuthSCRAM_MQTT_4_12_0_1(t *testing.T) {
 		t.Fatalf("want CONNACK before close, got %v", got)
 	}
 	var ack codec.Connack
-	if err := ack.Decode(got[0].h, got[0].body, codec.Version5); err != nil || ack.ReasonCode != byte(codec.ProtocolError) {
+	if err := ack.Decode(got[0].h, got[0].body, codec.Version5); err != nil || ack.ReasonCode != codec.ProtocolError {
 		t.Errorf("CONNACK 0x%02X %v, want 0x82", ack.ReasonCode, err)
 	}
 }
@@ -147,7 +147,7 @@ func TestV5ReAuthentication_MQTT_4_12_1_1(t *testing.T) {
 
 	// No method in CONNECT: AUTH is a Protocol Error.
 	raw, _ := dialRaw5(t, addr, codec.Connect{ClientID: []byte("reauth-none"), CleanStart: true})
-	a := codec.Auth{ReasonCode: byte(codec.ReAuthenticate)}
+	a := codec.Auth{ReasonCode: codec.ReAuthenticate}
 	a.Props.AuthMethod = []byte(auth.SCRAMSHA256Method)
 	a.Props.Set(codec.PropAuthMethod)
 	raw.send(a.Append(nil))

@@ -172,7 +172,7 @@ func (r *rawConn) expectDisconnect(code codec.ReasonCode) codec.Disconnect {
 		if err := d.Decode(p.h, p.body, codec.Version5); err != nil {
 			r.t.Fatal(err)
 		}
-		if d.ReasonCode != byte(code) {
+		if d.ReasonCode != code {
 			r.t.Fatalf("DISCONNECT reason 0x%02X (%s), want 0x%02X", d.ReasonCode, d.Props.ReasonString, byte(code))
 		}
 		return d

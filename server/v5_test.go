@@ -587,7 +587,7 @@ func TestV5PayloadFormatInvalid_MQTT_3_3_2_4(t *testing.T) {
 			want = codec.PUBREC
 		}
 		a := raw.readAck(5*time.Second, want)
-		if a.ReasonCode != byte(codec.PayloadFormatInvalid) || len(a.Props.ReasonString) == 0 {
+		if a.ReasonCode != codec.PayloadFormatInvalid || len(a.Props.ReasonString) == 0 {
 			t.Errorf("QoS %d: ack reason 0x%02X %q, want 0x99 with a reason string", q, a.ReasonCode, a.Props.ReasonString)
 		}
 	}
@@ -613,7 +613,7 @@ func TestV5PayloadFormatInvalid_MQTT_3_3_2_4(t *testing.T) {
 		WillFlag: true, WillTopic: []byte("pf"), WillPayload: bad}
 	c.WillProps.PayloadFormat = 1
 	c.WillProps.Set(codec.PropPayloadFormat)
-	will.connect(c, byte(codec.PayloadFormatInvalid))
+	will.connect(c, codec.PayloadFormatInvalid)
 }
 
 // Request Problem Information 0: no reason string on anything but
@@ -629,7 +629,7 @@ func TestV5RequestProblemInformation_MQTT_3_1_2_29(t *testing.T) {
 	p.Props.Set(codec.PropPayloadFormat)
 	raw.publish(p)
 	a := raw.readAck(5*time.Second, codec.PUBACK)
-	if a.ReasonCode != byte(codec.PayloadFormatInvalid) || a.Props.Has(codec.PropReasonString) {
+	if a.ReasonCode != codec.PayloadFormatInvalid || a.Props.Has(codec.PropReasonString) {
 		t.Errorf("PUBACK 0x%02X reason string %q; want 0x99 without one", a.ReasonCode, a.Props.ReasonString)
 	}
 	// SUBACK refusals: a reason string by default, none when asked not to.
@@ -646,11 +646,11 @@ func TestV5RequestProblemInformation_MQTT_3_1_2_29(t *testing.T) {
 		}
 		return ack
 	}
-	if ack := badSub(raw); ack.ReasonCodes[0] != byte(codec.TopicFilterInvalid) || ack.Props.Has(codec.PropReasonString) {
+	if ack := badSub(raw); ack.ReasonCodes[0] != codec.TopicFilterInvalid || ack.Props.Has(codec.PropReasonString) {
 		t.Errorf("SUBACK %v reason string %q; want 0x8F without one", ack.ReasonCodes, ack.Props.ReasonString)
 	}
 	chatty, _ := dialRaw5(t, addr, codec.Connect{ClientID: []byte("rpi-default"), CleanStart: true})
-	if ack := badSub(chatty); ack.ReasonCodes[0] != byte(codec.TopicFilterInvalid) || len(ack.Props.ReasonString) == 0 {
+	if ack := badSub(chatty); ack.ReasonCodes[0] != codec.TopicFilterInvalid || len(ack.Props.ReasonString) == 0 {
 		t.Errorf("SUBACK %v reason string %q; want 0x8F with one", ack.ReasonCodes, ack.Props.ReasonString)
 	}
 	// DISCONNECT may still say why.

@@ -139,7 +139,7 @@ func TestWebSocketCloseCodes(t *testing.T) {
 		o.Authenticator = refuseUser("mallory")
 	})
 	wsAddr := srv.WebSocketAddrs()[0].String()
-	connect := func(id, user string, want byte) *wsConn {
+	connect := func(id, user string, want codec.ReasonCode) *wsConn {
 		t.Helper()
 		c, _, err := dialWS(t, wsAddr, "/mqtt", nil)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func TestConnectSubscribeAndFraming(t *testing.T) {
 		// across two writes, to exercise reassembly.
 		sub, _ := readOne(t, b, codec.Version5).(*codec.Subscribe)
 		out = (&codec.Publish{Topic: []byte("a/b"), Retain: true, Payload: []byte("r")}).Append(out, codec.Version5)
-		sa := (&codec.Suback{PacketID: sub.PacketID, ReasonCodes: []byte{1}}).Append(nil, codec.Version5)
+		sa := (&codec.Suback{PacketID: sub.PacketID, ReasonCodes: []codec.ReasonCode{1}}).Append(nil, codec.Version5)
 		out = append(out, sa[:2]...)
 		_ = b.Write(out)
 		time.Sleep(20 * time.Millisecond)
@@ -88,7 +89,7 @@ func TestConnectSubscribeAndFraming(t *testing.T) {
 		t.Fatalf("want retained PUBLISH, got %+v", pkt)
 	}
 	pkt, _ = c.Next(time.Now().Add(5 * time.Second))
-	if sa, ok := pkt.(*codec.Suback); !ok || sa.PacketID != 3 || !bytes.Equal(sa.ReasonCodes, []byte{1}) {
+	if sa, ok := pkt.(*codec.Suback); !ok || sa.PacketID != 3 || !slices.Equal(sa.ReasonCodes, []codec.ReasonCode{1}) {
 		t.Fatalf("want SUBACK 3 [1], got %+v", pkt)
 	}
 	if err := c.Ack(codec.PUBACK, 9); err != nil {
@@ -110,7 +111,7 @@ func TestSubscribeOther(t *testing.T) {
 			_ = b.Write(out)
 			readOne(t, b, codec.Version311)
 			out = (&codec.Publish{Topic: []byte("t"), Payload: []byte("p")}).Append(nil, codec.Version311)
-			out = (&codec.Suback{PacketID: 1, ReasonCodes: []byte{0}}).Append(out, codec.Version311)
+			out = (&codec.Suback{PacketID: 1, ReasonCodes: []codec.ReasonCode{0}}).Append(out, codec.Version311)
 			_ = b.Write(out)
 			time.Sleep(50 * time.Millisecond)
 		})

@@ -60,7 +60,7 @@ func subscribe(c *mqtttest.Conn, filter string, qos byte, other func(any)) error
 	if len(sa.ReasonCodes) != 1 {
 		return fmt.Errorf("SUBACK for %q: %d codes", filter, len(sa.ReasonCodes))
 	}
-	if sa.ReasonCodes[0] != qos {
+	if sa.ReasonCodes[0] != codec.ReasonCode(qos) {
 		return fmt.Errorf("SUBACK for %q granted 0x%02x, want QoS %d", filter, sa.ReasonCodes[0], qos)
 	}
 	return nil
