@@ -1,5 +1,9 @@
 package persist
 
+// Longer than 600 lines on purpose: the one conformance suite both Store
+// implementations (Pebble, Memory) must pass; splitting it would hide that
+// every case runs against both.
+
 import (
 	"bytes"
 	"errors"
