@@ -192,7 +192,7 @@ func (c *client) pageIn(out []byte) []byte {
 		case p.m == nil:
 			// Its message is gone: nothing to send; drop the entry.
 			srv.forgetDelivery(&l.tx, s, om, true)
-		case p.seq < sentEnd && p.qos > 0:
+		case p.qos > 0 && (p.seq < sentEnd || p.state == persist.AwaitingPuback || p.state == persist.AwaitingPubrec):
 			// It was in flight when the client went away: re-sent now,
 			// in order, with DUP [MQTT-4.4.0-1], straight into the window.
 			st := qos.AwaitPuback

@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/ternmq/tern/codec"
+	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/qos"
 )
 
@@ -44,6 +45,16 @@ func (c *client) drain() {
 			}
 			if it.Msg.seq >= f.sentEnd {
 				f.sentEnd = it.Msg.seq + 1
+			}
+			if srv := c.loop.srv; it.Msg.stored && s.storable() && srv.store != nil {
+				// Record that it was sent (no fsync waits for this): after
+				// a restart it goes out again as a re-delivery, DUP 1
+				// [MQTT-3.3.1-1], while never-sent ones keep DUP 0 [MQTT-3.3.1-3].
+				st := persist.AwaitingPuback
+				if it.QoS == 2 {
+					st = persist.AwaitingPubrec
+				}
+				l.tx.batch(srv).PutOutbound(s.id, it.Msg.seq, persist.Outbound{MessageID: it.Msg.m.id, QoS: it.QoS, State: st, PacketID: id})
 			}
 		}
 		f.queue.Pop()

@@ -60,6 +60,7 @@ func (s *Server) openStore() error {
 				if last >= f.nextSeq {
 					f.nextSeq = last + 1
 				}
+
 				sess.mu.Unlock()
 			}
 			return nil
