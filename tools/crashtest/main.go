@@ -102,7 +102,7 @@ func run(args []string) int {
 	// Paced by default: unpaced, a fast broker finishes max-msgs before the
 	// kill in most cycles, and a kill of an idle broker tests less.
 	rate := fs.Int("rate", 3000, "messages per second per publisher, at most (0 = as fast as acknowledgements allow); with -max-msgs it sets how long traffic lasts (default 4500/3000 = 1.5s = -kill-max)")
-	maxMsgs := fs.Int("max-msgs", 4500, "messages per publisher per cycle (1–65535); keep publishers/2 × this under the broker's offline queue limit")
+	maxMsgs := fs.Int("max-msgs", 4500, "messages per publisher per cycle (1–65535); each offline subscriber queues publishers/2 × this, far more than the broker keeps in memory (512), so recovery pages the backlog from disk")
 	killMin := fs.Duration("kill-min", 200*time.Millisecond, "earliest kill after traffic starts")
 	killMax := fs.Duration("kill-max", 1500*time.Millisecond, "latest kill after traffic starts")
 	quiet := fs.Duration("quiet", 3*time.Second, "a reconnected subscriber still missing acknowledged messages gives up after this long with nothing new")
