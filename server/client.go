@@ -134,7 +134,7 @@ func (c *client) onTraffic() gnet.Action {
 	}
 	if c.paced || c.authenticating { // input waits: for drained subscribers (pace.go), for a verdict (authpool.go)
 		if c.pacedInputOver() {
-			return c.fail(codec.Errf(codec.QuotaExceeded, "", "kept sending while paced"))
+			return c.endEvent(c.fail(codec.Errf(codec.QuotaExceeded, "", "kept sending while paced")))
 		}
 		return gnet.None
 	}
@@ -172,6 +172,16 @@ func (c *client) onTraffic() gnet.Action {
 	if act == gnet.None && rest != int(c.partial) {
 		act = c.holdPartial(rest)
 	}
+	return c.endEvent(act)
+}
+
+// endEvent ends a read event whose outcome is act: it sends (or holds for
+// the commit) the replies the event produced, drains what it delivered on
+// this loop, and turns a close after a reason into a linger. Every return
+// of onTraffic after handling input goes through it: replies left in the
+// loop's scratch buffer would otherwise go out on the next connection.
+func (c *client) endEvent(act gnet.Action) gnet.Action {
+	l := c.loop
 	said := len(l.out) > 0 || c.lastPending != nil // replies, maybe the reason for closing
 	c.finishEvent()
 	l.drainLocal()

@@ -106,11 +106,15 @@ func (s *Server) stoppedByItself() error {
 // The listen backlog bounds that burst: OnBoot lowers it to FDReserve/4
 // (64 by default; mosquitto uses 100), so connections accepted but not yet
 // refused fit in the half of the reserve the descriptor check leaves free.
-// Measured: 400 simultaneous connects at RLIMIT_NOFILE 200 stopped the
-// engine with the kernel's backlog (4096) and do not with 25. Should
-// accept still fail (another process exhausting the system-wide table,
-// ENFILE), Serve returns an error (stoppedByItself) so a supervisor
-// restarts the broker rather than seeing a clean exit.
+// Measured on 2 cores with two CPU hogs running, 300 simultaneous
+// connects at RLIMIT_NOFILE 200: 24 runs in 30 stopped the engine with the
+// kernel's backlog (4096), none in 30 with 25. It narrows the gap without
+// closing it: 400 connects still stopped it in 3 runs of 75, when the
+// loops were starved for long enough that retransmitted handshakes
+// refilled the queue. Should accept fail anyway (that, or another process
+// exhausting the system-wide table: ENFILE), Serve returns an error
+// (stoppedByItself) so a supervisor restarts the broker rather than
+// seeing a clean exit.
 
 // resolveMaxConnections sets maxConns and fdGuard from the descriptor
 // limit, once, before any listener accepts. A limit under twice FDReserve
