@@ -43,6 +43,7 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 				b := l.tx.batch(c.loop.srv)
 				b.PutOutbound(s.id, e.Msg.seq, persist.Outbound{QoS: 2, State: persist.AwaitingPubcomp, PacketID: a.PacketID})
 				b.Release(e.Msg.m.id)
+				s.unaccountBacklogLocked(e.Msg.m) // only PUBREL is left to store
 			}
 		}
 		more = f.queue.Len() > 0 || f.spilled

@@ -233,6 +233,9 @@ func TestAttackGlobalCaps(t *testing.T) {
 // at most 32 levels and 1,000 per client, which bounds the trie nodes one
 // client can make a publish visit; deeper filters are refused.
 func TestAttackDeepWildcardFiltersBounded(t *testing.T) {
+	if raceEnabled {
+		t.Skip("a timing bound: the race detector slows matching tenfold or more")
+	}
 	srv, addr := startBroker(t, func(o *Options) { o.EventLoops = 1 })
 	sub, _ := connectAs(t, addr, codec.Connect{ClientID: []byte("deep"), CleanStart: true, KeepAlive: 60})
 	sub.Timeout = 30 * time.Second

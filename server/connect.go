@@ -284,11 +284,9 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 		s.redispatchShared(&c.loop.tx, old, left)
 	}
 	if prev != nil {
-		if prev.version == codec.Version5 {
-			d := codec.Disconnect{ReasonCode: codec.SessionTakenOver}
-			_ = prev.conn.AsyncWrite(d.Append(nil, codec.Version5), nil)
-		}
-		_ = prev.conn.Close() // safe from any goroutine; ignored if already closed
+		// On its own loop: a 5.0 client is told 0x8E and the socket
+		// lingers so the reason is read before the close [MQTT-3.1.4-3].
+		prev.loop.post(func() { prev.closeNow(codec.SessionTakenOver, "session taken over by a new connection") })
 	}
 	return sess, present, 0, ""
 }

@@ -61,6 +61,15 @@ func (srv *Server) forgetDelivery(t *txn, s *session, om outMsg, released bool) 
 	b.DeleteOutbound(s.id, om.seq)
 	if !released {
 		b.Release(om.m.id)
+		s.unaccountBacklogLocked(om.m)
+	}
+}
+
+// unaccountBacklogLocked takes a stored delivery of m off s's backlog
+// quota (MaxSessionBacklogBytes, backlog.go). s.mu held.
+func (s *session) unaccountBacklogLocked(m *message) {
+	if s.f != nil {
+		s.f.diskBytes = max(0, s.f.diskBytes-int64(m.size()))
 	}
 }
 
