@@ -15,9 +15,18 @@ run: build
 	mkdir -p data
 	./$(BIN) serve --data ./data
 
+# The plain and the race-detector runs go side by side: most of their time
+# is spent waiting on sockets and timers, not on the CPU, so together they
+# take little longer than the race run alone. Each run's output is printed
+# whole, one after the other, when both are done.
 test: lint
-	$(GO) test -count=1 -timeout 8m ./...
-	$(GO) test -count=1 -race -timeout 8m $(RACE_PKGS)
+	@plain=$$(mktemp); race=$$(mktemp); \
+	$(GO) test -count=1 -timeout 9m ./... >$$plain 2>&1 & p1=$$!; \
+	$(GO) test -count=1 -race -timeout 9m $(RACE_PKGS) >$$race 2>&1 & p2=$$!; \
+	wait $$p1; s1=$$?; wait $$p2; s2=$$?; \
+	echo "== go test ./..."; cat $$plain; echo "== go test -race $(RACE_PKGS)"; cat $$race; \
+	rm -f $$plain $$race; \
+	if [ $$s1 -ne 0 ] || [ $$s2 -ne 0 ]; then exit 1; fi
 
 # go vet, gofmt, staticcheck and a tidy go.mod. staticcheck runs through
 # `go run` at a pinned version so a machine with only Go and the module proxy
