@@ -32,7 +32,9 @@ func (s *series) begin(r *runner, u *usage, start time.Time) {
 // tick records a Second if one has passed since the last; callers call it
 // at least once a second.
 func (s *series) tick() {
-	if s.r == nil || time.Now().Before(s.next) {
+	// 50 ms of slack: the caller's one-second sleeps start a little before
+	// the series does, and must not skip its first second.
+	if s.r == nil || time.Now().Before(s.next.Add(-50*time.Millisecond)) {
 		return
 	}
 	s.record()
