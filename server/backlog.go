@@ -125,10 +125,13 @@ var errGap = errors.New("gap in the stored backlog")
 // loop; the store is read without the session lock (publishers keep
 // appending meanwhile; only the owner pages in).
 //
-// A sequence gap means an earlier batch is not applied yet: pageIn stops
-// there and asks to be woken once everything submitted so far is applied
-// (wakeAfterApplied). A gap still there after that is a delivery that is
-// gone (its record was lost or corrupt): pageIn then skips it, logged.
+// A sequence gap means an earlier batch is not applied yet (its sequence
+// was taken while the publisher's event was still running): pageIn stops
+// there and never skips it — an acknowledged delivery is never given up.
+// It is woken again when a spilled batch of the session lands (txn.spills)
+// and, once per position, after everything submitted so far is applied
+// (wakeAfterApplied). A record that is truly gone (corruption) therefore
+// stalls that session's backlog, logged, instead of losing what follows.
 func (c *client) pageIn(out []byte) []byte {
 	l, s, srv := c.loop, c.sess, c.loop.srv
 	s.mu.Lock()
@@ -137,20 +140,17 @@ func (c *client) pageIn(out []byte) []byte {
 		s.mu.Unlock()
 		return out
 	}
-	from, settled, sentEnd := f.diskFrom, f.gapCheck, f.sentEnd
+	from, sentEnd := f.diskFrom, f.sentEnd
 	room := backlogWindow - f.queue.Len()
 	s.mu.Unlock()
 	if room < backlogWindow/4 {
 		return out // still busy with what it has
 	}
 	paged := l.paged[:0]
-	next, skipped := from, uint64(0)
+	next := from
 	_, _, err := srv.store.ReadOutbound(s.id, from, room, func(seq uint64, o persist.Outbound, rec *persist.Message) error {
 		if seq != next {
-			if seq > settled {
-				return errGap
-			}
-			skipped += seq - next // below the settled mark: those deliveries are gone
+			return errGap
 		}
 		next = seq + 1
 		p := pagedDelivery{seq: seq, state: o.State, qos: o.QoS, packetID: o.PacketID}
@@ -173,13 +173,6 @@ func (c *client) pageIn(out []byte) []byte {
 	defer s.mu.Unlock()
 	if s.owner != c || f != s.f || f.diskFrom != from {
 		return out
-	}
-	if len(paged) == 0 && err == nil && settled > from {
-		skipped += settled - from // nothing left below the settled mark
-		f.diskFrom = settled
-	}
-	if skipped > 0 {
-		srv.log.Error("stored deliveries missing from a session backlog; skipped", "client_id", s.id, "count", skipped)
 	}
 	for _, p := range paged {
 		om := outMsg{m: p.m, seq: p.seq, stored: true}
@@ -213,11 +206,14 @@ func (c *client) pageIn(out []byte) []byte {
 		f.spilled = false
 		return out
 	}
-	if err == errGap || len(paged) == 0 {
+	if (err == errGap || len(paged) == 0) && f.gapCheck != f.diskFrom+1 {
 		// An earlier batch is still on its way: look again once every batch
-		// submitted so far is applied; what is missing then is gone.
-		f.gapCheck = f.nextSeq - 1
+		// submitted so far is applied (once per position; later batches
+		// wake the owner themselves when they land).
+		f.gapCheck = f.diskFrom + 1
 		srv.wakeAfterApplied(s)
+	} else if err == errGap || len(paged) == 0 {
+		srv.log.Debug("session backlog waits for a stored delivery", "client_id", s.id, "seq", f.diskFrom)
 	}
 	return out
 }

@@ -20,7 +20,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -872,7 +871,6 @@ func TestQueuesInflightThenBacklog_MQTT_4_4_0_1(t *testing.T) {
 // once the publisher is done the subscriber ends up with all of them.
 func TestQueuesReconnectWhilePublishing_MQTT_4_4_0_1(t *testing.T) {
 	t.Parallel()
-	skipPageInRace(t)
 	const n = 6000
 	srv, addr := startBroker(t, nil)
 	first, _ := startRawSub(t, addr, "rw-sub", false, "rw/t", 1, true, 0)
@@ -944,7 +942,6 @@ func TestQueuesReconnectWhilePublishing_MQTT_4_4_0_1(t *testing.T) {
 // deliveries are still on their way to the store.
 func TestQueuesSpilledCatchUp_MQTT_4_6_0_6(t *testing.T) {
 	t.Parallel()
-	skipPageInRace(t)
 	const n = 6000
 	srv, addr := startBroker(t, nil)
 	sub, _ := startRawSub(t, addr, "cu-sub", false, "cu/t", 1, false, 0)
@@ -970,23 +967,5 @@ func TestQueuesSpilledCatchUp_MQTT_4_6_0_6(t *testing.T) {
 	wantSeq(t, seqs, dups, 0, n)
 	if d := srv.Stats().MessagesDropped; d != 0 {
 		t.Errorf("MessagesDropped = %d, want 0", d)
-	}
-}
-
-// skipPageInRace skips the tests that catch pageIn (backlog.go) declaring
-// deliveries lost that are only late. When a page-in finds nothing
-// beyond diskFrom (the subscriber caught up with the store's tail), it sets
-// gapCheck = nextSeq-1 and commits a marker batch (wakeAfterApplied); but
-// nextSeq counts deliveries whose publisher's batch is not submitted yet
-// (it is submitted at the end of the publisher's read event), so the
-// marker can be applied before them, and the next page-in skips them as
-// "stored deliveries missing from a session backlog" — acknowledged
-// messages never delivered (logged at ERROR with their count; 6 of 10
-// runs of TestQueuesSpilledCatchUp lose 5-63 messages). Remove once
-// pageIn's settled mark covers only submitted deliveries; until then
-// TERN_TEST_KNOWN_BUGS=1 runs them.
-func skipPageInRace(t *testing.T) {
-	if os.Getenv("TERN_TEST_KNOWN_BUGS") == "" {
-		t.Skip("broker bug: pageIn skips deliveries whose batch is not yet submitted as lost (see skipPageInRace)")
 	}
 }

@@ -63,7 +63,7 @@ type flow struct {
 	diskFrom  uint64
 	spilled   bool
 	diskBytes int64  // bytes of this session's stored deliveries (since the broker started)
-	gapCheck  uint64 // deliveries up to this seq were submitted before the last gap check: a gap below it is a loss
+	gapCheck  uint64 // 1 + the diskFrom a marker wake was last asked for (one per position)
 	sentEnd   uint64 // 1 + the highest seq sent: a paged-in delivery below it was in flight (re-sent with DUP)
 
 	// Flow control of a clean session (pace.go): publishers held back
