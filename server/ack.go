@@ -22,8 +22,7 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		if om, ok := f.window.Ack(a.PacketID); ok {
 			c.loop.srv.forgetDelivery(&l.tx, s, om, false)
 		}
-		more = f.queue.Len() > 0 || f.spilled
-		f.lastProgress = l.now
+		more = f.acknowledgedLocked(l.now)
 		s.mu.Unlock()
 	case codec.PUBREC:
 		s.mu.Lock()
@@ -46,8 +45,7 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 				s.unaccountBacklogLocked(e.Msg.m) // only PUBREL is left to store
 			}
 		}
-		more = f.queue.Len() > 0 || f.spilled
-		f.lastProgress = l.now
+		more = f.acknowledgedLocked(l.now)
 		s.mu.Unlock()
 		if ok {
 			rel := codec.Ack{Type: codec.PUBREL, PacketID: a.PacketID}
@@ -62,8 +60,7 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		if om, ok := f.window.Complete(a.PacketID); ok {
 			c.loop.srv.forgetDelivery(&l.tx, s, om, true)
 		}
-		more = f.queue.Len() > 0 || f.spilled
-		f.lastProgress = l.now
+		more = f.acknowledgedLocked(l.now)
 		s.mu.Unlock()
 	case codec.PUBREL:
 		s.mu.Lock()
@@ -84,4 +81,12 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 		l.local = append(l.local, c)
 	}
 	return gnet.None
+}
+
+// acknowledgedLocked records that the client acknowledged something (the
+// slow-consumer clock, pace.go) and reports whether more waits to be sent,
+// in memory or on disk. s.mu held.
+func (f *flow) acknowledgedLocked(now int64) bool {
+	f.lastProgress = now
+	return f.queue.Len() > 0 || f.spilled
 }
