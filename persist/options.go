@@ -64,6 +64,10 @@ const (
 	DefaultRecoveryProgressEvery = 100000
 	DefaultCacheSize             = 8 << 20
 	DefaultMemTableSize          = 16 << 20
+	// DefaultMaxOpenFiles is well under the broker's default descriptor
+	// reserve (256): Pebble's own default (1,000) would let a store with
+	// many sstables take descriptors the broker kept for itself.
+	DefaultMaxOpenFiles = 128
 )
 
 // Options configures a store. The zero value plus Dir is a valid
@@ -94,6 +98,10 @@ type Options struct {
 	CacheSize int64
 	// MemTableSize is Pebble's memtable size in bytes. Default 16 MiB.
 	MemTableSize uint64
+	// MaxOpenFiles bounds the files Pebble keeps open (its table cache);
+	// past it, sstables are closed and reopened as reads need them.
+	// Default 128.
+	MaxOpenFiles int
 	// Logger receives recovery progress, skipped records and storage
 	// errors. Default slog.Default().
 	Logger *slog.Logger
@@ -133,6 +141,9 @@ func (o *Options) EnsureDefaults() *Options {
 	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
 	}
+	if o.MaxOpenFiles == 0 {
+		o.MaxOpenFiles = DefaultMaxOpenFiles
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -157,6 +168,9 @@ func (o *Options) Validate() error {
 	}
 	if o.SyncInterval < time.Millisecond || o.SyncInterval > time.Minute {
 		bad("SyncInterval %v outside [1ms, 1m]", o.SyncInterval)
+	}
+	if o.MaxOpenFiles < 0 {
+		bad("MaxOpenFiles %d is negative", o.MaxOpenFiles)
 	}
 	if o.MaxGroupBytes < 4<<10 {
 		bad("MaxGroupBytes %d below 4 KiB", o.MaxGroupBytes)

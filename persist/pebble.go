@@ -51,6 +51,7 @@ func OpenPebble(opts Options) (*Pebble, error) {
 		FS:                 opts.FS,
 		Cache:              cache,
 		MemTableSize:       opts.MemTableSize,
+		MaxOpenFiles:       opts.MaxOpenFiles,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{log: opts.Logger},
 		EventListener: &pebble.EventListener{

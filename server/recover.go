@@ -23,7 +23,9 @@ func (s *Server) openStore() error {
 			mode = persist.ModePeriodic
 		}
 		var err error
-		st, err = persist.Open(persist.Options{Dir: o.DataDir, Mode: mode, SyncInterval: o.SyncInterval, Logger: s.log})
+		st, err = persist.Open(persist.Options{Dir: o.DataDir, Mode: mode, SyncInterval: o.SyncInterval, Logger: s.log,
+			// Half the descriptor reserve: the store's files come out of it.
+			MaxOpenFiles: max(o.Limits.FDReserve/2, 16)})
 		if err != nil {
 			return fmt.Errorf("open store in %s: %w", o.DataDir, err)
 		}
