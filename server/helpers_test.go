@@ -305,3 +305,27 @@ func quietLogger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
+
+// waitOffline waits until the broker has processed the end of clientID's
+// connection (its session has no owner). A client's DISCONNECT is handled on
+// its own loop: a test that publishes right after disconnecting would
+// otherwise race it and may see the message sent (in flight) before the
+// session went offline.
+func waitOffline(t testing.TB, srv *Server, clientID string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		s := srv.sessions.get(clientID)
+		if s == nil {
+			return
+		}
+		s.mu.Lock()
+		offline := s.owner == nil
+		s.mu.Unlock()
+		if offline {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("session %q still connected after 5 s", clientID)
+}
