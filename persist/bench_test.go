@@ -312,7 +312,7 @@ func BenchmarkReadOutbound(b *testing.B) {
 	start := time.Now()
 	var from uint64
 	var bytes int
-	fn := func(_ uint64, _ Outbound, m *Message) error { bytes += len(m.Payload); return nil }
+	fn := func(_ uint64, _ Outbound, m *Message, _ error) error { bytes += len(m.Payload); return nil }
 	for read := 0; read < b.N; {
 		next, n, err := s.ReadOutbound("client-0000", from, min(page, b.N-read), fn)
 		if err != nil {

@@ -176,7 +176,8 @@
 // not look for them (it would have to read everything); Usage counts both,
 // and Options.RepairReferences rebuilds every count at open by a full scan,
 // deleting orphans and counting dangling entries (Stats.OrphansDeleted,
-// Stats.DanglingAtOpen). ReadOutbound and Recover skip dangling entries.
+// Stats.DanglingAtOpen). Recover skips dangling entries; ReadOutbound
+// reports them (bad set) so the server can delete them (a tombstone).
 //
 // A store written at schema 1 (counts rebuilt in memory at every open, no
 // count records) is migrated by that same scan the first time it is opened

@@ -3,6 +3,7 @@ package persist
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 )
@@ -15,6 +16,7 @@ type readEntry struct {
 	seq uint64
 	o   Outbound
 	m   *Message
+	bad error // the entry or its message does not decode, or the message is missing
 }
 
 // readPool holds the slices ReadOutbound collects entries in; slices
@@ -25,7 +27,7 @@ const readPoolMax = 4096
 
 // ReadOutbound reads one client's outbound entries in sequence order; see
 // Store.
-func (c *core) ReadOutbound(clientID string, fromSeq uint64, max int, fn func(seq uint64, o Outbound, m *Message) error) (next uint64, n int, err error) {
+func (c *core) ReadOutbound(clientID string, fromSeq uint64, max int, fn func(seq uint64, o Outbound, m *Message, bad error) error) (next uint64, n int, err error) {
 	if err := checkClientID(clientID); err != nil {
 		return fromSeq, 0, err
 	}
@@ -43,7 +45,7 @@ func (c *core) ReadOutbound(clientID string, fromSeq uint64, max int, fn func(se
 	if err == nil {
 		for i := range entries {
 			e := &entries[i]
-			if ferr := fn(e.seq, e.o, e.m); ferr != nil {
+			if ferr := fn(e.seq, e.o, e.m, e.bad); ferr != nil {
 				next, err = e.seq, ferr
 				break
 			}
@@ -60,7 +62,10 @@ func (c *core) ReadOutbound(clientID string, fromSeq uint64, max int, fn func(se
 
 // collectOutbound reads up to limit entries of clientID from seq from on,
 // with their messages, from one view of the engine, appending them to out.
-// next is one past the last entry read (skipped ones included).
+// next is one past the last entry read. An entry that does not decode, or
+// whose message is missing or does not decode, is collected with bad set
+// (and o zero, or m nil): its sequence must reach the caller, which would
+// otherwise take the hole for a batch not applied yet and wait for it.
 func (c *core) collectOutbound(clientID string, from uint64, limit int, out []readEntry) (_ []readEntry, next uint64, err error) {
 	next = from
 	defer c.catchFatal(&err)
@@ -100,6 +105,7 @@ func (c *core) collectOutbound(clientID string, from uint64, limit int, out []re
 		o, err := decodeOutbound(val)
 		if err != nil {
 			corrupt++
+			out = append(out, readEntry{seq: seq, bad: err})
 			continue
 		}
 		var m *Message
@@ -111,10 +117,12 @@ func (c *core) collectOutbound(clientID string, from uint64, limit int, out []re
 			}
 			if !found {
 				dangling++
+				out = append(out, readEntry{seq: seq, o: o, bad: fmt.Errorf("%w: message %d", ErrDanglingReference, o.MessageID)})
 				continue
 			}
 			if m, err = decodeMessageInterned(mv, MaxPayloadLen, &in); err != nil {
 				dangling++
+				out = append(out, readEntry{seq: seq, o: o, bad: fmt.Errorf("message %d: %w", o.MessageID, err)})
 				continue
 			}
 		}
@@ -123,7 +131,7 @@ func (c *core) collectOutbound(clientID string, from uint64, limit int, out []re
 	if corrupt+dangling > 0 {
 		c.corruptRead.Add(corrupt)
 		c.danglingRead.Add(dangling)
-		c.log.Warn("persist: skipped outbound entries that do not decode or whose message is missing",
+		c.log.Warn("persist: read outbound entries that do not decode or whose message is missing",
 			"client", clientID, "corrupt", corrupt, "dangling", dangling)
 	}
 	return out, next, it.Error()

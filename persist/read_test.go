@@ -75,12 +75,13 @@ type readResult struct {
 	seq uint64
 	o   Outbound
 	m   *Message
+	bad error
 }
 
 func readAll(t *testing.T, s Store, client string, from uint64, max int) (out []readResult, next uint64, n int) {
 	t.Helper()
-	next, n, err := s.ReadOutbound(client, from, max, func(seq uint64, o Outbound, m *Message) error {
-		out = append(out, readResult{seq, o, m})
+	next, n, err := s.ReadOutbound(client, from, max, func(seq uint64, o Outbound, m *Message, bad error) error {
+		out = append(out, readResult{seq, o, m, bad})
 		return nil
 	})
 	if err != nil {
@@ -168,7 +169,7 @@ func testReadOutbound(t *testing.T, h harness) {
 	// An error from fn stops the read at that entry.
 	stop := errors.New("stop")
 	calls := 0
-	next, k, err := s.ReadOutbound("c", 0, 10, func(seq uint64, _ Outbound, _ *Message) error {
+	next, k, err := s.ReadOutbound("c", 0, 10, func(seq uint64, _ Outbound, _ *Message, _ error) error {
 		if calls++; calls == 3 {
 			return stop
 		}
@@ -180,7 +181,9 @@ func testReadOutbound(t *testing.T, h harness) {
 }
 
 // testReadOutboundDangling: an entry whose message is missing or corrupt,
-// or that does not decode itself, is skipped and counted; the read goes on.
+// or that does not decode itself, is passed with bad set (and the entry,
+// when it decodes, so its reference can be released) and counted; the
+// read goes on. A key that does not parse has no sequence and is skipped.
 func testReadOutboundDangling(t *testing.T, h harness) {
 	s := h.open(t)
 	b := s.NewBatch()
@@ -200,8 +203,19 @@ func testReadOutboundDangling(t *testing.T, h harness) {
 	)
 	before := s.Stats()
 	out, next, k := readAll(t, s, "c", 0, 10)
-	if k != 2 || out[0].seq != 1 || out[1].seq != 4 || next != 12 {
-		t.Errorf("read %d (%+v), next %d; want entries 1 and 4, next 12", k, out, next)
+	if k != 5 || next != 12 {
+		t.Fatalf("read %d (%+v), next %d; want entries 1, 2, 3, 4, 10, next 12", k, out, next)
+	}
+	for i, want := range []struct {
+		seq   uint64
+		id    uint64
+		bad   error
+		dirty bool
+	}{{1, ids[0], nil, false}, {2, ids[1], ErrDanglingReference, true}, {3, ids[2], ErrCorrupt, true}, {4, ids[3], nil, false}, {10, 0, ErrCorrupt, true}} {
+		e := out[i]
+		if e.seq != want.seq || e.o.MessageID != want.id || (e.bad != nil) != want.dirty || (want.bad != nil && !errors.Is(e.bad, want.bad)) || (e.m == nil) != want.dirty {
+			t.Errorf("entry %d: %+v; want seq %d, message %d, bad %v", i, e, want.seq, want.id, want.bad)
+		}
 	}
 	st := s.Stats()
 	if st.DanglingRead-before.DanglingRead != 2 || st.CorruptRead-before.CorruptRead != 2 {
@@ -288,7 +302,7 @@ func testReadOutboundConcurrent(t *testing.T, h harness) {
 				var last uint64
 				first := true
 				for from := uint64(r); ; {
-					nx, k, err := s.ReadOutbound("c", from, 16, func(seq uint64, _ Outbound, m *Message) error {
+					nx, k, err := s.ReadOutbound("c", from, 16, func(seq uint64, _ Outbound, m *Message, _ error) error {
 						if m == nil || string(m.Payload) != fmt.Sprint(seq) {
 							return fmt.Errorf("entry %d read with message %+v", seq, m)
 						}
@@ -343,7 +357,7 @@ func testDiskUsage(t *testing.T, h harness) {
 	if _, _, err := s.DiskUsage(); !errors.Is(err, ErrClosed) {
 		t.Errorf("DiskUsage after Close: %v", err)
 	}
-	if _, _, err := s.ReadOutbound("c", 0, 1, func(uint64, Outbound, *Message) error { return nil }); !errors.Is(err, ErrClosed) {
+	if _, _, err := s.ReadOutbound("c", 0, 1, func(uint64, Outbound, *Message, error) error { return nil }); !errors.Is(err, ErrClosed) {
 		t.Errorf("ReadOutbound after Close: %v", err)
 	}
 }

@@ -281,7 +281,7 @@ func testAddRefAcrossBatches(t *testing.T, h harness) {
 	s = restart(t, h, s)
 	checkCounts(t, s)
 	var got *Message
-	if _, _, err := s.ReadOutbound("d", 0, 10, func(_ uint64, _ Outbound, m *Message) error { got = m; return nil }); err != nil {
+	if _, _, err := s.ReadOutbound("d", 0, 10, func(_ uint64, _ Outbound, m *Message, _ error) error { got = m; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if got == nil || string(got.Payload) != "later" {

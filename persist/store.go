@@ -41,8 +41,14 @@ type Store interface {
 	// of them, with its message for the states that need one (Queued,
 	// AwaitingPuback, AwaitingPubrec; m is nil for AwaitingPubcomp). m is
 	// freshly allocated and may be retained. An entry that does not
-	// decode, or whose message is missing or does not decode, is skipped
-	// and counted (Stats.CorruptRead, Stats.DanglingRead).
+	// decode, or whose message is missing or does not decode, is passed
+	// too, with bad saying why and m nil; o is zero when the entry itself
+	// is unreadable, else it is the entry, whose MessageID still holds a
+	// reference. Such entries are counted (Stats.CorruptRead,
+	// Stats.DanglingRead) and can never be delivered: the caller decides
+	// what becomes of them (the server deletes one and releases its
+	// reference: a tombstone), but it must learn their sequence, or it
+	// could not tell the hole from a batch not yet applied.
 	//
 	// It returns next, the sequence to read from next time (one past the
 	// last entry read), and n, the entries passed to fn: n < max means no
@@ -56,7 +62,7 @@ type Store interface {
 	// they are). fn is called after the snapshot is released, so it may
 	// call any store method. Cost: two seeks plus O(max) entries and
 	// message reads.
-	ReadOutbound(clientID string, fromSeq uint64, max int, fn func(seq uint64, o Outbound, m *Message) error) (next uint64, n int, err error)
+	ReadOutbound(clientID string, fromSeq uint64, max int, fn func(seq uint64, o Outbound, m *Message, bad error) error) (next uint64, n int, err error)
 	// ExpireSessions deletes every session disconnected for longer than its
 	// expiry interval at now, with all its data and message references,
 	// and returns how many it deleted. Sessions with DisconnectedAt 0 are
@@ -114,11 +120,11 @@ type Stats struct {
 	// Migrated reports that this open rebuilt the reference counts by a
 	// full scan (a schema-1 store, or Options.RepairReferences).
 	Migrated bool
-	// DanglingRead counts entries ReadOutbound skipped because their
-	// message is missing or does not decode.
+	// DanglingRead counts entries ReadOutbound reported as bad because
+	// their message is missing or does not decode.
 	DanglingRead uint64
-	// CorruptRead counts entries ReadOutbound skipped because they do not
-	// decode.
+	// CorruptRead counts entries ReadOutbound reported as bad because they
+	// do not decode.
 	CorruptRead uint64
 	// Unavailable is the failure that made the store unavailable, or nil.
 	Unavailable error

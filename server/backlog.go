@@ -130,8 +130,10 @@ var errGap = errors.New("gap in the stored backlog")
 // there and never skips it — an acknowledged delivery is never given up.
 // It is woken again when a spilled batch of the session lands (txn.spills)
 // and, once per position, after everything submitted so far is applied
-// (wakeAfterApplied). A record that is truly gone (corruption) therefore
-// stalls that session's backlog, logged, instead of losing what follows.
+// (wakeAfterApplied). A stored delivery that cannot be read (its entry or
+// its message does not decode, or the message is missing: corruption on
+// disk) is not a gap: the store reports it at its sequence, and pageIn
+// deletes it (tombstoneLocked) and goes on with the rest, in order.
 func (c *client) pageIn(out []byte) []byte {
 	l, s, srv := c.loop, c.sess, c.loop.srv
 	s.mu.Lock()
@@ -148,19 +150,14 @@ func (c *client) pageIn(out []byte) []byte {
 	}
 	paged := l.paged[:0]
 	next := from
-	_, _, err := srv.store.ReadOutbound(s.id, from, room, func(seq uint64, o persist.Outbound, rec *persist.Message) error {
+	_, _, err := srv.store.ReadOutbound(s.id, from, room, func(seq uint64, o persist.Outbound, rec *persist.Message, bad error) error {
 		if seq != next {
 			return errGap
 		}
 		next = seq + 1
-		p := pagedDelivery{seq: seq, state: o.State, qos: o.QoS, packetID: o.PacketID}
-		if rec != nil {
-			m, err := messageFromRecord(o.MessageID, rec)
-			if err != nil {
-				srv.log.Warn("stored delivery does not decode; skipped", "client_id", s.id, "seq", seq, "err", err)
-			} else {
-				p.m = m
-			}
+		p := pagedDelivery{seq: seq, state: o.State, qos: o.QoS, packetID: o.PacketID, msgID: o.MessageID, bad: bad}
+		if rec != nil && bad == nil {
+			p.m, p.bad = messageFromRecord(o.MessageID, rec)
 		}
 		paged = append(paged, p)
 		return nil
@@ -177,14 +174,12 @@ func (c *client) pageIn(out []byte) []byte {
 	for _, p := range paged {
 		om := outMsg{m: p.m, seq: p.seq, stored: true}
 		switch {
-		case p.state == persist.AwaitingPubcomp:
+		case p.bad != nil:
+			srv.tombstoneLocked(&l.tx, s, p)
 			om.m = &message{} // only PUBREL is sent again
 			f.window.Restore(qos.Entry[outMsg]{Msg: om, PacketID: p.packetID, QoS: 2, State: qos.AwaitPubcomp})
 			rel := codec.Ack{Type: codec.PUBREL, PacketID: p.packetID}
 			out = rel.Append(out, c.version)
-		case p.m == nil:
-			// Its message is gone: nothing to send; drop the entry.
-			srv.forgetDelivery(&l.tx, s, om, true)
 		case p.qos > 0 && (p.seq < sentEnd || p.state == persist.AwaitingPuback || p.state == persist.AwaitingPubrec):
 			// It was in flight when the client went away: re-sent now,
 			// in order, with DUP [MQTT-4.4.0-1], straight into the window.
@@ -222,9 +217,32 @@ func (c *client) pageIn(out []byte) []byte {
 type pagedDelivery struct {
 	m        *message
 	seq      uint64
+	msgID    uint64
+	bad      error // it cannot be delivered: tombstoneLocked
 	state    persist.OutState
 	qos      byte
 	packetID uint16
+}
+
+// tombstoneLocked deletes a stored delivery of s that cannot be delivered
+// (its entry or its message is corrupt or missing on disk), releasing the
+// reference it holds when the entry names its message, so the rest of the
+// backlog flows. Counted (tern_store_corrupt_total) and logged once per
+// entry: the deletion is in t, so the entry is not read again. Its bytes
+// stay counted against max_session_backlog_bytes (its size is unknown)
+// until the broker restarts. s.mu held.
+func (srv *Server) tombstoneLocked(t *txn, s *session, p pagedDelivery) {
+	srv.stats.corrupt.Add(1)
+	srv.log.Warn("stored delivery cannot be read (corrupt or missing on disk): deleted, the rest of the backlog goes on",
+		"client_id", s.id, "seq", p.seq, "message_id", p.msgID, "err", p.bad)
+	if !s.stored || s.dead {
+		return
+	}
+	b := t.batch(srv)
+	b.DeleteOutbound(s.id, p.seq)
+	if p.msgID != 0 {
+		b.Release(p.msgID)
+	}
 }
 
 // wakeOwner schedules a drain of s on its owner's loop, if it has one.

@@ -87,6 +87,7 @@ func (s *Server) openStore() error {
 	if err != nil {
 		return fmt.Errorf("recover store: %w", err)
 	}
+	s.stats.corrupt.Add(uint64(stats.Corrupt + corrupt))
 	s.log.Info("store recovered", "dir", o.DataDir, "durability", o.Durability,
 		"sessions", stats.Sessions, "with_backlog", stats.Backlogs, "retained", stats.Retained,
 		"corrupt_skipped", stats.Corrupt+corrupt, "took", time.Since(start).Round(time.Millisecond))

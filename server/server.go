@@ -74,6 +74,7 @@ type stats struct {
 	connects        atomic.Uint64
 	paced           atomic.Uint64 // publishers held back by full subscriber queues
 	redispatched    atomic.Uint64 // $share deliveries handed to another member (share.go)
+	corrupt         atomic.Uint64 // stored records that do not decode: skipped at recovery, deleted when paged in (backlog.go)
 }
 
 // Stats is a snapshot of the broker's counters.

