@@ -3,6 +3,7 @@ package persist
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 )
 
 // Operation kinds in a Batch's buffer.
@@ -291,6 +292,31 @@ func (b *Batch) DeleteOutbound(clientID string, seq uint64) {
 		return
 	}
 	b.deleteKey(opDelete, func(dst []byte) []byte { return appendOutboundKey(dst, clientID, seq) })
+}
+
+// PutBacklogBytes records n, the bytes the caller counts against
+// clientID's backlog quota, for Recover to report with the backlog bounds
+// (Visitor.Backlog). A blind write of the whole value: the caller decides
+// how often (the server writes it when it moved by a granule, so the value
+// recovered is within a granule of its count, plus what batches of other
+// goroutines reorder). DeleteSession removes it with the client's range.
+func (b *Batch) PutBacklogBytes(clientID string, n uint64) {
+	if b.err != nil {
+		return
+	}
+	if err := checkClientID(clientID); err != nil {
+		b.invalid(err)
+		return
+	}
+	if n > math.MaxInt64 {
+		b.invalid(fmt.Errorf("%w: backlog byte count %d", ErrInvalid, n))
+		return
+	}
+	at := b.beginOp(opSet)
+	b.buf = appendBacklogBytesKey(b.buf, clientID)
+	vat := b.beginValue(at)
+	b.buf = appendBacklogBytes(b.buf, n)
+	b.endOp(vat)
 }
 
 // PutInbound records that a QoS 2 PUBLISH with packetID was received from

@@ -247,7 +247,7 @@ func BenchmarkOpenRecover(b *testing.B) {
 		b.Fatal(err)
 	}
 	opened := time.Since(start)
-	if _, err := s.Recover(Visitor{Backlog: func(string, uint64, uint64) error { return nil }}); err != nil {
+	if _, err := s.Recover(Visitor{Backlog: func(string, uint64, uint64, uint64) error { return nil }}); err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("first open after writing %d queued: open %v, open+recover (backlog) %v", n, opened.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
@@ -265,7 +265,7 @@ func BenchmarkOpenRecover(b *testing.B) {
 				var queued uint64
 				v := Visitor{Session: func(string, *Session) error { return nil }}
 				if mode == "backlog" {
-					v.Backlog = func(_ string, first, last uint64) error { queued += last - first + 1; return nil }
+					v.Backlog = func(_ string, first, last, _ uint64) error { queued += last - first + 1; return nil }
 				} else {
 					v.Message = func(uint64, *Message) error { return nil }
 					v.Outbound = func(string, uint64, Outbound) error { queued++; return nil }

@@ -43,6 +43,7 @@
 //	kind 0x01 session    (no suffix)
 //	kind 0x02 inbound    packet id (u16 BE)
 //	kind 0x03 outbound   sequence  (u64 BE)
+//	kind 0x04 backlog    (no suffix): bytes counted against the quota
 //
 // Outbound entry 258 of client "dev1", byte by byte:
 //
@@ -98,6 +99,13 @@
 //	5-12   message id (u64 BE; 0 allowed only in AwaitingPubcomp)
 //
 // Inbound marker, 9 bytes: version = 1 | received at, unix ms (u64 BE).
+//
+// Backlog byte count, 9 bytes: version = 1 | bytes (u64 BE, <= MaxInt64):
+// what the server counts against the client's backlog quota, written by
+// Batch.PutBacklogBytes when it has moved by a granule, and reported by
+// Recover with the backlog bounds, so the quota holds across a restart
+// without reading the backlog. A build that predates it logs the record
+// as corrupt and skips it.
 //
 // Reference count: version = 1 | count (uvarint, >= 2).
 //
@@ -259,7 +267,8 @@
 // order, then retained messages. With Visitor.Backlog set it leaves the
 // queues on disk: it seeks past the message range and, in each client
 // range, reports the first outbound sequence and, after one SeekLT, the
-// last, then seeks to the next client. Startup then costs O(sessions +
+// last, and after one SeekGE the backlog byte count, then seeks to the
+// next client. Startup then costs O(sessions +
 // inbound markers + retained messages + shared messages), whatever is
 // queued. A record that does not decode is logged, counted
 // (RecoveryStats.Corrupt), passed to Visitor.Corrupt and skipped; so, in

@@ -51,6 +51,11 @@ func FuzzDecodeRecord(f *testing.F) {
 				t.Fatalf("reference count round trip: %v", err)
 			}
 		}
+		if n, err := decodeBacklogBytes(data); err == nil {
+			if n2, err := decodeBacklogBytes(appendBacklogBytes(nil, n)); err != nil || n != n2 {
+				t.Fatalf("backlog byte count round trip: %v", err)
+			}
+		}
 		_, _ = parseMessageKey(data)
 		_, _ = parseRefsKey(data)
 		_, _ = decodeMetaU64(data)

@@ -26,6 +26,9 @@ type Usage struct {
 	Meta     EntityUsage
 	// Refs are the reference-count records of shared messages.
 	Refs EntityUsage
+	// BacklogCounts are the per-client backlog byte counts
+	// (Batch.PutBacklogBytes).
+	BacklogCounts EntityUsage
 	// Corrupt counts keys that do not parse (values are not decoded
 	// here, except outbound entries', for the two counts below).
 	Corrupt EntityUsage
@@ -78,6 +81,8 @@ func (c *core) Usage() (Usage, error) {
 				u.Sessions.add(k, v)
 			case ck.kind == kindInbound:
 				u.Inbound.add(k, v)
+			case ck.kind == kindBacklogBytes:
+				u.BacklogCounts.add(k, v)
 			default:
 				u.Outbound.add(k, v)
 				if o, err := decodeOutbound(v); err == nil && o.MessageID != 0 {
@@ -123,6 +128,8 @@ type ClientInfo struct {
 	FirstSeq, LastSeq uint64
 	// States counts outbound entries, indexed by OutState.
 	States [4]int64
+	// BacklogBytes is the last count written by Batch.PutBacklogBytes.
+	BacklogBytes uint64
 	// Corrupt counts records in the range that do not decode.
 	Corrupt int64
 }
@@ -166,6 +173,13 @@ func (c *core) Inspect(clientID string) (ClientInfo, error) {
 				ci.FirstSeq = ck.seq
 			}
 			ci.LastSeq = ck.seq
+		case kindBacklogBytes:
+			n, err := decodeBacklogBytes(v)
+			if err != nil {
+				ci.Corrupt++
+				return nil
+			}
+			ci.BacklogBytes = n
 		}
 		return nil
 	})

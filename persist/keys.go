@@ -23,6 +23,11 @@ const (
 	kindSession  byte = 0x01
 	kindInbound  byte = 0x02
 	kindOutbound byte = 0x03
+	// kindBacklogBytes holds the bytes the server counts against the
+	// client's backlog quota, so the count survives a restart without
+	// reading the backlog. After the outbound entries: Recover finds it
+	// with one seek past the last entry.
+	kindBacklogBytes byte = 0x04
 	// kindEnd is above every kind: clientPrefix+kindEnd is the exclusive
 	// upper bound of a client's range.
 	kindEnd byte = 0xFF
@@ -71,6 +76,10 @@ func appendOutboundKey(dst []byte, clientID string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, seq)
 }
 
+func appendBacklogBytesKey(dst []byte, clientID string) []byte {
+	return append(appendClientPrefix(dst, clientID), kindBacklogBytes)
+}
+
 func appendMessageKey(dst []byte, id uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(dst, prefixMessage), id)
 }
@@ -117,9 +126,9 @@ func parseClientKey(k []byte) (clientKey, error) {
 	ck.kind = k[3+n]
 	rest := k[3+n+1:]
 	switch ck.kind {
-	case kindSession:
+	case kindSession, kindBacklogBytes:
 		if len(rest) != 0 {
-			return ck, fmt.Errorf("%w: session key has %d trailing bytes", ErrCorrupt, len(rest))
+			return ck, fmt.Errorf("%w: kind 0x%02x key has %d trailing bytes", ErrCorrupt, ck.kind, len(rest))
 		}
 	case kindInbound:
 		if len(rest) != 2 {

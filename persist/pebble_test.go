@@ -222,7 +222,7 @@ func TestCorruptRecordsSkipped(t *testing.T) {
 	// bounds from its keys (entry 3's value is garbage: ReadOutbound
 	// skips it).
 	var bounds []uint64
-	st, err := p.Recover(Visitor{Backlog: func(c string, first, last uint64) error {
+	st, err := p.Recover(Visitor{Backlog: func(c string, first, last, _ uint64) error {
 		bounds = append(bounds, first, last)
 		return nil
 	}})

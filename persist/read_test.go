@@ -11,11 +11,12 @@ import (
 )
 
 // backlogBounds is what Recover reported for one client.
-type backlogBounds struct{ first, last uint64 }
+type backlogBounds struct{ first, last, bytes uint64 }
 
 // testRecoverBacklog: with Visitor.Backlog, Recover visits sessions,
 // inbound markers and retained messages, never a message record or an
-// outbound entry, and reports each queue's bounds.
+// outbound entry, and reports each queue's bounds with the byte count last
+// written for it (Batch.PutBacklogBytes); DeleteSession removes the count.
 func testRecoverBacklog(t *testing.T, h harness) {
 	s := h.open(t)
 	b := s.NewBatch()
@@ -30,6 +31,9 @@ func testRecoverBacklog(t *testing.T, h harness) {
 	b.AddRef(id)
 	b.PutOutbound("ab", 5, Outbound{MessageID: id, QoS: 1, State: AwaitingPuback, PacketID: 5})
 	b.PutOutbound("nosession", 3, Outbound{QoS: 2, State: AwaitingPubcomp, PacketID: 3})
+	b.PutBacklogBytes("a", 1)
+	b.PutBacklogBytes("a", 4242) // the last write counts
+	b.PutBacklogBytes("b", 99)   // no backlog: not reported
 	b.PutInbound("a", 9, Inbound{ReceivedAt: 1})
 	b.PutInbound("b", 10, Inbound{ReceivedAt: 2})
 	r := testMessage("r/t", []byte("retained"))
@@ -44,18 +48,18 @@ func testRecoverBacklog(t *testing.T, h harness) {
 		Session:  func(string, *Session) error { sessions++; return nil },
 		Inbound:  func(string, uint16, Inbound) error { inbound++; return nil },
 		Retained: func(*Message) error { retained++; return nil },
-		Backlog: func(c string, first, last uint64) error {
+		Backlog: func(c string, first, last, bytes uint64) error {
 			if _, dup := backlogs[c]; dup {
 				t.Errorf("client %q reported twice", c)
 			}
-			backlogs[c] = backlogBounds{first, last}
+			backlogs[c] = backlogBounds{first, last, bytes}
 			return nil
 		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]backlogBounds{"a": {7, 1 << 40}, "ab": {5, 5}, "nosession": {3, 3}}
+	want := map[string]backlogBounds{"a": {7, 1 << 40, 4242}, "ab": {5, 5, 0}, "nosession": {3, 3, 0}}
 	if fmt.Sprint(backlogs) != fmt.Sprint(want) {
 		t.Errorf("backlogs %v, want %v", backlogs, want)
 	}
@@ -63,11 +67,23 @@ func testRecoverBacklog(t *testing.T, h harness) {
 		t.Errorf("visited %d sessions, %d inbound, %d retained; stats %+v", sessions, inbound, retained, st)
 	}
 	stop := errors.New("stop")
-	if _, err := s.Recover(Visitor{Backlog: func(string, uint64, uint64) error { return stop }}); !errors.Is(err, stop) {
+	if _, err := s.Recover(Visitor{Backlog: func(string, uint64, uint64, uint64) error { return stop }}); !errors.Is(err, stop) {
 		t.Errorf("Backlog error not returned: %v", err)
 	}
-	if _, err := s.Recover(Visitor{Backlog: func(string, uint64, uint64) error { return nil }, Outbound: func(string, uint64, Outbound) error { return nil }}); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Recover(Visitor{Backlog: func(string, uint64, uint64, uint64) error { return nil }, Outbound: func(string, uint64, Outbound) error { return nil }}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Backlog with Outbound: %v", err)
+	}
+	if ci, err := s.Inspect("a"); err != nil || ci.BacklogBytes != 4242 {
+		t.Errorf("Inspect: backlog bytes %d, err %v; want 4242", ci.BacklogBytes, err)
+	}
+	if u, err := s.Usage(); err != nil || u.BacklogCounts.Count != 2 || u.Corrupt.Count != 0 {
+		t.Errorf("Usage: %d backlog counts, %d corrupt, err %v; want 2, 0", u.BacklogCounts.Count, u.Corrupt.Count, err)
+	}
+	d := s.NewBatch()
+	d.DeleteSession("a")
+	commit(t, s, d)
+	if ci, err := s.Inspect("a"); err != nil || ci.BacklogBytes != 0 || ci.Outbound.Count != 0 {
+		t.Errorf("after DeleteSession: %+v, %v", ci, err)
 	}
 }
 

@@ -17,6 +17,7 @@ const (
 	inboundVersion  = 1
 	metaVersion     = 1
 	refsVersion     = 1
+	backlogVersion  = 1
 )
 
 // Message record flag bits (byte 1).
@@ -423,6 +424,22 @@ func decodeMetaU64(v []byte) (uint64, error) {
 		return 0, fmt.Errorf("%w: meta record", ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v[1:]), nil
+}
+
+// appendBacklogBytes appends a backlog byte count: version | u64 BE.
+func appendBacklogBytes(dst []byte, n uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(dst, backlogVersion), n)
+}
+
+func decodeBacklogBytes(v []byte) (uint64, error) {
+	if len(v) != 9 || v[0] != backlogVersion {
+		return 0, fmt.Errorf("%w: backlog byte count", ErrCorrupt)
+	}
+	n := binary.BigEndian.Uint64(v[1:])
+	if n > math.MaxInt64 {
+		return 0, fmt.Errorf("%w: backlog byte count out of range", ErrCorrupt)
+	}
+	return n, nil
 }
 
 // appendRefs appends a reference-count record: version | count (uvarint).

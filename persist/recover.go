@@ -29,10 +29,12 @@ type Visitor struct {
 	// records and outbound entries are neither read nor decoded (Message
 	// and Outbound must be nil), and for each client with outbound entries
 	// Backlog receives the lowest and highest sequence stored (two seeks
-	// per client; sequences in between may have gaps). Read the entries
-	// with Store.ReadOutbound. Startup then costs O(sessions + inbound
-	// markers + retained messages), whatever is queued.
-	Backlog func(clientID string, first, last uint64) error
+	// per client; sequences in between may have gaps) and the last count
+	// written by Batch.PutBacklogBytes (0 if none: one more seek). Read
+	// the entries with Store.ReadOutbound. Startup then costs
+	// O(sessions + inbound markers + retained messages), whatever is
+	// queued.
+	Backlog func(clientID string, first, last, bytes uint64) error
 	// Corrupt is told about each skipped record (key is a copy).
 	Corrupt func(key []byte, err error)
 	// Progress is called every Options.RecoveryProgressEvery records.
@@ -189,8 +191,24 @@ func (r *recovery) backlog(it iterator, first clientKey) error {
 	if err := it.Error(); err != nil {
 		return err
 	}
+	var bytes uint64
+	key := appendBacklogBytesKey(hi[:0:0], client)
+	if it.SeekGE(key) && string(it.Key()) == string(key) {
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		r.count(key, val)
+		if bytes, err = decodeBacklogBytes(val); err != nil {
+			r.corrupt(key, err)
+			bytes = 0
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
 	r.st.Backlogs++
-	return r.v.Backlog(client, first.seq, lastSeq)
+	return r.v.Backlog(client, first.seq, lastSeq, bytes)
 }
 
 // visit decodes one record and hands it to the visitor.
@@ -245,6 +263,12 @@ func (r *recovery) visit(k, val []byte) error {
 			r.st.Inbound++
 			if v.Inbound != nil {
 				return v.Inbound(r.clientString(ck.clientID), ck.packetID, in)
+			}
+		case kindBacklogBytes:
+			// Reported with the backlog bounds (backlog mode); without
+			// outbound entries there is no backlog to count.
+			if _, err := decodeBacklogBytes(val); err != nil {
+				r.corrupt(k, err)
 			}
 		case kindOutbound:
 			o, err := decodeOutbound(val)
