@@ -42,7 +42,7 @@ func (c *client) handleAck(h codec.FixedHeader, body []byte) gnet.Action {
 				b := l.tx.batch(c.loop.srv)
 				b.PutOutbound(s.id, e.Msg.seq, persist.Outbound{QoS: 2, State: persist.AwaitingPubcomp, PacketID: a.PacketID})
 				b.Release(e.Msg.m.id)
-				s.unaccountBacklogLocked(e.Msg.m) // only PUBREL is left to store
+				c.loop.srv.unaccountBacklogLocked(&l.tx, s, e.Msg.m) // only PUBREL is left to store
 			}
 		}
 		more = f.acknowledgedLocked(l.now)

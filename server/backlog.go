@@ -48,6 +48,7 @@ func (s *Server) deliverDurableLocked(l *loop, t *txn, target *session, f *flow,
 	f.nextSeq++
 	s.storeDelivery(t, target, &om, q) // sets stored and the ticket
 	f.diskBytes += int64(m.size())
+	s.saveBacklogBytesLocked(t, target)
 	queued := false
 	if !f.spilled && owner != nil && f.queue.Len() < backlogWindow {
 		var dropped qos.Item[outMsg]
@@ -81,6 +82,41 @@ func (s *Server) backlogRefusalLocked(target *session, m *message) limitID {
 		return limitSessionBacklog
 	}
 	return 0
+}
+
+// backlogGranule is how far a session's quota count may move before it is
+// written to the store again: 1/64 of the quota, between 1 KiB and 1 MiB
+// (1 MiB without a quota). Writing it on every delivery would add a key
+// to every batch; a granule adds one per thousands of small messages.
+func backlogGranule(o *Options) int64 {
+	if o.MaxSessionBacklogBytes <= 0 {
+		return 1 << 20
+	}
+	return min(max(o.MaxSessionBacklogBytes/64, 1<<10), 1<<20)
+}
+
+// saveBacklogBytesLocked writes s's quota count (flow.diskBytes) into t
+// when it has moved by a granule since it was last written, when it is
+// within two granules of the quota (so the quota refuses at the same
+// point after a restart), and when the backlog empties. Recovery reads it
+// back with the backlog bounds (recover.go): the per-session quota then
+// holds across restarts without reading any backlog. What is recovered is
+// within a granule of the count, plus what batches committed out of lock
+// order reorder (a batch of another loop is submitted after a later
+// one): bounded, never cumulative, since each write is the whole count.
+// target.mu held.
+func (srv *Server) saveBacklogBytesLocked(t *txn, s *session) {
+	f := s.f
+	if f == nil || srv.store == nil || !s.storable() || s.dead || f.diskBytes == f.diskSaved {
+		return
+	}
+	g := backlogGranule(&srv.opts)
+	quota := srv.opts.MaxSessionBacklogBytes
+	if d := f.diskBytes - f.diskSaved; d < g && -d < g && f.diskBytes != 0 && (quota <= 0 || f.diskBytes < quota-2*g) {
+		return
+	}
+	t.batch(srv).PutBacklogBytes(s.id, uint64(f.diskBytes))
+	f.diskSaved = f.diskBytes
 }
 
 // releaseBacklogLocked gives back the in-memory deliveries of a persistent

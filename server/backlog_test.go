@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/ternmq/tern/codec"
 )
 
 // rawStore opens the broker's Pebble directory directly (the broker must
@@ -150,5 +152,77 @@ func TestBacklogCorruptDeliveryTombstoned_MQTT_4_6_0_6(t *testing.T) {
 	})
 	if live := b.srv.store.Stats().LiveMessages; live > 1 {
 		t.Errorf("%d live messages after everything was acknowledged or tombstoned, want at most 1 (the orphan)", live)
+	}
+}
+
+// The per-session quota holds across a restart: a persistent session
+// filled to max_session_backlog_bytes while offline is still full after
+// the broker restarts on its data dir (its count is stored with the
+// backlog and recovered with its bounds, not recounted from zero), so the
+// next message for it is refused with PUBACK 0x97 on 5.0 [MQTT-3.4.2-1
+// reason codes]; once the session drains, messages are accepted again.
+func TestBacklogQuotaAcrossRestart(t *testing.T) {
+	t.Parallel()
+	const quota = 16 << 10
+	b := newQBroker(t, func(o *Options) { o.MaxSessionBacklogBytes = quota })
+	off, _ := startRawSub(t, b.addr, "qr-sub", false, "qr/t", 1, true, 0)
+	off.close()
+	waitConnected(t, b.srv, 0)
+	pad := make([]byte, 1000)
+	next := 0
+	// send publishes one QoS 1 message of ~1 KB on a fresh 5.0
+	// connection (a restart closes the old one) and returns its PUBACK
+	// reason code.
+	var pub *rawConn
+	send := func() codec.ReasonCode {
+		t.Helper()
+		id := uint16(next%60000 + 1)
+		pub.publish(codec.Publish{QoS: 1, PacketID: id, Topic: []byte("qr/t"), Payload: append(seqPayload(next), pad...)})
+		a := pub.readAck(5*time.Second, codec.PUBACK)
+		if a.PacketID != id {
+			t.Fatalf("PUBACK for %d, want %d", a.PacketID, id)
+		}
+		if a.ReasonCode == 0 {
+			next++
+		}
+		return a.ReasonCode
+	}
+	pub, _ = dialRaw5(t, b.addr, codec.Connect{ClientID: []byte("qr-pub"), CleanStart: true})
+	for send() == 0 {
+		if next > 2*quota/1000 {
+			t.Fatalf("%d messages of 1 KB accepted for a %d-byte quota", next, quota)
+		}
+	}
+	accepted := next
+	t.Logf("quota refused after %d messages of ~1 KB", accepted)
+
+	b.restart()
+	pub, _ = dialRaw5(t, b.addr, codec.Connect{ClientID: []byte("qr-pub"), CleanStart: true})
+	for i := range 3 {
+		if rc := send(); rc != codec.QuotaExceeded {
+			t.Fatalf("message %d for the full session after the restart: PUBACK %#x, want 0x97", i, rc)
+		}
+	}
+	if r := b.srv.Refused()["max_session_backlog_bytes"]; r != 3 {
+		t.Errorf("Refused()[max_session_backlog_bytes] = %d after the restart, want 3", r)
+	}
+
+	// Drained, the session takes about as much again.
+	back, ca := startRawSub(t, b.addr, "qr-sub", false, "", 0, true, 0)
+	if !ca.SessionPresent {
+		t.Fatal("persistent session lost in the restart")
+	}
+	back.waitN(t, accepted, 10*time.Second)
+	seqs, dups := back.seqs()
+	wantSeq(t, seqs, dups, 0, accepted)
+	back.close()
+	waitUntil(t, 5*time.Second, "the acknowledgements to empty the backlog", func() bool {
+		info, err := b.srv.store.Inspect("qr-sub")
+		return err == nil && info.Outbound.Count == 0
+	})
+	for send() == 0 {
+	}
+	if again := next - accepted; again < accepted-1 {
+		t.Errorf("after draining, the session took %d messages, want about %d: the quota count did not come down", again, accepted)
 	}
 }

@@ -54,7 +54,7 @@ func (s *Server) openStore() error {
 			}
 			return nil
 		},
-		Backlog: func(id string, first, last uint64) error {
+		Backlog: func(id string, first, last, bytes uint64) error {
 			if sess := s.sessions.get(id); sess != nil {
 				sess.mu.Lock()
 				f := sess.flowLocked(o)
@@ -62,6 +62,9 @@ func (s *Server) openStore() error {
 				if last >= f.nextSeq {
 					f.nextSeq = last + 1
 				}
+				// The quota count as last saved (backlog.go): the backlog
+				// recovered counts against max_session_backlog_bytes.
+				f.diskBytes, f.diskSaved = int64(bytes), int64(bytes)
 
 				sess.mu.Unlock()
 			}

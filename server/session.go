@@ -62,7 +62,8 @@ type flow struct {
 	// store and are paged in, in order, as the in-memory window drains.
 	diskFrom  uint64
 	spilled   bool
-	diskBytes int64  // bytes of this session's stored deliveries (since the broker started)
+	diskBytes int64  // bytes of this session's stored deliveries, counted against MaxSessionBacklogBytes
+	diskSaved int64  // diskBytes as last written to the store (saveBacklogBytesLocked)
 	gapCheck  uint64 // 1 + the diskFrom a marker wake was last asked for (one per position)
 	sentEnd   uint64 // 1 + the highest seq sent: a paged-in delivery below it was in flight (re-sent with DUP)
 

@@ -61,15 +61,17 @@ func (srv *Server) forgetDelivery(t *txn, s *session, om outMsg, released bool) 
 	b.DeleteOutbound(s.id, om.seq)
 	if !released {
 		b.Release(om.m.id)
-		s.unaccountBacklogLocked(om.m)
+		srv.unaccountBacklogLocked(t, s, om.m)
 	}
 }
 
 // unaccountBacklogLocked takes a stored delivery of m off s's backlog
-// quota (MaxSessionBacklogBytes, backlog.go). s.mu held.
-func (s *session) unaccountBacklogLocked(m *message) {
+// quota (MaxSessionBacklogBytes, backlog.go), recording the count in t
+// when it moved enough. s.mu held.
+func (srv *Server) unaccountBacklogLocked(t *txn, s *session, m *message) {
 	if s.f != nil {
 		s.f.diskBytes = max(0, s.f.diskBytes-int64(m.size()))
+		srv.saveBacklogBytesLocked(t, s)
 	}
 }
 
