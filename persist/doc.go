@@ -91,9 +91,11 @@
 //
 // Outbound entry, 13 bytes, fixed so a state change rewrites in place:
 //
-//	0      version = 1
+//	0      version = 1, or 2 when a flag is set
 //	1      state: 0 Queued, 1 AwaitingPuback, 2 AwaitingPubrec,
-//	       3 AwaitingPubcomp (PUBREL sent)
+//	       3 AwaitingPubcomp (PUBREL sent); version 2 only: bit 4 set
+//	       = delivered through a $share subscription (Outbound.Shared),
+//	       bits 5-7 zero
 //	2      delivered QoS
 //	3-4    packet id (u16 BE; 0 while Queued)
 //	5-12   message id (u64 BE; 0 allowed only in AwaitingPubcomp)

@@ -76,6 +76,7 @@ func fuzzSeeds() [][]byte {
 		appendSession(nil, &Session{ProtocolVersion: 4}),
 		appendOutbound(nil, Outbound{MessageID: 5, QoS: 2, State: AwaitingPubrec, PacketID: 9}),
 		appendOutbound(nil, Outbound{QoS: 2, State: AwaitingPubcomp, PacketID: 9}),
+		appendOutbound(nil, Outbound{MessageID: 6, QoS: 1, State: Queued, Shared: true}),
 		appendInbound(nil, Inbound{ReceivedAt: 1700000000000}),
 		appendOutboundKey(nil, "client", 1),
 		appendMetaU64(nil, 1<<16),

@@ -13,7 +13,8 @@ import (
 const (
 	messageVersion  = 1
 	sessionVersion  = 2 // 2 added the owner identity; 1 is still read
-	outboundVersion = 1
+	outboundVersion = 1 // 2: the same layout with flags in the state byte's high bits
+	outboundFlagged = 2
 	inboundVersion  = 1
 	metaVersion     = 1
 	refsVersion     = 1
@@ -359,11 +360,25 @@ func decodeSession(v []byte) (*Session, error) {
 	return s, nil
 }
 
+// Outbound entry flags (version 2, high bits of the state byte).
+const (
+	outFlagShared   = 0x10 // delivered through a $share subscription
+	outFlagReserved = 0xE0
+	outStateMask    = 0x0F
+)
+
 // appendOutbound appends the 13-byte outbound entry record:
 //
 //	version | state | QoS | packet id (u16 BE) | message id (u64 BE)
+//
+// Version 1 when no flag is set (so what older builds wrote and read is
+// unchanged), version 2 with flags in the state byte's high bits.
 func appendOutbound(dst []byte, o Outbound) []byte {
-	dst = append(dst, outboundVersion, byte(o.State), o.QoS)
+	if o.Shared {
+		dst = append(dst, outboundFlagged, byte(o.State)|outFlagShared, o.QoS)
+	} else {
+		dst = append(dst, outboundVersion, byte(o.State), o.QoS)
+	}
 	dst = binary.BigEndian.AppendUint16(dst, o.PacketID)
 	return binary.BigEndian.AppendUint64(dst, o.MessageID)
 }
@@ -374,17 +389,25 @@ func decodeOutbound(v []byte) (Outbound, error) {
 	if len(v) < 1 {
 		return Outbound{}, fmt.Errorf("%w: empty outbound record", ErrCorrupt)
 	}
-	if v[0] != outboundVersion {
+	if v[0] != outboundVersion && v[0] != outboundFlagged {
 		return Outbound{}, fmt.Errorf("%w: %w: outbound %d", ErrCorrupt, ErrUnknownVersion, v[0])
 	}
 	if len(v) != outboundLen {
 		return Outbound{}, fmt.Errorf("%w: outbound record is %d bytes, want %d", ErrCorrupt, len(v), outboundLen)
 	}
+	state := v[1]
+	if v[0] == outboundFlagged {
+		if state&outFlagReserved != 0 || state&outFlagShared == 0 {
+			return Outbound{}, fmt.Errorf("%w: outbound flags %#x", ErrCorrupt, state&^outStateMask)
+		}
+		state &= outStateMask
+	}
 	o := Outbound{
-		State:     OutState(v[1]),
+		State:     OutState(state),
 		QoS:       v[2],
 		PacketID:  binary.BigEndian.Uint16(v[3:5]),
 		MessageID: binary.BigEndian.Uint64(v[5:13]),
+		Shared:    v[0] == outboundFlagged,
 	}
 	if err := o.validate(); err != nil {
 		return Outbound{}, fmt.Errorf("%w: outbound: %v", ErrCorrupt, err)

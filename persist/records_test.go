@@ -89,6 +89,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"outbound state 4", decodeOut, with(out, 1, 4), false},
 		{"outbound puback with QoS 2", decodeOut, with(out, 2, 2), false},
 		{"outbound in flight with packet id 0 [MQTT-2.2.1-3]", decodeOut, with(with(out, 3, 0), 4, 0), false},
+		{"outbound version 2 without a flag", decodeOut, with(out, 0, 2), false},
+		{"outbound version 2 reserved flag", decodeOut, with(with(out, 0, 2), 1, byte(AwaitingPuback)|outFlagShared|0x40), false},
+		{"outbound version 1 with a flag", decodeOut, with(out, 1, byte(AwaitingPuback)|outFlagShared), false},
 		{"inbound short", func(b []byte) error { _, err := decodeInbound(b); return err }, []byte{1, 0}, false},
 	}
 	for _, tc := range cases {
@@ -130,6 +133,28 @@ func TestKeyLayout(t *testing.T) {
 	for _, k := range [][]byte{appendSessionKey(nil, "ab"), appendSessionKey(nil, ""), appendOutboundKey(nil, "b", 0)} {
 		if bytes.Compare(k, lo) >= 0 && bytes.Compare(k, hi) < 0 {
 			t.Errorf("key % x of another client falls in client a's range", k)
+		}
+	}
+}
+
+// An entry without flags is written as version 1, byte for byte what
+// builds before flags wrote; a shared one as version 2, and both decode
+// back to what was written.
+func TestOutboundSharedFlag(t *testing.T) {
+	plain := Outbound{MessageID: 7, QoS: 1, State: AwaitingPuback, PacketID: 3}
+	want := []byte{1, 1, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 7}
+	if got := appendOutbound(nil, plain); !bytes.Equal(got, want) {
+		t.Errorf("unflagged entry % x, want % x", got, want)
+	}
+	shared := plain
+	shared.Shared = true
+	rec := appendOutbound(nil, shared)
+	if rec[0] != 2 || rec[1] != byte(AwaitingPuback)|outFlagShared {
+		t.Errorf("shared entry % x: want version 2 and the flag in the state byte", rec)
+	}
+	for _, o := range []Outbound{plain, shared} {
+		if got, err := decodeOutbound(appendOutbound(nil, o)); err != nil || got != o {
+			t.Errorf("round trip of %+v: %+v, %v", o, got, err)
 		}
 	}
 }

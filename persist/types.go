@@ -135,6 +135,10 @@ type Outbound struct {
 	// PacketID is the packet identifier used on the wire; 0 while Queued
 	// (ids are assigned when the message is sent).
 	PacketID uint16
+	// Shared says the entry was delivered through a $share subscription:
+	// if the session ends before it is acknowledged, the server gives it
+	// to another member of the group. Stored as record version 2.
+	Shared bool
 }
 
 // validate enforces the combinations the state machine can produce, so that
