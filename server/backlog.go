@@ -128,28 +128,85 @@ func (srv *Server) releaseBacklogLocked(s *session) {
 	if f == nil || srv.store == nil || !s.storable() {
 		return
 	}
-	lowest := f.nextSeq
+	end := f.nextSeq // the first delivery that was not in memory
 	if f.spilled {
-		lowest = f.diskFrom
+		end = f.diskFrom
+	}
+	lowest := end
+	held := func(om outMsg) {
+		if !om.stored {
+			return
+		}
+		lowest = min(lowest, om.seq)
+		if tk := om.ticket; tk != nil && !tk.submitted.Load() && (len(f.settleTks) == 0 || f.settleTks[len(f.settleTks)-1] != tk) {
+			f.settleTks = append(f.settleTks, tk)
+		}
 	}
 	for _, e := range f.window.Entries() {
-		if e.Msg.stored && e.Msg.seq < lowest {
-			lowest = e.Msg.seq
-		}
+		held(e.Msg)
 	}
 	for {
 		it, ok := f.queue.Pop()
 		if !ok {
 			break
 		}
-		if it.Msg.stored && it.Msg.seq < lowest {
-			lowest = it.Msg.seq
-		}
+		held(it.Msg)
 	}
 	f.window.Reset()
+	if lowest < end {
+		// [lowest, end) held the deliveries in memory and the holes of
+		// those done meanwhile: holes there are for good once the
+		// batches of the ones held are applied (settleHoles).
+		f.holeEnd = max(f.holeEnd, end)
+		f.settled = false
+		f.settleGen++
+	}
 	if lowest < f.nextSeq {
 		f.spilled, f.diskFrom = true, lowest
 	}
+}
+
+// settleHoles makes pageIn step over the holes below f.holeEnd once they
+// are known to be for good: it commits a marker batch, which the store
+// applies after every batch submitted before it, and — if by then every
+// batch that wrote a delivery held in memory at the last release had been
+// submitted — marks the holes settled when the marker lands, then wakes the
+// owner. Otherwise the owner is only woken and asks again. One marker at
+// a time per session; f.settling must have been set by the caller, under
+// s.mu; called without it (Commit may run done at once).
+func (srv *Server) settleHoles(s *session, f *flow, gen uint32, all bool) {
+	b := srv.store.NewBatch()
+	b.DeleteOutbound(s.id, ^uint64(0)) // a key no delivery uses: the batch writes nothing real
+	srv.store.Commit(b, func(error) {
+		s.mu.Lock()
+		if s.f == f {
+			f.settling = false
+			if all && f.settleGen == gen {
+				f.settled = true
+			}
+		}
+		s.mu.Unlock()
+		srv.wakeOwner(s)
+	})
+}
+
+// settleLocked prepares a settleHoles call: it drops the tickets now
+// submitted and reports whether a marker should go (none in flight).
+// s.mu held.
+func (f *flow) settleLocked() (gen uint32, all, send bool) {
+	if f.settling || f.settled {
+		return 0, false, false
+	}
+	live := f.settleTks[:0]
+	for _, tk := range f.settleTks {
+		if !tk.submitted.Load() {
+			live = append(live, tk)
+		}
+	}
+	clear(f.settleTks[len(live):])
+	f.settleTks = live
+	f.settling = true
+	return f.settleGen, len(live) == 0, true
 }
 
 // errGap stops a page-in at a delivery whose batch is not applied yet.
@@ -180,13 +237,20 @@ func (c *client) pageIn(out []byte) []byte {
 	}
 	from, sentEnd := f.diskFrom, f.sentEnd
 	room := backlogWindow - f.queue.Len()
+	var skipEnd uint64 // holes below it are for good (settleHoles)
+	if f.settled {
+		skipEnd = f.holeEnd
+	}
 	s.mu.Unlock()
 	if room < backlogWindow/4 {
 		return out // still busy with what it has
 	}
 	paged := l.paged[:0]
 	next := from
-	_, _, err := srv.store.ReadOutbound(s.id, from, room, func(seq uint64, o persist.Outbound, rec *persist.Message, bad error) error {
+	_, n, err := srv.store.ReadOutbound(s.id, from, room, func(seq uint64, o persist.Outbound, rec *persist.Message, bad error) error {
+		if seq != next && next < skipEnd {
+			next = min(seq, skipEnd) // a settled hole: deleted, never to be filled
+		}
 		if seq != next {
 			return errGap
 		}
@@ -202,8 +266,19 @@ func (c *client) pageIn(out []byte) []byte {
 	if err != nil && err != errGap {
 		srv.log.Error("reading a session backlog", "client_id", s.id, "err", err)
 	}
+	var settle, marker, all bool
+	var gen uint32
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer func() {
+		s.mu.Unlock()
+		// Markers are committed without the lock: Commit may call done
+		// (which takes it) at once, or block on a full queue.
+		if settle {
+			srv.settleHoles(s, f, gen, all)
+		} else if marker {
+			srv.wakeAfterApplied(s)
+		}
+	}()
 	if s.owner != c || f != s.f || f.diskFrom != from {
 		return out
 	}
@@ -233,17 +308,27 @@ func (c *client) pageIn(out []byte) []byte {
 		}
 		f.diskFrom = p.seq + 1
 	}
+	short := err == nil && n < room // nothing committed is left after what was read
+	if short && skipEnd > f.diskFrom {
+		f.diskFrom = skipEnd // only settled holes were left below it
+	}
 	if f.diskFrom >= f.nextSeq {
 		f.spilled = false
 		return out
 	}
-	if (err == errGap || len(paged) == 0) && f.gapCheck != f.diskFrom+1 {
+	stuck := err == errGap || short
+	switch {
+	case stuck && f.diskFrom < f.holeEnd && !f.settled:
+		// Below holeEnd the hole may be a delivery deleted while it was
+		// in memory: find out (settleHoles) instead of waiting for it.
+		gen, all, settle = f.settleLocked()
+	case stuck && f.gapCheck != f.diskFrom+1:
 		// An earlier batch is still on its way: look again once every batch
 		// submitted so far is applied (once per position; later batches
 		// wake the owner themselves when they land).
 		f.gapCheck = f.diskFrom + 1
-		srv.wakeAfterApplied(s)
-	} else if err == errGap || len(paged) == 0 {
+		marker = true
+	case stuck:
 		srv.log.Debug("session backlog waits for a stored delivery", "client_id", s.id, "seq", f.diskFrom)
 	}
 	return out

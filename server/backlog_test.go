@@ -226,3 +226,66 @@ func TestBacklogQuotaAcrossRestart(t *testing.T) {
 		t.Errorf("after draining, the session took %d messages, want about %d: the quota count did not come down", again, accepted)
 	}
 }
+
+// A hole in a stored backlog that nothing will ever fill — here a
+// tombstoned delivery, sent around while the entries before it were
+// still in flight — must not stall the session when it returns: entries
+// around it were given back to the store when the client left, and the
+// hole lies between them. The session is taken back once (the hole was
+// made while connected) and after a restart (the hole is on disk), and
+// gets every readable message each time, in order [MQTT-4.6.0-6], with
+// DUP set on those already sent [MQTT-3.3.1-1].
+func TestBacklogHoleAcrossReconnect_MQTT_4_6_0_6(t *testing.T) {
+	t.Parallel()
+	const n, bad = 300, 5
+	b := newQBroker(t, nil)
+	off, _ := startRawSub(t, b.addr, "hb-sub", false, "hb/t", 1, true, 0)
+	off.close()
+	waitConnected(t, b.srv, 0)
+	pub := pahoClient(t, b.addr, "hb-pub")
+	publishSeq(t, pub, "hb/t", 1, 0, n, 64, nil)
+	pub.Disconnect(50)
+	b.stop()
+	db := rawStore(t, b.opts.DataDir)
+	if err := db.Set(messageKeyOf(t, db, seqPayload(bad)), []byte{0xEE}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+
+	check := func(s *rawSub, want int) {
+		t.Helper()
+		s.waitN(t, want, 10*time.Second)
+		time.Sleep(200 * time.Millisecond)
+		seqs, _ := s.seqs()
+		if len(seqs) != want {
+			t.Fatalf("got %d messages, want %d", len(seqs), want)
+		}
+		for i, got := range seqs {
+			if w := i + min(i/bad, 1); got != w { // every sequence but bad
+				t.Fatalf("message %d has sequence %d, want %d", i, got, w)
+			}
+		}
+	}
+	// It receives the inflight window (64) without acknowledging: the
+	// tombstone is made behind the entries in flight.
+	first, _ := startRawSub(t, b.addr, "hb-sub", false, "", 0, false, 0)
+	check(first, DefaultReceiveMaximum)
+	first.close()
+	waitConnected(t, b.srv, 0)
+	if got := metricValue(t, b.srv, "tern_store_corrupt_total"); got != "1" {
+		t.Fatalf("tern_store_corrupt_total = %s, want 1", got)
+	}
+	// Back without acknowledging again: the whole window comes back, past
+	// the hole.
+	second, _ := startRawSub(t, b.addr, "hb-sub", false, "", 0, false, 0)
+	check(second, DefaultReceiveMaximum)
+	second.close()
+	waitConnected(t, b.srv, 0)
+	// After a restart everything readable comes, acknowledged.
+	b.restart()
+	third, _ := startRawSub(t, b.addr, "hb-sub", false, "", 0, true, 0)
+	check(third, n-1)
+}

@@ -65,6 +65,9 @@ func (s *Server) openStore() error {
 				// The quota count as last saved (backlog.go): the backlog
 				// recovered counts against max_session_backlog_bytes.
 				f.diskBytes, f.diskSaved = int64(bytes), int64(bytes)
+				// Nothing is on its way after a restart: a hole in the
+				// backlog is a delivery deleted before, for good.
+				f.holeEnd, f.settled = last+1, true
 
 				sess.mu.Unlock()
 			}

@@ -65,6 +65,15 @@ type flow struct {
 	diskBytes int64  // bytes of this session's stored deliveries, counted against MaxSessionBacklogBytes
 	diskSaved int64  // diskBytes as last written to the store (saveBacklogBytesLocked)
 	gapCheck  uint64 // 1 + the diskFrom a marker wake was last asked for (one per position)
+	// Holes (backlog.go, settleHoles): below holeEnd a missing delivery
+	// may be one deleted while it was in memory (acknowledged, dropped,
+	// tombstoned) rather than one whose batch is on its way; once settled,
+	// pageIn steps over such holes.
+	holeEnd   uint64
+	settled   bool
+	settling  bool      // a settling marker is in the store's queue
+	settleGen uint32    // bumped by each release: a marker of an older one settles nothing
+	settleTks []*ticket // unsubmitted batches of the deliveries in memory at release
 	sentEnd   uint64 // 1 + the highest seq sent: a paged-in delivery below it was in flight (re-sent with DUP)
 
 	// Flow control of a clean session (pace.go): publishers held back
