@@ -47,6 +47,7 @@ func (s *Server) deliverDurableLocked(l *loop, t *txn, target *session, f *flow,
 	om.seq = f.nextSeq
 	f.nextSeq++
 	s.storeDelivery(t, target, &om, q) // sets stored and the ticket
+	f.lastTk = om.ticket
 	f.diskBytes += int64(m.size())
 	s.saveBacklogBytesLocked(t, target)
 	queued := false
@@ -255,7 +256,7 @@ func (c *client) pageIn(out []byte) []byte {
 			return errGap
 		}
 		next = seq + 1
-		p := pagedDelivery{seq: seq, state: o.State, qos: o.QoS, packetID: o.PacketID, msgID: o.MessageID, bad: bad}
+		p := pagedDelivery{seq: seq, state: o.State, qos: o.QoS, packetID: o.PacketID, msgID: o.MessageID, bad: bad, shared: o.Shared}
 		if rec != nil && bad == nil {
 			p.m, p.bad = messageFromRecord(o.MessageID, rec)
 		}
@@ -284,9 +285,13 @@ func (c *client) pageIn(out []byte) []byte {
 	}
 	for _, p := range paged {
 		om := outMsg{m: p.m, seq: p.seq, stored: true}
+		if p.shared && p.m != nil {
+			om.share = sharedGroupOf(s.subs, p.m.topic, 0) // redispatched if the session ends (share.go)
+		}
 		switch {
 		case p.bad != nil:
 			srv.tombstoneLocked(&l.tx, s, p)
+		case p.state == persist.AwaitingPubcomp:
 			om.m = &message{} // only PUBREL is sent again
 			f.window.Restore(qos.Entry[outMsg]{Msg: om, PacketID: p.packetID, QoS: 2, State: qos.AwaitPubcomp})
 			rel := codec.Ack{Type: codec.PUBREL, PacketID: p.packetID}
@@ -340,6 +345,7 @@ type pagedDelivery struct {
 	seq      uint64
 	msgID    uint64
 	bad      error // it cannot be delivered: tombstoneLocked
+	shared   bool  // delivered through a $share group
 	state    persist.OutState
 	qos      byte
 	packetID uint16

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/ternmq/tern/codec"
 )
@@ -288,4 +289,69 @@ func TestBacklogHoleAcrossReconnect_MQTT_4_6_0_6(t *testing.T) {
 	b.restart()
 	third, _ := startRawSub(t, b.addr, "hb-sub", false, "", 0, true, 0)
 	check(third, n-1)
+}
+
+// A persistent $share member whose session expires does not take the
+// group's messages stored for it along: they go to another member of the
+// group, read back from the store in order, before its backlog is deleted
+// ([MQTT-4.8.2-4 note]: "the Server SHOULD send the Application Message to
+// another Client"). The expiring member (raw 5.0) had 1,000 messages
+// queued on disk while offline, came back once to take 10 without
+// acknowledging them, and left with a Session Expiry of 1 s; the other
+// member (paho.golang) gets all 1,000, in order, the 10 it never saw
+// without DUP.
+func TestBacklogSharedMemberExpiryRedispatch_MQTT_4_8_2(t *testing.T) {
+	t.Parallel()
+	const n, inflight = 1000, 10
+	b := newQBroker(t, nil)
+	connectA := func(clean bool) *rawConn {
+		p := codec.Connect{ClientID: []byte("sx-a"), CleanStart: clean}
+		p.Props.SessionExpiry = 3600
+		p.Props.Set(codec.PropSessionExpiry)
+		p.Props.ReceiveMaximum = inflight
+		p.Props.Set(codec.PropReceiveMaximum)
+		a, _ := dialRaw5(t, b.addr, p)
+		return a
+	}
+	a := connectA(true)
+	if codes := a.subscribe(1, "$share/g/sx/#", 1); len(codes) != 1 || codes[0] != 1 {
+		t.Fatalf("SUBACK %v", codes)
+	}
+	_ = a.conn().Close()
+	waitConnected(t, b.srv, 0)
+
+	pub := pahoClient(t, b.addr, "sx-pub")
+	publishSeq(t, pub, "sx/t", 1, 0, n, 64, nil) // the group's only member is offline: all wait in its store
+	pub.Disconnect(50)
+
+	bc, _, got := paho5(t, b.addr, "sx-b", &paho.ConnectProperties{SessionExpiryInterval: u32(3600)})
+	sub5(t, bc, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$share/g/sx/#", QoS: 1}}})
+
+	a = connectA(false)
+	for i := range inflight {
+		if p := a.readPublish(5 * time.Second); seqOf(p.Payload) != i {
+			t.Fatalf("member a got sequence %d, want %d", seqOf(p.Payload), i)
+		}
+	}
+	d := codec.Disconnect{}
+	d.Props.SessionExpiry = 1
+	d.Props.Set(codec.PropSessionExpiry)
+	a.send(d.Append(nil, codec.Version5))
+	_ = a.conn().Close()
+
+	got.waitN(t, n, 20*time.Second)
+	got.quiet(t, n, 300*time.Millisecond)
+	msgs := got.snapshot()
+	for i, p := range msgs {
+		if seqOf(p.Payload) != i || p.Duplicate() {
+			t.Fatalf("member b's message %d: sequence %d, DUP %v; want %d, no DUP", i, seqOf(p.Payload), p.Duplicate(), i)
+		}
+	}
+	if r := b.srv.stats.redispatched.Load(); r != n {
+		t.Errorf("redispatched %d, want %d", r, n)
+	}
+	info, err := b.srv.store.Inspect("sx-a")
+	if err != nil || info.Session != nil || info.Outbound.Count != 0 {
+		t.Errorf("the expired member's data is still stored: %+v, %v", info, err)
+	}
 }

@@ -54,7 +54,7 @@ func (c *client) drain() {
 				if it.QoS == 2 {
 					st = persist.AwaitingPubrec
 				}
-				l.tx.batch(srv).PutOutbound(s.id, it.Msg.seq, persist.Outbound{MessageID: it.Msg.m.id, QoS: it.QoS, State: st, PacketID: id})
+				l.tx.batch(srv).PutOutbound(s.id, it.Msg.seq, persist.Outbound{MessageID: it.Msg.m.id, QoS: it.QoS, State: st, PacketID: id, Shared: it.Msg.share != ""})
 			}
 		}
 		f.queue.Pop()

@@ -56,6 +56,7 @@ func (s *Server) endSession(t *txn, sess *session) {
 		sess.mu.Unlock()
 		return
 	}
+	stored := s.storedShareLocked(sess) // share.go: its groups' messages on disk
 	if sess.stored {
 		t.batch(s).DeleteSession(sess.id)
 		sess.stored = false
@@ -70,6 +71,9 @@ func (s *Server) endSession(t *txn, sess *session) {
 		s.subs.Unsubscribe(sub.filter, sess)
 	}
 	s.sessions.removeIf(sess.id, sess)
+	if stored.to > stored.from {
+		s.redispatchStored(sess, stored) // before t deletes them
+	}
 	if left != nil {
 		s.redispatchShared(t, sess, left)
 	}

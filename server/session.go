@@ -62,9 +62,10 @@ type flow struct {
 	// store and are paged in, in order, as the in-memory window drains.
 	diskFrom  uint64
 	spilled   bool
-	diskBytes int64  // bytes of this session's stored deliveries, counted against MaxSessionBacklogBytes
-	diskSaved int64  // diskBytes as last written to the store (saveBacklogBytesLocked)
-	gapCheck  uint64 // 1 + the diskFrom a marker wake was last asked for (one per position)
+	diskBytes int64   // bytes of this session's stored deliveries, counted against MaxSessionBacklogBytes
+	diskSaved int64   // diskBytes as last written to the store (saveBacklogBytesLocked)
+	lastTk    *ticket // the batch of the latest stored delivery (share.go waits for it)
+	gapCheck  uint64  // 1 + the diskFrom a marker wake was last asked for (one per position)
 	// Holes (backlog.go, settleHoles): below holeEnd a missing delivery
 	// may be one deleted while it was in memory (acknowledged, dropped,
 	// tombstoned) rather than one whose batch is on its way; once settled,
@@ -74,7 +75,7 @@ type flow struct {
 	settling  bool      // a settling marker is in the store's queue
 	settleGen uint32    // bumped by each release: a marker of an older one settles nothing
 	settleTks []*ticket // unsubmitted batches of the deliveries in memory at release
-	sentEnd   uint64 // 1 + the highest seq sent: a paged-in delivery below it was in flight (re-sent with DUP)
+	sentEnd   uint64    // 1 + the highest seq sent: a paged-in delivery below it was in flight (re-sent with DUP)
 
 	// Flow control of a clean session (pace.go): publishers held back
 	// while its queue is over the soft limit, and when it last made

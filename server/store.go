@@ -46,7 +46,7 @@ func (srv *Server) storeDelivery(t *txn, target *session, om *outMsg, q byte) {
 		// later SUBSCRIBE): its record may be gone with its last reference.
 		b.AddRefOrPut(m.id, messageRecord(m))
 	}
-	b.PutOutbound(target.id, om.seq, persist.Outbound{MessageID: m.id, QoS: q, State: persist.Queued})
+	b.PutOutbound(target.id, om.seq, persist.Outbound{MessageID: m.id, QoS: q, State: persist.Queued, Shared: om.share != ""})
 	om.stored = true
 	om.ticket = t.tick()
 }
