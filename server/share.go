@@ -38,8 +38,8 @@ import (
 // sessions that expired while the broker was down (deleted at open,
 // before any member is back) and a persistent member taken over by a
 // clean-start connection (the connecting loop must not read a backlog of
-// up to max_session_backlog_bytes); their stored group messages go with
-// the session, counted as dropped.
+// up to max_session_backlog_bytes); their stored group messages are
+// deleted with the session, not read back and so not counted.
 
 // sharedLeftovers collects what a departing session still owed its shared
 // groups. s.mu held; call before the flow is dropped.
