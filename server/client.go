@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"net"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,9 @@ type clientCold struct {
 	// back, and the replies held until they all release it.
 	pacedOn      int
 	pacedReplies *pendingReplies
+	// proxied is the client address a PROXY protocol header gave
+	// (proxyproto.go); nil: the connection's peer address.
+	proxied net.Addr
 }
 
 func (c *client) coldState() *clientCold {
@@ -587,7 +591,27 @@ func (c *client) end(err error, to clientState) {
 }
 
 func remoteString(conn gnet.Conn) string {
+	if c, ok := conn.Context().(*client); ok {
+		return c.remote()
+	}
 	if a := conn.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// remoteAddr is the client's address: the one a PROXY protocol header
+// named (proxyproto.go), else the connection's peer.
+func (c *client) remoteAddr() net.Addr {
+	if c.cold != nil && c.cold.proxied != nil {
+		return c.cold.proxied
+	}
+	return c.conn.RemoteAddr()
+}
+
+// remote is remoteAddr as a string for logs ("" if unknown).
+func (c *client) remote() string {
+	if a := c.remoteAddr(); a != nil {
 		return a.String()
 	}
 	return ""

@@ -135,6 +135,13 @@ const (
 	limitSlowConsumer
 	limitPacedInput
 	limitAuthQueue
+	limitACLPublish
+	limitACLSubscribe
+	limitConnectRefused
+	limitConnRate
+	limitListenerConns
+	limitProxyHeader
+	limitPublishRate
 	numLimits
 )
 
@@ -156,6 +163,13 @@ var limitNames = [numLimits]string{
 	limitSlowConsumer:   "slow_consumer_timeout",
 	limitPacedInput:     "paced_input",
 	limitAuthQueue:      "auth_queue",
+	limitACLPublish:     "acl_publish",
+	limitACLSubscribe:   "acl_subscribe",
+	limitConnectRefused: "connect_refused",
+	limitConnRate:       "max_connection_rate",
+	limitListenerConns:  "listener_max_connections",
+	limitProxyHeader:    "proxy_protocol",
+	limitPublishRate:    "max_publish_rate",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.
