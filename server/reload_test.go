@@ -149,7 +149,7 @@ func TestReloadBadFileKeepsPrevious(t *testing.T) {
 	if err := srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	o := mqtt.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("a2").SetUsername("alice").SetPassword("a").
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("a2").SetUsername("alice").SetPassword("a").
 		SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).SetConnectTimeout(5 * time.Second)
 	if tok := mqtt.NewClient(o).Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() == nil {
 		t.Fatal("old password accepted after the reload")
