@@ -47,10 +47,13 @@ type client struct {
 	paced     bool // held back by full subscriber queues: input not read, replies held (pace.go)
 	// authenticating: the CONNECT waits for the Authenticator (authpool.go): input not read
 	authenticating bool
+	proxyWait      bool // a PROXY protocol header must come first (proxyproto.go)
+	throttled      bool // over the publish rate: input not read until it allows more (ratelimit.go)
 
 	wakeQueued  atomic.Bool     // on its loop's drain list
 	takenOver   atomic.Bool     // another connection took the session
 	lastPending *pendingReplies // replies waiting for a commit; later replies queue behind
+	lst         *listenerState  // the listener's settings, when it has any (ratelimit.go)
 	v5          *v5State        // 5.0-only state (v5.go); nil before 5.0
 }
 
@@ -67,6 +70,7 @@ type clientCold struct {
 	// proxied is the client address a PROXY protocol header gave
 	// (proxyproto.go); nil: the connection's peer address.
 	proxied net.Addr
+	rate    *rateState // publish-rate buckets (ratelimit.go)
 }
 
 func (c *client) coldState() *clientCold {
@@ -136,11 +140,17 @@ func (c *client) onTraffic() gnet.Action {
 	case stateClosed:
 		return gnet.Close
 	}
-	if c.paced || c.authenticating { // input waits: for drained subscribers (pace.go), for a verdict (authpool.go)
+	if c.paced || c.authenticating || c.throttled { // input waits: for drained subscribers (pace.go), for a verdict (authpool.go), for the publish rate (ratelimit.go)
 		if c.pacedInputOver() {
-			return c.endEvent(c.fail(codec.Errf(codec.QuotaExceeded, "", "kept sending while paced")))
+			return c.endEvent(c.fail(codec.Errf(c.pacedCode(), "", "kept sending while paced")))
 		}
 		return gnet.None
+	}
+	if c.proxyWait { // proxyproto.go: the PROXY header comes before any MQTT
+		act, done := c.readProxyHeader()
+		if !done {
+			return act
+		}
 	}
 	var buf []byte
 	rest := 0 // bytes of an incomplete packet left buffered
@@ -159,6 +169,9 @@ func (c *client) onTraffic() gnet.Action {
 		if err != nil {
 			act = c.failFrame(err, buf[off:])
 			break
+		}
+		if h.Type == codec.PUBLISH && c.state == stateConnected && c.throttlePublish(n) {
+			break // ratelimit.go: left unread until the rate allows it
 		}
 		off += n
 		c.lastSeen = l.now

@@ -92,6 +92,11 @@ type Options struct {
 	// WebSocketListeners accept MQTT over WebSocket (ws:// or wss://), on
 	// the same standard-library transport. Default: none.
 	WebSocketListeners []WebSocketListener `yaml:"websocket_listeners"`
+	// ListenerSettings are per-listener options, keyed by the listener's
+	// address exactly as Listeners, TLSListeners or WebSocketListeners give
+	// it: PROXY protocol (plain TCP listeners), a connection cap and a
+	// connection rate (ratelimit.go, proxyproto.go). Default: none.
+	ListenerSettings map[string]ListenerSettings `yaml:"listener_settings"`
 	// DataDir is where durable state lives. Default: DefaultDataDir.
 	DataDir string `yaml:"data_dir"`
 	// Durability says when acknowledged QoS 1/2 messages are safe:
@@ -398,6 +403,7 @@ func (o *Options) Validate() error {
 			bad(key, "needs cert_file and key_file")
 		}
 	}
+	o.validateListenerSettings(bad) // ratelimit.go
 	for i, l := range o.WebSocketListeners {
 		key := fmt.Sprintf("websocket_listeners[%d]", i)
 		checkAddr(bad, key+".addr", l.Addr)

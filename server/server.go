@@ -75,6 +75,12 @@ type Server struct {
 	reloaders      []reloader
 	reloads        atomic.Uint64
 	reloadFailures atomic.Uint64
+
+	// Protection knobs (ratelimit.go): per-listener settings by local
+	// address (written before the first accept, read-only after) and the
+	// per-client publish rate.
+	listeners atomic.Pointer[listenerTable]
+	pubGates  publishGates
 }
 
 type stats struct {
@@ -115,6 +121,7 @@ func New(opts Options) (*Server, error) {
 		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	s.pubGates = s.opts.Limits.publishGates() // ratelimit.go
 	if err := s.loadAuthFiles(); err != nil { // reload.go: password_file, acl_file
 		return nil, err
 	}
