@@ -202,3 +202,32 @@ func TestPublishBytesRatePacesClient(t *testing.T) {
 		t.Errorf("%d×%d bytes took %v at %d bytes/s: not paced", n, size, took, bps)
 	}
 }
+
+// The publish-rate check and per-listener settings add no allocation per
+// message (the buckets are two integers on the connection).
+func TestAllocsPerMessageWithRateLimits(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	per := allocsPerMessage(t, 1, 1, 500, 5000, func(o *Options) {
+		o.Limits.MaxPublishRate = 1e9 // checked on every PUBLISH, never reached
+		o.Limits.MaxPublishBytesRate = 1 << 50
+		o.ListenerSettings = map[string]ListenerSettings{"127.0.0.1:0": {MaxConnections: 100, MaxConnectionRate: 1000}}
+	})
+	t.Logf("%.3f allocations per message with publish rate limits on", per)
+	if per > maxAllocsPerMessage+allocSlack {
+		t.Fatalf("%.3f allocations per message, budget %d", per, maxAllocsPerMessage)
+	}
+}
+
+func BenchmarkGateTake(b *testing.B) {
+	g := newGate(1e9, 1e9)
+	var tat int64
+	now := time.Now().UnixNano()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if g.take(&tat, now+int64(i), 100) != 0 {
+			tat = 0
+		}
+	}
+}
