@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ternmq/tern/codec"
 )
 
 func TestGate(t *testing.T) {
@@ -229,5 +232,31 @@ func BenchmarkGateTake(b *testing.B) {
 		if g.take(&tat, now+int64(i), 100) != 0 {
 			tat = 0
 		}
+	}
+}
+
+// Listener settings apply to WebSocket listeners too (they run on the
+// standard-library transport): the second connection over max_connections
+// is closed before it can CONNECT.
+func TestListenerMaxConnectionsWebSocket(t *testing.T) {
+	srv, _ := startBroker(t, func(o *Options) {
+		o.WebSocketListeners = []WebSocketListener{{Addr: "127.0.0.1:0"}}
+		o.ListenerSettings = map[string]ListenerSettings{"127.0.0.1:0": {MaxConnections: 1}}
+	})
+	ws := srv.WebSocketAddrs()[0].String()
+	first, _, err := dialWS(t, ws, "/mqtt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawOver(t, first).connect(codec.Connect{ClientID: []byte("ws-1"), CleanStart: true, KeepAlive: 30}, 0)
+	second, _, err := dialWS(t, ws, "/mqtt", nil)
+	if err == nil {
+		_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, second); err == nil {
+			t.Fatal("second connection still open")
+		}
+	}
+	if n := srv.Refused()["listener_max_connections"]; n != 1 {
+		t.Fatalf("listener_max_connections refusals: %d, want 1", n)
 	}
 }
