@@ -231,6 +231,12 @@ func (c *client) recheckACLOnLoop(a Authorizer, sess *session) int {
 	if n > 0 {
 		srv.refuse(limitACLSubscribe, c.id, c.username(), c.remote(), fmt.Sprintf("ACL reload removed %d subscription(s)", n))
 	}
+	// The will was authorized at CONNECT like a PUBLISH; one the new ACL
+	// refuses is dropped, as its CONNECT would now be refused.
+	if w := c.will; w != nil && !a.CanPublish(c.id, c.username(), string(w.topic)) {
+		c.will = nil
+		srv.refuse(limitACLWill, c.id, c.username(), c.remote(), "ACL reload dropped the will on "+string(w.topic))
+	}
 	return n
 }
 

@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/ternmq/tern/codec"
 	"github.com/ternmq/tern/server/auth"
 )
 
@@ -116,6 +117,28 @@ func TestReloadACLRechecksExistingConnections(t *testing.T) {
 	}
 	if !sub.IsConnected() || !pub.IsConnected() {
 		t.Fatal("a client was disconnected by the reload")
+	}
+}
+
+// A will the new ACL refuses is dropped on reload: the client's abrupt
+// end publishes nothing there.
+func TestReloadACLDropsRefusedWill(t *testing.T) {
+	pw, acl := authFiles(t, map[string]string{"dev": "d", "ops": "o"},
+		"user dev\ntopic readwrite status/#\nuser ops\ntopic read status/#\n")
+	srv, addr := startBroker(t, func(o *Options) { o.PasswordFile, o.ACLFile = pw, acl })
+	got := newReceived()
+	subscribe(t, pahoClient(t, addr, "ops", withUser("ops", "o")), "status/#", 1, got)
+	dev := dialRaw(t, addr)
+	dev.connect(codec.Connect{ClientID: []byte("dev"), CleanStart: true, KeepAlive: 30, UsernameFlag: true, Username: []byte("dev"),
+		PasswordFlag: true, Password: []byte("d"), WillFlag: true, WillQoS: 1, WillTopic: []byte("status/dev"), WillPayload: []byte("gone")}, 0)
+	writeFile(t, acl, "user dev\ntopic readwrite other/#\nuser ops\ntopic read status/#\n")
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	dev.c.Close() // no DISCONNECT: the will would fire
+	got.quiet(t, 0, 500*time.Millisecond)
+	if srv.Refused()["acl_will"] == 0 {
+		t.Error("the dropped will was not counted")
 	}
 }
 
