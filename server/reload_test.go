@@ -342,3 +342,36 @@ func TestMosquittoPasswordFileWithMosquittoPub(t *testing.T) {
 		t.Error("the refused CONNECT was not counted")
 	}
 }
+
+// BenchmarkReloadACL measures one ACL reload over sessions offline
+// sessions with two subscriptions each, all still allowed: reading the
+// file, the atomic swap and the re-check of every subscription.
+func BenchmarkReloadACL(b *testing.B) {
+	for _, sessions := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprint(sessions), func(b *testing.B) {
+			_, acl := authFiles(b, nil, "pattern readwrite devices/%c/#\ntopic read broadcast/#\n")
+			srv, _ := startBroker(b, func(o *Options) { o.ACLFile = acl; o.Logger = quietLogger() })
+			for i := range sessions {
+				id := fmt.Sprintf("dev-%d", i)
+				sess := newSession(id, &srv.opts)
+				for _, f := range []string{"devices/" + id + "/cmd/#", "broadcast/all"} {
+					sess.setSubLocked(sessionSub{filter: f, qos: 1})
+					srv.subs.Subscribe(f, subFor(sess, 1, 0, 0))
+				}
+				sh := srv.sessions.shard(id)
+				sh.mu.Lock()
+				sh.m[id] = sess
+				sh.mu.Unlock()
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if err := srv.Reload(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if n := srv.subs.Len(); n != 2*sessions {
+				b.Fatalf("%d subscriptions left, want %d", n, 2*sessions)
+			}
+		})
+	}
+}
