@@ -260,3 +260,18 @@ func TestListenerMaxConnectionsWebSocket(t *testing.T) {
 		t.Fatalf("listener_max_connections refusals: %d, want 1", n)
 	}
 }
+
+// A 5.0 client that keeps flooding QoS 0 while paced by the publish rate
+// is disconnected with 0x96 Message rate too high once it has buffered
+// what a paced publisher may.
+func TestPublishRateFlooderGets0x96(t *testing.T) {
+	_, addr := startBroker(t, func(o *Options) { o.Limits.MaxPublishRate = 10 })
+	r, _ := dialRaw5(t, addr, codec.Connect{ClientID: []byte("flood"), CleanStart: true})
+	one := (&codec.Publish{Topic: []byte("flood/x"), Payload: make([]byte, 4000)}).Append(nil, codec.Version5)
+	blob := make([]byte, 0, 3<<20)
+	for len(blob)+len(one) <= cap(blob) {
+		blob = append(blob, one...)
+	}
+	go func() { _, _ = r.c.Write(blob) }() // 3 MiB: more than the 2 MiB a paced client may buffer
+	r.expectDisconnect(codec.MessageRateTooHigh)
+}

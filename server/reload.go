@@ -93,7 +93,8 @@ func (s *Server) loadAuthFiles() error {
 // fn must leave the configuration it manages unchanged when it returns an
 // error. Safe to call from any goroutine, before or after Serve; fn runs on
 // the goroutine that called Reload, never concurrently with another
-// reload.
+// reload, and must not itself call Reload or OnReload (they wait for the
+// reload in progress).
 func (s *Server) OnReload(name string, fn func() error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
