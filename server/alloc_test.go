@@ -66,11 +66,15 @@ func TestAllocsPerMessage(t *testing.T) {
 }
 
 // allocsPerMessage sends warm messages, then n more while counting the
-// process's allocations, and returns the count per message.
-func allocsPerMessage(t *testing.T, loops int, q byte, warm, n int) float64 {
+// process's allocations, and returns the count per message. tweaks change
+// the broker's options further.
+func allocsPerMessage(t *testing.T, loops int, q byte, warm, n int, tweaks ...func(*Options)) float64 {
 	_, addr := startBroker(t, func(o *Options) {
 		o.EventLoops = loops
 		o.SysInterval = -1 // no $SYS publications inside the window
+		for _, f := range tweaks {
+			f(o)
+		}
 	})
 	sub := dialRaw(t, addr)
 	sub.connect(codec.Connect{ClientID: []byte("alloc-sub"), CleanStart: true}, 0)

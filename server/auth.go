@@ -228,7 +228,7 @@ func (c *client) sendAuth(code codec.ReasonCode, data []byte) {
 
 func (c *client) connectInfo(password []byte) ConnectInfo {
 	return ConnectInfo{ClientID: c.id, Username: c.username(), Password: password,
-		Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: c.version}
+		Remote: c.remoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: c.version}
 }
 
 // enhancedAuthed reports whether the CONNECT was authenticated by an AUTH

@@ -75,7 +75,7 @@ func (c *client) authenticateAsync(a Authenticator, p *codec.Connect, assigned b
 	srv := c.loop.srv
 	cp := cloneConnect(p)
 	info := ConnectInfo{ClientID: c.id, Username: c.username(), Password: cp.Password,
-		Remote: c.conn.RemoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: cp.ProtocolVersion}
+		Remote: c.remoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: cp.ProtocolVersion}
 	c.authenticating = true
 	ok := srv.auth.submit(func() {
 		err := a.Authenticate(info)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"net"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -46,10 +47,13 @@ type client struct {
 	paced     bool // held back by full subscriber queues: input not read, replies held (pace.go)
 	// authenticating: the CONNECT waits for the Authenticator (authpool.go): input not read
 	authenticating bool
+	proxyWait      bool // a PROXY protocol header must come first (proxyproto.go)
+	throttled      bool // over the publish rate: input not read until it allows more (ratelimit.go)
 
 	wakeQueued  atomic.Bool     // on its loop's drain list
 	takenOver   atomic.Bool     // another connection took the session
 	lastPending *pendingReplies // replies waiting for a commit; later replies queue behind
+	lst         *listenerState  // the listener's settings, when it has any (ratelimit.go)
 	v5          *v5State        // 5.0-only state (v5.go); nil before 5.0
 }
 
@@ -63,6 +67,10 @@ type clientCold struct {
 	// back, and the replies held until they all release it.
 	pacedOn      int
 	pacedReplies *pendingReplies
+	// proxied is the client address a PROXY protocol header gave
+	// (proxyproto.go); nil: the connection's peer address.
+	proxied net.Addr
+	rate    *rateState // publish-rate buckets (ratelimit.go)
 }
 
 func (c *client) coldState() *clientCold {
@@ -132,11 +140,17 @@ func (c *client) onTraffic() gnet.Action {
 	case stateClosed:
 		return gnet.Close
 	}
-	if c.paced || c.authenticating { // input waits: for drained subscribers (pace.go), for a verdict (authpool.go)
+	if c.paced || c.authenticating || c.throttled { // input waits: for drained subscribers (pace.go), for a verdict (authpool.go), for the publish rate (ratelimit.go)
 		if c.pacedInputOver() {
-			return c.endEvent(c.fail(codec.Errf(codec.QuotaExceeded, "", "kept sending while paced")))
+			return c.endEvent(c.fail(codec.Errf(c.pacedCode(), "", "kept sending while paced")))
 		}
 		return gnet.None
+	}
+	if c.proxyWait { // proxyproto.go: the PROXY header comes before any MQTT
+		act, done := c.readProxyHeader()
+		if !done {
+			return act
+		}
 	}
 	var buf []byte
 	rest := 0 // bytes of an incomplete packet left buffered
@@ -155,6 +169,9 @@ func (c *client) onTraffic() gnet.Action {
 		if err != nil {
 			act = c.failFrame(err, buf[off:])
 			break
+		}
+		if h.Type == codec.PUBLISH && c.state == stateConnected && c.throttlePublish(n) {
+			break // ratelimit.go: left unread until the rate allows it
 		}
 		off += n
 		c.lastSeen = l.now
@@ -587,7 +604,27 @@ func (c *client) end(err error, to clientState) {
 }
 
 func remoteString(conn gnet.Conn) string {
+	if c, ok := conn.Context().(*client); ok {
+		return c.remote()
+	}
 	if a := conn.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// remoteAddr is the client's address: the one a PROXY protocol header
+// named (proxyproto.go), else the connection's peer.
+func (c *client) remoteAddr() net.Addr {
+	if c.cold != nil && c.cold.proxied != nil {
+		return c.cold.proxied
+	}
+	return c.conn.RemoteAddr()
+}
+
+// remote is remoteAddr as a string for logs ("" if unknown).
+func (c *client) remote() string {
+	if a := c.remoteAddr(); a != nil {
 		return a.String()
 	}
 	return ""

@@ -35,7 +35,9 @@ func (c *client) refuse(version byte, code codec.ReasonCode, why string) gnet.Ac
 	}
 	c.loop.out = ack.Append(c.loop.out, version)
 	c.setCloseWhy(why)
-	c.loop.srv.log.Info("connection refused", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	// Counted, and logged at most once a second with who was refused
+	// (limits.go): a connect storm of bad credentials must not flood the log.
+	c.loop.srv.refuse(limitConnectRefused, c.id, c.username(), c.remote(), "CONNECT refused: "+why)
 	return gnet.Close
 }
 
@@ -104,7 +106,7 @@ func (c *client) completeConnect(p *codec.Connect, assigned bool) gnet.Action {
 			srv.refuse(limitSysPublish, c.id, c.username(), remoteString(c.conn), "will topic "+string(p.WillTopic))
 			return c.refuse(v, codec.NotAuthorized, "will topics starting with $ are reserved for the broker")
 		}
-		if a := srv.opts.Authorizer; a != nil && !a.CanPublish(c.id, c.username(), string(p.WillTopic)) {
+		if a := srv.authorizer(); a != nil && !a.CanPublish(c.id, c.username(), string(p.WillTopic)) {
 			srv.refuse(limitACLWill, c.id, c.username(), remoteString(c.conn), "will topic "+string(p.WillTopic))
 			return c.refuse(v, codec.NotAuthorized, "not authorized to publish the will topic")
 		}
@@ -295,7 +297,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 // the Authorizer no longer allows (the ACL may have changed while the
 // client was away, or the broker restarted with a new one).
 func (s *Server) recheckSubscriptions(c *client, sess *session) {
-	a := s.opts.Authorizer
+	a := s.authorizer()
 	if a == nil {
 		return
 	}

@@ -25,6 +25,9 @@
 //	expiry.go     offline sessions expiring
 //	will.go       wills, 5.0 Will Delay
 //	limits.go     broker-wide limits, refusal counters and rate-limited logs
+//	ratelimit.go  per-listener connection rate and cap, per-client publish rate (pacing)
+//	proxyproto.go PROXY protocol v1/v2 header before MQTT on opted-in listeners
+//	reload.go     Reload: password file, ACL (atomic swap, subscriptions re-checked), OnReload hooks
 //	v5.go, v5_alias.go, auth.go   5.0-only state: capabilities, topic aliases, AUTH
 //	sys.go        $SYS topics, /metrics, /healthz
 //	options.go    Options: every setting, its default and YAML key
@@ -125,7 +128,9 @@
 // session belongs to the identity that created it: another identity cannot
 // resume, take over or wipe it. Wills are authorized like a PUBLISH at
 // CONNECT; $SYS is never publishable by clients; resumed subscriptions are
-// re-checked against the Authorizer.
+// re-checked against the Authorizer. The Authorizer in force is one atomic
+// pointer that Reload swaps (reload.go); subscriptions the new one refuses
+// are removed from online and offline sessions.
 //
 // # Bounds
 //

@@ -255,11 +255,16 @@ func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
 			}
 		}
 		if sa, err := unix.Getsockname(fd); err == nil {
+			var bound net.Addr
 			switch a := sa.(type) {
 			case *unix.SockaddrInet4:
-				s.addrs = append(s.addrs, &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port})
+				bound = &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
 			case *unix.SockaddrInet6:
-				s.addrs = append(s.addrs, &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port})
+				bound = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+			}
+			if bound != nil {
+				s.addrs = append(s.addrs, bound)
+				s.bindListenerSettings(l, bound) // ratelimit.go
 			}
 		}
 		_ = unix.Close(fd)
@@ -290,7 +295,13 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		_ = c.SetKeepAlive(true, tcpKeepAlive, tcpKeepAlive/5, 5)
 	}
 	l.now = time.Now().UnixNano()
-	cl := &client{loop: l, conn: c, deadline: uint32(l.now/1e9 + int64(s.opts.ConnectTimeout/time.Second))}
+	ls := s.listenerOf(c.LocalAddr()) // ratelimit.go: nil unless the listener has settings
+	if ls != nil && !s.admitListener(ls, c, l.now) {
+		s.conns.Add(-1)
+		return nil, gnet.Close
+	}
+	cl := &client{loop: l, conn: c, lst: ls, deadline: uint32(l.now/1e9 + int64(s.opts.ConnectTimeout/time.Second))}
+	cl.proxyWait = ls != nil && ls.settings.ProxyProtocol
 	cl.loopback = s.onLoopbackListener(c.LocalAddr()) // connect.go: by the listener's configured address
 	c.SetContext(cl)
 	l.wheel.add(cl, int64(cl.deadline))
@@ -313,6 +324,10 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	h.s.conns.Add(-1)
+	if cl.lst != nil {
+		cl.lst.conns.Add(-1)
+	}
+	cl.stopRateTimer()
 	cl.onClose(err)
 	return gnet.None
 }

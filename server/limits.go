@@ -54,6 +54,13 @@ type Limits struct {
 	// a CONNECT that would create one more is refused with 0x97 Quota
 	// exceeded (5.0) / 3 Server unavailable (3.1.1). Default: 1,000,000.
 	MaxSessions int `yaml:"max_sessions"`
+	// MaxPublishRate and MaxPublishBytesRate cap what one connection may
+	// publish per second (messages, bytes of PUBLISH packets), each with
+	// one second's worth of burst. A client over them is paced, not
+	// disconnected: its input is not read until the rate allows the next
+	// PUBLISH (ratelimit.go). Default 0: no cap.
+	MaxPublishRate      float64 `yaml:"max_publish_rate"`
+	MaxPublishBytesRate int64   `yaml:"max_publish_bytes_rate"`
 }
 
 // Limit defaults.
@@ -102,6 +109,10 @@ func (l *Limits) Validate() error {
 	positive("max_retained_messages", int64(l.MaxRetainedMessages))
 	positive("max_retained_bytes", l.MaxRetainedBytes)
 	positive("max_sessions", int64(l.MaxSessions))
+	positive("max_publish_bytes_rate", l.MaxPublishBytesRate)
+	if l.MaxPublishRate < 0 || l.MaxPublishRate != l.MaxPublishRate || l.MaxPublishRate > 1e9 {
+		errs = append(errs, fmt.Errorf("limits.max_publish_rate: must be between 0 and 1e9 messages per second, got %v", l.MaxPublishRate))
+	}
 	if l.MaxFirstPacketSize < 0 || l.MaxFirstPacketSize > 268435455 {
 		errs = append(errs, fmt.Errorf("limits.max_first_packet_size: must be between 2 and 268435455, got %d", l.MaxFirstPacketSize))
 	}
@@ -135,6 +146,13 @@ const (
 	limitSlowConsumer
 	limitPacedInput
 	limitAuthQueue
+	limitACLPublish
+	limitACLSubscribe
+	limitConnectRefused
+	limitConnRate
+	limitListenerConns
+	limitProxyHeader
+	limitPublishRate
 	numLimits
 )
 
@@ -156,6 +174,13 @@ var limitNames = [numLimits]string{
 	limitSlowConsumer:   "slow_consumer_timeout",
 	limitPacedInput:     "paced_input",
 	limitAuthQueue:      "auth_queue",
+	limitACLPublish:     "acl_publish",
+	limitACLSubscribe:   "acl_subscribe",
+	limitConnectRefused: "connect_refused",
+	limitConnRate:       "max_connection_rate",
+	limitListenerConns:  "listener_max_connections",
+	limitProxyHeader:    "proxy_protocol",
+	limitPublishRate:    "max_publish_rate",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.

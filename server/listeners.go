@@ -43,6 +43,12 @@ func (s *Server) startNetListeners() error {
 	s.tlsT = t
 	s.tlsAddrs = t.TLSAddrs()
 	s.wsAddrs = t.WebSocketAddrs()
+	for i, a := range s.tlsAddrs { // ratelimit.go: per-listener settings, by bound address
+		s.bindListenerSettings(s.opts.TLSListeners[i].Addr, a)
+	}
+	for i, a := range s.wsAddrs {
+		s.bindListenerSettings(s.opts.WebSocketListeners[i].Addr, a)
+	}
 	return nil
 }
 

@@ -76,8 +76,9 @@ const (
 //     the file straight into this struct; durations are Go duration
 //     strings such as "10s"). Fields tagged yaml:"-" hold Go values a file
 //     cannot express (interfaces, a logger, a store); embedders set them,
-//     and tern serve fills some of them from its own file keys
-//     (password_file, acl_file, log_level).
+//     and tern serve fills the logger from its own file keys (log_level,
+//     log_format). PasswordFile and ACLFile are the file-backed
+//     Authenticator and Authorizer, which Reload re-reads.
 //
 // A negative value means "off" where a field says so (SysInterval,
 // TopicAliasMaximum); zero never does, because zero is "default".
@@ -91,6 +92,11 @@ type Options struct {
 	// WebSocketListeners accept MQTT over WebSocket (ws:// or wss://), on
 	// the same standard-library transport. Default: none.
 	WebSocketListeners []WebSocketListener `yaml:"websocket_listeners"`
+	// ListenerSettings are per-listener options, keyed by the listener's
+	// address exactly as Listeners, TLSListeners or WebSocketListeners give
+	// it: PROXY protocol (plain TCP listeners), a connection cap and a
+	// connection rate (ratelimit.go, proxyproto.go). Default: none.
+	ListenerSettings map[string]ListenerSettings `yaml:"listener_settings"`
 	// DataDir is where durable state lives. Default: DefaultDataDir.
 	DataDir string `yaml:"data_dir"`
 	// Durability says when acknowledged QoS 1/2 messages are safe:
@@ -116,6 +122,13 @@ type Options struct {
 	Authenticator Authenticator `yaml:"-"`
 	// Authorizer, when set, decides every PUBLISH and SUBSCRIBE. Default: nil (allow).
 	Authorizer Authorizer `yaml:"-"`
+	// PasswordFile names a file of users and password hashes (tern passwd,
+	// or mosquitto_passwd's $7$/$6$ lines): New loads it as the
+	// Authenticator, and Reload reads it again. Default: "" (none).
+	PasswordFile string `yaml:"password_file"`
+	// ACLFile names a mosquitto-format acl_file: New loads it as the
+	// Authorizer, and Reload reads it again. Default: "" (none).
+	ACLFile string `yaml:"acl_file"`
 
 	// MaxPacketSize bounds an inbound packet, checked from its fixed header
 	// before any allocation. Default: DefaultMaxPacketSize (1 MiB).
@@ -390,6 +403,7 @@ func (o *Options) Validate() error {
 			bad(key, "needs cert_file and key_file")
 		}
 	}
+	o.validateListenerSettings(bad) // ratelimit.go
 	for i, l := range o.WebSocketListeners {
 		key := fmt.Sprintf("websocket_listeners[%d]", i)
 		checkAddr(bad, key+".addr", l.Addr)
@@ -463,6 +477,12 @@ func (o *Options) Validate() error {
 	}
 	if o.Logger == nil {
 		bad("Logger", "is nil") // set from Go only: no file key
+	}
+	if o.PasswordFile != "" && o.Authenticator != nil {
+		bad("password_file", "set together with an Authenticator: give one or the other")
+	}
+	if o.ACLFile != "" && o.Authorizer != nil {
+		bad("acl_file", "set together with an Authorizer: give one or the other")
 	}
 	if o.MaxStoreBytes < 0 {
 		bad("max_store_bytes", "must not be negative, got %d", o.MaxStoreBytes)

@@ -26,7 +26,11 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 	if err := trie.ValidateTopic(p.Topic, srv.opts.MaxTopicLevels); err != nil {
 		return c.fail(codec.Errf(codec.TopicNameInvalid, "MQTT-3.3.2-2", "invalid topic name: %v", err))
 	}
-	allowed := srv.opts.Authorizer == nil || srv.opts.Authorizer.CanPublish(c.id, c.username(), string(p.Topic))
+	a := srv.authorizer() // reload.go: one load, so one ACL decides
+	allowed := a == nil || a.CanPublish(c.id, c.username(), string(p.Topic))
+	if !allowed {
+		srv.refuse(limitACLPublish, c.id, c.username(), c.remote(), "ACL denies publishing to "+string(p.Topic))
+	}
 	if isSysTopic(p.Topic) {
 		// $SYS is the broker's own namespace: clients read it, never write
 		// it, whatever the ACL grants [MQTT-4.7.2-1 note on $ topics].

@@ -110,9 +110,21 @@ func (s *Server) recoverSession(id string, rec *persist.Session, now int64) {
 	if rec.DisconnectedAt > 0 {
 		sess.offlineAt = rec.DisconnectedAt
 	}
+	a := s.authorizer()
+	dropped := 0
 	for _, sub := range rec.Subscriptions {
+		// The ACL may have changed while the broker was down, or a reload
+		// removed this subscription from the offline session without
+		// rewriting its record (reload.go).
+		if a != nil && !a.CanSubscribe(id, rec.Owner, sub.Filter) {
+			dropped++
+			continue
+		}
 		sess.subs = append(sess.subs, sessionSub{filter: sub.Filter, qos: sub.QoS, opts: sub.Options, id: sub.ID})
 		s.subs.Subscribe(sub.Filter, subFor(sess, sub.QoS, sub.Options, sub.ID))
+	}
+	if dropped > 0 {
+		s.refuse(limitACLSubscribe, id, rec.Owner, "", fmt.Sprintf("recovered session lost %d subscription(s) the ACL does not allow", dropped))
 	}
 	sh := s.sessions.shard(id)
 	sh.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ternmq/tern/persist"
+	"github.com/ternmq/tern/server/auth"
 	"github.com/ternmq/tern/server/stdnet"
 	"github.com/ternmq/tern/trie"
 )
@@ -64,6 +65,22 @@ type Server struct {
 	auth            *authPool    // runs the Authenticator off the loops (authpool.go); nil without one
 	publicPorts     map[int]bool // ports of listeners not bound to loopback (connect.go)
 	publicPortsOnce sync.Once
+
+	// Reload (reload.go). authz is the Authorizer in force, swapped whole by
+	// Reload and read lock-free by the loops; reloadMu serialises reloads
+	// and guards reloaders.
+	authz          atomic.Pointer[authzRef]
+	pwFile         *auth.PasswordFile // loaded from Options.PasswordFile; nil without one
+	reloadMu       sync.Mutex
+	reloaders      []reloader
+	reloads        atomic.Uint64
+	reloadFailures atomic.Uint64
+
+	// Protection knobs (ratelimit.go): per-listener settings by local
+	// address (written before the first accept, read-only after) and the
+	// per-client publish rate.
+	listeners atomic.Pointer[listenerTable]
+	pubGates  publishGates
 }
 
 type stats struct {
@@ -95,9 +112,6 @@ func New(opts Options) (*Server, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)
 	}
-	if opts.Authorizer != nil && opts.Authenticator == nil && len(opts.EnhancedAuth) == 0 {
-		opts.Logger.Warn("ACL without authentication: usernames are not verified, so every client is anonymous to the ACL; configure a password file")
-	}
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger,
@@ -107,6 +121,14 @@ func New(opts Options) (*Server, error) {
 		loops:    make(map[gnet.EventLoop]*loop),
 		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
+	}
+	s.pubGates = s.opts.Limits.publishGates() // ratelimit.go
+	if err := s.loadAuthFiles(); err != nil { // reload.go: password_file, acl_file
+		return nil, err
+	}
+	opts = s.opts
+	if opts.Authorizer != nil && opts.Authenticator == nil && len(opts.EnhancedAuth) == 0 {
+		opts.Logger.Warn("ACL without authentication: usernames are not verified, so every client is anonymous to the ACL; configure a password file")
 	}
 	if opts.Authenticator != nil {
 		s.auth = newAuthPool()

@@ -60,7 +60,8 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		if shared && sub.NoLocal && c.version == codec.Version5 {
 			return c.fail(codec.Errf(codec.ProtocolError, "MQTT-3.8.3-4", "No Local on a shared subscription"))
 		}
-		if srv.opts.Authorizer != nil && !srv.opts.Authorizer.CanSubscribe(c.id, c.username(), filter) {
+		if a := srv.authorizer(); a != nil && !a.CanSubscribe(c.id, c.username(), filter) {
+			srv.refuse(limitACLSubscribe, c.id, c.username(), c.remote(), "ACL denies subscribing to "+filter)
 			codes = append(codes, c.subFailure(codec.NotAuthorized))
 			continue
 		}

@@ -142,6 +142,8 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 	}
 	metric("tern_publishers_paced_total", "counter", "Times a publisher was held back by a full subscriber queue (flow control).", float64(s.stats.paced.Load()))
 	metric("tern_shared_redispatched_total", "counter", "$share deliveries handed to another member when theirs left.", float64(s.stats.redispatched.Load()))
+	metric("tern_reloads_total", "counter", "Reloads (SIGHUP, Server.Reload).", float64(s.reloads.Load()))
+	metric("tern_reload_failures_total", "counter", "Reloads in which some item was rejected (its previous configuration kept).", float64(s.reloadFailures.Load()))
 	metric("tern_store_full", "gauge", "1 while max_store_bytes or min_free_disk_bytes refuses messages for persistent sessions.", boolFloat(s.storeFull.Load()))
 	const refusedName = "tern_limit_refused_total"
 	fmt.Fprintf(&b, "# HELP %s Things a limit refused, by limit (see README, Limits and security).\n# TYPE %s counter\n", refusedName, refusedName)

@@ -38,11 +38,6 @@ const (
 type fileConfig struct {
 	server.Options `yaml:",inline"`
 
-	// PasswordFile names a file written by tern passwd; when set, every
-	// client must authenticate (Options.Authenticator).
-	PasswordFile string `yaml:"password_file"`
-	// ACLFile names a mosquitto-format acl_file (Options.Authorizer).
-	ACLFile string `yaml:"acl_file"`
 	// LogLevel is debug, info, warn or error. Default: info.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json. Default: text.
@@ -94,7 +89,8 @@ func newServeFlags(c *fileConfig, out io.Writer) *serveFlags {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: tern serve [flags]
 
-Runs the broker until SIGINT or SIGTERM. Settings come from the defaults, then
+Runs the broker until SIGINT or SIGTERM; SIGHUP reloads the password file,
+the ACL file and the log level. Settings come from the defaults, then
 the --config file (every key: tern.example.yaml), then flags.
 
 Flags:
@@ -191,18 +187,17 @@ func (c *fileConfig) build() (server.Options, error) {
 		o.Logger = logger
 	}
 	errs := []error{err, o.Validate()}
+	// The files are read here too, only to report their problems with the
+	// rest of the configuration's; server.New loads them (and Reload
+	// reads them again).
 	if c.ACLFile != "" {
-		if acl, err := auth.LoadACLFile(c.ACLFile); err != nil {
+		if _, err := auth.LoadACLFile(c.ACLFile); err != nil {
 			errs = append(errs, fmt.Errorf("acl_file %s: %w", c.ACLFile, err))
-		} else {
-			o.Authorizer = acl
 		}
 	}
 	if c.PasswordFile != "" {
-		if pf, err := auth.LoadPasswordFile(c.PasswordFile); err != nil {
+		if _, err := auth.LoadPasswordFile(c.PasswordFile); err != nil {
 			errs = append(errs, fmt.Errorf("password_file %s: %w", c.PasswordFile, err))
-		} else {
-			o.Authenticator = pf
 		}
 	}
 	return o, errors.Join(errs...)
@@ -241,7 +236,7 @@ func serveCmd(args []string) int {
 		return 1
 	}
 	logger := opts.Logger
-	logger.Info("effective configuration", "options", opts, "password_file", cfg.PasswordFile, "acl_file", cfg.ACLFile,
+	logger.Info("effective configuration", "options", opts,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat, "config", sf.configPath)
 	if opts.Durability != server.DurabilityNone {
 		if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
@@ -254,10 +249,29 @@ func serveCmd(args []string) int {
 		fmt.Fprintf(os.Stderr, "tern serve: %v\n", err)
 		return 1
 	}
+	// A reload takes log_level from the configuration file and flags again
+	// (the files named by password_file and acl_file are re-read by the
+	// broker itself; their names, like every other setting, stay).
+	srv.OnReload("log_level", func() error {
+		c, _, _, err := parseServeArgs(args, io.Discard)
+		if err != nil {
+			return err
+		}
+		c.ensureDefaults()
+		lv, err := parseLevel(c.LogLevel)
+		if err != nil {
+			return err
+		}
+		if old := logLevel.Level(); old != lv {
+			logLevel.Set(lv)
+			logger.Info("log level changed", "from", old.String(), "to", lv.String())
+		}
+		return nil
+	})
 	sig := make(chan os.Signal, 1)
-	// SIGHUP (systemctl reload, mosquitto-style kill -HUP) must not take the
-	// broker down: it is caught and, until configuration reload exists,
-	// logged and ignored.
+	// SIGHUP (systemctl reload, mosquitto-style kill -HUP) reloads the
+	// password file, the ACL file and the log level; it never takes the
+	// broker down.
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	errc := make(chan error, 1)
@@ -273,7 +287,12 @@ func serveCmd(args []string) int {
 			return 0
 		case got := <-sig:
 			if got == syscall.SIGHUP {
-				logger.Warn("SIGHUP received: configuration reload is not supported yet; the broker keeps running unchanged")
+				logger.Info("SIGHUP received: reloading")
+				if err := srv.Reload(); err != nil {
+					logger.Error("reload failed: what failed keeps its previous configuration", "err", err)
+				} else {
+					logger.Info("reload succeeded")
+				}
 				continue
 			}
 			s = got
@@ -291,21 +310,32 @@ func serveCmd(args []string) int {
 	return 0
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
-	var lv slog.Level
+// logLevel is the level the logger of tern serve logs at; a reload
+// (SIGHUP) sets it from the configuration file again.
+var logLevel slog.LevelVar
+
+// parseLevel turns a log_level value into a slog.Level.
+func parseLevel(level string) (slog.Level, error) {
 	switch strings.ToLower(level) {
 	case "", "info":
-		lv = slog.LevelInfo
+		return slog.LevelInfo, nil
 	case "debug":
-		lv = slog.LevelDebug
+		return slog.LevelDebug, nil
 	case "warn", "warning":
-		lv = slog.LevelWarn
+		return slog.LevelWarn, nil
 	case "error":
-		lv = slog.LevelError
-	default:
-		return nil, fmt.Errorf("log_level: must be debug, info, warn or error, got %q", level)
+		return slog.LevelError, nil
 	}
-	ho := &slog.HandlerOptions{Level: lv}
+	return 0, fmt.Errorf("log_level: must be debug, info, warn or error, got %q", level)
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	lv, err := parseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	logLevel.Set(lv)
+	ho := &slog.HandlerOptions{Level: &logLevel}
 	switch strings.ToLower(format) {
 	case "", "text":
 		return slog.New(slog.NewTextHandler(os.Stderr, ho)), nil

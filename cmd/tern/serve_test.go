@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/ternmq/tern/codec"
 	"github.com/ternmq/tern/internal/mqtttest"
 	"github.com/ternmq/tern/server"
+	"github.com/ternmq/tern/server/auth"
 )
 
 const exampleConfig = "../../tern.example.yaml"
@@ -304,6 +306,112 @@ func TestServeFromConfigFile(t *testing.T) {
 	case code := <-done:
 		if code != 0 {
 			t.Errorf("tern serve exited %d after SIGTERM", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("tern serve did not stop on SIGTERM")
+	}
+}
+
+// TestServeSIGHUPReloads: SIGHUP makes tern serve read the password file
+// and the log level again, without stopping; a broken password file is
+// rejected and the one in force stays.
+func TestServeSIGHUPReloads(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwords")
+	setPassword := func(p string) {
+		line, err := auth.HashPassword("dev", p, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(pw, []byte(line+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPassword("one")
+	cfg := func(level string) string {
+		return "listeners: [" + addr + "]\ndurability: none\nevent_loops: 1\nsys_interval: -1s\npassword_file: " + pw + "\nlog_level: " + level + "\n"
+	}
+	path := writeConfig(t, cfg("warn"))
+	done := make(chan int, 1)
+	go func() { done <- serveCmd([]string{"--config", path}) }()
+	login := func(pass string) (byte, error) {
+		c, err := mqtttest.Dial(addr)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		ack, err := c.Connect(codec.Connect{ClientID: []byte("hup"), CleanStart: true, KeepAlive: 30,
+			UsernameFlag: true, Username: []byte("dev"), PasswordFlag: true, Password: []byte(pass)})
+		return byte(ack.ReasonCode), err
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if code, err := login("one"); err == nil && code == 0 {
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("tern serve exited %d", code)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("broker not accepting dev/one")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	self, _ := os.FindProcess(os.Getpid())
+	hup := func() {
+		if err := self.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A broken file: refused, dev/one still works.
+	if err := os.WriteFile(pw, []byte("dev:garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup()
+	time.Sleep(300 * time.Millisecond)
+	if code, err := login("one"); err != nil || code != 0 {
+		t.Fatalf("after a bad password file, the old one should stay: CONNACK %d, %v", code, err)
+	}
+	// A good file and a new log level: both take effect.
+	setPassword("two")
+	if err := os.WriteFile(path, []byte(cfg("debug")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if code, err := login("two"); err == nil && code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new password was not loaded on SIGHUP")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, err := login("one"); err == nil && code == 0 {
+		t.Error("the old password still works after the reload")
+	}
+	if lv := logLevel.Level(); lv != slog.LevelDebug {
+		t.Errorf("log level %v after SIGHUP, want debug", lv)
+	}
+	select {
+	case code := <-done:
+		t.Fatalf("tern serve exited %d on SIGHUP", code)
+	default:
+	}
+	if err := self.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d after SIGTERM", code)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("tern serve did not stop on SIGTERM")

@@ -5,6 +5,7 @@ import (
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -18,12 +19,17 @@ import (
 )
 
 // PasswordFile is an Authenticator backed by a file of hashed passwords,
-// one user per line:
+// one user per line, in Tern's format or in mosquitto's (so a mosquitto
+// password_file works unchanged):
 //
-//	username:pbkdf2-sha256$<iterations>$<salt, base64>$<key, base64>
+//	username:pbkdf2-sha256$<iterations>$<salt, base64>$<key, base64>   tern passwd
+//	username:$7$<iterations>$<salt, base64>$<key, base64>               mosquitto ≥ 2.0: PBKDF2-HMAC-SHA512
+//	username:$6$<salt, base64>$<hash, base64>                           mosquitto 1.x: SHA-512(password ‖ salt)
 //
 // Lines starting with '#' and blank lines are ignored. `tern passwd` writes
-// entries.
+// entries. A "$6$" entry costs one SHA-512, so an offline guess is cheap if
+// the file leaks: rehash those users with tern passwd (or mosquitto_passwd)
+// when you can.
 //
 // Checking a password costs one PBKDF2 derivation (about 1–2 ms at the
 // default iterations) on the event loop. Successful checks are remembered
@@ -49,9 +55,33 @@ type PasswordFile struct {
 }
 
 type passwordEntry struct {
+	scheme    hashScheme
 	iter      int
 	salt, key []byte
 	line      string
+}
+
+// hashScheme is how an entry's key derives from the password.
+type hashScheme uint8
+
+const (
+	schemeTern  hashScheme = iota // pbkdf2-sha256: PBKDF2-HMAC-SHA256, 32-byte key
+	schemeMosq7                   // mosquitto $7$: PBKDF2-HMAC-SHA512, 64-byte key
+	schemeMosq6                   // mosquitto $6$: SHA-512(password ‖ salt), 64 bytes
+)
+
+// derive computes the key the entry's scheme derives from password.
+func (e *passwordEntry) derive(password []byte) ([]byte, error) {
+	switch e.scheme {
+	case schemeMosq7:
+		return pbkdf2.Key(sha512.New, string(password), e.salt, e.iter, sha512.Size)
+	case schemeMosq6:
+		h := sha512.New()
+		h.Write(password)
+		h.Write(e.salt)
+		return h.Sum(nil), nil
+	}
+	return pbkdf2.Key(sha256.New, string(password), e.salt, e.iter, sha256.Size)
 }
 
 // DefaultPasswordIterations is what HashPassword uses: enough to slow
@@ -101,23 +131,54 @@ func ParsePasswordFile(r io.Reader) (*PasswordFile, error) {
 }
 
 // newDecoy makes the entry unknown users are checked against: random salt
-// and key (no password matches), and the iteration count most entries use,
-// so that its derivation takes as long as theirs.
+// and key (no password matches), and the scheme and iteration count most
+// entries use, so that its derivation takes as long as theirs.
 func newDecoy(entries map[string]passwordEntry) (passwordEntry, error) {
-	count := map[int]int{}
-	iter, best := DefaultPasswordIterations, 0
+	type kind struct {
+		scheme hashScheme
+		iter   int
+	}
+	count := map[kind]int{}
+	best, bestN := kind{schemeTern, DefaultPasswordIterations}, 0
 	for _, e := range entries {
-		count[e.iter]++
-		if n := count[e.iter]; n > best || (n == best && e.iter > iter) {
-			iter, best = e.iter, n
+		k := kind{e.scheme, e.iter}
+		count[k]++
+		if n := count[k]; n > bestN || (n == bestN && (k.scheme > best.scheme || (k.scheme == best.scheme && k.iter > best.iter))) {
+			best, bestN = k, n
 		}
 	}
-	d := passwordEntry{iter: iter, salt: make([]byte, 16), key: make([]byte, sha256.Size)}
+	size := sha256.Size
+	if best.scheme != schemeTern {
+		size = sha512.Size
+	}
+	d := passwordEntry{scheme: best.scheme, iter: best.iter, salt: make([]byte, 16), key: make([]byte, size)}
 	if _, err := rand.Read(d.salt); err != nil {
 		return d, err
 	}
 	_, err := rand.Read(d.key)
 	return d, err
+}
+
+// Replace makes pf check against next's entries from now on, keeping pf's
+// Limiter (lockouts in force stay in force) and forgetting every verified
+// credential pf remembered. It is how a reload takes effect: the broker
+// keeps the same Authenticator. Safe to call while pf is in use; a check
+// already running finishes against the entries it started with.
+func (pf *PasswordFile) Replace(next *PasswordFile) {
+	next.mu.RLock()
+	entries, decoy := next.entries, next.decoy
+	next.mu.RUnlock()
+	pf.mu.Lock()
+	pf.entries, pf.decoy = entries, decoy
+	pf.ok = map[[32]byte]struct{}{}
+	pf.mu.Unlock()
+}
+
+// Len returns the number of users in the file.
+func (pf *PasswordFile) Len() int {
+	pf.mu.RLock()
+	defer pf.mu.RUnlock()
+	return len(pf.entries)
 }
 
 // Limiter returns the failure limiter in use (nil: none).
@@ -133,9 +194,14 @@ func parsePasswordLine(line string) (string, passwordEntry, error) {
 	if !ok || user == "" {
 		return "", passwordEntry{}, errors.New("want username:hash")
 	}
+	if strings.HasPrefix(hash, "$6$") || strings.HasPrefix(hash, "$7$") {
+		e, err := parseMosquitto(hash)
+		e.line = line
+		return user, e, err
+	}
 	parts := strings.Split(hash, "$")
 	if len(parts) != 4 || parts[0] != "pbkdf2-sha256" {
-		return "", passwordEntry{}, errors.New("hash must be pbkdf2-sha256$<iterations>$<salt>$<key> (write it with tern passwd)")
+		return "", passwordEntry{}, errors.New("hash must be pbkdf2-sha256$<iterations>$<salt>$<key> (write it with tern passwd) or mosquitto's $7$… / $6$…")
 	}
 	iter, err := strconv.Atoi(parts[1])
 	if err != nil || iter < 1 || iter > 10_000_000 {
@@ -147,6 +213,39 @@ func parsePasswordLine(line string) (string, passwordEntry, error) {
 		return "", passwordEntry{}, errors.New("salt or key is not valid base64 of the right length")
 	}
 	return user, passwordEntry{iter: iter, salt: salt, key: key, line: line}, nil
+}
+
+// parseMosquitto parses a mosquitto password hash: "$7$<iterations>$<salt>$<key>"
+// (PBKDF2-HMAC-SHA512) or "$6$<salt>$<hash>" (salted SHA-512), salt and key
+// in padded standard base64 as mosquitto_passwd writes them.
+func parseMosquitto(hash string) (passwordEntry, error) {
+	parts := strings.Split(hash, "$") // "", "7", iterations, salt, key
+	e := passwordEntry{scheme: schemeMosq7, iter: 1}
+	var salt, key string
+	switch {
+	case parts[1] == "7" && len(parts) == 5:
+		iter, err := strconv.Atoi(parts[2])
+		if err != nil || iter < 1 || iter > 10_000_000 {
+			return e, fmt.Errorf("mosquitto $7$ iterations %q: want 1 to 10000000", parts[2])
+		}
+		e.iter, salt, key = iter, parts[3], parts[4]
+	case parts[1] == "6" && len(parts) == 4:
+		e.scheme, salt, key = schemeMosq6, parts[2], parts[3]
+	default:
+		return e, errors.New("mosquitto hash must be $7$<iterations>$<salt>$<hash> or $6$<salt>$<hash>")
+	}
+	var err1, err2 error
+	e.salt, err1 = decodeB64(salt)
+	e.key, err2 = decodeB64(key)
+	if err1 != nil || err2 != nil || len(e.salt) < 8 || len(e.key) != sha512.Size {
+		return e, errors.New("mosquitto hash: salt or hash is not valid base64 of the right length")
+	}
+	return e, nil
+}
+
+// decodeB64 accepts standard base64 with or without padding.
+func decodeB64(s string) ([]byte, error) {
+	return base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
 }
 
 // HashPassword returns a password file line for user.
@@ -204,7 +303,7 @@ func (pf *PasswordFile) Authenticate(c ConnectInfo) error {
 		return nil
 	}
 	// Known or not, one derivation and one constant-time comparison.
-	key, err := pbkdf2.Key(sha256.New, string(c.Password), e.salt, e.iter, sha256.Size)
+	key, err := e.derive(c.Password)
 	match := err == nil && subtle.ConstantTimeCompare(key, e.key) == 1
 	if !match || !known {
 		lim.Failed(c.Username, c.Remote)

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -251,5 +253,116 @@ func TestLimiterLogsRateLimited(t *testing.T) {
 	}
 	if lim.Stats().Lockouts != 50 {
 		t.Errorf("lockouts %d, want 50", lim.Stats().Lockouts)
+	}
+}
+
+// Lines written by mosquitto_passwd 2.0 (Debian bookworm): dev7 with the
+// default sha512-pbkdf2 ($7$, 101 iterations), dev6 with -H sha512 ($6$).
+const (
+	mosq7Line = `dev7:$7$101$8I0sXUiVLC8OqFgc$Ur1zZCj2niVSD6yrFHMm+iUv4Rwq2/MjfxS3NYl6Tnth5SOtPVaXPegJfa6QvwHfQ7OnR5lfXxmUp5XD4rxBuQ==`
+	mosq6Line = `dev6:$6$D9Tz5flcADmR/ZdW$XSmaqlzr46VTzhaOtscwYM3b4lfv1vrolnbh1gbcnXfvDNTV9GuHRX6XQEqJ0tNtfOEIp1qWAWcPzydz1NiRTw==`
+)
+
+func TestPasswordFileMosquittoFormats(t *testing.T) {
+	tern, err := HashPassword("devt", "t", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := ParsePasswordFile(strings.NewReader(mosq7Line + "\n" + mosq6Line + "\n" + tern + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.SetLimiter(nil)
+	for _, tc := range []struct {
+		user, pass string
+		ok         bool
+	}{
+		{"dev7", "pa$$w0rd", true}, {"dev7", "pa$$w0rd!", false}, {"dev7", "old:pw", false},
+		{"dev6", "old:pw", true}, {"dev6", "old:pw ", false}, {"dev6", "pa$$w0rd", false},
+		{"devt", "t", true}, {"nobody", "pa$$w0rd", false},
+	} {
+		if err := pf.Authenticate(ConnectInfo{Username: tc.user, Password: []byte(tc.pass)}); (err == nil) != tc.ok {
+			t.Errorf("%s/%q: err %v, want ok=%v", tc.user, tc.pass, err, tc.ok)
+		}
+	}
+	for _, bad := range []string{
+		"u:$7$0$8I0sXUiVLC8OqFgc$Ur1zZCj2niVSD6yrFHMm+iUv4Rwq2/MjfxS3NYl6Tnth5SOtPVaXPegJfa6QvwHfQ7OnR5lfXxmUp5XD4rxBuQ==", // 0 iterations
+		"u:$7$101$8I0sXUiVLC8OqFgc$c2hvcnQ=",          // key too short
+		"u:$7$101$!!!$Ur1zZCj2niVSD6yrFHMm",           // not base64
+		"u:$6$D9Tz5flcADmR/ZdW",                       // no hash
+		"u:$5$abc$def",                                // unknown scheme
+		"u:$7$101$8I0sXUiVLC8OqFgc$Ur1z$extra$fields", // too many fields
+	} {
+		if _, err := ParsePasswordFile(strings.NewReader(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// A file of mosquitto $7$ users checks an unknown user against a $7$
+// decoy, so it costs what a known user costs.
+func TestPasswordFileMosquittoDecoy(t *testing.T) {
+	pf, err := ParsePasswordFile(strings.NewReader(mosq7Line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := pf.decoy; d.scheme != schemeMosq7 || d.iter != 101 || len(d.key) != 64 {
+		t.Fatalf("decoy %+v, want $7$ with 101 iterations", d)
+	}
+}
+
+// mosquitto_passwd, when installed, writes lines the file accepts.
+func TestPasswordFileMosquittoPasswdTool(t *testing.T) {
+	tool, err := exec.LookPath("mosquitto_passwd")
+	if err != nil {
+		t.Skip("mosquitto_passwd not installed")
+	}
+	path := filepath.Join(t.TempDir(), "pw")
+	for _, args := range [][]string{{"-c", "-b", path, "a", "secret-a"}, {"-H", "sha512", "-b", path, "b", "secret-b"}} {
+		if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd %v: %v\n%s", args, err, out)
+		}
+	}
+	pf, err := LoadPasswordFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.SetLimiter(nil)
+	for user, pass := range map[string]string{"a": "secret-a", "b": "secret-b"} {
+		if err := pf.Authenticate(ConnectInfo{Username: user, Password: []byte(pass)}); err != nil {
+			t.Errorf("%s: %v", user, err)
+		}
+		if err := pf.Authenticate(ConnectInfo{Username: user, Password: []byte(pass + "x")}); err == nil {
+			t.Errorf("%s: wrong password accepted", user)
+		}
+	}
+}
+
+// Replace swaps the users in place: the old password stops working, the
+// new one works, and the limiter (with its lockouts) stays.
+func TestPasswordFileReplace(t *testing.T) {
+	l1, _ := HashPassword("dev1", "old", 1000)
+	l2, _ := HashPassword("dev1", "new", 1000)
+	pf, err := ParsePasswordFile(strings.NewReader(l1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := pf.Limiter()
+	if err := pf.Authenticate(ConnectInfo{Username: "dev1", Password: []byte("old")}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := ParsePasswordFile(strings.NewReader(l2 + "\n" + mosq7Line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.Replace(next)
+	if pf.Limiter() != lim || pf.Len() != 2 {
+		t.Fatalf("limiter kept %v, users %d", pf.Limiter() == lim, pf.Len())
+	}
+	if err := pf.Authenticate(ConnectInfo{Username: "dev1", Password: []byte("old")}); err == nil {
+		t.Error("old password (remembered as verified) still accepted after Replace")
+	}
+	if err := pf.Authenticate(ConnectInfo{Username: "dev1", Password: []byte("new")}); err != nil {
+		t.Error(err)
 	}
 }
