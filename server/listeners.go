@@ -46,6 +46,15 @@ func (s *Server) startNetListeners() error {
 	return nil
 }
 
+// reloadTLS re-reads the certificate, key and client CA files of every TLS
+// and wss:// listener, for the handshakes that follow; established
+// connections keep theirs. If any file is missing or bad, nothing changes
+// and the error names the listener and the file. Safe from any goroutine
+// once Serve has started the listeners; a no-op without TLS listeners.
+func (s *Server) reloadTLS() error {
+	return s.tlsT.ReloadTLS()
+}
+
 // wsCloseStatus is the WebSocket close frame for a connection the broker
 // closed (stdnet.Config.CloseStatus); it runs on the connection's loop
 // before OnClose, so the client still says why.

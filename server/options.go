@@ -15,6 +15,7 @@ import (
 	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/qos"
 	"github.com/ternmq/tern/server/auth"
+	"github.com/ternmq/tern/server/stdnet"
 )
 
 // Defaults that EnsureDefaults fills in. The two derived defaults are
@@ -46,6 +47,12 @@ const (
 	DefaultSysInterval       = 10 * time.Second
 	DefaultVersion           = "dev"
 	DefaultTopicAliasMaximum = 10
+	// DefaultTLSClientAuth is a TLS listener's client certificate mode:
+	// none asked for.
+	DefaultTLSClientAuth = stdnet.ClientAuthNone
+	// DefaultTLSExpiryWarningDays is how close to expiry a TLS listener's
+	// certificate or client CA gets a warning in the log.
+	DefaultTLSExpiryWarningDays = stdnet.DefaultExpiryWarningDays
 )
 
 // Limits Validate enforces. The packet size bounds come from the protocol:
@@ -280,6 +287,22 @@ func (o *Options) EnsureDefaults() {
 			o.WebSocketListeners[i].Path = DefaultWebSocketPath
 		}
 	}
+	cloned = false
+	for i := range o.TLSListeners {
+		l := &o.TLSListeners[i]
+		if l.ClientAuth == "" || l.ExpiryWarningDays == 0 {
+			if !cloned {
+				o.TLSListeners, cloned = slices.Clone(o.TLSListeners), true
+				l = &o.TLSListeners[i]
+			}
+			if l.ClientAuth == "" {
+				l.ClientAuth = DefaultTLSClientAuth
+			}
+			if l.ExpiryWarningDays == 0 {
+				l.ExpiryWarningDays = DefaultTLSExpiryWarningDays
+			}
+		}
+	}
 	if o.DataDir == "" {
 		o.DataDir = DefaultDataDir
 	}
@@ -389,6 +412,7 @@ func (o *Options) Validate() error {
 		if l.Config == nil && (l.CertFile == "" || l.KeyFile == "") {
 			bad(key, "needs cert_file and key_file")
 		}
+		checkTLSListener(bad, key, &l)
 	}
 	for i, l := range o.WebSocketListeners {
 		key := fmt.Sprintf("websocket_listeners[%d]", i)
@@ -471,6 +495,30 @@ func (o *Options) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// checkTLSListener reports a TLS listener's bad TLS settings under key.
+func checkTLSListener(bad func(key, format string, args ...any), key string, l *TLSListener) {
+	switch l.MinVersion {
+	case "", "1.2", "1.3":
+	default:
+		bad(key+".min_version", "must be \"1.2\" or \"1.3\", got %q", l.MinVersion)
+	}
+	if !slices.Contains(stdnet.ClientAuthModes, l.ClientAuth) {
+		bad(key+".client_auth", "must be none, request or require, got %q", l.ClientAuth)
+	}
+	verifies := l.ClientAuth == stdnet.ClientAuthRequest || l.ClientAuth == stdnet.ClientAuthRequire
+	if verifies && l.ClientCAFile == "" && (l.Config == nil || l.Config.ClientCAs == nil) {
+		bad(key+".client_ca_file", "client_auth %s needs the CA client certificates are verified against", l.ClientAuth)
+	}
+	if !slices.Contains(stdnet.IdentitySources, l.IdentityFrom) {
+		bad(key+".identity_from", "must be cn, subject, san_dns, san_email or san_uri (or empty), got %q", l.IdentityFrom)
+	} else if l.IdentityFrom != "" && !verifies {
+		bad(key+".identity_from", "needs client_auth request or require (a certificate nobody verified is no identity)")
+	}
+	if l.ExpiryWarningDays < 0 {
+		bad(key+".expiry_warning_days", "must not be negative, got %d", l.ExpiryWarningDays)
+	}
 }
 
 // checkAddr reports, under key, an address that is not host:port.

@@ -135,6 +135,9 @@ type Transport struct {
 	https    []*http.Server
 	done     chan struct{} // closed by Stop: accept back-off sleeps end
 
+	tlsSources []*tlsSource // TLS and wss:// listeners' certificates; fixed after Start
+	reloadMu   sync.Mutex   // serialises ReloadTLS and the expiry checks
+
 	wg     sync.WaitGroup // accept loops and HTTP servers
 	hsWG   sync.WaitGroup // TLS handshakes in progress
 	connWG sync.WaitGroup // every conn's reader and writer
@@ -189,6 +192,10 @@ func Start(cfg Config, tlsListeners []TLSListener, wsListeners []WebSocketListen
 			t.Stop()
 			return nil, err
 		}
+	}
+	if len(t.tlsSources) > 0 {
+		t.wg.Add(1)
+		go t.watchExpiry()
 	}
 	return t, nil
 }
@@ -276,9 +283,11 @@ func (t *Transport) Stop() {
 
 // open hands an established stream to the handler on the next loop.
 // raw is the TCP socket under stream; ws is set for WebSocket streams.
-func (t *Transport) open(stream, raw net.Conn, ws *wsStream, writeTimeout time.Duration) {
+// identity is what the client certificate says the client is ("" none).
+func (t *Transport) open(stream, raw net.Conn, ws *wsStream, identity string, writeTimeout time.Duration) {
 	l := t.loops[int(t.next.Add(1))%len(t.loops)]
 	c := newConn(t, l, stream, raw, ws, writeTimeout)
+	c.identity = identity
 	t.mu.Lock()
 	// Under mu, so that Stop's close of this conn is queued after OnOpen.
 	if t.stopping || l.postFn(c.open) != nil {
