@@ -47,12 +47,20 @@ const (
 	DefaultSysInterval       = 10 * time.Second
 	DefaultVersion           = "dev"
 	DefaultTopicAliasMaximum = 10
+	// DefaultTLSEngine serves TLS listeners on server/stdnet.
+	DefaultTLSEngine = TLSEngineStdnet
 	// DefaultTLSClientAuth is a TLS listener's client certificate mode:
 	// none asked for.
 	DefaultTLSClientAuth = stdnet.ClientAuthNone
 	// DefaultTLSExpiryWarningDays is how close to expiry a TLS listener's
 	// certificate or client CA gets a warning in the log.
 	DefaultTLSExpiryWarningDays = stdnet.DefaultExpiryWarningDays
+)
+
+// TLS engines (Options.TLSEngine).
+const (
+	TLSEngineStdnet = "stdnet" // goroutines per connection (server/stdnet)
+	TLSEngineLoops  = "loops"  // the gnet event loops (server/tlsloop)
 )
 
 // Limits Validate enforces. The packet size bounds come from the protocol:
@@ -95,6 +103,16 @@ type Options struct {
 	// TLSListeners accept MQTT over TLS (standard-library transport: two
 	// goroutines per connection). Default: none.
 	TLSListeners []TLSListener `yaml:"tls_listeners"`
+	// TLSEngine says what serves TLSListeners: TLSEngineStdnet (default:
+	// server/stdnet, two goroutines and a 16 KiB read buffer per
+	// connection) or TLSEngineLoops (server/tlsloop: the gnet event
+	// loops, no goroutine per connection once the handshake is done).
+	TLSEngine string `yaml:"tls_engine"`
+	// TLSTicketKeyFile holds the TLS session ticket keys (32-byte keys back
+	// to back, the first encrypts). Default: tls-ticket-keys in DataDir,
+	// created with one random key. Give brokers behind one address the
+	// same file so that each resumes the others' sessions.
+	TLSTicketKeyFile string `yaml:"tls_ticket_key_file"`
 	// WebSocketListeners accept MQTT over WebSocket (ws:// or wss://), on
 	// the same standard-library transport. Default: none.
 	WebSocketListeners []WebSocketListener `yaml:"websocket_listeners"`
@@ -306,6 +324,9 @@ func (o *Options) EnsureDefaults() {
 	if o.DataDir == "" {
 		o.DataDir = DefaultDataDir
 	}
+	if o.TLSEngine == "" {
+		o.TLSEngine = DefaultTLSEngine
+	}
 	if o.Durability == "" {
 		o.Durability = DefaultDurability
 	}
@@ -414,6 +435,11 @@ func (o *Options) Validate() error {
 		}
 		checkTLSListener(bad, key, &l)
 	}
+	switch o.TLSEngine {
+	case TLSEngineStdnet, TLSEngineLoops:
+	default:
+		bad("tls_engine", "must be stdnet or loops, got %q", o.TLSEngine)
+	}
 	for i, l := range o.WebSocketListeners {
 		key := fmt.Sprintf("websocket_listeners[%d]", i)
 		checkAddr(bad, key+".addr", l.Addr)
@@ -497,6 +523,17 @@ func (o *Options) Validate() error {
 	return errors.Join(errs...)
 }
 
+// certIdentities reports whether a TLS listener takes client identities
+// from certificates (mTLS authenticates those clients).
+func (o *Options) certIdentities() bool {
+	for _, l := range o.TLSListeners {
+		if l.IdentityFrom != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // checkTLSListener reports a TLS listener's bad TLS settings under key.
 func checkTLSListener(bad func(key, format string, args ...any), key string, l *TLSListener) {
 	switch l.MinVersion {
@@ -515,6 +552,9 @@ func checkTLSListener(bad func(key, format string, args ...any), key string, l *
 		bad(key+".identity_from", "must be cn, subject, san_dns, san_email or san_uri (or empty), got %q", l.IdentityFrom)
 	} else if l.IdentityFrom != "" && !verifies {
 		bad(key+".identity_from", "needs client_auth request or require (a certificate nobody verified is no identity)")
+	}
+	if _, err := stdnet.ParseCurves(l.Curves); err != nil {
+		bad(key+".curves", "%v", err)
 	}
 	if l.ExpiryWarningDays < 0 {
 		bad(key+".expiry_warning_days", "must not be negative, got %d", l.ExpiryWarningDays)

@@ -61,10 +61,10 @@ var (
 // certificate it loaded long ago runs out.
 const expiryCheckEvery = 24 * time.Hour
 
-// tlsSource is one listener's certificates: how to build its tls.Config
+// CertSource is one listener's certificates: how to build its tls.Config
 // and the current generation. Safe from any goroutine; reload is
 // serialised by the Transport.
-type tlsSource struct {
+type CertSource struct {
 	addr string // the bound address, for logs
 	spec TLSListener
 	log  *slog.Logger
@@ -77,10 +77,10 @@ type tlsSource struct {
 	caCerts []*x509.Certificate
 }
 
-// newTLSSource loads spec's files and returns the source; addr names the
+// NewCertSource loads spec's files and returns the source; addr names the
 // listener in logs. The files are read now, so a bad one fails Start.
-func newTLSSource(addr string, spec TLSListener, log *slog.Logger) (*tlsSource, error) {
-	s := &tlsSource{addr: addr, spec: spec, log: log}
+func NewCertSource(addr string, spec TLSListener, log *slog.Logger) (*CertSource, error) {
+	s := &CertSource{addr: addr, spec: spec, log: log}
 	cfg, ca, err := s.build()
 	if err != nil {
 		return nil, err
@@ -88,7 +88,8 @@ func newTLSSource(addr string, spec TLSListener, log *slog.Logger) (*tlsSource, 
 	s.cur.Store(cfg)
 	s.caCerts = ca
 	s.front = &tls.Config{
-		MinVersion: cfg.MinVersion, // what a ClientHello is parsed under before the switch
+		MinVersion:       cfg.MinVersion, // what a ClientHello is parsed under before the switch
+		CurvePreferences: cfg.CurvePreferences,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return s.cur.Load(), nil
 		},
@@ -101,7 +102,7 @@ func newTLSSource(addr string, spec TLSListener, log *slog.Logger) (*tlsSource, 
 // certificate mode, minimum version, the AEAD suites unless the Config
 // chose its own, and the identity check. It also returns the CA file's
 // certificates.
-func (s *tlsSource) build() (*tls.Config, []*x509.Certificate, error) {
+func (s *CertSource) build() (*tls.Config, []*x509.Certificate, error) {
 	l := &s.spec
 	var c *tls.Config
 	if l.Config != nil {
@@ -130,6 +131,13 @@ func (s *tlsSource) build() (*tls.Config, []*x509.Certificate, error) {
 	}
 	if c.CipherSuites == nil {
 		c.CipherSuites = aeadSuites
+	}
+	if len(l.Curves) > 0 {
+		ids, err := ParseCurves(l.Curves)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.CurvePreferences = ids
 	}
 	var ca []*x509.Certificate
 	if l.ClientCAFile != "" {
@@ -247,7 +255,7 @@ func certIdentity(cert *x509.Certificate, from string) (string, error) {
 // identity is the client identity of an established connection: the
 // configured field of its verified certificate, or "" when the listener
 // takes no identity from certificates or the client gave none.
-func (s *tlsSource) identity(cs *tls.ConnectionState) string {
+func (s *CertSource) Identity(cs *tls.ConnectionState) string {
 	if s.spec.IdentityFrom == "" || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
 		return ""
 	}
@@ -260,7 +268,7 @@ func (s *tlsSource) identity(cs *tls.ConnectionState) string {
 
 // prepare builds a new generation without installing it, so that a
 // reload of several listeners is all or nothing.
-func (s *tlsSource) prepare() (func(), error) {
+func (s *CertSource) prepare() (func(), error) {
 	cfg, ca, err := s.build()
 	if err != nil {
 		return nil, fmt.Errorf("TLS listener %s: %w", s.addr, err)
@@ -277,7 +285,7 @@ func (s *tlsSource) prepare() (func(), error) {
 // are expired, about to expire or not valid yet: the broker still runs (a
 // renewal may be on its way), but an operator reading the log learns why
 // clients will fail.
-func (s *tlsSource) checkExpiry(now time.Time) {
+func (s *CertSource) CheckExpiry(now time.Time) {
 	days := s.spec.ExpiryWarningDays
 	if days <= 0 {
 		days = DefaultExpiryWarningDays
@@ -330,9 +338,16 @@ func (t *Transport) ReloadTLS() error {
 	}
 	t.reloadMu.Lock()
 	defer t.reloadMu.Unlock()
-	installs := make([]func(), 0, len(t.tlsSources))
+	return ReloadCertSources(t.cfg.Logger, t.tlsSources)
+}
+
+// ReloadCertSources rebuilds every source from its files, all or nothing
+// (see Transport.ReloadTLS), and checks the new certificates' expiry. The
+// caller serialises calls for the same sources.
+func ReloadCertSources(log *slog.Logger, srcs []*CertSource) error {
+	installs := make([]func(), 0, len(srcs))
 	var errs []error
-	for _, s := range t.tlsSources {
+	for _, s := range srcs {
 		install, err := s.prepare()
 		if err != nil {
 			errs = append(errs, err)
@@ -341,16 +356,30 @@ func (t *Transport) ReloadTLS() error {
 		installs = append(installs, install)
 	}
 	if len(errs) > 0 {
-		t.cfg.Logger.Error("TLS reload refused: keeping the current certificates", "err", errors.Join(errs...))
+		log.Error("TLS reload refused: keeping the current certificates", "err", errors.Join(errs...))
 		return errors.Join(errs...)
 	}
 	now := time.Now()
 	for i, install := range installs {
 		install()
-		t.tlsSources[i].checkExpiry(now)
+		srcs[i].CheckExpiry(now)
 	}
-	t.cfg.Logger.Info("TLS certificates reloaded", "listeners", len(installs))
+	log.Info("TLS certificates reloaded", "listeners", len(installs))
 	return nil
+}
+
+// ServerConfig is the tls.Config to hand crypto/tls (tls.Server,
+// tls.NewListener) for this listener: it selects the current generation
+// per handshake. Do not modify it.
+func (s *CertSource) ServerConfig() *tls.Config { return s.front }
+
+// SetSessionTicketKeys makes the listener's session tickets use keys
+// (the first encrypts, all decrypt), so that tickets survive a restart and
+// any node holding the same keys resumes them. Call before serving.
+func (s *CertSource) SetSessionTicketKeys(keys [][32]byte) {
+	if len(keys) > 0 {
+		s.front.SetSessionTicketKeys(keys)
+	}
 }
 
 // watchExpiry re-checks every certificate's expiry once a day until Stop.
@@ -365,7 +394,7 @@ func (t *Transport) watchExpiry() {
 		case now := <-tick.C:
 			t.reloadMu.Lock()
 			for _, s := range t.tlsSources {
-				s.checkExpiry(now)
+				s.CheckExpiry(now)
 			}
 			t.reloadMu.Unlock()
 		}

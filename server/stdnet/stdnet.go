@@ -103,6 +103,10 @@ type Config struct {
 	// frame was answered, and a WebSocket protocol error, an oversized
 	// message or a text frame were answered with 1002, 1009 or 1003.
 	CloseStatus func(c gnet.Conn) (code int, reason string)
+	// TicketKeys, when set, encrypt and decrypt session tickets on every
+	// TLS and wss:// listener (the first encrypts), so that tickets
+	// survive a restart and resume on any node with the same keys.
+	TicketKeys [][32]byte
 }
 
 // Stats are the transport's counters since Start.
@@ -135,8 +139,8 @@ type Transport struct {
 	https    []*http.Server
 	done     chan struct{} // closed by Stop: accept back-off sleeps end
 
-	tlsSources []*tlsSource // TLS and wss:// listeners' certificates; fixed after Start
-	reloadMu   sync.Mutex   // serialises ReloadTLS and the expiry checks
+	tlsSources []*CertSource // TLS and wss:// listeners' certificates; fixed after Start
+	reloadMu   sync.Mutex    // serialises ReloadTLS and the expiry checks
 
 	wg     sync.WaitGroup // accept loops and HTTP servers
 	hsWG   sync.WaitGroup // TLS handshakes in progress
@@ -157,6 +161,7 @@ type Transport struct {
 // Start opens the listeners and returns the running transport, or nil (and
 // no error) when there are no listeners: every method of a nil *Transport
 // is a no-op. On error nothing is left open.
+// Ticket keys are set on each listener's certificates (Config.TicketKeys).
 func Start(cfg Config, tlsListeners []TLSListener, wsListeners []WebSocketListener) (*Transport, error) {
 	if len(tlsListeners) == 0 && len(wsListeners) == 0 {
 		return nil, nil

@@ -43,9 +43,35 @@ type TLSListener struct {
 	// CA's) that expires within this many days is warned about at start,
 	// on every reload and once a day. Default: DefaultExpiryWarningDays.
 	ExpiryWarningDays int `yaml:"expiry_warning_days"`
+	// Curves are the key exchanges offered, most preferred first: any of
+	// X25519MLKEM768 (post-quantum hybrid, TLS 1.3 only: about +45 % CPU
+	// per full handshake and a 1.2 KB larger ClientHello/ServerHello),
+	// X25519, P-256, P-384, P-521. Default (empty): Go's list, which puts
+	// X25519MLKEM768 first for clients that offer it.
+	Curves []string `yaml:"curves"`
 	// WriteTimeout closes a connection whose peer accepts less than 64 KiB
 	// in this long. Default: 30 s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+}
+
+// curveIDs are the names Curves accepts.
+var curveIDs = map[string]tls.CurveID{
+	"X25519MLKEM768": tls.X25519MLKEM768, "X25519": tls.X25519,
+	"P-256": tls.CurveP256, "P-384": tls.CurveP384, "P-521": tls.CurveP521,
+}
+
+// ParseCurves turns Curves into crypto/tls's IDs; an unknown name is an
+// error naming it.
+func ParseCurves(names []string) ([]tls.CurveID, error) {
+	var ids []tls.CurveID
+	for _, n := range names {
+		id, ok := curveIDs[n]
+		if !ok {
+			return nil, fmt.Errorf("curve %q: want X25519MLKEM768, X25519, P-256, P-384 or P-521", n)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // aeadSuites are the TLS 1.2 cipher suites offered: ECDHE (forward
@@ -66,7 +92,7 @@ var aeadSuites = []uint16{
 // goroutine per connection, not in the accept loop, so that a slow or
 // silent peer delays nobody else.
 func (t *Transport) listenTLS(l TLSListener) error {
-	src, err := newTLSSource(l.Addr, l, t.cfg.Logger)
+	src, err := NewCertSource(l.Addr, l, t.cfg.Logger)
 	if err != nil {
 		return fmt.Errorf("TLS listener %s: %w", l.Addr, err)
 	}
@@ -75,7 +101,8 @@ func (t *Transport) listenTLS(l TLSListener) error {
 		return fmt.Errorf("TLS listener: %w", err)
 	}
 	src.addr = ln.Addr().String()
-	src.checkExpiry(time.Now())
+	src.SetSessionTicketKeys(t.cfg.TicketKeys)
+	src.CheckExpiry(time.Now())
 	t.tlsSources = append(t.tlsSources, src)
 	wt := l.WriteTimeout
 	if wt <= 0 {
@@ -90,7 +117,7 @@ func (t *Transport) listenTLS(l TLSListener) error {
 }
 
 // acceptTLS accepts until Stop, backing off on errors such as EMFILE.
-func (t *Transport) acceptTLS(ln net.Listener, src *tlsSource, writeTimeout time.Duration) {
+func (t *Transport) acceptTLS(ln net.Listener, src *CertSource, writeTimeout time.Duration) {
 	defer t.wg.Done()
 	var pause time.Duration
 	for {
@@ -126,7 +153,7 @@ func (t *Transport) acceptTLS(ln net.Listener, src *tlsSource, writeTimeout time
 // whole cost of a peer that connects and sends nothing is this goroutine
 // and its socket until then) and opens the connection, with the identity
 // its client certificate carries if the listener takes one.
-func (t *Transport) handshake(raw net.Conn, src *tlsSource, writeTimeout time.Duration) {
+func (t *Transport) handshake(raw net.Conn, src *CertSource, writeTimeout time.Duration) {
 	defer t.hsWG.Done()
 	tc := tls.Server(raw, src.front)
 	_ = raw.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
@@ -143,7 +170,7 @@ func (t *Transport) handshake(raw net.Conn, src *tlsSource, writeTimeout time.Du
 	}
 	_ = raw.SetDeadline(time.Time{})
 	cs := tc.ConnectionState()
-	t.open(tc, raw, nil, src.identity(&cs), writeTimeout)
+	t.open(tc, raw, nil, src.Identity(&cs), writeTimeout)
 }
 
 // handshakeFailed counts and logs (rate-limited) a failed TLS handshake.

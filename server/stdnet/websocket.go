@@ -157,11 +157,11 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 	h.up = websocket.Upgrader{Subprotocols: []string{"mqtt", "mqttv3.1"},
 		CheckOrigin:    func(*http.Request) bool { return true }, // decided in ServeHTTP
 		ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: headerTimeout}
-	var src *tlsSource
+	var src *CertSource
 	if l.Config != nil || l.CertFile != "" {
 		var err error
 		spec := TLSListener{Config: l.Config, CertFile: l.CertFile, KeyFile: l.KeyFile, MinVersion: l.MinVersion}
-		if src, err = newTLSSource(l.Addr, spec, t.cfg.Logger); err != nil {
+		if src, err = NewCertSource(l.Addr, spec, t.cfg.Logger); err != nil {
 			return fmt.Errorf("WebSocket listener %s: %w", l.Addr, err)
 		}
 	}
@@ -172,7 +172,8 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 	var ln net.Listener = countingListener{tcp, t}
 	if src != nil {
 		src.addr = tcp.Addr().String()
-		src.checkExpiry(time.Now())
+		src.SetSessionTicketKeys(t.cfg.TicketKeys)
+		src.CheckExpiry(time.Now())
 		t.tlsSources = append(t.tlsSources, src)
 		ln = tls.NewListener(ln, src.front)
 	}
