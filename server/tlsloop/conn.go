@@ -126,15 +126,19 @@ func (c *conn) feedHandshake() gnet.Action {
 func (c *conn) handshakeDone(err error) {
 	e := c.e
 	e.handshaking.Add(-1)
-	if c.state != stateHandshake {
-		return // closed meanwhile
-	}
 	if err != nil {
+		// Also when the connection closed first (the peer gave up, or
+		// the connect timeout closed it): the handshake failed all the same.
 		e.failures.Add(1)
 		e.logHS.log(e.cfg.Logger, slog.LevelInfo, "TLS handshake failed",
 			"remote", addrString(c.RemoteAddr()), "err", err)
-		_ = c.EventLoop().Close(c.Conn)
+		if c.state == stateHandshake {
+			_ = c.EventLoop().Close(c.Conn)
+		}
 		return
+	}
+	if c.state != stateHandshake {
+		return // completed as the connection closed
 	}
 	cs := c.tc.ConnectionState()
 	e.handshakes.Add(1)

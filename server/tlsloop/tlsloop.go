@@ -23,8 +23,8 @@
 // tls.Conn, its AEAD keys and an input buffer the size of the largest
 // record it received, 512 B + record for small ones), this package's conn
 // and gnet's. Renegotiation is refused (crypto/tls servers never
-// renegotiate: a TLS 1.2 ClientHello after the handshake gets a
-// no_renegotiation alert and the connection closes).
+// renegotiate: a TLS 1.2 ClientHello after the handshake gets a fatal
+// unexpected_message alert and the connection closes).
 //
 // # Concurrency contract
 //
