@@ -280,7 +280,9 @@ func clientHello(t *testing.T, addr string, pool *x509.CertPool) []byte {
 // Session tickets survive a restart: the key lives in the data directory,
 // so a client that reconnects after the broker restarted resumes (an
 // abbreviated handshake) instead of paying for a full one.
-func TestTLSTicketsResumeAcrossRestart(t *testing.T) { forEachTLSEngine(t, testTLSTicketsResumeAcrossRestart) }
+func TestTLSTicketsResumeAcrossRestart(t *testing.T) {
+	forEachTLSEngine(t, testTLSTicketsResumeAcrossRestart)
+}
 
 func testTLSTicketsResumeAcrossRestart(t *testing.T, engine string) {
 	cfg, pool := selfSigned(t)
