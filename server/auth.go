@@ -88,6 +88,21 @@ func (c *client) identity(p *codec.Connect) string {
 	return string(p.Username)
 }
 
+// certIdentified is a connection whose TLS client certificate may name
+// the client (server/stdnet's connections on a listener with
+// IdentityFrom).
+type certIdentified interface{ CertIdentity() string }
+
+// certIdentity is the identity c's verified client certificate carries,
+// or "" (plain TCP, no certificate, or the listener takes no identity
+// from certificates).
+func certIdentity(c gnet.Conn) string {
+	if ci, ok := c.(certIdentified); ok {
+		return ci.CertIdentity()
+	}
+	return ""
+}
+
 // authReason is the reason code a failed authentication is reported
 // with: the code of a *codec.Error (e.g. 0x8A Banned while locked out,
 // auth.ErrLockedOut), else def.

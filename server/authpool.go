@@ -112,13 +112,13 @@ func (c *client) authenticated(p *codec.Connect, assigned bool, err error) {
 			act = c.linger()
 		}
 		if act == gnet.Close {
-			_ = l.el.Close(c.conn)
+			_ = closeConn(l.el, c.conn)
 		}
 		return
 	}
 	if c.conn.InboundBuffered() > 0 { // what the client sent while it waited
 		if c.onTraffic() == gnet.Close {
-			_ = l.el.Close(c.conn)
+			_ = closeConn(l.el, c.conn)
 		}
 	}
 }

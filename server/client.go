@@ -479,7 +479,7 @@ func (c *client) closeNow(code codec.ReasonCode, why string) {
 			return
 		}
 	}
-	_ = c.loop.el.Close(c.conn)
+	_ = closeConn(c.loop.el, c.conn)
 }
 
 // checkDeadline is the timing wheel's callback: it closes a connection that
@@ -498,7 +498,7 @@ func (c *client) checkDeadline(now int64) int64 {
 		return int64(c.deadline)
 	case stateClosing:
 		if now >= int64(c.deadline) {
-			_ = c.loop.el.Close(c.conn)
+			_ = closeConn(c.loop.el, c.conn)
 			return 0
 		}
 		return int64(c.deadline)

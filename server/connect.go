@@ -69,13 +69,23 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		srv.refuse(limitClientID, id, string(p.Username), remoteString(c.conn), "client id longer than the limit")
 		return c.refuse(v, codec.ClientIDNotValid, "client identifier too long")
 	}
-	c.setUser(c.identity(p)) // auth.go: the AUTH exchange's user, else the CONNECT User Name
+	certID := certIdentity(c.conn)
+	if certID != "" {
+		// The verified client certificate names the client (mTLS,
+		// TLSListener.IdentityFrom): it replaces the CONNECT User Name for
+		// the Authorizer and session ownership, whatever hooks are set.
+		c.coldState().user = certID
+	} else {
+		c.setUser(c.identity(p)) // auth.go: the AUTH exchange's user, else the CONNECT User Name
+	}
 	if v == codec.Version5 { // will payload format, topic aliases, enhanced auth (v5.go)
 		if act, stop := c.connectV5(h, body, p); stop {
 			return act
 		}
 	}
-	if c.enhancedAuthed() {
+	if certID != "" {
+		// The TLS handshake authenticated the client by its certificate.
+	} else if c.enhancedAuthed() {
 		// The AUTH exchange authenticated the client (auth.go).
 	} else if a := srv.opts.Authenticator; a != nil {
 		return c.authenticateAsync(a, p, assigned) // authpool.go: off the event loop

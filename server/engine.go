@@ -360,3 +360,14 @@ func ownsFDs(el gnet.EventLoop) bool {
 	}
 	return t.PkgPath() == gnetPkg
 }
+
+// closeConn closes c on its loop el at once. A TLS connection of
+// server/tlsloop wraps the gnet connection gnet's loop knows: that one is
+// closed (gnet then calls OnClose, which reaches the broker with the
+// wrapper).
+func closeConn(el gnet.EventLoop, c gnet.Conn) error {
+	if u, ok := c.(interface{ Unwrap() gnet.Conn }); ok {
+		c = u.Unwrap()
+	}
+	return el.Close(c)
+}

@@ -17,6 +17,11 @@ import (
 )
 
 // startBroker runs a real broker on a loopback port for the test's lifetime.
+// testTLSEngine is the TLS engine startBroker gives every broker
+// (TERN_TEST_TLS_ENGINE=loops runs the whole suite on server/tlsloop);
+// tests that compare the engines set Options.TLSEngine themselves.
+var testTLSEngine = os.Getenv("TERN_TEST_TLS_ENGINE")
+
 func startBroker(t testing.TB, tweak func(*Options)) (*Server, string) {
 	t.Helper()
 	level := slog.LevelWarn
@@ -29,6 +34,7 @@ func startBroker(t testing.TB, tweak func(*Options)) (*Server, string) {
 		EventLoops: 2,
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
+	opts.TLSEngine = testTLSEngine
 	if tweak != nil {
 		tweak(&opts)
 	}

@@ -7,6 +7,12 @@ package server
 // and tells it which WebSocket close code a broker-side close deserves.
 
 import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -15,6 +21,7 @@ import (
 
 	"github.com/ternmq/tern/codec"
 	"github.com/ternmq/tern/server/stdnet"
+	"github.com/ternmq/tern/server/tlsloop"
 )
 
 // TLSListener is one MQTT-over-TLS listener; see stdnet.TLSListener.
@@ -29,6 +36,24 @@ type WebSocketListener = stdnet.WebSocketListener
 // before the gnet engine starts. The transport gets as many task loops as
 // gnet has event loops (Options.EventLoops, resolved by EnsureDefaults).
 func (s *Server) startNetListeners() error {
+	tlsListeners := s.opts.TLSListeners
+	keys, err := s.ticketKeys()
+	if err != nil {
+		return err
+	}
+	if s.opts.TLSEngine == TLSEngineLoops && len(tlsListeners) > 0 {
+		l, err := tlsloop.Listen(tlsloop.Config{
+			Handler:      &handler{s: s},
+			Logger:       s.log,
+			MaxPlaintext: 2*s.opts.MaxPacketSize + 64<<10,
+			TicketKeys:   keys,
+		}, tlsListeners)
+		if err != nil {
+			return err
+		}
+		s.tlsL, s.tlsAddrs = l, l.Addrs()
+		tlsListeners = nil // the loops serve them
+	}
 	t, err := stdnet.Start(stdnet.Config{
 		Handler:          &handler{s: s},
 		Loops:            s.opts.EventLoops,
@@ -36,12 +61,16 @@ func (s *Server) startNetListeners() error {
 		HandshakeTimeout: s.opts.ConnectTimeout,
 		Logger:           s.log,
 		CloseStatus:      wsCloseStatus,
-	}, s.opts.TLSListeners, s.opts.WebSocketListeners)
+		TicketKeys:       keys,
+	}, tlsListeners, s.opts.WebSocketListeners)
 	if err != nil {
+		s.tlsL.Stop()
 		return err
 	}
 	s.tlsT = t
-	s.tlsAddrs = t.TLSAddrs()
+	if s.tlsL == nil {
+		s.tlsAddrs = t.TLSAddrs()
+	}
 	s.wsAddrs = t.WebSocketAddrs()
 	for i, a := range s.tlsAddrs { // ratelimit.go: per-listener settings, by bound address
 		s.bindListenerSettings(s.opts.TLSListeners[i].Addr, a)
@@ -50,6 +79,87 @@ func (s *Server) startNetListeners() error {
 		s.bindListenerSettings(s.opts.WebSocketListeners[i].Addr, a)
 	}
 	return nil
+}
+
+// stopNetListeners stops accepting TLS and WebSocket connections and
+// closes those of server/stdnet (the event loops' TLS connections close
+// with the loops).
+func (s *Server) stopNetListeners() {
+	s.tlsL.Stop()
+	if s.tlsT != nil {
+		s.tlsT.Stop()
+	}
+}
+
+// ticketKeyFile is where the TLS session ticket key lives in the data
+// directory (see ticketKeys).
+const ticketKeyFile = "tls-ticket-keys"
+
+// ticketKeys loads the session ticket keys every TLS listener uses, from
+// Options.TLSTicketKeyFile or the data directory's tls-ticket-keys,
+// creating the file with one random key (mode 0600) if it does not
+// exist. Persisted keys let clients resume their sessions after a restart
+// (a reconnect storm then costs abbreviated handshakes, not full ones);
+// brokers given the same file resume each other's tickets. The file holds
+// 32-byte keys back to back: the first encrypts, all decrypt, so a new key
+// can be prepended while the old one still accepts tickets. Without TLS
+// listeners nothing is read or created.
+func (s *Server) ticketKeys() ([][32]byte, error) {
+	if len(s.opts.TLSListeners) == 0 && !s.wssConfigured() {
+		return nil, nil
+	}
+	path := s.opts.TLSTicketKeyFile
+	if path == "" {
+		if s.opts.DataDir == "" {
+			return nil, nil
+		}
+		if err := os.MkdirAll(s.opts.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("TLS ticket keys: %w", err)
+		}
+		path = filepath.Join(s.opts.DataDir, ticketKeyFile)
+	}
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		var k [32]byte
+		if _, err := rand.Read(k[:]); err != nil {
+			return nil, fmt.Errorf("TLS ticket keys: %w", err)
+		}
+		if err := os.WriteFile(path, k[:], 0o600); err != nil {
+			return nil, fmt.Errorf("TLS ticket keys: %w", err)
+		}
+		s.log.Info("TLS session ticket key created", "file", path)
+		return [][32]byte{k}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("TLS ticket keys: %w", err)
+	}
+	if len(raw) == 0 || len(raw)%32 != 0 {
+		return nil, fmt.Errorf("TLS ticket keys %s: %d bytes, want a non-zero multiple of 32", path, len(raw))
+	}
+	keys := make([][32]byte, len(raw)/32)
+	for i := range keys {
+		copy(keys[i][:], raw[32*i:])
+	}
+	return keys, nil
+}
+
+// wssConfigured reports whether a WebSocket listener serves wss://.
+func (s *Server) wssConfigured() bool {
+	for _, l := range s.opts.WebSocketListeners {
+		if l.CertFile != "" || l.Config != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// reloadTLS re-reads the certificate, key and client CA files of every TLS
+// and wss:// listener, for the handshakes that follow; established
+// connections keep theirs. If any file is missing or bad, nothing changes
+// and the error names the listener and the file. Safe from any goroutine
+// once Serve has started the listeners; a no-op without TLS listeners.
+func (s *Server) reloadTLS() error {
+	return errors.Join(s.tlsT.ReloadTLS(), s.tlsL.ReloadTLS())
 }
 
 // wsCloseStatus is the WebSocket close frame for a connection the broker
@@ -145,4 +255,13 @@ func wsReason(rc codec.ReasonCode) string {
 		return "MQTT protocol error"
 	}
 	return "MQTT reason 0x" + strconv.FormatUint(uint64(rc), 16)
+}
+
+// tlsOpen is how many TLS connections (and, on server/stdnet, WebSocket
+// ones) are open past their handshake, on either engine.
+func (s *Server) tlsOpen() int64 { return s.tlsT.Stats().Open + s.tlsL.Stats().Open }
+
+// tlsHandshakeFailures counts failed TLS handshakes on either engine.
+func (s *Server) tlsHandshakeFailures() uint64 {
+	return s.tlsT.Stats().TLSHandshakeFailures + s.tlsL.Stats().TLSHandshakeFailures
 }

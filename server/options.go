@@ -15,6 +15,7 @@ import (
 	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/qos"
 	"github.com/ternmq/tern/server/auth"
+	"github.com/ternmq/tern/server/stdnet"
 )
 
 // Defaults that EnsureDefaults fills in. The two derived defaults are
@@ -46,6 +47,20 @@ const (
 	DefaultSysInterval       = 10 * time.Second
 	DefaultVersion           = "dev"
 	DefaultTopicAliasMaximum = 10
+	// DefaultTLSEngine serves TLS listeners on server/stdnet.
+	DefaultTLSEngine = TLSEngineStdnet
+	// DefaultTLSClientAuth is a TLS listener's client certificate mode:
+	// none asked for.
+	DefaultTLSClientAuth = stdnet.ClientAuthNone
+	// DefaultTLSExpiryWarningDays is how close to expiry a TLS listener's
+	// certificate or client CA gets a warning in the log.
+	DefaultTLSExpiryWarningDays = stdnet.DefaultExpiryWarningDays
+)
+
+// TLS engines (Options.TLSEngine).
+const (
+	TLSEngineStdnet = "stdnet" // goroutines per connection (server/stdnet)
+	TLSEngineLoops  = "loops"  // the gnet event loops (server/tlsloop)
 )
 
 // Limits Validate enforces. The packet size bounds come from the protocol:
@@ -89,6 +104,16 @@ type Options struct {
 	// TLSListeners accept MQTT over TLS (standard-library transport: two
 	// goroutines per connection). Default: none.
 	TLSListeners []TLSListener `yaml:"tls_listeners"`
+	// TLSEngine says what serves TLSListeners: TLSEngineStdnet (default:
+	// server/stdnet, two goroutines and a 16 KiB read buffer per
+	// connection) or TLSEngineLoops (server/tlsloop: the gnet event
+	// loops, no goroutine per connection once the handshake is done).
+	TLSEngine string `yaml:"tls_engine"`
+	// TLSTicketKeyFile holds the TLS session ticket keys (32-byte keys back
+	// to back, the first encrypts). Default: tls-ticket-keys in DataDir,
+	// created with one random key. Give brokers behind one address the
+	// same file so that each resumes the others' sessions.
+	TLSTicketKeyFile string `yaml:"tls_ticket_key_file"`
 	// WebSocketListeners accept MQTT over WebSocket (ws:// or wss://), on
 	// the same standard-library transport. Default: none.
 	WebSocketListeners []WebSocketListener `yaml:"websocket_listeners"`
@@ -293,8 +318,27 @@ func (o *Options) EnsureDefaults() {
 			o.WebSocketListeners[i].Path = DefaultWebSocketPath
 		}
 	}
+	cloned = false
+	for i := range o.TLSListeners {
+		l := &o.TLSListeners[i]
+		if l.ClientAuth == "" || l.ExpiryWarningDays == 0 {
+			if !cloned {
+				o.TLSListeners, cloned = slices.Clone(o.TLSListeners), true
+				l = &o.TLSListeners[i]
+			}
+			if l.ClientAuth == "" {
+				l.ClientAuth = DefaultTLSClientAuth
+			}
+			if l.ExpiryWarningDays == 0 {
+				l.ExpiryWarningDays = DefaultTLSExpiryWarningDays
+			}
+		}
+	}
 	if o.DataDir == "" {
 		o.DataDir = DefaultDataDir
+	}
+	if o.TLSEngine == "" {
+		o.TLSEngine = DefaultTLSEngine
 	}
 	if o.Durability == "" {
 		o.Durability = DefaultDurability
@@ -402,6 +446,12 @@ func (o *Options) Validate() error {
 		if l.Config == nil && (l.CertFile == "" || l.KeyFile == "") {
 			bad(key, "needs cert_file and key_file")
 		}
+		checkTLSListener(bad, key, &l)
+	}
+	switch o.TLSEngine {
+	case TLSEngineStdnet, TLSEngineLoops:
+	default:
+		bad("tls_engine", "must be stdnet or loops, got %q", o.TLSEngine)
 	}
 	o.validateListenerSettings(bad) // ratelimit.go
 	for i, l := range o.WebSocketListeners {
@@ -491,6 +541,44 @@ func (o *Options) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// certIdentities reports whether a TLS listener takes client identities
+// from certificates (mTLS authenticates those clients).
+func (o *Options) certIdentities() bool {
+	for _, l := range o.TLSListeners {
+		if l.IdentityFrom != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTLSListener reports a TLS listener's bad TLS settings under key.
+func checkTLSListener(bad func(key, format string, args ...any), key string, l *TLSListener) {
+	switch l.MinVersion {
+	case "", "1.2", "1.3":
+	default:
+		bad(key+".min_version", "must be \"1.2\" or \"1.3\", got %q", l.MinVersion)
+	}
+	if !slices.Contains(stdnet.ClientAuthModes, l.ClientAuth) {
+		bad(key+".client_auth", "must be none, request or require, got %q", l.ClientAuth)
+	}
+	verifies := l.ClientAuth == stdnet.ClientAuthRequest || l.ClientAuth == stdnet.ClientAuthRequire
+	if verifies && l.ClientCAFile == "" && (l.Config == nil || l.Config.ClientCAs == nil) {
+		bad(key+".client_ca_file", "client_auth %s needs the CA client certificates are verified against", l.ClientAuth)
+	}
+	if !slices.Contains(stdnet.IdentitySources, l.IdentityFrom) {
+		bad(key+".identity_from", "must be cn, subject, san_dns, san_email or san_uri (or empty), got %q", l.IdentityFrom)
+	} else if l.IdentityFrom != "" && !verifies {
+		bad(key+".identity_from", "needs client_auth request or require (a certificate nobody verified is no identity)")
+	}
+	if _, err := stdnet.ParseCurves(l.Curves); err != nil {
+		bad(key+".curves", "%v", err)
+	}
+	if l.ExpiryWarningDays < 0 {
+		bad(key+".expiry_warning_days", "must not be negative, got %d", l.ExpiryWarningDays)
+	}
 }
 
 // checkAddr reports, under key, an address that is not host:port.

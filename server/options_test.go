@@ -290,3 +290,39 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A TLS listener's mutual-TLS settings are checked as a whole: an
+// identity needs verified certificates, verification needs a CA, and
+// unknown modes, sources and versions are named with their key.
+func TestValidateTLSListenerClientCertificates(t *testing.T) {
+	o := Options{TLSListeners: []TLSListener{
+		{Addr: "127.0.0.1:0", CertFile: "c", KeyFile: "k", ClientAuth: "optional", IdentityFrom: "serial", MinVersion: "1.1"},
+		{Addr: "127.0.0.1:0", CertFile: "c", KeyFile: "k", ClientAuth: "require"},
+		{Addr: "127.0.0.1:0", CertFile: "c", KeyFile: "k", IdentityFrom: "cn", ExpiryWarningDays: -1},
+		{Addr: "127.0.0.1:0", CertFile: "c", KeyFile: "k", ClientCAFile: "ca", ClientAuth: "request", IdentityFrom: "san_email"},
+	}}
+	o.EnsureDefaults()
+	if o.TLSListeners[2].ClientAuth != DefaultTLSClientAuth || o.TLSListeners[0].ExpiryWarningDays != DefaultTLSExpiryWarningDays {
+		t.Errorf("defaults not filled: %+v", o.TLSListeners)
+	}
+	err := o.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`tls_listeners[0].min_version: must be "1.2" or "1.3", got "1.1"`,
+		`tls_listeners[0].client_auth: must be none, request or require, got "optional"`,
+		`tls_listeners[0].identity_from: must be cn, subject, san_dns, san_email or san_uri (or empty), got "serial"`,
+		"tls_listeners[1].client_ca_file: client_auth require needs the CA",
+		"tls_listeners[2].identity_from: needs client_auth request or require",
+		"tls_listeners[2].expiry_warning_days: must not be negative",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if n := strings.Count(msg, "\n") + 1; n != 6 || strings.Contains(msg, "tls_listeners[3]") {
+		t.Errorf("got %d problems, want 6, none for the good listener:\n%s", n, msg)
+	}
+}

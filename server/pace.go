@@ -133,7 +133,7 @@ func (c *client) unpaceOne() {
 	}
 	if c.conn.InboundBuffered() > 0 {
 		if c.onTraffic() == gnet.Close {
-			_ = c.loop.el.Close(c.conn)
+			_ = closeConn(c.loop.el, c.conn)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ternmq/tern/persist"
 	"github.com/ternmq/tern/server/auth"
 	"github.com/ternmq/tern/server/stdnet"
+	"github.com/ternmq/tern/server/tlsloop"
 	"github.com/ternmq/tern/trie"
 )
 
@@ -40,6 +41,7 @@ type Server struct {
 	storeOnce sync.Once
 	started   time.Time
 	tlsT      *stdnet.Transport // TLS and WebSocket listeners (listeners.go)
+	tlsL      *tlsloop.Engine   // TLS listeners on the event loops (tls_engine: loops; listeners.go)
 	tlsAddrs  []net.Addr
 	wsAddrs   []net.Addr
 
@@ -127,7 +129,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	opts = s.opts
-	if opts.Authorizer != nil && opts.Authenticator == nil && len(opts.EnhancedAuth) == 0 {
+	if opts.Authorizer != nil && opts.Authenticator == nil && len(opts.EnhancedAuth) == 0 && !opts.certIdentities() {
 		opts.Logger.Warn("ACL without authentication: usernames are not verified, so every client is anonymous to the ACL; configure a password file")
 	}
 	if opts.Authenticator != nil {
@@ -162,9 +164,7 @@ func (s *Server) Serve() error {
 	if s.opts.AdminListen != "" {
 		ln, err := net.Listen("tcp", s.opts.AdminListen)
 		if err != nil {
-			if s.tlsT != nil {
-				s.tlsT.Stop()
-			}
+			s.stopNetListeners()
 			s.closeStore()
 			return fmt.Errorf("admin listener %s: %w", s.opts.AdminListen, err)
 		}
@@ -172,13 +172,22 @@ func (s *Server) Serve() error {
 		go s.serveAdmin(ln)
 	}
 	go s.ticker()
-	err := gnet.Rotate(&handler{s: s}, addrs,
+	var h gnet.EventHandler = &handler{s: s}
+	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(loops),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetLogger{s}),
-	)
+	}
+	if s.tlsL != nil {
+		// TLS connections join the loops through Engine.Register from
+		// tlsloop's accept goroutines, started by gnet's first tick (see
+		// tlsloop.Engine.GnetOptions).
+		h = s.tlsL.Wrap()
+		opts = append(opts, s.tlsL.GnetOptions()...)
+	}
+	err := gnet.Rotate(h, addrs, opts...)
 	select {
 	case <-s.ready:
 	default:
@@ -191,9 +200,7 @@ func (s *Server) Serve() error {
 		err = s.stoppedByItself() // engine.go
 	}
 	if err != nil {
-		if s.tlsT != nil {
-			s.tlsT.Stop()
-		}
+		s.stopNetListeners()
 		s.closeStore()
 		return fmt.Errorf("serve %v: %w", s.opts.Listeners, err)
 	}
@@ -243,16 +250,13 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.eng.Validate(); err != nil {
-		if s.tlsT != nil {
-			s.tlsT.Stop()
-		}
+		s.stopNetListeners()
 		s.closeStore()
 		return nil // never booted
 	}
-	if s.tlsT != nil {
-		s.tlsT.Stop()
-	}
+	s.stopNetListeners()
 	err := s.eng.Stop(ctx)
+	s.tlsL.WaitHandshakes() // gnet closed their connections
 	if s.auth != nil {
 		s.auth.stop()
 	}

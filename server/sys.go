@@ -135,10 +135,21 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 		metric("tern_stdnet_accepted_total", "counter", "TLS and WebSocket connections handed to the broker.", float64(ns.Accepted))
 		metric("tern_stdnet_accept_errors_total", "counter", "Failed accepts on TLS and WebSocket listeners (each backs off).", float64(ns.AcceptErrors))
 		metric("tern_stdnet_write_timeouts_total", "counter", "TLS and WebSocket connections closed because the peer stopped reading.", float64(ns.WriteTimeouts))
-		metric("tern_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out (TLS and wss listeners).", float64(ns.TLSHandshakeFailures))
 		metric("tern_websocket_origin_refused_total", "counter", "WebSocket upgrades refused as cross-origin (403).", float64(ns.WebSocketOriginRefused))
 		metric("tern_websocket_not_found_total", "counter", "Requests for another path than the WebSocket listener's (404).", float64(ns.WebSocketNotFound))
 		metric("tern_websocket_bad_requests_total", "counter", "Requests that were not a valid MQTT WebSocket upgrade (400/426).", float64(ns.WebSocketBadRequest))
+	}
+	if s.tlsT != nil || s.tlsL != nil {
+		fails := s.tlsHandshakeFailures()
+		metric("tern_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out (TLS and wss listeners).", float64(fails))
+	}
+	if s.tlsL != nil { // TLS listeners on the event loops (server/tlsloop)
+		ls := s.tlsL.Stats()
+		metric("tern_tls_connections", "gauge", "TLS connections on the event loops (handshake done).", float64(ls.Open))
+		metric("tern_tls_handshaking", "gauge", "TLS handshakes in progress on the event-loop listeners.", float64(ls.Handshaking))
+		metric("tern_tls_handshakes_total", "counter", "Completed TLS handshakes on the event-loop listeners.", float64(ls.Handshakes))
+		metric("tern_tls_resumed_total", "counter", "Of those, handshakes that resumed a session (ticket).", float64(ls.Resumed))
+		metric("tern_tls_accept_errors_total", "counter", "Failed accepts on the event-loop TLS listeners (each backs off).", float64(ls.AcceptErrors))
 	}
 	metric("tern_publishers_paced_total", "counter", "Times a publisher was held back by a full subscriber queue (flow control).", float64(s.stats.paced.Load()))
 	metric("tern_shared_redispatched_total", "counter", "$share deliveries handed to another member when theirs left.", float64(s.stats.redispatched.Load()))

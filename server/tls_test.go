@@ -23,6 +23,13 @@ import (
 	"github.com/ternmq/tern/internal/mqtttest"
 )
 
+// forEachTLSEngine runs test on both TLS engines (Options.TLSEngine).
+func forEachTLSEngine(t *testing.T, test func(t *testing.T, engine string)) {
+	for _, engine := range []string{TLSEngineStdnet, TLSEngineLoops} {
+		t.Run(engine, func(t *testing.T) { test(t, engine) })
+	}
+}
+
 // selfSigned returns a server config for 127.0.0.1 and a pool trusting it.
 func selfSigned(t *testing.T) (*tls.Config, *x509.CertPool) {
 	t.Helper()
@@ -54,9 +61,12 @@ func selfSignedUntil(t *testing.T, notAfter time.Time) (*tls.Config, *x509.CertP
 
 // MQTT over TLS shares topics, sessions and wills with plain TCP clients;
 // a client that fails the handshake does not disturb anyone.
-func TestTLSListener(t *testing.T) {
+func TestTLSListener(t *testing.T) { forEachTLSEngine(t, testTLSListener) }
+
+func testTLSListener(t *testing.T, engine string) {
 	cfg, pool := selfSigned(t)
 	srv, addr := startBroker(t, func(o *Options) {
+		o.TLSEngine = engine
 		o.TLSListeners = []TLSListener{{Addr: "127.0.0.1:0", Config: cfg}}
 	})
 	tlsAddr := srv.TLSAddrs()[0].String()
@@ -150,8 +160,13 @@ func settledGoroutines() int {
 // goroutines and descriptors return to the baseline (before the fix, 20
 // such connections kept 20 descriptors and 40 goroutines for good).
 func TestTLSStalledSubscribersReleased(t *testing.T) {
+	forEachTLSEngine(t, testTLSStalledSubscribersReleased)
+}
+
+func testTLSStalledSubscribersReleased(t *testing.T, engine string) {
 	cfg, pool := selfSigned(t)
 	srv, addr := startBroker(t, func(o *Options) {
+		o.TLSEngine = engine
 		o.TLSListeners = []TLSListener{{Addr: "127.0.0.1:0", Config: cfg}}
 		o.Durability = DurabilityNone
 		o.MaxOutboundBytes = 64 << 10
@@ -174,9 +189,9 @@ func TestTLSStalledSubscribersReleased(t *testing.T) {
 	}
 	payload := strings.Repeat("x", 32<<10)
 	deadline := time.Now().Add(30 * time.Second)
-	for srv.tlsT.Stats().Open > 0 {
+	for srv.tlsOpen() > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d stalled subscribers still connected", srv.tlsT.Stats().Open)
+			t.Fatalf("%d stalled subscribers still connected", srv.tlsOpen())
 		}
 		wait(t, pub.Publish("flood/x", 1, false, payload), "publish")
 	}
@@ -197,10 +212,15 @@ func TestTLSStalledSubscribersReleased(t *testing.T) {
 // starts); a TLS 1.2 client offering only CBC-SHA1 suites is refused; a
 // failed handshake is counted and shows on /metrics.
 func TestTLSExpiredCertificateSuitesAndHandshakeMetrics(t *testing.T) {
+	forEachTLSEngine(t, testTLSExpiredCertificateSuitesAndHandshakeMetrics)
+}
+
+func testTLSExpiredCertificateSuitesAndHandshakeMetrics(t *testing.T, engine string) {
 	cfg, pool := selfSignedUntil(t, time.Now().Add(-time.Hour))
 	logs := &syncBuffer{}
 	admin := freeAddr(t)
 	srv, _ := startBroker(t, func(o *Options) {
+		o.TLSEngine = engine
 		o.TLSListeners = []TLSListener{{Addr: "127.0.0.1:0", Config: cfg}}
 		o.AdminListen = admin
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -236,8 +256,13 @@ func TestTLSExpiredCertificateSuitesAndHandshakeMetrics(t *testing.T) {
 // TLS connections are spread over as many task loops as the broker has
 // event loops (before: one task loop for every TLS and WebSocket client).
 func TestTLSTaskLoopsFollowEventLoops(t *testing.T) {
+	forEachTLSEngine(t, testTLSTaskLoopsFollowEventLoops)
+}
+
+func testTLSTaskLoopsFollowEventLoops(t *testing.T, engine string) {
 	cfg, pool := selfSigned(t)
 	srv, _ := startBroker(t, func(o *Options) {
+		o.TLSEngine = engine
 		o.TLSListeners = []TLSListener{{Addr: "127.0.0.1:0", Config: cfg}}
 		o.EventLoops = 3
 	})

@@ -76,8 +76,10 @@ type serveFlags struct {
 	printConfig     bool
 	tlsListen       listFlag
 	tlsCert, tlsKey string
-	wsListen        listFlag
-	fs              *flag.FlagSet
+	// mutual TLS of the --tls-listen listeners (TLSListener fields)
+	tlsClientCA, tlsClientAuth, tlsIdentityFrom, tlsMinVersion string
+	wsListen                                                   listFlag
+	fs                                                         *flag.FlagSet
 }
 
 // newServeFlags binds the flags to c's fields; each flag's default is the
@@ -103,7 +105,12 @@ Flags:
 	fs.Var(&sf.tlsListen, "tls-listen", "`HOST:PORT` to accept MQTT over TLS on (needs --tls-cert and --tls-key); repeatable; replaces the file's tls_listeners")
 	fs.StringVar(&sf.tlsCert, "tls-cert", "", "PEM certificate chain `FILE` for --tls-listen")
 	fs.StringVar(&sf.tlsKey, "tls-key", "", "PEM private key `FILE` for --tls-listen")
+	fs.StringVar(&sf.tlsClientCA, "tls-client-ca", "", "PEM `FILE` of the CAs client certificates of --tls-listen must chain to (mutual TLS)")
+	fs.StringVar(&sf.tlsClientAuth, "tls-client-auth", "", "client certificates on --tls-listen: none (default), request (verified when given) or require")
+	fs.StringVar(&sf.tlsIdentityFrom, "tls-identity-from", "", "use the client certificate's cn, subject, san_dns, san_email or san_uri as the username on --tls-listen (default: none)")
+	fs.StringVar(&sf.tlsMinVersion, "tls-min-version", "", "oldest TLS version on --tls-listen: 1.2 (default) or 1.3")
 	fs.Var(&sf.wsListen, "ws-listen", "`HOST:PORT` to accept MQTT over WebSocket on (path /mqtt); repeatable; replaces the file's websocket_listeners")
+	fs.StringVar(&c.TLSEngine, "tls-engine", c.TLSEngine, "what serves TLS listeners: stdnet (goroutines per connection) or loops (the event loops)")
 	fs.StringVar(&c.DataDir, "data", c.DataDir, "`DIR` for durable state")
 	fs.Var(stringValue[server.Durability]{&c.Durability}, "durability", "`MODE`: sync (acknowledge only what is fsynced), periodic (fsync every --sync-interval; a crash may lose that much acknowledged data), none (memory only)")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", c.SyncInterval, "fsync period for --durability periodic")
@@ -123,13 +130,16 @@ Flags:
 func (sf *serveFlags) applyListeners(c *fileConfig) error {
 	set := map[string]bool{}
 	sf.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if (set["tls-cert"] || set["tls-key"]) && !set["tls-listen"] {
-		return errors.New("--tls-cert and --tls-key go with --tls-listen")
+	for _, f := range []string{"tls-cert", "tls-key", "tls-client-ca", "tls-client-auth", "tls-identity-from", "tls-min-version"} {
+		if set[f] && !set["tls-listen"] {
+			return fmt.Errorf("--%s goes with --tls-listen", f)
+		}
 	}
 	if set["tls-listen"] {
 		c.TLSListeners = nil
 		for _, a := range sf.tlsListen {
-			c.TLSListeners = append(c.TLSListeners, server.TLSListener{Addr: a, CertFile: sf.tlsCert, KeyFile: sf.tlsKey})
+			c.TLSListeners = append(c.TLSListeners, server.TLSListener{Addr: a, CertFile: sf.tlsCert, KeyFile: sf.tlsKey,
+				ClientCAFile: sf.tlsClientCA, ClientAuth: sf.tlsClientAuth, IdentityFrom: sf.tlsIdentityFrom, MinVersion: sf.tlsMinVersion})
 		}
 	}
 	if set["ws-listen"] {

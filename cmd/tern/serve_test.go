@@ -187,16 +187,20 @@ limits:
 	}
 	// Listener flags replace the file's listeners of their kind.
 	c = parse(t, "--config", path, "--ws-listen", "127.0.0.1:5", "--ws-listen", "127.0.0.1:6",
-		"--tls-listen", "127.0.0.1:7", "--tls-cert", "c.pem", "--tls-key", "k.pem")
+		"--tls-listen", "127.0.0.1:7", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+		"--tls-client-ca", "ca.pem", "--tls-client-auth", "require", "--tls-identity-from", "cn", "--tls-min-version", "1.3")
 	c.ensureDefaults()
 	if ws := c.WebSocketListeners; len(ws) != 2 || ws[0].Addr != "127.0.0.1:5" || ws[1].Path != server.DefaultWebSocketPath {
 		t.Errorf("--ws-listen: %+v", ws)
 	}
-	if tl := c.TLSListeners; len(tl) != 1 || tl[0].Addr != "127.0.0.1:7" || tl[0].CertFile != "c.pem" || tl[0].KeyFile != "k.pem" {
+	if tl := c.TLSListeners; len(tl) != 1 || tl[0].Addr != "127.0.0.1:7" || tl[0].CertFile != "c.pem" || tl[0].KeyFile != "k.pem" ||
+		tl[0].ClientCAFile != "ca.pem" || tl[0].ClientAuth != "require" || tl[0].IdentityFrom != "cn" || tl[0].MinVersion != "1.3" {
 		t.Errorf("--tls-listen: %+v", tl)
 	}
-	if _, _, _, err := parseServeArgs([]string{"--tls-cert", "c.pem"}, io.Discard); err == nil {
-		t.Error("--tls-cert without --tls-listen accepted")
+	for _, f := range []string{"--tls-cert", "--tls-client-ca", "--tls-client-auth", "--tls-identity-from"} {
+		if _, _, _, err := parseServeArgs([]string{f, "x"}, io.Discard); err == nil {
+			t.Errorf("%s without --tls-listen accepted", f)
+		}
 	}
 	if _, _, _, err := parseServeArgs([]string{"--max-packet-size", "big"}, io.Discard); err == nil {
 		t.Error("a malformed flag value accepted")

@@ -44,6 +44,7 @@ type conn struct {
 	ctx    any
 
 	writeTimeout time.Duration
+	identity     string // from the client certificate (CertIdentity); set before OnOpen
 	onReadableFn func() // c.onReadable, bound once so posting it does not allocate
 
 	in     []byte // received, not yet consumed; loop-owned
@@ -346,6 +347,12 @@ func (c *conn) LocalAddr() net.Addr { return c.raw.LocalAddr() }
 
 // RemoteAddr is the client's address.
 func (c *conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
+// CertIdentity is the client's identity from its verified certificate, as
+// the listener's IdentityFrom chose it, or "" (no certificate, or the
+// listener takes no identity from certificates). Immutable: safe from any
+// goroutine.
+func (c *conn) CertIdentity() string { return c.identity }
 
 func addrString(a net.Addr) string {
 	if a == nil {

@@ -103,6 +103,10 @@ type Config struct {
 	// frame was answered, and a WebSocket protocol error, an oversized
 	// message or a text frame were answered with 1002, 1009 or 1003.
 	CloseStatus func(c gnet.Conn) (code int, reason string)
+	// TicketKeys, when set, encrypt and decrypt session tickets on every
+	// TLS and wss:// listener (the first encrypts), so that tickets
+	// survive a restart and resume on any node with the same keys.
+	TicketKeys [][32]byte
 }
 
 // Stats are the transport's counters since Start.
@@ -135,6 +139,9 @@ type Transport struct {
 	https    []*http.Server
 	done     chan struct{} // closed by Stop: accept back-off sleeps end
 
+	tlsSources []*CertSource // TLS and wss:// listeners' certificates; fixed after Start
+	reloadMu   sync.Mutex    // serialises ReloadTLS and the expiry checks
+
 	wg     sync.WaitGroup // accept loops and HTTP servers
 	hsWG   sync.WaitGroup // TLS handshakes in progress
 	connWG sync.WaitGroup // every conn's reader and writer
@@ -154,6 +161,7 @@ type Transport struct {
 // Start opens the listeners and returns the running transport, or nil (and
 // no error) when there are no listeners: every method of a nil *Transport
 // is a no-op. On error nothing is left open.
+// Ticket keys are set on each listener's certificates (Config.TicketKeys).
 func Start(cfg Config, tlsListeners []TLSListener, wsListeners []WebSocketListener) (*Transport, error) {
 	if len(tlsListeners) == 0 && len(wsListeners) == 0 {
 		return nil, nil
@@ -189,6 +197,10 @@ func Start(cfg Config, tlsListeners []TLSListener, wsListeners []WebSocketListen
 			t.Stop()
 			return nil, err
 		}
+	}
+	if len(t.tlsSources) > 0 {
+		t.wg.Add(1)
+		go t.watchExpiry()
 	}
 	return t, nil
 }
@@ -276,9 +288,11 @@ func (t *Transport) Stop() {
 
 // open hands an established stream to the handler on the next loop.
 // raw is the TCP socket under stream; ws is set for WebSocket streams.
-func (t *Transport) open(stream, raw net.Conn, ws *wsStream, writeTimeout time.Duration) {
+// identity is what the client certificate says the client is ("" none).
+func (t *Transport) open(stream, raw net.Conn, ws *wsStream, identity string, writeTimeout time.Duration) {
 	l := t.loops[int(t.next.Add(1))%len(t.loops)]
 	c := newConn(t, l, stream, raw, ws, writeTimeout)
+	c.identity = identity
 	t.mu.Lock()
 	// Under mu, so that Stop's close of this conn is queued after OnOpen.
 	if t.stopping || l.postFn(c.open) != nil {

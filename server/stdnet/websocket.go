@@ -157,10 +157,11 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 	h.up = websocket.Upgrader{Subprotocols: []string{"mqtt", "mqttv3.1"},
 		CheckOrigin:    func(*http.Request) bool { return true }, // decided in ServeHTTP
 		ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: headerTimeout}
-	var cfg *tls.Config
+	var src *CertSource
 	if l.Config != nil || l.CertFile != "" {
 		var err error
-		if cfg, err = serverTLSConfig(l.Config, l.CertFile, l.KeyFile, l.MinVersion); err != nil {
+		spec := TLSListener{Config: l.Config, CertFile: l.CertFile, KeyFile: l.KeyFile, MinVersion: l.MinVersion}
+		if src, err = NewCertSource(l.Addr, spec, t.cfg.Logger); err != nil {
 			return fmt.Errorf("WebSocket listener %s: %w", l.Addr, err)
 		}
 	}
@@ -169,9 +170,12 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 		return fmt.Errorf("WebSocket listener: %w", err)
 	}
 	var ln net.Listener = countingListener{tcp, t}
-	if cfg != nil {
-		checkCertificates(t.cfg.Logger, tcp.Addr().String(), cfg, time.Now())
-		ln = tls.NewListener(ln, cfg)
+	if src != nil {
+		src.addr = tcp.Addr().String()
+		src.SetSessionTicketKeys(t.cfg.TicketKeys)
+		src.CheckExpiry(time.Now())
+		t.tlsSources = append(t.tlsSources, src)
+		ln = tls.NewListener(ln, src.front)
 	}
 	hs := &http.Server{
 		Handler:           h,
@@ -192,7 +196,7 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 			t.cfg.Logger.Error("WebSocket listener stopped", "addr", tcp.Addr().String(), "err", err)
 		}
 	}()
-	t.cfg.Logger.Info("tern listening (WebSocket)", "addr", tcp.Addr().String(), "path", h.path, "tls", cfg != nil)
+	t.cfg.Logger.Info("tern listening (WebSocket)", "addr", tcp.Addr().String(), "path", h.path, "tls", src != nil)
 	return nil
 }
 
@@ -239,7 +243,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		raw = tc.NetConn()
 	}
 	s := &wsStream{ws: ws}
-	t.open(s, raw, s, h.writeTimeout)
+	t.open(s, raw, s, "", h.writeTimeout)
 }
 
 // originAllowed applies the listener's Origin rule (see AllowedOrigins).

@@ -1,0 +1,446 @@
+package tlsloop
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	gerrors "github.com/panjf2000/gnet/v2/pkg/errors"
+
+	"github.com/ternmq/tern/server/stdnet"
+)
+
+var errEmptyEngine = gerrors.ErrEmptyEngine
+
+const (
+	// plainBufSize is a pooled plaintext buffer: one full TLS record
+	// (16 KiB) and room for the partial packet before it.
+	plainBufSize = 20 << 10
+	// recordPlain is the free space a decrypt needs: crypto/tls returns at
+	// most one record's plaintext per Read, and never more than asked.
+	recordPlain = 16 << 10
+	// maxHandshakeInput bounds what a peer may send while its handshake
+	// runs (a ClientHello, a certificate chain): more is an attack.
+	maxHandshakeInput = 64 << 10
+)
+
+type connState uint8
+
+const (
+	stateHandshake connState = iota
+	stateOpen
+	stateClosed
+)
+
+// errWouldBlock is what the pipe's Read returns when the loop has no
+// more ciphertext: a temporary net.Error, which crypto/tls passes up
+// without recording it as the connection's error (a partial record stays
+// in its input buffer for the next Read).
+var errWouldBlock net.Error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "tlsloop: no more input buffered" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+// conn is a TLS connection on a gnet loop, as the broker sees it: the
+// methods it calls on a gnet.Conn read and write plaintext; the others
+// (Fd, addresses, OutboundBuffered, Close, EventLoop, socket options) are
+// the raw connection's, embedded.
+type conn struct {
+	gnet.Conn // the raw gnet connection: ciphertext
+	e         *Engine
+	src       *stdnet.CertSource
+	tc        *tls.Conn
+	p         pipe
+	ctx       any
+
+	in       []byte // decrypted, not yet consumed (a pooled buffer, or nil)
+	inBuf    *[]byte
+	identity string // from the client certificate; set when the handshake completes
+	hs       *handshake
+	state    connState
+	more     bool // crypto/tls or gnet may hold ciphertext not decrypted yet
+}
+
+func (e *Engine) newConn(raw gnet.Conn, src *stdnet.CertSource) *conn {
+	c := &conn{Conn: raw, e: e, src: src, hs: &handshake{}}
+	c.hs.cond = sync.NewCond(&c.hs.mu)
+	c.p.c, c.p.async, c.p.hs = c, true, c.hs
+	c.tc = tls.Server(&c.p, src.ServerConfig())
+	return c
+}
+
+// handshake is the state shared by the loop and the handshake goroutine.
+type handshake struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    []byte // ciphertext from the loop that crypto/tls has not read
+	closed bool   // the connection closed: Read fails
+}
+
+// startHandshake runs the handshake on its own goroutine (see the package
+// comment). Loop only.
+func (e *Engine) startHandshake(c *conn) {
+	e.handshaking.Add(1)
+	e.hsWG.Add(1)
+	go func() {
+		defer e.hsWG.Done()
+		e.cpu <- struct{}{}
+		err := c.tc.Handshake()
+		<-e.cpu
+		ran := c.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			c.handshakeDone(err)
+			return nil
+		}))
+		if ran != nil { // the engine is shutting down: OnClose comes or came
+			e.handshaking.Add(-1)
+		}
+	}()
+}
+
+// feedHandshake passes what the peer sent to the handshake goroutine.
+// Loop only.
+func (c *conn) feedHandshake() gnet.Action {
+	b, _ := c.Conn.Next(-1)
+	hs := c.hs
+	hs.mu.Lock()
+	if len(hs.buf)+len(b) > maxHandshakeInput {
+		hs.mu.Unlock()
+		return gnet.Close
+	}
+	hs.buf = append(hs.buf, b...)
+	hs.cond.Signal()
+	hs.mu.Unlock()
+	return gnet.None
+}
+
+// handshakeDone runs on the loop when Handshake returned.
+func (c *conn) handshakeDone(err error) {
+	e := c.e
+	e.handshaking.Add(-1)
+	if err != nil {
+		// Also when the connection closed first (the peer gave up, or
+		// the connect timeout closed it): the handshake failed all the same.
+		e.failures.Add(1)
+		e.logHS.log(e.cfg.Logger, slog.LevelInfo, "TLS handshake failed",
+			"remote", addrString(c.RemoteAddr()), "err", err)
+		if c.state == stateHandshake {
+			_ = c.EventLoop().Close(c.Conn)
+		}
+		return
+	}
+	if c.state != stateHandshake {
+		return // completed as the connection closed
+	}
+	cs := c.tc.ConnectionState()
+	e.handshakes.Add(1)
+	if cs.DidResume {
+		e.resumed.Add(1)
+	}
+	e.open.Add(1)
+	c.identity = c.src.Identity(&cs)
+	c.state = stateOpen
+	c.hs.mu.Lock()
+	c.p.leftover = c.hs.buf // what came after crypto/tls's last read
+	c.hs.mu.Unlock()
+	c.p.async, c.p.hs, c.hs = false, nil, nil
+	c.more = true // and what it read past the handshake
+	if c.traffic() == gnet.Close {
+		_ = c.EventLoop().Close(c.Conn)
+	}
+}
+
+// closed runs in OnClose, before the broker's: a handshake in progress
+// fails at its next read.
+func (c *conn) closed(error) {
+	switch c.state {
+	case stateHandshake:
+		hs := c.hs
+		hs.mu.Lock()
+		hs.closed = true
+		hs.buf = nil
+		hs.cond.Signal()
+		hs.mu.Unlock()
+	case stateOpen:
+		c.e.open.Add(-1)
+	}
+	c.state = stateClosed
+	c.release()
+	c.p.leftover = nil
+}
+
+// traffic decrypts what arrived and hands it to the broker. Loop only.
+func (c *conn) traffic() gnet.Action {
+	err := c.decrypt()
+	act := gnet.None
+	if len(c.in) > 0 {
+		act = c.e.cfg.Handler.OnTraffic(c)
+	}
+	c.releaseIfEmpty()
+	if err != nil && act == gnet.None {
+		// EOF (close_notify), a bad record, an alert: crypto/tls sent
+		// its alert already; nothing more can be read.
+		act = gnet.Close
+	}
+	return act
+}
+
+// decrypt moves ciphertext through crypto/tls into c.in until none is
+// left or MaxPlaintext is held. A non-nil error is fatal for the
+// connection. Loop only.
+func (c *conn) decrypt() error {
+	if !c.more || c.state != stateOpen {
+		return nil
+	}
+	for len(c.in) < c.e.cfg.MaxPlaintext {
+		if cap(c.in)-len(c.in) < recordPlain {
+			c.grow()
+		}
+		n, err := c.tc.Read(c.in[len(c.in):cap(c.in)])
+		c.in = c.in[:len(c.in)+n]
+		if err != nil {
+			if errors.Is(err, errWouldBlock) {
+				c.more = false
+				return nil
+			}
+			c.more = false
+			return err
+		}
+	}
+	return nil // over the limit: more stays set, the broker's next Peek goes on
+}
+
+// grow makes room for one more record in c.in.
+func (c *conn) grow() {
+	if c.in == nil {
+		c.inBuf = c.e.plain.Get().(*[]byte)
+		c.in = (*c.inBuf)[:0]
+		return
+	}
+	bigger := make([]byte, len(c.in), 2*cap(c.in)+recordPlain)
+	copy(bigger, c.in)
+	c.release()
+	c.in = bigger
+}
+
+// release gives a pooled plaintext buffer back (others go to the GC).
+func (c *conn) release() {
+	if c.inBuf != nil {
+		*c.inBuf = (*c.inBuf)[:0]
+		c.e.plain.Put(c.inBuf)
+		c.inBuf = nil
+	}
+	c.in = nil
+}
+
+// releaseIfEmpty drops the plaintext buffer once everything in it was
+// consumed: an idle connection holds none.
+func (c *conn) releaseIfEmpty() {
+	if len(c.in) == 0 && c.in != nil {
+		c.release()
+	}
+}
+
+// Unwrap returns the raw gnet connection, for gnet.EventLoop.Close.
+func (c *conn) Unwrap() gnet.Conn { return c.Conn }
+
+// CertIdentity is the identity the client certificate carries (see
+// stdnet.TLSListener.IdentityFrom), "" if none. Loop only.
+func (c *conn) CertIdentity() string { return c.identity }
+
+// Context returns the broker's per-connection state. Loop only.
+func (c *conn) Context() any { return c.ctx }
+
+// SetContext sets the broker's per-connection state. Loop only.
+func (c *conn) SetContext(v any) { c.ctx = v }
+
+// Peek returns decrypted input (n ≤ 0: all of it). Loop only.
+func (c *conn) Peek(n int) ([]byte, error) {
+	_ = c.decrypt() // an error shows at the next read event
+	if n <= 0 || n > len(c.in) {
+		return c.in, nil
+	}
+	return c.in[:n], nil
+}
+
+// Discard drops n bytes of decrypted input (n ≤ 0 or past the end: all,
+// as gnet does). Loop only.
+func (c *conn) Discard(n int) (int, error) {
+	if n <= 0 || n >= len(c.in) {
+		n = len(c.in)
+		c.in = c.in[:0]
+		c.releaseIfEmpty()
+		return n, nil
+	}
+	c.in = c.in[:copy(c.in, c.in[n:])]
+	return n, nil
+}
+
+// Next returns and consumes n bytes (n ≤ 0: all) as a copy. Loop only.
+func (c *conn) Next(n int) ([]byte, error) {
+	b, _ := c.Peek(n)
+	out := append([]byte(nil), b...)
+	_, _ = c.Discard(len(out))
+	if len(out) == 0 {
+		return nil, io.ErrShortBuffer
+	}
+	return out, nil
+}
+
+// Read reads decrypted input. Loop only.
+func (c *conn) Read(p []byte) (int, error) {
+	b, _ := c.Peek(len(p))
+	n := copy(p, b)
+	_, _ = c.Discard(n)
+	if n == 0 && len(p) > 0 {
+		return 0, io.ErrShortBuffer
+	}
+	return n, nil
+}
+
+// InboundBuffered is how much decrypted input waits. Loop only.
+func (c *conn) InboundBuffered() int {
+	_ = c.decrypt()
+	return len(c.in)
+}
+
+// Write encrypts b into gnet's output. Loop only (as gnet's Write).
+func (c *conn) Write(b []byte) (int, error) {
+	if c.state != stateOpen {
+		return 0, net.ErrClosed
+	}
+	return c.tc.Write(b)
+}
+
+// Writev encrypts bs in order. Loop only.
+func (c *conn) Writev(bs [][]byte) (int, error) {
+	n := 0
+	for _, b := range bs {
+		m, err := c.Write(b)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// AsyncWrite encrypts and sends b on the loop; safe from any goroutine.
+// b is copied.
+func (c *conn) AsyncWrite(b []byte, cb gnet.AsyncCallback) error {
+	cp := append([]byte(nil), b...)
+	return c.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		_, err := c.Write(cp)
+		if cb != nil {
+			return cb(c, err)
+		}
+		return nil
+	}))
+}
+
+// AsyncWritev is AsyncWrite of the concatenation of bs.
+func (c *conn) AsyncWritev(bs [][]byte, cb gnet.AsyncCallback) error {
+	var all []byte
+	for _, b := range bs {
+		all = append(all, b...)
+	}
+	return c.AsyncWrite(all, cb)
+}
+
+// ReadFrom and WriteTo are not used by the broker; they would bypass TLS.
+func (c *conn) ReadFrom(io.Reader) (int64, error) { return 0, errors.ErrUnsupported }
+func (c *conn) WriteTo(io.Writer) (int64, error)  { return 0, errors.ErrUnsupported }
+
+// SendTo is for datagrams.
+func (c *conn) SendTo([]byte, net.Addr) (int, error) { return 0, errors.ErrUnsupported }
+
+// pipe is the net.Conn crypto/tls runs over: ciphertext to and from gnet.
+type pipe struct {
+	c *conn
+	// async: the handshake goroutine drives crypto/tls. Set before it
+	// starts, cleared by the loop once it finished (handshakeDone), so
+	// both sides read it without a race.
+	async    bool
+	hs       *handshake
+	leftover []byte // handshake input crypto/tls had not read when it finished
+}
+
+// Read: during the handshake (its goroutine) it blocks for the loop's
+// feed, holding no CPU token while it waits; afterwards (the loop) it
+// returns what is buffered, or errWouldBlock.
+func (p *pipe) Read(b []byte) (int, error) {
+	c := p.c
+	if p.async {
+		return p.hs.read(c.e, b)
+	}
+	if len(p.leftover) > 0 {
+		n := copy(b, p.leftover)
+		p.leftover = p.leftover[n:]
+		if len(p.leftover) == 0 {
+			p.leftover = nil
+		}
+		return n, nil
+	}
+	n, _ := c.Conn.Read(b)
+	if n == 0 {
+		return 0, errWouldBlock
+	}
+	return n, nil
+}
+
+// read is the handshake goroutine's blocking read.
+func (hs *handshake) read(e *Engine, b []byte) (int, error) {
+	hs.mu.Lock()
+	if len(hs.buf) == 0 && !hs.closed {
+		<-e.cpu // waiting for the peer: let another handshake compute
+		for len(hs.buf) == 0 && !hs.closed {
+			hs.cond.Wait()
+		}
+		hs.mu.Unlock()
+		e.cpu <- struct{}{}
+		hs.mu.Lock()
+	}
+	defer hs.mu.Unlock()
+	if hs.closed {
+		return 0, net.ErrClosed
+	}
+	n := copy(b, hs.buf)
+	hs.buf = hs.buf[:copy(hs.buf, hs.buf[n:])]
+	return n, nil
+}
+
+// Write: during the handshake (its goroutine) it queues b on the loop
+// (gnet's AsyncWrite keeps the order); afterwards (the loop) it writes
+// straight into gnet's output.
+func (p *pipe) Write(b []byte) (int, error) {
+	c := p.c
+	if p.async {
+		if err := c.Conn.AsyncWrite(append([]byte(nil), b...), nil); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+func (p *pipe) Close() error                     { return nil } // the loop closes the socket
+func (p *pipe) LocalAddr() net.Addr              { return p.c.Conn.LocalAddr() }
+func (p *pipe) RemoteAddr() net.Addr             { return p.c.Conn.RemoteAddr() }
+func (p *pipe) SetDeadline(time.Time) error      { return nil } // the connect timer bounds the handshake
+func (p *pipe) SetReadDeadline(time.Time) error  { return nil }
+func (p *pipe) SetWriteDeadline(time.Time) error { return nil }
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

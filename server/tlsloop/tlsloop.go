@@ -1,0 +1,397 @@
+// Package tlsloop serves MQTT over TLS on gnet's event loops: no goroutine
+// per connection once the handshake is done, and no idle read buffer.
+//
+// # Model
+//
+//	accept (one goroutine per listener) ──▶ gnet Engine.Register: the
+//	socket joins an event loop like a plain TCP connection
+//	OnOpen: the broker's OnOpen runs at once (admission, connect timer)
+//	handshake: one goroutine runs crypto/tls's Handshake over a pipe fed by
+//	  the loop (ciphertext in) and writing through AsyncWrite (ciphertext
+//	  out); its CPU-heavy steps hold one of GOMAXPROCS tokens, waits for
+//	  the peer hold none, so a thousand slow peers cost goroutines for at
+//	  most the connect timeout, never the loops' time
+//	established: on the loop, crypto/tls's record layer decrypts what gnet
+//	  read (the pipe's Read gives what gnet buffered, then a temporary
+//	  "would block" error, which crypto/tls returns without breaking the
+//	  connection: a partial record stays in its input buffer), the plaintext
+//	  goes to the broker's OnTraffic through this package's gnet.Conn, and
+//	  the broker's Writes are encrypted straight into gnet's output.
+//
+// The plaintext buffer comes from a pool and goes back as soon as the
+// broker consumed it, so an idle connection holds crypto/tls's state (the
+// tls.Conn, its AEAD keys and an input buffer the size of the largest
+// record it received, 512 B + record for small ones), this package's conn
+// and gnet's. Renegotiation is refused (crypto/tls servers never
+// renegotiate: a TLS 1.2 ClientHello after the handshake gets a fatal
+// unexpected_message alert and the connection closes).
+//
+// # Concurrency contract
+//
+// Listen, the wrapped handler's OnBoot and Stop are called by the broker's
+// Serve/Close. Every conn method the broker calls runs on the connection's
+// loop, as with gnet, except Close, AsyncWrite and EventLoop, which are
+// safe from any goroutine. ReloadTLS, Stats and Addrs are safe from any
+// goroutine.
+package tlsloop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ternmq/tern/server/stdnet"
+)
+
+// Config is what the engine needs from the broker.
+type Config struct {
+	// Handler is the broker's handler; connections of the TLS listeners
+	// reach it as this package's conns (decrypted), the others unchanged.
+	Handler gnet.EventHandler
+	// Logger receives handshake failures (rate-limited) and listener logs.
+	Logger *slog.Logger
+	// MaxPlaintext bounds the decrypted input held for the handler: past
+	// it decryption stops until the handler consumed some (back-pressure:
+	// the ciphertext then waits in gnet's buffer). Default 2 MiB.
+	MaxPlaintext int
+	// HandshakeCPU is how many handshakes compute at once. Default
+	// GOMAXPROCS.
+	HandshakeCPU int
+	// TicketKeys, when set, encrypt and decrypt session tickets on every
+	// listener (the first encrypts): tickets then survive a restart and
+	// resume on any node with the same keys.
+	TicketKeys [][32]byte
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Open                 int64  // established TLS connections now
+	Handshaking          int64  // handshakes in progress now
+	Handshakes           uint64 // completed handshakes
+	Resumed              uint64 // of which resumed a session (ticket)
+	TLSHandshakeFailures uint64 // failed handshakes (bad client, timeout, closed)
+	AcceptErrors         uint64 // failed Accepts (each backs off)
+}
+
+// Engine runs the TLS listeners on a gnet engine.
+type Engine struct {
+	cfg     Config
+	lns     []net.Listener
+	srcs    []*stdnet.CertSource
+	addrs   []net.Addr
+	eng     atomic.Pointer[gnet.Engine]
+	booted  chan struct{}
+	done    chan struct{}
+	stopped atomic.Bool
+	wg      sync.WaitGroup // accept loops
+	hsWG    sync.WaitGroup // handshake goroutines
+	cpu     chan struct{}  // handshake CPU tokens
+	plain   sync.Pool      // *[]byte plaintext buffers of plainBufSize
+
+	reloadMu sync.Mutex
+	tickOnce sync.Once
+	startMu  sync.Mutex // orders starting the accept loops with Stop
+
+	open, handshaking                       atomic.Int64
+	handshakes, resumed, failures, acceptEr atomic.Uint64
+	logHS, logAccept                        rateLog
+}
+
+// Listen binds the listeners (so their addresses, port 0 resolved, are
+// known before the event loops start) and loads their certificates. It
+// accepts nothing until the handler Wrap returns is booted by gnet.
+func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("tlsloop: Config.Handler is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxPlaintext <= 0 {
+		cfg.MaxPlaintext = 2 << 20
+	}
+	if cfg.HandshakeCPU <= 0 {
+		cfg.HandshakeCPU = runtime.GOMAXPROCS(0)
+	}
+	e := &Engine{cfg: cfg, booted: make(chan struct{}), done: make(chan struct{}),
+		cpu: make(chan struct{}, cfg.HandshakeCPU)}
+	e.plain.New = func() any { b := make([]byte, 0, plainBufSize); return &b }
+	for _, l := range listeners {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			e.closeListeners()
+			return nil, fmt.Errorf("TLS listener: %w", err)
+		}
+		src, err := stdnet.NewCertSource(ln.Addr().String(), l, cfg.Logger)
+		if err != nil {
+			_ = ln.Close()
+			e.closeListeners()
+			return nil, fmt.Errorf("TLS listener %s: %w", l.Addr, err)
+		}
+		src.SetSessionTicketKeys(cfg.TicketKeys)
+		src.CheckExpiry(time.Now())
+		e.lns, e.srcs, e.addrs = append(e.lns, ln), append(e.srcs, src), append(e.addrs, ln.Addr())
+		cfg.Logger.Info("tern listening (TLS on the event loops)", "addr", ln.Addr().String())
+	}
+	return e, nil
+}
+
+func (e *Engine) closeListeners() {
+	for _, ln := range e.lns {
+		_ = ln.Close()
+	}
+}
+
+// Addrs returns the bound listener addresses, in the order given.
+func (e *Engine) Addrs() []net.Addr {
+	if e == nil {
+		return nil
+	}
+	return e.addrs
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Engine) Stats() Stats {
+	if e == nil {
+		return Stats{}
+	}
+	return Stats{Open: e.open.Load(), Handshaking: e.handshaking.Load(), Handshakes: e.handshakes.Load(),
+		Resumed: e.resumed.Load(), TLSHandshakeFailures: e.failures.Load(), AcceptErrors: e.acceptEr.Load()}
+}
+
+// ReloadTLS re-reads every listener's certificate, key and client CA
+// files, all or nothing (see stdnet.Transport.ReloadTLS).
+func (e *Engine) ReloadTLS() error {
+	if e == nil {
+		return nil
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	return stdnet.ReloadCertSources(e.cfg.Logger, e.srcs)
+}
+
+// Stop closes the listeners and waits for the accept loops and the
+// handshakes in progress (gnet's shutdown closes their connections,
+// which ends them). Idempotent.
+func (e *Engine) Stop() {
+	if e == nil {
+		return
+	}
+	e.startMu.Lock()
+	first := e.stopped.CompareAndSwap(false, true)
+	e.startMu.Unlock()
+	if !first {
+		return
+	}
+	close(e.done)
+	e.closeListeners()
+	e.wg.Wait()
+}
+
+// WaitHandshakes waits for the handshake goroutines; call after the gnet
+// engine stopped (its close of every connection wakes them).
+func (e *Engine) WaitHandshakes() {
+	if e != nil {
+		e.hsWG.Wait()
+	}
+}
+
+// Wrap returns the handler to give gnet: it starts the accept loops once
+// gnet's loops run and interposes TLS on the connections they enroll.
+// gnet must run with gnet.WithTicker(true) (the first tick starts
+// accepting) and a load balancer that tolerates Register from another
+// goroutine (gnet.LeastConnections): GnetOptions lists both.
+func (e *Engine) GnetOptions() []gnet.Option {
+	return []gnet.Option{gnet.WithTicker(true), gnet.WithLoadBalancing(gnet.LeastConnections)}
+}
+
+// Wrap returns the handler to give gnet (see GnetOptions).
+func (e *Engine) Wrap() gnet.EventHandler { return &handler{inner: e.cfg.Handler, e: e} }
+
+// marker is the gnet context a TLS connection is enrolled with: OnOpen
+// tells TLS connections from plain ones by it.
+type marker struct{ src *stdnet.CertSource }
+
+type handler struct {
+	inner gnet.EventHandler
+	e     *Engine
+}
+
+func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
+	h.e.eng.Store(&eng)
+	return h.inner.OnBoot(eng)
+}
+
+func (h *handler) OnShutdown(eng gnet.Engine) { h.inner.OnShutdown(eng) }
+
+// OnTick starts the accept loops on its first call. gnet registers its
+// event loops after OnBoot, without synchronisation, and starts the ticker
+// goroutine only once they all are: from here Engine.Register reads them
+// race-free. The broker uses no gnet ticks (its ticker is its own), so
+// later ticks are an hour apart.
+func (h *handler) OnTick() (time.Duration, gnet.Action) {
+	e := h.e
+	e.tickOnce.Do(func() {
+		e.startMu.Lock() // against Stop: no wg.Add after its Wait began
+		defer e.startMu.Unlock()
+		if e.stopped.Load() {
+			return
+		}
+		for i, ln := range e.lns {
+			e.wg.Add(1)
+			go e.accept(ln, &marker{src: e.srcs[i]})
+		}
+	})
+	d, act := h.inner.OnTick()
+	if d <= 0 {
+		d = time.Hour
+	}
+	return d, act
+}
+
+func (h *handler) OnOpen(raw gnet.Conn) ([]byte, gnet.Action) {
+	m, ok := raw.Context().(*marker)
+	if !ok {
+		return h.inner.OnOpen(raw)
+	}
+	c := h.e.newConn(raw, m.src)
+	raw.SetContext(c)
+	// The broker admits the connection now (limits, descriptor budget)
+	// and starts its connect timer, which also bounds the handshake.
+	_, act := h.inner.OnOpen(c)
+	if act != gnet.None {
+		c.state = stateClosed // OnClose still comes and finds no handshake
+		return nil, act
+	}
+	h.e.startHandshake(c)
+	return nil, gnet.None
+}
+
+func (h *handler) OnTraffic(raw gnet.Conn) gnet.Action {
+	c, ok := raw.Context().(*conn)
+	if !ok {
+		return h.inner.OnTraffic(raw)
+	}
+	switch c.state {
+	case stateHandshake:
+		return c.feedHandshake()
+	case stateOpen:
+		c.more = true
+		return c.traffic()
+	}
+	_, _ = raw.Discard(-1)
+	return gnet.None
+}
+
+func (h *handler) OnClose(raw gnet.Conn, err error) gnet.Action {
+	c, ok := raw.Context().(*conn)
+	if !ok {
+		return h.inner.OnClose(raw, err)
+	}
+	c.closed(err)
+	return h.inner.OnClose(c, err)
+}
+
+// accept accepts until Stop and enrolls each socket on an event loop,
+// backing off on errors such as EMFILE.
+func (e *Engine) accept(ln net.Listener, m *marker) {
+	defer e.wg.Done()
+	var pause time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if e.stopped.Load() {
+				return
+			}
+			e.acceptEr.Add(1)
+			pause = backoff(pause)
+			e.logAccept.log(e.cfg.Logger, slog.LevelError, "TLS accept failed; backing off",
+				"addr", ln.Addr().String(), "err", err, "backoff", pause)
+			if !e.sleep(pause) {
+				return
+			}
+			continue
+		}
+		pause = 0
+		if !e.enroll(nc, m) {
+			_ = nc.Close()
+			if e.stopped.Load() {
+				return
+			}
+		}
+	}
+}
+
+// enroll hands nc to gnet (which dups its descriptor and closes nc). The
+// loops start just after OnBoot: until they do, Register says the engine
+// is empty, and enroll waits a little.
+func (e *Engine) enroll(nc net.Conn, m *marker) bool {
+	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), m), nc)
+	for range 1000 {
+		eng := e.eng.Load()
+		if _, err := eng.Register(ctx); err == nil {
+			return true
+		} else if e.stopped.Load() || !errors.Is(err, errEmptyEngine) {
+			e.logAccept.log(e.cfg.Logger, slog.LevelError, "TLS connection not enrolled on an event loop", "err", err)
+			return false
+		}
+		if !e.sleep(time.Millisecond) {
+			return false
+		}
+	}
+	return false
+}
+
+// sleep waits d or until Stop; false once stopping.
+func (e *Engine) sleep(d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-e.done:
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+// backoff is the pause after consecutive Accept errors: 5 ms doubling to 1 s.
+func backoff(prev time.Duration) time.Duration {
+	if prev == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*prev, time.Second)
+}
+
+// rateLog lets one log line of a kind through per 10 s and counts the
+// ones it held back. Safe from any goroutine.
+type rateLog struct {
+	mu         sync.Mutex
+	next       time.Time
+	suppressed int
+}
+
+func (r *rateLog) log(l *slog.Logger, level slog.Level, msg string, args ...any) {
+	now := time.Now()
+	r.mu.Lock()
+	if now.Before(r.next) {
+		r.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	n := r.suppressed
+	r.suppressed = 0
+	r.next = now.Add(10 * time.Second)
+	r.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed_since_last", n)
+	}
+	l.Log(context.Background(), level, msg, args...)
+}
