@@ -366,7 +366,7 @@ func testMTLSIdentityFromSANURI(t *testing.T, engine string) {
 	}
 }
 
-// reloadTLS: new handshakes get the new certificate and client CA, a
+// Reload (its tls_certificates item): new handshakes get the new certificate and client CA, a
 // connection made before keeps working, and a bad file is refused with
 // the old certificates kept.
 func TestMTLSReloadPickedUpByNewConnections(t *testing.T) {
@@ -387,7 +387,7 @@ func testMTLSReloadPickedUpByNewConnections(t *testing.T, engine string) {
 	mustRename(t, certFile, l.CertFile)
 	mustRename(t, keyFile, l.KeyFile)
 	mustRename(t, newCA.file, l.ClientCAFile)
-	if err := b.srv.reloadTLS(); err != nil {
+	if err := b.srv.Reload(); err != nil { // the path SIGHUP and the admin API take
 		t.Fatalf("reload: %v", err)
 	}
 	b.refused(t, "client certificate of the CA the reload removed", "unknown certificate authority", b.clientCA.clientCert(t, "late"))
@@ -411,7 +411,7 @@ func testMTLSReloadPickedUpByNewConnections(t *testing.T, engine string) {
 	if err := os.WriteFile(l.KeyFile, []byte("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err = b.srv.reloadTLS()
+	err = b.srv.Reload()
 	if err == nil || !strings.Contains(err.Error(), l.KeyFile) {
 		t.Fatalf("reload of a bad key file: %v, want an error naming %s", err, l.KeyFile)
 	}

@@ -12,7 +12,7 @@ import (
 //
 // Server.Reload re-reads Options.PasswordFile and Options.ACLFile and then
 // runs every hook registered with OnReload (tern serve registers the log
-// level; TLS certificates plug in the same way). Each item is all or
+// level; New registers the TLS certificates, tls_certificates). Each item is all or
 // nothing: a file that does not parse is rejected with an error naming it
 // and its bad lines, and the configuration it would have replaced stays in
 // force; items that did load take effect (a bad ACL file does not hold back

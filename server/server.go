@@ -129,6 +129,9 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	opts = s.opts
+	// Certificates reload with the password and ACL files; a no-op
+	// without TLS listeners (listeners.go).
+	s.reloaders = append(s.reloaders, reloader{"tls_certificates", s.reloadTLS})
 	if opts.Authorizer != nil && opts.Authenticator == nil && len(opts.EnhancedAuth) == 0 && !opts.certIdentities() {
 		opts.Logger.Warn("ACL without authentication: usernames are not verified, so every client is anonymous to the ACL; configure a password file")
 	}
