@@ -269,12 +269,17 @@ func TestAttackDeepWildcardFiltersBounded(t *testing.T) {
 	}()
 	topic := []byte(strings.TrimSuffix(strings.Repeat("a/", levels-1), "/") + "/0")
 	// What one publish costs to match, worst case for these filters.
-	start := time.Now()
+	// The best of 5 rounds: the cost of matching, not of the scheduler on
+	// a shared machine (a preempted round says nothing about the trie).
 	var matched int
-	for i := 0; i < 50; i++ {
-		matched = len(srv.subs.Match(topic, nil))
+	perMatch := time.Duration(1<<63 - 1)
+	for round := 0; round < 5; round++ {
+		start := time.Now()
+		for i := 0; i < 10; i++ {
+			matched = len(srv.subs.Match(topic, nil))
+		}
+		perMatch = min(perMatch, time.Since(start)/10)
 	}
-	perMatch := time.Since(start) / 50
 	t.Logf("one match against %d deep filters: %v (%d matching)", len(subs), perMatch, matched)
 	if perMatch > 5*time.Millisecond {
 		t.Errorf("a publish costs %v to match (was ~25 ms before the limits)", perMatch)

@@ -23,6 +23,10 @@ var offByDefault = map[string]bool{
 	"admin_token":          true,
 	"response_information": true,
 	"max_store_bytes":      true, // no store cap unless asked; min_free_disk_bytes guards the disk
+	"password_file":        true,
+	"acl_file":             true,
+	"listener_settings":    true, // per-listener extras, none unless configured
+	"tls_ticket_key_file":  true, // empty: the key file lives in the data directory
 }
 
 // fileKeys lists Options' configuration keys with their field index.
@@ -55,6 +59,7 @@ func TestEnsureDefaultsResolvesEveryDefaultOnce(t *testing.T) {
 	}
 	want := Options{
 		Listeners:              []string{DefaultListener},
+		TLSEngine:              DefaultTLSEngine,
 		DataDir:                DefaultDataDir,
 		Durability:             DefaultDurability,
 		SyncInterval:           DefaultSyncInterval,
