@@ -193,8 +193,8 @@ func (s *Server) recheckACL() (sessions, removed int) {
 			continue
 		}
 		sess.mu.Unlock()
-		if owner == nil {
-			continue
+		if owner == nil || s.closing.Load() {
+			continue // closing: the loops may no longer run tasks, and the sessions are going
 		}
 		posted++
 		owner.loop.post(func() { results <- result{owner.recheckACLOnLoop(a, sess)} })
