@@ -260,3 +260,52 @@ func TestProxyProtocolLimiterUsesClientAddress(t *testing.T) {
 		t.Error("a second proxied address was refused as locked out: the limiter keyed the balancer's address")
 	}
 }
+
+// proxyFront is a minimal load balancer: every connection it accepts is
+// forwarded to the broker behind a PROXY v2 header naming src.
+func proxyFront(t *testing.T, broker, src string, port uint16) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", broker)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			_, _ = out.Write(proxyV2(1, 0x11, v2TCP4(src, "10.0.0.1", port, 1883), nil))
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A real client (paho) behind a balancer speaking PROXY v2: it connects,
+// publishes and receives as usual, and the broker knows its real address.
+func TestProxyProtocolPahoBehindBalancer(t *testing.T) {
+	rec := &remotes{}
+	_, addr := startBroker(t, func(o *Options) {
+		o.Authenticator = rec
+		o.ListenerSettings = map[string]ListenerSettings{"127.0.0.1:0": {ProxyProtocol: true}}
+	})
+	front := proxyFront(t, addr, "203.0.113.50", 61000)
+	got := newReceived()
+	c := pahoClient(t, front, "behind-lb", withUser("u", "ok"))
+	if r := rec.last(); r != "203.0.113.50:61000" {
+		t.Fatalf("the broker saw %s, want the client address from the header", r)
+	}
+	subscribe(t, c, "lb/#", 1, got)
+	wait(t, c.Publish("lb/1", 1, false, "through the balancer"), "publish")
+	if m := got.waitN(t, 1, 5*time.Second)[0]; string(m.Payload()) != "through the balancer" {
+		t.Fatalf("payload %q", m.Payload())
+	}
+}
