@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -274,4 +275,39 @@ func TestPublishRateFlooderGets0x96(t *testing.T) {
 	}
 	go func() { _, _ = r.c.Write(blob) }() // 3 MiB: more than the 2 MiB a paced client may buffer
 	r.expectDisconnect(codec.MessageRateTooHigh)
+}
+
+// Listener settings apply to TLS listeners on both TLS engines: over the
+// listener's max_connections a TLS connection is closed before CONNECT.
+func TestListenerMaxConnectionsTLS(t *testing.T) {
+	forEachTLSEngine(t, func(t *testing.T, engine string) {
+		cfg, pool := selfSigned(t)
+		srv, _ := startBroker(t, func(o *Options) {
+			o.TLSEngine = engine
+			o.TLSListeners = []TLSListener{{Addr: "127.0.0.1:0", Config: cfg}}
+			o.ListenerSettings = map[string]ListenerSettings{"127.0.0.1:0": {MaxConnections: 1}}
+		})
+		tlsAddr := srv.TLSAddrs()[0].String()
+		dial := func(id string) (code byte, closed bool) {
+			tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool})
+			if err != nil {
+				return 0, true // refused during the handshake
+			}
+			t.Cleanup(func() { tc.Close() })
+			p := codec.Connect{ProtocolName: []byte("MQTT"), ProtocolVersion: codec.Version311, ClientID: []byte(id), CleanStart: true, KeepAlive: 30}
+			if _, err := tc.Write(p.Append(nil)); err != nil {
+				return 0, true
+			}
+			return readConnack(t, tc)
+		}
+		if code, closed := dial("tls-1"); closed || code != 0 {
+			t.Fatalf("first TLS connection: CONNACK %d closed %v", code, closed)
+		}
+		if _, closed := dial("tls-2"); !closed {
+			t.Fatal("second TLS connection accepted over max_connections 1")
+		}
+		if n := srv.Refused()["listener_max_connections"]; n != 1 {
+			t.Fatalf("listener_max_connections refusals: %d, want 1", n)
+		}
+	})
 }
