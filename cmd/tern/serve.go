@@ -92,7 +92,7 @@ func newServeFlags(c *fileConfig, out io.Writer) *serveFlags {
 		fmt.Fprintf(fs.Output(), `Usage: tern serve [flags]
 
 Runs the broker until SIGINT or SIGTERM; SIGHUP reloads the password file,
-the ACL file and the log level. Settings come from the defaults, then
+the ACL file, TLS certificates and the log level. Settings come from the defaults, then
 the --config file (every key: tern.example.yaml), then flags.
 
 Flags:
@@ -280,8 +280,8 @@ func serveCmd(args []string) int {
 	})
 	sig := make(chan os.Signal, 1)
 	// SIGHUP (systemctl reload, mosquitto-style kill -HUP) reloads the
-	// password file, the ACL file and the log level; it never takes the
-	// broker down.
+	// password file, the ACL file, TLS certificates and the log level; it
+	// never takes the broker down.
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	errc := make(chan error, 1)
