@@ -134,6 +134,7 @@ func (srv *Server) releaseBacklogLocked(s *session) {
 		end = f.diskFrom
 	}
 	lowest := end
+	f.pruneSettleTks()
 	held := func(om outMsg) {
 		if !om.stored {
 			return
@@ -198,6 +199,13 @@ func (f *flow) settleLocked() (gen uint32, all, send bool) {
 	if f.settling || f.settled {
 		return 0, false, false
 	}
+	f.pruneSettleTks()
+	f.settling = true
+	return f.settleGen, len(f.settleTks) == 0, true
+}
+
+// pruneSettleTks forgets the batches of settleTks submitted by now. s.mu held.
+func (f *flow) pruneSettleTks() {
 	live := f.settleTks[:0]
 	for _, tk := range f.settleTks {
 		if !tk.submitted.Load() {
@@ -206,8 +214,6 @@ func (f *flow) settleLocked() (gen uint32, all, send bool) {
 	}
 	clear(f.settleTks[len(live):])
 	f.settleTks = live
-	f.settling = true
-	return f.settleGen, len(live) == 0, true
 }
 
 // errGap stops a page-in at a delivery whose batch is not applied yet.

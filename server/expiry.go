@@ -36,15 +36,26 @@ func (s *Server) expireSessions(now int64) {
 		}
 		sess.mu.Lock()
 		expired := sess.owner == nil && !sess.dead && sess.offlineAt+int64(sess.expiry)*1000 <= now
+		st := s.storedShareLocked(sess)
 		sess.mu.Unlock()
-		if expired {
-			s.log.Info("session expired", "client_id", sess.id)
-			var t txn
-			s.endSession(&t, sess)
-			if err := s.submitWait(&t); err != nil {
-				s.log.Error("deleting expired session", "client_id", sess.id, "err", err)
-			}
+		switch {
+		case expired && st.to > st.from:
+			// Its $share messages are read back from the store first
+			// (share.go): possibly a long backlog, so not on the ticker.
+			go s.endExpired(sess)
+		case expired:
+			s.endExpired(sess)
 		}
+	}
+}
+
+// endExpired ends an expired session and waits for its deletion to commit.
+func (s *Server) endExpired(sess *session) {
+	s.log.Info("session expired", "client_id", sess.id)
+	var t txn
+	s.endSession(&t, sess)
+	if err := s.submitWait(&t); err != nil {
+		s.log.Error("deleting expired session", "client_id", sess.id, "err", err)
 	}
 }
 

@@ -146,8 +146,8 @@ const redispatchPage = 512
 // sequence order, one committed page at a time, so that the deletion of
 // gone's backlog that follows finds every one already referenced again.
 // gone must be dead and out of the trie (no delivery reaches it any more).
-// It blocks on the store: it runs on the ticker goroutine (session
-// expiry), never on an event loop.
+// It blocks on the store: it runs on a goroutine of its own started by
+// session expiry, never on an event loop or the ticker.
 func (srv *Server) redispatchStored(gone *session, st storedShare) {
 	// The latest delivery's batch may still be on its way (a publisher's
 	// event that chose gone just before it died): wait until it is
