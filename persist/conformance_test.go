@@ -496,26 +496,33 @@ func testExpireSessions(t *testing.T, h harness) {
 		b.AddRef(id)
 	}
 	commit(t, s, b)
-	n, err := s.ExpireSessions(now)
+	kept := false
+	n, err := s.ExpireSessions(now, func(c string, ss *Session) bool {
+		kept = kept || c == "just-now"
+		return c == "just-now" // the caller expires it itself
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 3 {
-		t.Errorf("expired %d sessions, want 3", n)
+	if n != 2 || !kept {
+		t.Errorf("expired %d sessions, want 2; keep asked about just-now: %v", n, kept)
 	}
 	snap := recoverAll(t, s)
-	for _, c := range []string{"expired", "just-now", "zero-expiry"} {
+	for _, c := range []string{"expired", "zero-expiry"} {
 		if snap.Sessions[c] != nil || snap.Outbound[c] != nil {
 			t.Errorf("%s survived", c)
 		}
 	}
-	for _, c := range []string{"not-yet", "connected", "never"} {
+	for _, c := range []string{"not-yet", "connected", "never", "just-now"} {
 		if snap.Sessions[c] == nil || len(snap.Outbound[c]) != 1 {
 			t.Errorf("%s was expired", c)
 		}
 	}
 	if st := s.Stats(); st.LiveMessages != 1 {
 		t.Errorf("live messages %d", st.LiveMessages)
+	}
+	if n, err := s.ExpireSessions(now, nil); err != nil || n != 1 {
+		t.Errorf("second pass without keep: expired %d, %v; want 1 (just-now)", n, err)
 	}
 }
 

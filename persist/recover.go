@@ -306,7 +306,7 @@ func (r *recovery) visit(k, val []byte) error {
 }
 
 // ExpireSessions deletes sessions whose expiry passed; see Store.
-func (c *core) ExpireSessions(now time.Time) (int, error) {
+func (c *core) ExpireSessions(now time.Time, keep func(clientID string, s *Session) bool) (int, error) {
 	nowMs := now.UnixMilli()
 	var expired []string
 	err := c.eachClient(func(ck clientKey, v []byte) error {
@@ -317,7 +317,7 @@ func (c *core) ExpireSessions(now time.Time) (int, error) {
 		if err != nil || s.DisconnectedAt == 0 || s.ExpiryInterval == NoExpiry {
 			return nil
 		}
-		if s.DisconnectedAt+int64(s.ExpiryInterval)*1000 <= nowMs {
+		if s.DisconnectedAt+int64(s.ExpiryInterval)*1000 <= nowMs && (keep == nil || !keep(string(ck.clientID), s)) {
 			expired = append(expired, string(ck.clientID))
 		}
 		return nil

@@ -66,9 +66,12 @@ type Store interface {
 	// ExpireSessions deletes every session disconnected for longer than its
 	// expiry interval at now, with all its data and message references,
 	// and returns how many it deleted. Sessions with DisconnectedAt 0 are
-	// kept. Call it after opening, before Recover, to drop sessions that
-	// expired while the broker was down.
-	ExpireSessions(now time.Time) (int, error)
+	// kept, and so are those for which keep (if not nil) returns true: the
+	// caller expires them itself after Recover (the server does, for
+	// $share members whose stored messages go to another member). Call it
+	// after opening, before Recover, to drop sessions that expired while
+	// the broker was down.
+	ExpireSessions(now time.Time, keep func(clientID string, s *Session) bool) (int, error)
 	// Stats returns the committer counters; cheap.
 	Stats() Stats
 	// DiskUsage returns the bytes the store takes (Pebble: every file it

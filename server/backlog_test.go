@@ -355,3 +355,63 @@ func TestBacklogSharedMemberExpiryRedispatch_MQTT_4_8_2(t *testing.T) {
 		t.Errorf("the expired member's data is still stored: %+v, %v", info, err)
 	}
 }
+
+// The same for a member whose session expired while the broker was down:
+// it is not deleted when the store opens but recovered and expired once
+// every session is loaded, so its stored group messages go to the other
+// member — here offline and persistent too, which finds them in its own
+// backlog when it returns: every message once, its own share and then the
+// expired member's, each in order.
+func TestBacklogSharedMemberExpiredWhileDown_MQTT_4_8_2(t *testing.T) {
+	t.Parallel()
+	const n = 600
+	b := newQBroker(t, nil)
+	pa := codec.Connect{ClientID: []byte("sd-a"), CleanStart: true}
+	pa.Props.SessionExpiry = 1
+	pa.Props.Set(codec.PropSessionExpiry)
+	a, _ := dialRaw5(t, b.addr, pa)
+	if codes := a.subscribe(1, "$share/g/sd/#", 1); len(codes) != 1 || codes[0] != 1 {
+		t.Fatalf("SUBACK %v", codes)
+	}
+	_ = a.conn().Close()
+	off, _ := startRawSub(t, b.addr, "sd-b", false, "$share/g/sd/#", 1, true, 0)
+	off.close()
+	waitConnected(t, b.srv, 0)
+	pub := pahoClient(t, b.addr, "sd-pub")
+	publishSeq(t, pub, "sd/t", 1, 0, n, 64, nil) // both members offline: split between their stores
+	pub.Disconnect(50)
+	b.stop()
+	time.Sleep(1500 * time.Millisecond) // sd-a's expiry passes while the broker is down
+	b.start()
+
+	back, ca := startRawSub(t, b.addr, "sd-b", false, "", 0, true, 0)
+	if !ca.SessionPresent {
+		t.Fatal("member b's session lost")
+	}
+	back.waitN(t, n, 20*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	seqs, _ := back.seqs()
+	if len(seqs) != n {
+		t.Fatalf("member b got %d messages, want %d", len(seqs), n)
+	}
+	seen, descents := make([]bool, n), 0
+	for i, s := range seqs {
+		if s < 0 || s >= n || seen[s] {
+			t.Fatalf("message %d: sequence %d unknown or repeated", i, s)
+		}
+		seen[s] = true
+		if i > 0 && s < seqs[i-1] {
+			descents++
+		}
+	}
+	if descents > 1 {
+		t.Errorf("member b's messages are not its share then a's, each in order (%d descents)", descents)
+	}
+	if r := b.srv.stats.redispatched.Load(); r == 0 || r >= n {
+		t.Errorf("redispatched %d, want a's share of %d", r, n)
+	}
+	waitUntil(t, 5*time.Second, "the expired member's data to leave the store", func() bool {
+		info, err := b.srv.store.Inspect("sd-a")
+		return err == nil && info.Session == nil && info.Outbound.Count == 0
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/persist"
+	"github.com/ternmq/tern/trie"
 )
 
 // openStore opens the configured store and rebuilds the broker's state
@@ -32,7 +33,11 @@ func (s *Server) openStore() error {
 	}
 	s.store = st
 	start := time.Now()
-	if n, err := st.ExpireSessions(start); err != nil {
+	// A $share member that expired while the broker was down is kept for
+	// now: it is recovered with everyone else and expired right after
+	// recovery (below), so its stored group messages go to another member
+	// (share.go) instead of going with it.
+	if n, err := st.ExpireSessions(start, sharedMember); err != nil {
 		return fmt.Errorf("expire sessions: %w", err)
 	} else if n > 0 {
 		s.log.Info("expired sessions while the broker was down", "sessions", n)
@@ -93,11 +98,22 @@ func (s *Server) openStore() error {
 	if err != nil {
 		return fmt.Errorf("recover store: %w", err)
 	}
+	s.expireSessions(time.Now().UnixMilli()) // the $share members kept above
 	s.stats.corrupt.Add(uint64(stats.Corrupt + corrupt))
 	s.log.Info("store recovered", "dir", o.DataDir, "durability", o.Durability,
 		"sessions", stats.Sessions, "with_backlog", stats.Backlogs, "retained", stats.Retained,
 		"corrupt_skipped", stats.Corrupt+corrupt, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// sharedMember reports whether a stored session has a $share subscription.
+func sharedMember(_ string, rec *persist.Session) bool {
+	for _, sub := range rec.Subscriptions {
+		if _, _, ok := trie.SplitShared(sub.Filter); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) recoverSession(id string, rec *persist.Session, now int64) {

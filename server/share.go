@@ -34,12 +34,13 @@ import (
 // and its backlog are deleted (redispatchStored). The group of a delivery
 // is the member's first $share subscription whose filter matches the
 // topic (several groups of one member matching one topic: the deliveries
-// of one message go to them in subscription order). Not redispatched:
-// sessions that expired while the broker was down (deleted at open,
-// before any member is back) and a persistent member taken over by a
+// of one message go to them in subscription order). A member that expired
+// while the broker was down is kept when the store is opened, recovered
+// with the others and expired right after recovery, the same way
+// (recover.go). Not redispatched: a persistent member taken over by a
 // clean-start connection (the connecting loop must not read a backlog of
-// up to max_session_backlog_bytes); their stored group messages are
-// deleted with the session, not read back and so not counted.
+// up to max_session_backlog_bytes); its stored group messages are deleted
+// with the session, not read back and so not counted.
 
 // sharedLeftovers collects what a departing session still owed its shared
 // groups. s.mu held; call before the flow is dropped.
