@@ -75,6 +75,25 @@ func outboundKeyOf(t *testing.T, db *pebble.DB, client string, msgKey []byte) []
 	return nil
 }
 
+// resumeRawSub takes persistent session id back with an acknowledging raw
+// 3.1.1 client, waits for n messages (and 300 ms more, for extras), closes
+// it and returns the sequence numbers and DUP flags received.
+func resumeRawSub(t *testing.T, addr, id string, n int, d time.Duration) ([]int, []bool) {
+	t.Helper()
+	back, ca := startRawSub(t, addr, id, false, "", 0, true, 0)
+	if !ca.SessionPresent {
+		t.Fatalf("session %s lost", id)
+	}
+	back.waitN(t, n, d)
+	time.Sleep(300 * time.Millisecond)
+	seqs, dups := back.seqs()
+	back.close()
+	if len(seqs) != n {
+		t.Fatalf("session %s got %d messages, want %d", id, len(seqs), n)
+	}
+	return seqs, dups
+}
+
 // metricValue reads one metric line from the broker's /metrics handler.
 func metricValue(t *testing.T, srv *Server, name string) string {
 	t.Helper()
@@ -209,14 +228,8 @@ func TestBacklogQuotaAcrossRestart(t *testing.T) {
 	}
 
 	// Drained, the session takes about as much again.
-	back, ca := startRawSub(t, b.addr, "qr-sub", false, "", 0, true, 0)
-	if !ca.SessionPresent {
-		t.Fatal("persistent session lost in the restart")
-	}
-	back.waitN(t, accepted, 10*time.Second)
-	seqs, dups := back.seqs()
+	seqs, dups := resumeRawSub(t, b.addr, "qr-sub", accepted, 10*time.Second)
 	wantSeq(t, seqs, dups, 0, accepted)
-	back.close()
 	waitUntil(t, 5*time.Second, "the acknowledgements to empty the backlog", func() bool {
 		info, err := b.srv.store.Inspect("qr-sub")
 		return err == nil && info.Outbound.Count == 0
@@ -384,16 +397,7 @@ func TestBacklogSharedMemberExpiredWhileDown_MQTT_4_8_2(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // sd-a's expiry passes while the broker is down
 	b.start()
 
-	back, ca := startRawSub(t, b.addr, "sd-b", false, "", 0, true, 0)
-	if !ca.SessionPresent {
-		t.Fatal("member b's session lost")
-	}
-	back.waitN(t, n, 20*time.Second)
-	time.Sleep(300 * time.Millisecond)
-	seqs, _ := back.seqs()
-	if len(seqs) != n {
-		t.Fatalf("member b got %d messages, want %d", len(seqs), n)
-	}
+	seqs, _ := resumeRawSub(t, b.addr, "sd-b", n, 20*time.Second)
 	seen, descents := make([]bool, n), 0
 	for i, s := range seqs {
 		if s < 0 || s >= n || seen[s] {
