@@ -1,8 +1,10 @@
 // Package server is the Tern MQTT broker: connections, sessions, routing,
 // durability, wills, $SYS and the embedding API (New, Serve, Close, Publish,
 // Stats). Its leaves live in sub-packages that never import it:
-// server/auth (password file, ACL, SCRAM) and server/stdnet (TLS and
-// WebSocket on the standard library, adapted to gnet's interfaces).
+// server/auth (password file, ACL, SCRAM), server/stdnet (TLS and
+// WebSocket on the standard library, adapted to gnet's interfaces; client
+// certificates and their reload) and server/tlsloop (TLS on the gnet event
+// loops, tls_engine: loops).
 //
 // # Files in reading order
 //
@@ -55,7 +57,10 @@
 // gnet runs N event loops (Options.EventLoops, GOMAXPROCS by default); each
 // connection belongs to one loop for its whole life and no goroutine is
 // created per plain TCP connection. TLS and WebSocket connections run on
-// server/stdnet's task loops, which give the same single-owner guarantee.
+// server/stdnet's task loops, which give the same single-owner guarantee;
+// with tls_engine: loops, TLS connections run on the gnet loops themselves
+// (server/tlsloop wraps the handler and hands the broker a gnet.Conn of
+// plaintext; el.Close goes through closeConn to reach the raw connection).
 //
 //	client   one per connection; owned by its loop goroutine. Other loops
 //	         touch only its atomics (wakeQueued, takenOver).

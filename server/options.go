@@ -101,8 +101,7 @@ type Options struct {
 	// Listeners are the TCP addresses to accept MQTT on, "host:port".
 	// Default: [DefaultListener].
 	Listeners []string `yaml:"listeners"`
-	// TLSListeners accept MQTT over TLS (standard-library transport: two
-	// goroutines per connection). Default: none.
+	// TLSListeners accept MQTT over TLS, served by TLSEngine. Default: none.
 	TLSListeners []TLSListener `yaml:"tls_listeners"`
 	// TLSEngine says what serves TLSListeners: TLSEngineStdnet (default:
 	// server/stdnet, two goroutines and a 16 KiB read buffer per

@@ -31,13 +31,13 @@ func forEachTLSEngine(t *testing.T, test func(t *testing.T, engine string)) {
 }
 
 // selfSigned returns a server config for 127.0.0.1 and a pool trusting it.
-func selfSigned(t *testing.T) (*tls.Config, *x509.CertPool) {
+func selfSigned(t testing.TB) (*tls.Config, *x509.CertPool) {
 	t.Helper()
 	return selfSignedUntil(t, time.Now().Add(365*24*time.Hour))
 }
 
 // selfSignedUntil is selfSigned with a certificate valid until notAfter.
-func selfSignedUntil(t *testing.T, notAfter time.Time) (*tls.Config, *x509.CertPool) {
+func selfSignedUntil(t testing.TB, notAfter time.Time) (*tls.Config, *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

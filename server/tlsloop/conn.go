@@ -149,7 +149,9 @@ func (c *conn) handshakeDone(err error) {
 	c.identity = c.src.Identity(&cs)
 	c.state = stateOpen
 	c.hs.mu.Lock()
-	c.p.leftover = c.hs.buf // what came after crypto/tls's last read
+	if len(c.hs.buf) > 0 {
+		c.p.leftover = c.hs.buf // what came after crypto/tls's last read
+	} // else: let the handshake's input buffer go (an idle connection keeps none)
 	c.hs.mu.Unlock()
 	c.p.async, c.p.hs, c.hs = false, nil, nil
 	c.more = true // and what it read past the handshake

@@ -20,9 +20,10 @@
 //
 // The plaintext buffer comes from a pool and goes back as soon as the
 // broker consumed it, so an idle connection holds crypto/tls's state (the
-// tls.Conn, its AEAD keys and an input buffer the size of the largest
-// record it received, 512 B + record for small ones), this package's conn
-// and gnet's. Renegotiation is refused (crypto/tls servers never
+// tls.Conn, its AEAD keys, and its input and handshake-message buffers at
+// the size the handshake or the largest record grew them to: ~3.5 KB),
+// this package's conn and gnet's: ~7.8 KB of live heap in all
+// (BenchmarkTLSIdleConnHeap; BENCHMARKS.md "TLS"). Renegotiation is refused (crypto/tls servers never
 // renegotiate: a TLS 1.2 ClientHello after the handshake gets a fatal
 // unexpected_message alert and the connection closes).
 //
