@@ -1,12 +1,19 @@
 # Tern — make targets. `make run` and `make test` are all a new user needs.
 GO      ?= go
 BIN     := bin/tern
-VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+# Release stamping (tern version): a tag or `git describe`, the commit and
+# the build time. Override VERSION for a release: make dist VERSION=v1.2.0.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+# Platforms of `make dist`; static binaries (CGO_ENABLED=0), one tarball each.
+DIST_PLATFORMS := linux/amd64 linux/arm64
+IMAGE ?= tern:$(VERSION)
 # Packages whose tests exercise shared state run under the race detector.
 RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/... ./bench/...
 
-.PHONY: build run test lint bench fuzz bench-compare test-crash clean
+.PHONY: build run test lint bench fuzz bench-compare test-crash clean dist docker
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tern
@@ -62,5 +69,24 @@ bench-compare: build
 test-crash: build
 	$(GO) run ./tools/crashtest -cycles 50 -tern ./$(BIN)
 
+# Release tarballs in dist/: tern-VERSION-OS-ARCH.tar.gz with the static
+# binary, LICENSE, README.md, tern.example.yaml and the systemd unit, plus
+# SHA256SUMS.
+dist:
+	rm -rf dist && mkdir -p dist
+	@set -e; for p in $(DIST_PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; name=tern-$(VERSION)-$$os-$$arch; \
+	  echo "== $$name"; mkdir -p dist/$$name; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o dist/$$name/tern ./cmd/tern; \
+	  cp LICENSE README.md tern.example.yaml deploy/tern.service dist/$$name/; \
+	  tar -C dist -czf dist/$$name.tar.gz $$name; rm -rf dist/$$name; \
+	done
+	cd dist && sha256sum *.tar.gz > SHA256SUMS
+
+# The container image (Dockerfile): static binary on an empty base,
+# non-root, /data volume.
+docker:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg DATE=$(DATE) -t $(IMAGE) .
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

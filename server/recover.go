@@ -23,13 +23,20 @@ func (s *Server) openStore() error {
 		if o.Durability == DurabilityPeriodic {
 			mode = persist.ModePeriodic
 		}
-		var err error
+		// One broker per data directory (datalock.go), checked before
+		// Pebble so a second broker says who holds it.
+		lock, err := LockDataDir(o.DataDir)
+		if err != nil {
+			return err
+		}
 		st, err = persist.Open(persist.Options{Dir: o.DataDir, Mode: mode, SyncInterval: o.SyncInterval, Logger: s.log,
 			// Half the descriptor reserve: the store's files come out of it.
 			MaxOpenFiles: max(o.Limits.FDReserve/2, 16)})
 		if err != nil {
+			_ = lock.Release()
 			return fmt.Errorf("open store in %s: %w", o.DataDir, err)
 		}
+		s.dirLock = lock
 	}
 	s.store = st
 	start := time.Now()

@@ -39,6 +39,7 @@ type Server struct {
 	addrs     []net.Addr
 	closing   atomic.Bool
 	storeOnce sync.Once
+	dirLock   *DataDirLock // held while the store the broker opened is open
 	started   time.Time
 	tlsT      *stdnet.Transport // TLS and WebSocket listeners (listeners.go)
 	tlsL      *tlsloop.Engine   // TLS listeners on the event loops (tls_engine: loops; listeners.go)
@@ -142,6 +143,7 @@ func New(opts Options) (*Server, error) {
 		if s.store != nil {
 			_ = s.store.Close()
 		}
+		_ = s.dirLock.Release()
 		return nil, err
 	}
 	return s, nil
@@ -226,6 +228,7 @@ func (s *Server) closeStore() {
 		if err := s.store.Close(); err != nil {
 			s.log.Error("closing store", "err", err)
 		}
+		_ = s.dirLock.Release() // after the store's files are closed
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -218,10 +219,38 @@ func benchRun(ctx context.Context, cmd string, args []string, out, errOut io.Wri
 			rep.WriteSeries(out)
 		}
 	}
+	if rep.Connect.Attempted > 0 && rep.Connect.Connected == 0 {
+		// Nothing was measured: a report of zeros must not pass for a result.
+		fmt.Fprintf(errOut, "tern bench %s: all %d connections failed%s\n", cmd, rep.Connect.Attempted, failureReasons(rep.Connect.Failures))
+		return 1
+	}
 	if f.failOnLoss && (rep.Lost > 0 || rep.Connect.Failed > 0) {
 		return 1
 	}
 	return 0
+}
+
+// failureReasons renders a report's connection failures by reason, most
+// frequent first: ": connection refused ×3, …".
+func failureReasons(by map[string]int) string {
+	if len(by) == 0 {
+		return ""
+	}
+	reasons := make([]string, 0, len(by))
+	for r := range by {
+		reasons = append(reasons, r)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		if by[reasons[i]] != by[reasons[j]] {
+			return by[reasons[i]] > by[reasons[j]]
+		}
+		return reasons[i] < reasons[j]
+	})
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		parts[i] = fmt.Sprintf("%s ×%d", r, by[r])
+	}
+	return ": " + strings.Join(parts, ", ")
 }
 
 func benchCompare(ctx context.Context, args []string, out, errOut io.Writer) int {
@@ -304,6 +333,25 @@ func benchCompare(ctx context.Context, args []string, out, errOut io.Writer) int
 		}
 	}
 	if err != nil {
+		return 1
+	}
+	// A round that failed, or a broker no connection reached, leaves a
+	// table of gaps or zeros: the comparison did not happen.
+	failed := false
+	for _, row := range cmp.Rows {
+		if len(row.Errors) > 0 {
+			failed = true
+			fmt.Fprintf(errOut, "tern bench compare: %s: %d of %d rounds failed: %s\n", row.Target.Name, len(row.Errors), *rounds, row.Errors[0])
+		}
+		for _, rep := range row.Reports {
+			if rep.Connect.Attempted > 0 && rep.Connect.Connected == 0 {
+				failed = true
+				fmt.Fprintf(errOut, "tern bench compare: %s: all %d connections failed%s\n", row.Target.Name, rep.Connect.Attempted, failureReasons(rep.Connect.Failures))
+				break
+			}
+		}
+	}
+	if failed {
 		return 1
 	}
 	return 0

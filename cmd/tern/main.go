@@ -2,16 +2,13 @@
 //
 //	tern serve   run the broker
 //	tern bench   measure any MQTT broker
-//	tern version print the version
+//	tern version print the version, commit, build date and Go version
 package main
 
 import (
 	"fmt"
 	"os"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 const usage = `tern — an MQTT 3.1/3.1.1/5.0 broker for fleets of devices on one machine.
 
@@ -25,7 +22,7 @@ Commands:
   passwd    add a user to a password file (tern passwd --help)
   pub       publish a message, like mosquitto_pub (tern pub --help)
   sub       print messages, like mosquitto_sub (tern sub --help)
-  version   print the version
+  version   print the version, commit, build date and Go version
 
 Run "tern <command> --help" for a command's flags.
 `
@@ -50,7 +47,7 @@ func main() {
 	case "sub":
 		os.Exit(subCmd(args))
 	case "version", "--version", "-v":
-		fmt.Println("tern", version)
+		printVersion(os.Stdout)
 	case "help", "--help", "-h":
 		fmt.Print(usage)
 	default:

@@ -191,7 +191,7 @@ func parseServeArgs(args []string, out io.Writer) (c *fileConfig, sf *serveFlags
 func (c *fileConfig) build() (server.Options, error) {
 	c.ensureDefaults()
 	o := c.Options
-	o.Version = version
+	o.Version = buildInfo().Version
 	logger, err := newLogger(c.LogLevel, c.LogFormat)
 	if err == nil {
 		o.Logger = logger

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/ternmq/tern/persist"
+	"github.com/ternmq/tern/server"
 )
 
 func storeCmd(args []string) int {
@@ -44,6 +46,18 @@ Flags:
 		fmt.Fprintf(os.Stderr, "tern store inspect: %v\n", err)
 		return 1
 	}
+	// Opening a directory that holds no store would create an empty one
+	// and report zeros: a mistyped --data must fail instead.
+	if manifests, _ := filepath.Glob(filepath.Join(*dir, "MANIFEST-*")); len(manifests) == 0 {
+		fmt.Fprintf(os.Stderr, "tern store inspect: %s holds no Tern store (no Pebble MANIFEST)\n", *dir)
+		return 1
+	}
+	lock, err := server.LockDataDir(*dir) // "in use by PID n" while a broker runs
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tern store inspect: %v\n", err)
+		return 1
+	}
+	defer lock.Release()
 	st, err := persist.OpenPebble(persist.Options{Dir: *dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tern store inspect: %v (is the broker still running?)\n", err)
@@ -52,7 +66,12 @@ Flags:
 	defer st.Close()
 	var v any
 	if *client != "" {
-		v, err = st.Inspect(*client)
+		var ci persist.ClientInfo
+		ci, err = st.Inspect(*client)
+		if err == nil && ci.Session == nil && ci.Inbound.Count == 0 && ci.Outbound.Count == 0 && ci.Corrupt == 0 {
+			err = fmt.Errorf("no session or stored state for client %q", *client)
+		}
+		v = ci
 	} else {
 		v, err = st.Usage()
 	}
