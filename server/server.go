@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,9 @@ type Server struct {
 	closing   atomic.Bool
 	storeOnce sync.Once
 	dirLock   *DataDirLock // held while the store the broker opened is open
+
+	metricsOnce    sync.Once    // builds metricsHandler on the first scrape (metrics.go)
+	metricsHandler http.Handler // /metrics
 	started   time.Time
 	tlsT      *stdnet.Transport // TLS and WebSocket listeners (listeners.go)
 	tlsL      *tlsloop.Engine   // TLS listeners on the event loops (tls_engine: loops; listeners.go)
