@@ -44,11 +44,11 @@ type Server struct {
 
 	metricsOnce    sync.Once    // builds metricsHandler on the first scrape (metrics.go)
 	metricsHandler http.Handler // /metrics
-	started   time.Time
-	tlsT      *stdnet.Transport // TLS and WebSocket listeners (listeners.go)
-	tlsL      *tlsloop.Engine   // TLS listeners on the event loops (tls_engine: loops; listeners.go)
-	tlsAddrs  []net.Addr
-	wsAddrs   []net.Addr
+	started        time.Time
+	tlsT           *stdnet.Transport // TLS and WebSocket listeners (listeners.go)
+	tlsL           *tlsloop.Engine   // TLS listeners on the event loops (tls_engine: loops; listeners.go)
+	tlsAddrs       []net.Addr
+	wsAddrs        []net.Addr
 
 	wills willTimers // 5.0 delayed wills (will.go)
 
