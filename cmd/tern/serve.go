@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"syscall"
 
@@ -42,6 +44,11 @@ type fileConfig struct {
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json. Default: text.
 	LogFormat string `yaml:"log_format"`
+	// EnhancedAuth lists the 5.0 enhanced authentication methods to offer
+	// (Options.EnhancedAuth): "SCRAM-SHA-256", whose users and credentials
+	// are the password file's (its PBKDF2-SHA256 hashes are SCRAM's salted
+	// passwords), so it needs password_file. Default: none.
+	EnhancedAuth []string `yaml:"enhanced_auth"`
 }
 
 // ensureDefaults fills every default, the broker's and tern serve's.
@@ -55,14 +62,17 @@ func (c *fileConfig) ensureDefaults() {
 	c.Options.EnsureDefaults()
 }
 
-// loadConfigFile decodes path into c, rejecting unknown keys.
+// loadConfigFile decodes path into c, rejecting unknown keys. Durations
+// may be written in days (durations.go).
 func loadConfigFile(path string, c *fileConfig) error {
-	f, err := os.Open(path)
+	src, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	if src, err = expandDurations(src, reflect.TypeOf(c)); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty file
 		return fmt.Errorf("config %s: %w", path, err)
@@ -205,9 +215,30 @@ func (c *fileConfig) build() (server.Options, error) {
 			errs = append(errs, fmt.Errorf("acl_file %s: %w", c.ACLFile, err))
 		}
 	}
+	var pf *auth.PasswordFile
 	if c.PasswordFile != "" {
-		if _, err := auth.LoadPasswordFile(c.PasswordFile); err != nil {
+		if pf, err = auth.LoadPasswordFile(c.PasswordFile); err != nil {
 			errs = append(errs, fmt.Errorf("password_file %s: %w", c.PasswordFile, err))
+		}
+	}
+	if c.AllowAnonymous && c.PasswordFile != "" {
+		// With a password file every client authenticates, so
+		// allow_anonymous would be silently ignored: say so instead.
+		errs = append(errs, errors.New("allow_anonymous: cannot be combined with password_file (every client must then authenticate); remove allow_anonymous, or password_file for an open broker"))
+	}
+	seen := map[string]bool{}
+	for i, m := range c.EnhancedAuth {
+		key := fmt.Sprintf("enhanced_auth[%d]", i)
+		switch {
+		case seen[m]:
+			errs = append(errs, fmt.Errorf("%s: %q listed twice", key, m))
+		case m != auth.SCRAMSHA256Method:
+			errs = append(errs, fmt.Errorf("%s: unknown method %q (supported: %s)", key, m, auth.SCRAMSHA256Method))
+		case c.PasswordFile == "":
+			errs = append(errs, fmt.Errorf("%s: %s needs password_file (its users are the SCRAM users)", key, m))
+		case pf != nil:
+			seen[m] = true
+			o.EnhancedAuth = append(o.EnhancedAuth, auth.NewSCRAMSHA256(auth.SCRAMStoreFromPasswordFile(pf)))
 		}
 	}
 	return o, errors.Join(errs...)

@@ -78,10 +78,17 @@ func scramDerive(password string, salt []byte, iterations int) (SCRAMCredential,
 	if err != nil {
 		return SCRAMCredential{}, err
 	}
+	return scramFromSalted(salted, salt, iterations), nil
+}
+
+// scramFromSalted makes the credential of SaltedPassword salted (RFC 5802
+// §3: StoredKey = H(HMAC(salted, "Client Key")), ServerKey = HMAC(salted,
+// "Server Key")).
+func scramFromSalted(salted, salt []byte, iterations int) SCRAMCredential {
 	cred := SCRAMCredential{Salt: salt, Iterations: iterations}
 	cred.StoredKey = sha256.Sum256(hmacSHA256(salted, "Client Key"))
 	copy(cred.ServerKey[:], hmacSHA256(salted, "Server Key"))
-	return cred, nil
+	return cred
 }
 
 func hmacSHA256(key []byte, msg string) []byte {
