@@ -310,7 +310,7 @@ func (o *Options) EnsureDefaults() {
 	}
 	cloned := false
 	for i := range o.WebSocketListeners {
-		if o.WebSocketListeners[i].Path == "" {
+		if o.WebSocketListeners[i].Path == "" && len(o.WebSocketListeners[i].Paths) == 0 {
 			if !cloned { // the slice is the caller's: fill the default in a copy
 				o.WebSocketListeners, cloned = slices.Clone(o.WebSocketListeners), true
 			}
@@ -458,6 +458,11 @@ func (o *Options) Validate() error {
 		checkAddr(bad, key+".addr", l.Addr)
 		if l.Path != "" && !strings.HasPrefix(l.Path, "/") {
 			bad(key+".path", "must start with /, got %q", l.Path)
+		}
+		for j, p := range l.Paths {
+			if !strings.HasPrefix(p, "/") {
+				bad(fmt.Sprintf("%s.paths[%d]", key, j), "must start with /, got %q", p)
+			}
 		}
 		if (l.CertFile == "") != (l.KeyFile == "") {
 			bad(key, "needs both cert_file and key_file (wss://) or neither (ws://)")

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,7 +27,18 @@ import (
 // WebSocketListener is one MQTT-over-WebSocket listener.
 type WebSocketListener struct {
 	Addr string `yaml:"addr"` // host:port
-	Path string `yaml:"path"` // default "/mqtt"
+	Path string `yaml:"path"` // default "/mqtt" (unless Paths lists some)
+	// Paths are more request paths the listener upgrades, besides Path
+	// (clients differ: "/mqtt", "/ws", "/"). Exact matches; any other
+	// path gets 404.
+	Paths []string `yaml:"paths"`
+	// Compression negotiates permessage-deflate (RFC 7692) with clients
+	// that offer it, in its bounded-memory form: no context takeover
+	// either way, so no compressor or decompressor state outlives one
+	// message and an idle connection holds none. It costs CPU per message
+	// and pays off for large, repetitive payloads (JSON) on slow links.
+	// Default: false.
+	Compression bool `yaml:"compression"`
 	// CertFile and KeyFile (or Config) make it wss://.
 	CertFile string      `yaml:"cert_file"`
 	KeyFile  string      `yaml:"key_file"`
@@ -66,9 +78,18 @@ type WebSocketListener struct {
 // Write, SetWriteDeadline and closeFrame to the writer goroutine (gorilla
 // allows one of each, and WriteControl from anywhere).
 type wsStream struct {
-	ws *websocket.Conn
-	r  io.Reader
+	ws       *websocket.Conn
+	r        io.Reader
+	compress bool // the listener allows compression (used if negotiated)
 }
+
+// wsCompressionLevel trades ratio for CPU: level 1 (BestSpeed) already
+// shrinks repetitive JSON several times over.
+const wsCompressionLevel = 1
+
+// wsCompressMin is the smallest message compressed: below it the deflate
+// block overhead and CPU buy nothing.
+const wsCompressMin = 256
 
 var errTextFrame = errors.New("websocket: non-binary frame")
 
@@ -100,8 +121,12 @@ func (w *wsStream) Read(p []byte) (int, error) {
 	}
 }
 
-// Write sends p as one binary message.
+// Write sends p as one binary message, compressed when negotiated and
+// worth it.
 func (w *wsStream) Write(p []byte) (int, error) {
+	if w.compress {
+		w.ws.EnableWriteCompression(len(p) >= wsCompressMin)
+	}
 	if err := w.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
@@ -126,19 +151,33 @@ func (w *wsStream) SetDeadline(t time.Time) error {
 // wsHandler answers every request of one WebSocket listener.
 type wsHandler struct {
 	t            *Transport
-	path         string
+	paths        []string // exact request paths served
 	up           websocket.Upgrader
 	allowed      []string
 	check        func(*http.Request) bool
 	writeTimeout time.Duration
+	compress     bool // permessage-deflate negotiated with clients that offer it
+}
+
+// wsPaths is the listener's path list: Path then Paths, without
+// duplicates; "/mqtt" when both are empty.
+func wsPaths(l WebSocketListener) []string {
+	var out []string
+	for _, p := range append([]string{l.Path}, l.Paths...) {
+		if p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{"/mqtt"}
+	}
+	return out
 }
 
 // listenWebSocket opens one WebSocket listener.
 func (t *Transport) listenWebSocket(l WebSocketListener) error {
-	h := &wsHandler{t: t, path: l.Path, allowed: l.AllowedOrigins, check: l.CheckOrigin, writeTimeout: l.WriteTimeout}
-	if h.path == "" {
-		h.path = "/mqtt"
-	}
+	h := &wsHandler{t: t, paths: wsPaths(l), allowed: l.AllowedOrigins, check: l.CheckOrigin, writeTimeout: l.WriteTimeout,
+		compress: l.Compression}
 	if h.writeTimeout <= 0 {
 		h.writeTimeout = DefaultWriteTimeout
 	}
@@ -156,7 +195,11 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 	}
 	h.up = websocket.Upgrader{Subprotocols: []string{"mqtt", "mqttv3.1"},
 		CheckOrigin:    func(*http.Request) bool { return true }, // decided in ServeHTTP
-		ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: headerTimeout}
+		ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: headerTimeout,
+		// gorilla answers an offer with "permessage-deflate;
+		// server_no_context_takeover; client_no_context_takeover" and
+		// nothing else: the bounded form (see Compression).
+		EnableCompression: l.Compression}
 	var src *CertSource
 	if l.Config != nil || l.CertFile != "" {
 		var err error
@@ -196,7 +239,7 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 			t.cfg.Logger.Error("WebSocket listener stopped", "addr", tcp.Addr().String(), "err", err)
 		}
 	}()
-	t.cfg.Logger.Info("tern listening (WebSocket)", "addr", tcp.Addr().String(), "path", h.path, "tls", src != nil)
+	t.cfg.Logger.Info("tern listening (WebSocket)", "addr", tcp.Addr().String(), "paths", strings.Join(h.paths, " "), "tls", src != nil, "compression", h.compress)
 	return nil
 }
 
@@ -205,10 +248,10 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 // rate-limited, logged.
 func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.t
-	if r.URL.Path != h.path {
+	if !slices.Contains(h.paths, r.URL.Path) {
 		t.stats.wsNotFound.Add(1)
 		t.logWSPath.log(t.cfg.Logger, slog.LevelInfo, "WebSocket request for an unknown path",
-			"remote", r.RemoteAddr, "path", clip(r.URL.Path), "want", h.path)
+			"remote", r.RemoteAddr, "path", clip(r.URL.Path), "want", strings.Join(h.paths, " "))
 		http.Error(w, "404 not found", http.StatusNotFound)
 		return
 	}
@@ -242,7 +285,13 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()
 	}
-	s := &wsStream{ws: ws}
+	if h.compress {
+		// Compress what the broker sends only when the client negotiated it
+		// (gorilla checks); small packets are not worth a deflate block.
+		ws.EnableWriteCompression(true)
+		_ = ws.SetCompressionLevel(wsCompressionLevel)
+	}
+	s := &wsStream{ws: ws, compress: h.compress}
 	t.open(s, raw, s, "", h.writeTimeout)
 }
 
