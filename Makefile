@@ -13,7 +13,7 @@ IMAGE ?= tern:$(VERSION)
 # Packages whose tests exercise shared state run under the race detector.
 RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/... ./bench/...
 
-.PHONY: build run test lint bench fuzz bench-compare test-crash clean dist docker
+.PHONY: build run test lint bench fuzz bench-compare test-crash clean dist docker test-mqttjs
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tern
@@ -68,6 +68,14 @@ bench-compare: build
 # At least 50 SIGKILL cycles of the durability crash test, with totals.
 test-crash: build
 	$(GO) run ./tools/crashtest -cycles 50 -tern ./$(BIN)
+
+# MQTT.js (the browser and Node client) over WebSocket against the broker,
+# with permessage-deflate: installs MQTT.js with npm into a temporary
+# directory (TestMQTTJSOverWebSocket skips without it).
+test-mqttjs:
+	@d=$$(mktemp -d); \
+	(cd $$d && npm init -y >/dev/null && npm install --silent --no-audit --no-fund mqtt@5) && \
+	TERN_MQTTJS_DIR=$$d $(GO) test -count=1 -run TestMQTTJSOverWebSocket -v ./server; s=$$?; rm -rf $$d; exit $$s
 
 # Release tarballs in dist/: tern-VERSION-OS-ARCH.tar.gz with the static
 # binary, LICENSE, README.md, tern.example.yaml and the systemd unit, plus
