@@ -1,9 +1,19 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
 	"log/slog"
+	"math/big"
+	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -112,5 +122,49 @@ func TestPubSubV5RefusalsExit1(t *testing.T) {
 	c, _, e = capture(t, func() int { return subCmd([]string{"-p", port, "-t", "closed/#", "-W", "2"}) })
 	if c != 1 || !strings.Contains(e, "refused") {
 		t.Fatalf("denied 3.1.1 subscription: exit %d, stderr %q", c, e)
+	}
+}
+
+// tern pub and tern sub over TLS, both versions: --tls with --cafile
+// trusting the broker's self-signed certificate; without --cafile the
+// handshake fails (exit 1).
+func TestPubSubTLS(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tern cli test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv, _ := startCLIBroker(t, "", func(o *server.Options) {
+		o.TLSListeners = []server.TLSListener{{Addr: "127.0.0.1:0", Config: cfg}}
+	})
+	_, port, _ := strings.Cut(srv.TLSAddrs()[0].String(), ":")
+	for _, v := range []string{"3.1.1", "5"} {
+		topic := "tls/v" + v
+		if c, _, e := capture(t, func() int {
+			return pubCmd([]string{"-p", port, "--tls", "--cafile", ca, "-V", v, "-t", topic, "-m", "secure", "-q", "1", "-r"})
+		}); c != 0 {
+			t.Fatalf("-V %s: tern pub --tls exited %d: %s", v, c, e)
+		}
+		c, out, e := capture(t, func() int {
+			return subCmd([]string{"-p", port, "--tls", "--cafile", ca, "-V", v, "-t", topic, "-C", "1", "-W", "5"})
+		})
+		if c != 0 || out != "secure\n" {
+			t.Fatalf("-V %s: tern sub --tls exited %d printing %q: %s", v, c, out, e)
+		}
+		if c, _, e := capture(t, func() int { return pubCmd([]string{"-p", port, "--tls", "-V", v, "-t", topic, "-m", "x"}) }); c != 1 || !strings.Contains(e, "certificate") {
+			t.Errorf("-V %s: untrusted certificate: exit %d, stderr %q", v, c, e)
+		}
 	}
 }
