@@ -36,9 +36,9 @@ const (
 // close fields are shared with the writer under wmu.
 type conn struct {
 	gnet.Conn
-	stream net.Conn  // what is read and written: *tls.Conn or *wsStream
-	raw    net.Conn  // the TCP socket under it; closing it unblocks Read and Write at once
-	ws     *wsStream // non-nil for WebSocket connections (close frames)
+	stream net.Conn // what is read and written: *tls.Conn or *wsStream
+	raw    net.Conn // the TCP socket under it; closing it unblocks Read and Write at once
+	ws     wsCloser // non-nil for WebSocket connections (close frames)
 	loop   *taskLoop
 	t      *Transport
 	ctx    any
@@ -69,7 +69,7 @@ type conn struct {
 	dead atomic.Bool // closeOnLoop ran: the reader drops input and never waits
 }
 
-func newConn(t *Transport, l *taskLoop, stream, raw net.Conn, ws *wsStream, writeTimeout time.Duration) *conn {
+func newConn(t *Transport, l *taskLoop, stream, raw net.Conn, ws wsCloser, writeTimeout time.Duration) *conn {
 	c := &conn{stream: stream, raw: raw, ws: ws, loop: l, t: t, writeTimeout: writeTimeout,
 		rlimit: 2*t.cfg.MaxPacketSize + 64<<10, readerDone: make(chan struct{})}
 	c.onReadableFn = c.onReadable

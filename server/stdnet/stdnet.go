@@ -289,7 +289,7 @@ func (t *Transport) Stop() {
 // open hands an established stream to the handler on the next loop.
 // raw is the TCP socket under stream; ws is set for WebSocket streams.
 // identity is what the client certificate says the client is ("" none).
-func (t *Transport) open(stream, raw net.Conn, ws *wsStream, identity string, writeTimeout time.Duration) {
+func (t *Transport) open(stream, raw net.Conn, ws wsCloser, identity string, writeTimeout time.Duration) {
 	l := t.loops[int(t.next.Add(1))%len(t.loops)]
 	c := newConn(t, l, stream, raw, ws, writeTimeout)
 	c.identity = identity

@@ -35,9 +35,9 @@ type WebSocketListener struct {
 	// Compression negotiates permessage-deflate (RFC 7692) with clients
 	// that offer it, in its bounded-memory form: no context takeover
 	// either way, so no compressor or decompressor state outlives one
-	// message and an idle connection holds none. It costs CPU per message
-	// and pays off for large, repetitive payloads (JSON) on slow links.
-	// Default: false.
+	// message and an idle connection holds none (ws_deflate.go, with
+	// klauspost/compress). It costs CPU per message and pays off for
+	// large, repetitive payloads (JSON) on slow links. Default: false.
 	Compression bool `yaml:"compression"`
 	// CertFile and KeyFile (or Config) make it wss://.
 	CertFile string      `yaml:"cert_file"`
@@ -78,14 +78,15 @@ type WebSocketListener struct {
 // Write, SetWriteDeadline and closeFrame to the writer goroutine (gorilla
 // allows one of each, and WriteControl from anywhere).
 type wsStream struct {
-	ws       *websocket.Conn
-	r        io.Reader
-	compress bool // the listener allows compression (used if negotiated)
+	ws *websocket.Conn
+	r  io.Reader
 }
 
-// wsCompressionLevel trades ratio for CPU: level 1 (BestSpeed) already
-// shrinks repetitive JSON several times over.
-const wsCompressionLevel = 1
+// wsCloser is a WebSocket stream's side the connection closes through:
+// wsStream (gorilla's framing) or deflateStream (ws_deflate.go).
+type wsCloser interface {
+	closeFrame(code int, reason string, deadline time.Time) error
+}
 
 // wsCompressMin is the smallest message compressed: below it the deflate
 // block overhead and CPU buy nothing.
@@ -121,12 +122,8 @@ func (w *wsStream) Read(p []byte) (int, error) {
 	}
 }
 
-// Write sends p as one binary message, compressed when negotiated and
-// worth it.
+// Write sends p as one binary message.
 func (w *wsStream) Write(p []byte) (int, error) {
-	if w.compress {
-		w.ws.EnableWriteCompression(len(p) >= wsCompressMin)
-	}
 	if err := w.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
@@ -198,7 +195,8 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 		ReadBufferSize: 4096, WriteBufferSize: 4096, HandshakeTimeout: headerTimeout,
 		// gorilla answers an offer with "permessage-deflate;
 		// server_no_context_takeover; client_no_context_takeover" and
-		// nothing else: the bounded form (see Compression).
+		// nothing else: the bounded form (see Compression). The framing
+		// of such a connection is then ws_deflate.go's.
 		EnableCompression: l.Compression}
 	var src *CertSource
 	if l.Config != nil || l.CertFile != "" {
@@ -285,13 +283,15 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()
 	}
-	if h.compress {
-		// Compress what the broker sends only when the client negotiated it
-		// (gorilla checks); small packets are not worth a deflate block.
-		ws.EnableWriteCompression(true)
-		_ = ws.SetCompressionLevel(wsCompressionLevel)
+	if h.compress && offersDeflate(r) {
+		// permessage-deflate negotiated: framed by ws_deflate.go, with
+		// klauspost/compress, on the hijacked connection (gorilla has
+		// read nothing from it yet).
+		s := newDeflateStream(ws.NetConn(), int64(t.cfg.MaxPacketSize)+16)
+		t.open(s, raw, s, "", h.writeTimeout)
+		return
 	}
-	s := &wsStream{ws: ws, compress: h.compress}
+	s := &wsStream{ws: ws}
 	t.open(s, raw, s, "", h.writeTimeout)
 }
 
