@@ -94,6 +94,7 @@ type deflateStream struct {
 	msg      io.Reader     // nil between messages
 	inflater io.ReadCloser // held while msg is compressed
 	frame    frameReader
+	src      inflateSource // what the inflater reads: the frames, then deflateTail
 
 	wmu       sync.Mutex
 	wbuf      []byte // header and payload of the frame being written
@@ -169,10 +170,10 @@ func (s *deflateStream) nextMessage() error {
 	s.msg = &s.frame
 	if rsv1 {
 		z, _ := inflaters.Get().(io.ReadCloser)
-		src := io.MultiReader(&s.frame, bytes.NewReader(deflateTail))
+		s.src = inflateSource{f: &s.frame}
 		if z == nil {
-			z = flate.NewReader(src)
-		} else if err := z.(flate.Resetter).Reset(src, nil); err != nil {
+			z = flate.NewReader(&s.src)
+		} else if err := z.(flate.Resetter).Reset(&s.src, nil); err != nil {
 			return err
 		}
 		s.inflater, s.msg = z, z
@@ -187,6 +188,33 @@ func (s *deflateStream) endMessage() {
 		s.inflater = nil
 	}
 	s.msg, s.read = nil, 0
+}
+
+// inflateSource is a compressed message's bytes for the inflater: the
+// frames' payload, then deflateTail (an io.MultiReader without its
+// allocations).
+type inflateSource struct {
+	f    *frameReader
+	tail int // bytes of deflateTail already read (once f is done)
+}
+
+func (r *inflateSource) Read(p []byte) (int, error) {
+	if r.tail == 0 && r.f != nil {
+		n, err := r.f.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		r.f = nil
+		if n > 0 {
+			return n, nil
+		}
+	}
+	if r.tail == len(deflateTail) {
+		return 0, io.EOF
+	}
+	n := copy(p, deflateTail[r.tail:])
+	r.tail += n
+	return n, nil
 }
 
 // Read returns payload bytes of the current message, unmasked; io.EOF at

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,30 @@ func TestWebSocketDeflateRawFrames(t *testing.T) {
 		if len(p) < 2 || int(binary.BigEndian.Uint16(p)) != tc.want {
 			t.Errorf("%s: close payload %q, want code %d", tc.name, p, tc.want)
 		}
+	}
+}
+
+// discardConn is a net.Conn whose writes go nowhere (benchmarks).
+type discardConn struct{ net.Conn }
+
+func (discardConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (discardConn) SetWriteDeadline(time.Time) error { return nil }
+
+// BenchmarkWebSocketDeflateWrite: one outgoing MQTT packet as a
+// compressed message (stateless deflate, reused frame buffers), and as a
+// small uncompressed one.
+func BenchmarkWebSocketDeflateWrite(b *testing.B) {
+	for _, size := range []int{64, 4096} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			s := newDeflateStream(discardConn{}, 1<<20)
+			p := bytes.Repeat([]byte(`{"t":21.5,"u":"C"}`), size/18+1)[:size]
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Write(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
