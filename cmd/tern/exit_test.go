@@ -123,7 +123,11 @@ func TestSubConnectionLostFails(t *testing.T) {
 			stderr = e
 			done <- code
 		}()
-		waitClients(t, srv, 1)
+		waitSubscriptions(t, srv, 1)
+		// The SUBACK is on its way; give the client time to read it so the
+		// close below meets tern sub waiting for messages (a close before
+		// the SUBACK is a failed subscribe: exit 1 as well, other words).
+		time.Sleep(300 * time.Millisecond)
 		srv.Close()
 		if code := <-done; code != 1 || !strings.Contains(stderr, "connection lost") {
 			t.Errorf("-V %s: tern sub exited %d after the broker closed, stderr %q", v, code, stderr)
@@ -141,6 +145,19 @@ func waitClients(t *testing.T, srv *server.Server, n int64) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("%d clients never connected", n)
+}
+
+// waitSubscriptions waits until srv holds n subscriptions (their SUBACK is
+// on its way).
+func waitSubscriptions(t *testing.T, srv *server.Server, n int) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if srv.Stats().Subscriptions >= n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%d subscriptions never appeared", n)
 }
 
 // tern bench fails when not one connection succeeded: a report of zeros

@@ -76,12 +76,7 @@ func TestPubSubV5Properties(t *testing.T) {
 			return subCmd([]string{"-p", port, "--protocol", "5", "-t", "v5/#", "-q", "1", "-v", "--props", "-C", "1", "-W", "10"})
 		})
 	}()
-	for i := 0; srv.Stats().Subscriptions < 1; i++ { // SUBACK sent: the publication will match
-		if i == 500 {
-			t.Fatal("tern sub never subscribed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSubscriptions(t, srv, 1) // the publication will match
 	pub := []string{"-p", port, "-V", "mqttv5", "-t", "v5/req", "-q", "1", "-m", "hello",
 		"--expiry", "60", "--content-type", "text/plain", "--response-topic", "v5/reply",
 		"--correlation-data", "c-1", "--utf8", "--user-property", "k=v1", "--user-property", "k=v2"}
