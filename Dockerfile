@@ -22,7 +22,7 @@ ARG DATE=unknown
 RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT} -X main.date=${DATE}" \
       -o /out/tern ./cmd/tern \
- && mkdir -p /out/data /out/etc/tern
+ && mkdir -p /out/data
 
 # scratch: no shell, no libc, no package manager — nothing but the broker
 # and the CA certificates a TLS client of the broker (tern pub --tls) needs.
