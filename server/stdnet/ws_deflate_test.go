@@ -270,3 +270,49 @@ func BenchmarkWebSocketDeflateWrite(b *testing.B) {
 		})
 	}
 }
+
+// bytesConn reads from a fixed input and discards writes (fuzzing).
+type bytesConn struct {
+	discardConn
+	r *bytes.Reader
+}
+
+func (c bytesConn) Read(p []byte) (int, error)    { return c.r.Read(p) }
+func (bytesConn) SetReadDeadline(time.Time) error { return nil }
+
+// FuzzWebSocketDeflateRead: whatever a client sends after the handshake,
+// the deflate framing returns data or an error, never panics, and never
+// returns more of one message than the read limit.
+func FuzzWebSocketDeflateRead(f *testing.F) {
+	body := func(p []byte) []byte {
+		var b bytes.Buffer
+		_ = flate.StatelessDeflate(&b, p, false, nil)
+		return bytes.TrimSuffix(b.Bytes(), deflateTail[:4])
+	}
+	f.Add(rawFrame(bitFin|bitRSV1|opBinary, body([]byte("hello")), true))
+	f.Add(append(rawFrame(opBinary|bitRSV1, body(bytes.Repeat([]byte("ab"), 200))[:3], true),
+		rawFrame(bitFin|opContinuation, body(bytes.Repeat([]byte("ab"), 200))[3:], true)...))
+	f.Add(rawFrame(bitFin|opPing, []byte("p"), true))
+	f.Add(rawFrame(bitFin|opClose, []byte{0x03, 0xe8}, true))
+	f.Add(rawFrame(bitFin|bitRSV1|opBinary, []byte{0xff, 0x00}, true))
+	f.Add([]byte{bitFin | opBinary, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		const limit = 4096
+		s := newDeflateStream(bytesConn{r: bytes.NewReader(in)}, limit)
+		buf := make([]byte, 512)
+		var msg int64
+		for range 10000 {
+			n, err := s.Read(buf)
+			msg += int64(n)
+			if s.msg == nil {
+				msg = 0
+			}
+			if msg > limit+int64(len(buf)) {
+				t.Fatalf("%d bytes of one message past the %d limit", msg, limit)
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
