@@ -98,7 +98,7 @@ func resumeRawSub(t *testing.T, addr, id string, n int, d time.Duration) ([]int,
 func metricValue(t *testing.T, srv *Server, name string) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	srv.handleMetrics(rec, nil)
+	srv.handleMetrics(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for line := range strings.Lines(rec.Body.String()) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
 			return v

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ternmq/tern/server/auth"
 	"github.com/ternmq/tern/server/stdnet"
+	"github.com/ternmq/tern/server/tlsloop"
 )
 
 // /metrics is served by prometheus/client_golang from a registry of the
@@ -35,6 +36,7 @@ type scrape struct {
 	s  *Server
 	st Stats
 	ns stdnet.Stats
+	ls tlsloop.Stats
 }
 
 // brokerFamily is a family and how to read its value.
@@ -58,6 +60,8 @@ var (
 		{newBrokerMetric("tern_uptime_seconds", "Seconds since the broker started.", prometheus.GaugeValue), func(c *scrape) float64 { return time.Since(c.s.started).Seconds() }},
 		{newBrokerMetric("tern_publishers_paced_total", "Times a publisher was held back by a full subscriber queue (flow control).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.s.stats.paced.Load()) }},
 		{newBrokerMetric("tern_shared_redispatched_total", "$share deliveries handed to another member when theirs left.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.s.stats.redispatched.Load()) }},
+		{newBrokerMetric("tern_reloads_total", "Reloads (SIGHUP, Server.Reload).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.s.reloads.Load()) }},
+		{newBrokerMetric("tern_reload_failures_total", "Reloads in which some item was rejected (its previous configuration kept).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.s.reloadFailures.Load()) }},
 		{newBrokerMetric("tern_store_full", "1 while max_store_bytes or min_free_disk_bytes refuses messages for persistent sessions.", prometheus.GaugeValue), func(c *scrape) float64 { return boolFloat(c.s.storeFull.Load()) }},
 	}
 	// With a store (durability sync or periodic).
@@ -67,6 +71,7 @@ var (
 		{newBrokerMetric("tern_store_syncs_total", "Store fsyncs (group commits).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.st.Store.Syncs) }},
 		{newBrokerMetric("tern_store_live_messages", "Stored messages with references.", prometheus.GaugeValue), func(c *scrape) float64 { return float64(c.st.Store.LiveMessages) }},
 		{newBrokerMetric("tern_store_available", "1 while the store accepts writes.", prometheus.GaugeValue), func(c *scrape) float64 { return boolFloat(c.st.Store.Unavailable == nil) }},
+		{newBrokerMetric("tern_store_corrupt_total", "Stored records that do not decode or whose message is missing: skipped at recovery, deleted when a backlog reaches them.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.s.stats.corrupt.Load()) }},
 	}
 	// With TLS or WebSocket listeners (server/stdnet).
 	stdnetFamilies = []brokerFamily{
@@ -74,10 +79,21 @@ var (
 		{newBrokerMetric("tern_stdnet_accepted_total", "TLS and WebSocket connections handed to the broker.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ns.Accepted) }},
 		{newBrokerMetric("tern_stdnet_accept_errors_total", "Failed accepts on TLS and WebSocket listeners (each backs off).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ns.AcceptErrors) }},
 		{newBrokerMetric("tern_stdnet_write_timeouts_total", "TLS and WebSocket connections closed because the peer stopped reading.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ns.WriteTimeouts) }},
-		{newBrokerMetric("tern_tls_handshake_failures_total", "TLS handshakes that failed or timed out (TLS and wss listeners).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ns.TLSHandshakeFailures) }},
 		{newBrokerMetric("tern_websocket_origin_refused_total", "WebSocket upgrades refused as cross-origin (403).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ns.WebSocketOriginRefused) }},
 		{newBrokerMetric("tern_websocket_not_found_total", "Requests for another path than the WebSocket listener's (404).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ns.WebSocketNotFound) }},
 		{newBrokerMetric("tern_websocket_bad_requests_total", "Requests that were not a valid MQTT WebSocket upgrade (400/426).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ns.WebSocketBadRequest) }},
+	}
+	// With TLS listeners on either engine.
+	tlsFamilies = []brokerFamily{
+		{newBrokerMetric("tern_tls_handshake_failures_total", "TLS handshakes that failed or timed out (TLS and wss listeners).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.s.tlsHandshakeFailures()) }},
+	}
+	// With TLS listeners on the event loops (server/tlsloop).
+	tlsLoopFamilies = []brokerFamily{
+		{newBrokerMetric("tern_tls_connections", "TLS connections on the event loops (handshake done).", prometheus.GaugeValue), func(c *scrape) float64 { return float64(c.ls.Open) }},
+		{newBrokerMetric("tern_tls_handshaking", "TLS handshakes in progress on the event-loop listeners.", prometheus.GaugeValue), func(c *scrape) float64 { return float64(c.ls.Handshaking) }},
+		{newBrokerMetric("tern_tls_handshakes_total", "Completed TLS handshakes on the event-loop listeners.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.Handshakes) }},
+		{newBrokerMetric("tern_tls_resumed_total", "Of those, handshakes that resumed a session (ticket).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.Resumed) }},
+		{newBrokerMetric("tern_tls_accept_errors_total", "Failed accepts on the event-loop TLS listeners (each backs off).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.AcceptErrors) }},
 	}
 	// Labelled families.
 	limitRefused = newBrokerMetric("tern_limit_refused_total", "Things a limit refused, by limit (see README, Limits and security).", prometheus.CounterValue, "limit")
@@ -101,7 +117,7 @@ type brokerCollector struct{ s *Server }
 // Describe sends every family the broker may expose; Collect leaves out
 // those of features not configured (a registry allows that).
 func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, fams := range [][]brokerFamily{coreFamilies, storeFamilies, stdnetFamilies} {
+	for _, fams := range [][]brokerFamily{coreFamilies, storeFamilies, stdnetFamilies, tlsFamilies, tlsLoopFamilies} {
 		for _, f := range fams {
 			ch <- f.m.desc
 		}
@@ -128,6 +144,13 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.tlsT != nil {
 		sc.ns = s.tlsT.Stats()
 		emit(stdnetFamilies)
+	}
+	if s.tlsT != nil || s.tlsL != nil {
+		emit(tlsFamilies)
+	}
+	if s.tlsL != nil {
+		sc.ls = s.tlsL.Stats()
+		emit(tlsLoopFamilies)
 	}
 	for i := range numLimits {
 		ch <- prometheus.MustNewConstMetric(limitRefused.desc, limitRefused.typ, float64(s.refused.count[i].Load()), limitNames[i])

@@ -78,7 +78,7 @@ func TestConfigErrorsSayWhatToDo(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"tls cert without listener", []string{"--tls-cert", "c.pem", "--tls-key", "k.pem"}, "need --tls-listen"},
+		{"tls cert without listener", []string{"--tls-cert", "c.pem", "--tls-key", "k.pem"}, "goes with --tls-listen"},
 		{"unix listener", []string{"--listen", "unix:/run/tern.sock"}, "Unix-socket listeners are not supported"},
 		{"unix path", []string{"--listen", "/run/tern.sock"}, "Unix-socket listeners are not supported"},
 		{"anonymous with password file", []string{"--allow-anonymous", "--password-file", pw}, "allow_anonymous: cannot be combined with password_file"},
