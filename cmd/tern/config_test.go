@@ -119,15 +119,34 @@ func TestConfigEnhancedAuthSCRAMFromPasswordFile_MQTT_4_12_0_1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reloadSCRAMWithPasswords(srv, opts)
 	go srv.Serve()
 	defer srv.Close()
 	<-srv.Ready()
 	addr := srv.Addrs()[0].String()
 
+	// The password changes and the broker reloads: SCRAM follows the file.
+	rotate := func() {
+		line, err := auth.HashPassword("alice", "looking-glass", 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(pw, []byte(line+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Reload(); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	}
 	for _, tc := range []struct {
 		password string
 		want     byte
-	}{{"wonderland", 0}, {"guess", byte(codec.NotAuthorized)}} {
+		before   func()
+	}{{"wonderland", 0, nil}, {"guess", byte(codec.NotAuthorized), nil},
+		{"wonderland", byte(codec.NotAuthorized), rotate}, {"looking-glass", 0, nil}} {
+		if tc.before != nil {
+			tc.before()
+		}
 		sc := &scramAuther{authtest.SCRAMClient{User: "alice", Password: tc.password}}
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -151,7 +170,7 @@ func TestConfigEnhancedAuthSCRAMFromPasswordFile_MQTT_4_12_0_1(t *testing.T) {
 	}
 	if code, _, e := capture(t, func() int {
 		_, port, _ := strings.Cut(addr, ":")
-		return pubCmd([]string{"-p", port, "-u", "alice", "-P", "wonderland", "-t", "x", "-m", "y", "-q", "1"})
+		return pubCmd([]string{"-p", port, "-u", "alice", "-P", "looking-glass", "-t", "x", "-m", "y", "-q", "1"})
 	}); code != 0 {
 		t.Errorf("password authentication next to SCRAM: exit %d: %s", code, e)
 	}

@@ -309,6 +309,7 @@ func serveCmd(args []string) int {
 		}
 		return nil
 	})
+	reloadSCRAMWithPasswords(srv, opts)
 	sig := make(chan os.Signal, 1)
 	// SIGHUP (systemctl reload, mosquitto-style kill -HUP) reloads the
 	// password file, the ACL file, TLS certificates and the log level; it
@@ -425,3 +426,22 @@ func (v stringValue[T]) String() string {
 }
 
 func (v stringValue[T]) Set(s string) error { *v.p = T(s); return nil }
+
+// reloadSCRAMWithPasswords makes every Reload refresh the SCRAM users
+// from the password file (SCRAM's users are the password file's), after
+// the broker has re-read the file; a file that does not load leaves both
+// as they were.
+func reloadSCRAMWithPasswords(srv *server.Server, opts server.Options) {
+	for _, m := range opts.EnhancedAuth {
+		if sc, ok := m.(*auth.SCRAM); ok && opts.PasswordFile != "" {
+			srv.OnReload("scram", func() error {
+				pf, err := auth.LoadPasswordFile(opts.PasswordFile)
+				if err != nil {
+					return err
+				}
+				sc.Store().ReplaceAll(auth.SCRAMStoreFromPasswordFile(pf))
+				return nil
+			})
+		}
+	}
+}

@@ -132,6 +132,20 @@ func (s *SCRAMStore) AddUser(user, password string) error {
 	return nil
 }
 
+// ReplaceAll makes s hold exactly from's users, in one step: an exchange
+// in progress sees the old credentials or the new ones, never a mix. from
+// must not be used afterwards. Safe for concurrent use (a reload of the
+// password file calls it while clients authenticate).
+func (s *SCRAMStore) ReplaceAll(from *SCRAMStore) {
+	from.mu.Lock()
+	users, iters := from.users, from.iters
+	from.users, from.iters = nil, nil
+	from.mu.Unlock()
+	s.mu.Lock()
+	s.users, s.iters = users, iters
+	s.mu.Unlock()
+}
+
 // Delete removes user.
 func (s *SCRAMStore) Delete(user string) {
 	s.mu.Lock()

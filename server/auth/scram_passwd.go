@@ -25,3 +25,7 @@ func SCRAMStoreFromPasswordFile(pf *PasswordFile) *SCRAMStore {
 	}
 	return st
 }
+
+// Store returns the SCRAMStore m checks users against (to change its users
+// while the broker runs, e.g. on a reload of the password file).
+func (m *SCRAM) Store() *SCRAMStore { return m.store }
