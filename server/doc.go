@@ -32,6 +32,8 @@
 //	reload.go     Reload: password file, ACL (atomic swap, subscriptions re-checked), OnReload hooks
 //	v5.go, v5_alias.go, auth.go   5.0-only state: capabilities, topic aliases, AUTH
 //	sys.go        $SYS topics, /metrics, /healthz
+//	introspect.go clients, sessions, retained, subscriptions as Go calls; kick, delete
+//	adminapi.go   the admin HTTP API /api/v1/ over introspect.go
 //	options.go    Options: every setting, its default and YAML key
 //
 // # The PUBLISH path
