@@ -110,12 +110,15 @@ func TestIntrospectDuringChurn(t *testing.T) {
 }
 
 // Each client is reported with the listener it came in through: two plain
-// TCP listeners on ephemeral ports and a TLS one.
-func TestIntrospectListenerNames(t *testing.T) {
+// TCP listeners on ephemeral ports and a TLS one, on both TLS engines.
+func TestIntrospectListenerNames(t *testing.T) { forEachTLSEngine(t, testIntrospectListenerNames) }
+
+func testIntrospectListenerNames(t *testing.T, engine string) {
 	cfg, pool := selfSigned(t)
 	srv, _ := startBroker(t, func(o *Options) {
 		o.Listeners = []string{"127.0.0.1:0", "127.0.0.2:0"}
 		o.TLSListeners = []TLSListener{{Addr: "127.0.0.1:0", Config: cfg}}
+		o.TLSEngine = engine
 	})
 	tcp := srv.Addrs()
 	if len(tcp) != 2 {
@@ -144,5 +147,30 @@ func TestIntrospectListenerNames(t *testing.T) {
 	}
 	if got := srv.Info().Listeners; len(got) != 3 {
 		t.Errorf("info listeners %v", got)
+	}
+}
+
+// Behind a load balancer speaking the PROXY protocol, a client is listed
+// with the address the header named, and found by it.
+func TestIntrospectProxiedAddress(t *testing.T) {
+	srv, addr := startBroker(t, func(o *Options) {
+		o.ListenerSettings = map[string]ListenerSettings{"127.0.0.1:0": {ProxyProtocol: true}}
+	})
+	nc, err := mqtttest.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Write([]byte("PROXY TCP4 203.0.113.7 10.0.0.1 51000 1883\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Connect(codec.Connect{ProtocolName: []byte("MQTT"), ClientID: []byte("behind-lb"), CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := srv.ClientInfo("behind-lb"); !ok || c.RemoteAddr != "203.0.113.7:51000" {
+		t.Fatalf("client behind a balancer: %+v (found %v), want remote 203.0.113.7:51000", c, ok)
+	}
+	if l := srv.Clients(ClientFilter{Address: "203.0.113."}); l.Total != 1 {
+		t.Fatalf("search by the proxied address: %+v", l)
 	}
 }
