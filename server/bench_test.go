@@ -71,7 +71,11 @@ func (sc loopbackScenario) run(b *testing.B, srv *Server, addr string, n int, ta
 			case window <- struct{}{}:
 			default:
 				_ = w.Flush()
-				window <- struct{}{}
+				select {
+				case window <- struct{}{}:
+				case err := <-done: // the subscriber gave up: no PUBACK may come any more (the publisher is paced)
+					b.Fatalf("subscriber stopped after %d published: %v", i, err)
+				}
 			}
 		}
 		if sc.alias {
