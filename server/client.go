@@ -50,8 +50,22 @@ type client struct {
 	proxyWait      bool // a PROXY protocol header must come first (proxyproto.go)
 	throttled      bool // over the publish rate: input not read until it allows more (ratelimit.go)
 
-	wakeQueued  atomic.Bool     // on its loop's drain list
-	takenOver   atomic.Bool     // another connection took the session
+	wakeQueued atomic.Bool // on its loop's drain list
+	takenOver  atomic.Bool // another connection took the session
+
+	// since, listener and peer are set once by CONNECT before the
+	// connection becomes its session's owner (under session.mu), so the
+	// introspection API (introspect.go) may read them from any goroutine
+	// while holding that session's mu and seeing this client as owner
+	// (gnet clears its Conn's addresses when the socket closes, so the
+	// client's address, remoteAddr — a PROXY header's if there was one —
+	// is kept here as peer). since (unix seconds) and listener (1 +
+	// index in Server.listenerList, 0: unknown) sit in the struct's
+	// padding: the three cost one interface, 16 bytes.
+	since    uint32
+	listener uint8
+	peer     net.Addr
+
 	lastPending *pendingReplies // replies waiting for a commit; later replies queue behind
 	lst         *listenerState  // the listener's settings, when it has any (ratelimit.go)
 	v5          *v5State        // 5.0-only state (v5.go); nil before 5.0

@@ -153,6 +153,8 @@ func (c *client) completeConnect(p *codec.Connect, assigned bool) gnet.Action {
 		}
 	}
 
+	// For the introspection API, before attach publishes c as the owner.
+	c.since, c.peer, c.listener = uint32(l.now/1e9), c.remoteAddr(), srv.listenerIndexOf(c.conn.LocalAddr())
 	sess, present, code, why := srv.attach(c, p.CleanStart, expiry, window)
 	if sess == nil {
 		c.will = nil

@@ -31,9 +31,11 @@
 //	proxyproto.go PROXY protocol v1/v2 header before MQTT on opted-in listeners
 //	reload.go     Reload: password file, ACL (atomic swap, subscriptions re-checked), OnReload hooks
 //	v5.go, v5_alias.go, auth.go   5.0-only state: capabilities, topic aliases, AUTH
-//	sys.go        $SYS topics, /healthz, the admin HTTP listener
+//	sys.go        $SYS topics, /healthz, the admin HTTP listener (auth in adminapi.go)
 //	metrics.go    /metrics: client_golang collector read at scrape time, Go and process collectors
 //	datalock.go   one broker per data directory (flock, holder's PID in the error)
+//	introspect.go clients, sessions, retained, subscriptions as Go calls; kick, delete
+//	adminapi.go   the admin HTTP API /api/v1/ over introspect.go
 //	options.go    Options: every setting, its default and YAML key
 //
 // # The PUBLISH path

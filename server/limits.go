@@ -153,6 +153,8 @@ const (
 	limitListenerConns
 	limitProxyHeader
 	limitPublishRate
+	limitAdminAuth
+	limitAdminBusy
 	numLimits
 )
 
@@ -181,6 +183,8 @@ var limitNames = [numLimits]string{
 	limitListenerConns:  "listener_max_connections",
 	limitProxyHeader:    "proxy_protocol",
 	limitPublishRate:    "max_publish_rate",
+	limitAdminAuth:      "admin_auth",
+	limitAdminBusy:      "admin_busy",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.

@@ -228,6 +228,15 @@ type Options struct {
 	// on every admin request except /healthz (probes stay simple).
 	// Default: "" (no token; only allowed on loopback).
 	AdminToken string `yaml:"admin_token"`
+	// AdminUsers may call the admin API (/api/v1/…) and read /metrics
+	// with HTTP basic auth, checked against the Authenticator (tern
+	// serve: the password file) like an MQTT CONNECT, lockouts included.
+	// Only these users: an MQTT account is not an admin account unless
+	// listed. Needs PasswordFile (or an Authenticator). Default: none
+	// (basic auth off).
+	// With neither AdminToken nor AdminUsers, the API answers loopback
+	// peers only (see README, Admin API).
+	AdminUsers []string `yaml:"admin_users"`
 	// SysInterval is how often $SYS/broker/... topics are published.
 	// Default: DefaultSysInterval (10s); negative turns them off.
 	SysInterval time.Duration `yaml:"sys_interval"`
@@ -499,8 +508,16 @@ func (o *Options) Validate() error {
 	between("event_loops", o.EventLoops, 1, maxEventLoops)
 	if o.AdminListen != "" {
 		checkAddr(bad, "admin_listen", o.AdminListen)
-		if host, _, err := net.SplitHostPort(o.AdminListen); err == nil && o.AdminToken == "" && !loopbackHost(host) {
-			bad("admin_listen", "%q is not a loopback address: set admin_token, or listen on 127.0.0.1", o.AdminListen)
+		if host, _, err := net.SplitHostPort(o.AdminListen); err == nil && o.AdminToken == "" && len(o.AdminUsers) == 0 && !loopbackHost(host) {
+			bad("admin_listen", "%q is not a loopback address: set admin_token (or admin_users), or listen on 127.0.0.1", o.AdminListen)
+		}
+	}
+	if len(o.AdminUsers) > 0 && o.Authenticator == nil && o.PasswordFile == "" {
+		bad("admin_users", "needs a password file (password_file) or an Authenticator to check the admin users' passwords against")
+	}
+	for _, u := range o.AdminUsers {
+		if u == "" || strings.ContainsAny(u, ":\n") {
+			bad("admin_users", "%q is not a user name (empty, or contains ':' or a newline)", u)
 		}
 	}
 	if o.SysInterval == 0 {

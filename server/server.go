@@ -49,6 +49,10 @@ type Server struct {
 	tlsL           *tlsloop.Engine   // TLS listeners on the event loops (tls_engine: loops; listeners.go)
 	tlsAddrs       []net.Addr
 	wsAddrs        []net.Addr
+	adminAddr      net.Addr // the admin HTTP listener's bound address (introspect.go)
+
+	listenersOnce sync.Once // listenerNames, built once Ready (introspect.go)
+	listenerNames []string
 
 	wills willTimers // 5.0 delayed wills (will.go)
 
@@ -177,7 +181,8 @@ func (s *Server) Serve() error {
 			s.closeStore()
 			return fmt.Errorf("admin listener %s: %w", s.opts.AdminListen, err)
 		}
-		s.log.Info("admin listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz")
+		s.adminAddr = ln.Addr()
+		s.log.Info("admin listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /api/v1/")
 		go s.serveAdmin(ln)
 	}
 	go s.ticker()

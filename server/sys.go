@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"net"
 	"net/http"
@@ -58,8 +57,8 @@ var defaultAdminHTTP = adminHTTPLimits{header: 10 * time.Second, read: 10 * time
 // admin goroutine may still be starting.
 var adminHTTP atomic.Pointer[adminHTTPLimits]
 
-// serveAdmin runs the HTTP admin listener: Prometheus metrics on /metrics
-// and a health check on /healthz.
+// serveAdmin runs the HTTP admin listener: Prometheus metrics on /metrics,
+// a health check on /healthz and the admin API on /api/v1/ (adminapi.go).
 func (s *Server) serveAdmin(ln net.Listener) {
 	lim := defaultAdminHTTP
 	if p := adminHTTP.Load(); p != nil {
@@ -68,10 +67,8 @@ func (s *Server) serveAdmin(ln net.Listener) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", s.handleMetrics)
 	mux.HandleFunc("/healthz", s.handleHealthz)
-	var h http.Handler = mux
-	if tok := s.opts.AdminToken; tok != "" {
-		h = requireToken(tok, mux)
-	}
+	mux.Handle("/api/", s.adminAPI()) // adminapi.go
+	h := s.adminAuth(mux)             // adminapi.go: token, admin users, loopback-only API
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: lim.header, ReadTimeout: lim.read,
 		WriteTimeout: lim.write, IdleTimeout: lim.idle, MaxHeaderBytes: lim.maxHeaderBytes}
 	go func() {
@@ -97,20 +94,6 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	fmt.Fprintln(w, "ok")
-}
-
-// requireToken guards every admin path but /healthz with a bearer token,
-// compared in constant time.
-func requireToken(token string, next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tern admin"`)
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // authLimiter is one authenticator's failed-login limiter.

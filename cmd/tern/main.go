@@ -2,6 +2,7 @@
 //
 //	tern serve   run the broker
 //	tern bench   measure any MQTT broker
+//	tern ctl     manage a running broker over its admin API
 //	tern version print the version, commit, build date and Go version
 package main
 
@@ -22,6 +23,7 @@ Commands:
   passwd    add a user to a password file (tern passwd --help)
   pub       publish a message, like mosquitto_pub (tern pub --help)
   sub       print messages, like mosquitto_sub (tern sub --help)
+  ctl       manage a running broker over its admin API (tern ctl --help)
   version   print the version, commit, build date and Go version
 
 Run "tern <command> --help" for a command's flags.
@@ -46,6 +48,8 @@ func main() {
 		os.Exit(pubCmd(args))
 	case "sub":
 		os.Exit(subCmd(args))
+	case "ctl":
+		os.Exit(ctlCmd(args))
 	case "version", "--version", "-v":
 		printVersion(os.Stdout)
 	case "help", "--help", "-h":

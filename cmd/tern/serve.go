@@ -131,7 +131,8 @@ Flags:
 	fs.StringVar(&c.ACLFile, "acl-file", c.ACLFile, "`FILE` of topic rules in mosquitto's acl_file format (user/topic/pattern); access is denied unless granted")
 	fs.IntVar(&c.MaxPacketSize, "max-packet-size", c.MaxPacketSize, "largest inbound packet in `BYTES`")
 	fs.IntVar(&c.EventLoops, "event-loops", c.EventLoops, "number of event loops (0: one per CPU)")
-	fs.StringVar(&c.AdminListen, "admin", c.AdminListen, "`HOST:PORT` for the HTTP admin listener: Prometheus /metrics and /healthz (empty: off)")
+	fs.StringVar(&c.AdminListen, "admin", c.AdminListen, "`HOST:PORT` for the HTTP admin listener: Prometheus /metrics, /healthz and the admin API /api/v1/ (empty: off)")
+	fs.Var(&replaceList{p: &c.AdminUsers}, "admin-user", "`USER` of the password file allowed to use the admin API with HTTP basic auth; repeatable (replaces the file's admin_users)")
 	return sf
 }
 
