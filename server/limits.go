@@ -153,6 +153,8 @@ const (
 	limitListenerConns
 	limitProxyHeader
 	limitPublishRate
+	limitHookTimeout
+	limitHookPanic
 	numLimits
 )
 
@@ -181,6 +183,8 @@ var limitNames = [numLimits]string{
 	limitListenerConns:  "listener_max_connections",
 	limitProxyHeader:    "proxy_protocol",
 	limitPublishRate:    "max_publish_rate",
+	limitHookTimeout:    "hook_timeout",
+	limitHookPanic:      "hook_panic",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.
