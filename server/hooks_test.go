@@ -438,3 +438,33 @@ func BenchmarkHookPublish(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHookOnPublishCall isolates what handlePublish adds per
+// message for OnPublish: a nil check when no hook is set; with a no-op
+// hook, filling the loop's HookMessage and calling it.
+func BenchmarkHookOnPublishCall(b *testing.B) {
+	for _, set := range []bool{false, true} {
+		b.Run(fmt.Sprintf("hook=%v", set), func(b *testing.B) {
+			var sets []Hooks
+			if set {
+				sets = []Hooks{{OnPublish: func(*HookMessage) PublishAction { return Keep }}}
+			}
+			s := &Server{hooks: newHookChain(sets, HookOptions{}), opts: Options{MaxTopicLevels: DefaultMaxTopicLevels}}
+			var hm HookMessage
+			topic, payload := []byte("devices/dev1/temperature"), make([]byte, 64)
+			dropped := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				if s.hooks.onPublish != nil {
+					hm = HookMessage{ClientID: "dev1", Topic: topic, Payload: payload, QoS: 1}
+					if s.hookPublish(&hm) {
+						dropped++
+					}
+				}
+			}
+			if dropped != 0 {
+				b.Fatal("a no-op hook dropped a message")
+			}
+		})
+	}
+}

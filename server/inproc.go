@@ -205,7 +205,7 @@ func (s *Server) Client(id string, opts ClientOptions) (*Client, error) {
 	c := &Client{srv: s, id: id, onMsg: opts.OnMessage, subs: append([]Subscription(nil), opts.Subscriptions...),
 		slots: make(chan uint16, window), waiters: make([]chan ackResult, window+1), abandoned: make([]atomic.Uint32, window+1),
 		callbacks: make([]func(error), window+1),
-		connack: make(chan codec.Connack, 1), done: make(chan struct{}), exited: make(chan struct{})}
+		connack:   make(chan codec.Connack, 1), done: make(chan struct{}), exited: make(chan struct{})}
 	for i := 1; i <= window; i++ {
 		c.slots <- uint16(i)
 		c.waiters[i] = make(chan ackResult, 1)

@@ -89,8 +89,8 @@ type Server struct {
 	// per-client publish rate.
 	listeners atomic.Pointer[listenerTable]
 	pubGates  publishGates
-	inproc          inprocState // in-process clients and their loops (inproc.go)
-	hooks           *hookChain  // Options.Hooks, fixed by New (hooks.go)
+	inproc    inprocState // in-process clients and their loops (inproc.go)
+	hooks     *hookChain  // Options.Hooks, fixed by New (hooks.go)
 }
 
 type stats struct {
