@@ -347,31 +347,32 @@ func TestHookLifecycle(t *testing.T) {
 
 // TestHookBlockingAuthenticatorThroughput: with an Authenticate hook
 // that takes 50 ms, 1,000 connects finish in about 1,000 × 50 ms /
-// Workers, and an in-process client's QoS 1 publish round trips during
-// that storm are as many as during the same storm without the hook: the
-// hook runs off the event loops, so connected clients pay only for the
-// connects' own CPU, not for the hook's wait.
+// Workers (the test allows 4× for a loaded machine: a pool that ran
+// one hook at a time would take 50 s). It logs a connected network
+// client's QoS 1 round trips before and during the storm for
+// BENCHMARKS.md; that the hook never holds a loop is asserted, without
+// timing, by TestHookAuthenticateOffLoop.
 func TestHookBlockingAuthenticatorThroughput(t *testing.T) {
-	if testing.Short() {
-		t.Skip("timing")
+	if testing.Short() || raceEnabled {
+		t.Skip("timing: not under -short or the race detector")
 	}
 	const workers, n = 32, 1000
 	storm := func(hooked bool) (el time.Duration, idle, busy int) {
-		srv, addr := startBroker(t, func(o *Options) {
-			if !hooked {
-				return
-			}
+		_, addr := startBroker(t, func(o *Options) {
 			o.HookOptions = HookOptions{Workers: workers, CacheTTL: -1}
 			o.Hooks = []Hooks{{Authenticate: func(context.Context, AuthRequest) (AuthResult, error) {
 				time.Sleep(50 * time.Millisecond)
 				return AuthResult{}, nil
 			}}}
 		})
-		ip := mustClient(t, srv, "meter", ClientOptions{Subscriptions: []Subscription{{Filter: "m", QoS: 1, Handler: func(*Message) {}}}})
+		meter := dialRaw(t, addr)
+		meter.connect(codec.Connect{ProtocolVersion: codec.Version311, ClientID: []byte("meter"), CleanStart: true,
+			UsernameFlag: true, Username: []byte("m"), PasswordFlag: true, Password: []byte("m")}, 0)
 		rtt := func(d time.Duration) int {
 			k := 0
 			for end := time.Now().Add(d); time.Now().Before(end); k++ {
-				if err := ip.Publish("m", []byte("x"), 1, false); err != nil {
+				meter.publish(codec.Publish{Topic: []byte("m"), Payload: []byte("x"), QoS: 1, PacketID: uint16(k%60000 + 1)})
+				if _, _, err := meter.tryRead(5 * time.Second); err != nil {
 					t.Error(err)
 					return k
 				}
@@ -401,17 +402,48 @@ func TestHookBlockingAuthenticatorThroughput(t *testing.T) {
 		wg.Wait()
 		return time.Since(start), idle, <-busyCh
 	}
-	elC, idleC, busyC := storm(false)
 	el, idle, busy := storm(true)
 	ideal := time.Duration(n) * 50 * time.Millisecond / workers
-	t.Logf("%d connects without a hook: %v; QoS 1 round trips in 300 ms: idle %d, during the storm %d", n, elC, idleC, busyC)
-	t.Logf("%d connects with a 50 ms hook on %d workers: %v (ideal %v); round trips: idle %d, during the storm %d",
+	t.Logf("%d connects with a 50 ms hook on %d workers: %v (ideal %v); a network client's QoS 1 round trips in 300 ms: idle %d, during the storm %d",
 		n, workers, el, ideal, idle, busy)
-	if el > 3*ideal {
-		t.Fatalf("connects took %v, over 3× the ideal %v", el, ideal)
+	if el > 4*ideal {
+		t.Fatalf("connects took %v, over 4× the ideal %v", el, ideal)
 	}
-	if busy < busyC/2 {
-		t.Fatalf("a connected client made %d round trips during the hooked storm, %d during the same storm without the hook", busy, busyC)
+	_, _ = idle, busy
+}
+
+// TestHookAuthenticateOffLoop: with one event loop, a CONNECT whose
+// Authenticate hook blocks until released does not hold that loop: a
+// client connected on the same loop completes 100 QoS 1 round trips
+// meanwhile, and the held CONNECT completes once released.
+func TestHookAuthenticateOffLoop(t *testing.T) {
+	release := make(chan struct{})
+	_, addr := startBroker(t, func(o *Options) {
+		o.EventLoops = 1
+		o.Hooks = []Hooks{{Authenticate: func(_ context.Context, r AuthRequest) (AuthResult, error) {
+			if r.Username == "slow" {
+				<-release
+			}
+			return AuthResult{}, nil
+		}}}
+	})
+	meter := dialRaw(t, addr)
+	meter.connect(codec.Connect{ProtocolVersion: codec.Version311, ClientID: []byte("meter"), CleanStart: true,
+		UsernameFlag: true, Username: []byte("m")}, 0)
+	slow := dialRaw(t, addr)
+	slow.send((&codec.Connect{ProtocolVersion: codec.Version311, ClientID: []byte("slow"), CleanStart: true,
+		UsernameFlag: true, Username: []byte("slow")}).Append(nil))
+	time.Sleep(50 * time.Millisecond) // the slow CONNECT is with the hook
+	for i := range 100 {
+		meter.publish(codec.Publish{Topic: []byte("m"), Payload: []byte("x"), QoS: 1, PacketID: uint16(i + 1)})
+		meter.readAck(5*time.Second, codec.PUBACK)
+	}
+	if _, _, err := slow.tryRead(50 * time.Millisecond); err == nil {
+		t.Fatal("the held CONNECT was answered before its hook returned")
+	}
+	close(release)
+	if h, _ := slow.read(5 * time.Second); h.Type != codec.CONNACK {
+		t.Fatalf("held CONNECT answered with packet type %d", h.Type)
 	}
 }
 
