@@ -52,8 +52,8 @@ import (
 //
 // Nothing is unbounded:
 //
-//   - Publish blocks while the broker has not read more than
-//     inprocInputLimit bytes of this client's input — the broker stops
+//   - Publish blocks while the broker has not read half its paced-input
+//     limit of this client's input (inprocInputLimit) — the broker stops
 //     reading a paced publisher (pace.go), so a slow subscriber slows
 //     in-process publishers exactly as it slows network ones. QoS 1/2
 //     publishes are further bounded by the broker's Receive Maximum: at
@@ -77,10 +77,16 @@ import (
 // its session like any authenticated user.
 
 // inprocInputLimit bounds the bytes a Client may hand the broker that the
-// broker has not read yet; Publish blocks beyond it. Below the broker's
-// paced-input limit (pacedInputLimit, at least 1 MiB), so a paced
-// in-process publisher is held back rather than disconnected.
-const inprocInputLimit = 512 << 10
+// broker has not read yet; Publish blocks beyond it. A packet is queued
+// only if it fits under the limit or nothing else waits (a packet is at
+// most MaxPacketSize, half the paced-input limit), so a paced in-process
+// publisher is held back, never disconnected for its unread input.
+func (o *Options) inprocInputLimit() int64 { return int64(o.pacedInputLimit() / 2) }
+
+// ErrPacketTooLarge is returned by an in-process client's publish whose
+// PUBLISH would exceed Options.MaxPacketSize (the broker would refuse it
+// and close the connection); nothing is sent.
+var ErrPacketTooLarge = errors.New("packet too large")
 
 // ErrClientClosed is returned by the methods of a Client whose connection
 // to the broker ended (Close, takeover, slow consumer, server Close).
@@ -347,6 +353,14 @@ func (c *Client) publish(ctx context.Context, m *Message, done func(error)) erro
 	if m.Expiry > 0 {
 		p.Props.MessageExpiry = uint32(max(1, min(m.Expiry/time.Second, 1<<32-1)))
 		p.Props.Set(codec.PropMessageExpiry)
+	}
+	if size := p.Size(codec.Version5); size > c.srv.opts.MaxPacketSize {
+		p.Payload, p.Props.CorrelationData = nil, nil
+		pc.mu.Unlock()
+		if id != 0 {
+			c.slots <- id
+		}
+		return fmt.Errorf("%w: %d bytes, max_packet_size is %d", ErrPacketTooLarge, size, c.srv.opts.MaxPacketSize)
 	}
 	if id != 0 && done != nil {
 		c.callbacks[id] = done
@@ -847,7 +861,7 @@ func (pc *pipeConn) open() {
 }
 
 // send queues packet bytes for the broker. limit: wait while the broker
-// has more than inprocInputLimit bytes of this client unread (Publish,
+// has too many bytes of this client unread (inprocInputLimit; Publish,
 // Subscribe); acknowledgements never wait (they free the broker's windows,
 // and waiting for room could deadlock with a paced client).
 func (pc *pipeConn) send(b []byte, limit bool) error {
@@ -859,7 +873,12 @@ func (pc *pipeConn) send(b []byte, limit bool) error {
 // sendLocked is send with mu held; b == nil sends pc.enc, encoded once
 // there is room.
 func (pc *pipeConn) sendLocked(b []byte, limit bool) error {
-	for limit && !pc.dead && pc.inBytes.Load() > inprocInputLimit {
+	need := int64(len(b))
+	if b == nil {
+		need = int64(pc.enc.Size(codec.Version5))
+	}
+	max := pc.cl.srv.opts.inprocInputLimit()
+	for limit && !pc.dead && pc.inBytes.Load() > 0 && pc.inBytes.Load()+need > max {
 		pc.cond.Wait()
 	}
 	if pc.dead {
@@ -1023,7 +1042,7 @@ func (pc *pipeConn) Peek(n int) ([]byte, error) {
 func (pc *pipeConn) Discard(n int) (int, error) {
 	n = min(n, len(pc.in))
 	pc.in = pc.in[:copy(pc.in, pc.in[n:])]
-	if pc.inBytes.Add(-int64(n)) <= inprocInputLimit {
+	if pc.inBytes.Add(-int64(n)) < pc.cl.srv.opts.inprocInputLimit() {
 		pc.mu.Lock()
 		pc.cond.Broadcast()
 		pc.mu.Unlock()

@@ -438,3 +438,21 @@ func TestInprocPublishAsync(t *testing.T) {
 	}
 	got.waitN(t, n-1, 10*time.Second)
 }
+
+// TestInprocPacketTooLarge: a publish over max_packet_size is refused
+// before it is sent (ErrPacketTooLarge); the client stays connected, and a
+// payload just under the limit still goes through.
+func TestInprocPacketTooLarge(t *testing.T) {
+	srv, _ := startBroker(t, func(o *Options) { o.MaxPacketSize = 4096 })
+	got := newInprocCollector()
+	c := mustClient(t, srv, "big", ClientOptions{Subscriptions: []Subscription{{Filter: "big", QoS: 1, Handler: got.handle}}})
+	if err := c.Publish("big", make([]byte, 5000), 1, false); !errors.Is(err, ErrPacketTooLarge) {
+		t.Fatalf("oversized publish: %v", err)
+	}
+	if err := c.Publish("big", make([]byte, 3000), 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if m := got.waitN(t, 1, 5*time.Second)[0]; len(m.Payload) != 3000 {
+		t.Fatalf("payload of %d bytes", len(m.Payload))
+	}
+}
