@@ -85,8 +85,9 @@ type Hooks struct {
 	// starts a new session or resumes one (clean takeovers count as new).
 	OnSessionCreated func(ClientInfo)
 	OnSessionResumed func(ClientInfo)
-	// OnSessionExpired runs on the ticker goroutine when an offline
-	// session's expiry passed and it was removed.
+	// OnSessionExpired runs when an offline session's expiry passed and
+	// it was removed: on the ticker goroutine, or on a goroutine of its own
+	// for a $share member whose stored group messages are read back first.
 	OnSessionExpired func(clientID string)
 	// OnWillSent runs when a will is published: on the loop of the client
 	// that left, or on the ticker goroutine for a delayed 5.0 will.
