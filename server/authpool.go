@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"runtime"
 	"sync"
 
 	"github.com/panjf2000/gnet/v2"
@@ -38,9 +37,9 @@ type authPool struct {
 	once sync.Once
 }
 
-func newAuthPool() *authPool {
+func newAuthPool(workers int) *authPool {
 	p := &authPool{jobs: make(chan func(), authQueueMax), done: make(chan struct{})}
-	for range max(2, runtime.GOMAXPROCS(0)) {
+	for range workers {
 		go func() {
 			for {
 				select {

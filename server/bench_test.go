@@ -41,7 +41,6 @@ func (sc loopbackScenario) run(b *testing.B, srv *Server, addr string, n int, ta
 	defer sub.c.Close()
 	defer pub.c.Close()
 
-	payload := make([]byte, 64)
 	done := make(chan error, 1)
 	dropped := func() int { return 0 } // srv nil: a broker in another process, measured at QoS 1 (nothing dropped)
 	if srv != nil {
@@ -49,50 +48,8 @@ func (sc loopbackScenario) run(b *testing.B, srv *Server, addr string, n int, ta
 		dropped = func() int { return int(srv.Stats().MessagesDropped) - base }
 	}
 	go func() { done <- drainSubscriber(sub.c, sub.mc.Buffered(), n, sc.qos, dropped) }()
-	if sc.window == 0 {
-		sc.window = 64
-	}
-	window := make(chan struct{}, sc.window)
-	go func() {
-		if sc.qos == 0 {
-			_, _ = io.Copy(io.Discard, pub.c)
-			return
-		}
-		countAcks(pub.c, pub.mc.Buffered(), window)
-	}()
-	w := bufio.NewWriterSize(pub.c, 64<<10)
-	p := codec.Publish{Topic: []byte("bench/" + tag), Payload: payload, QoS: sc.qos}
-	var buf []byte
 	start := time.Now()
-	for i := 0; i < n; i++ {
-		if sc.qos > 0 {
-			p.PacketID = uint16(i%65535) + 1
-			select {
-			case window <- struct{}{}:
-			default:
-				_ = w.Flush()
-				select {
-				case window <- struct{}{}:
-				case err := <-done: // the subscriber gave up: no PUBACK may come any more (the publisher is paced)
-					b.Fatalf("subscriber stopped after %d published: %v", i, err)
-				}
-			}
-		}
-		if sc.alias {
-			p.Props.TopicAlias = 1
-			p.Props.Set(codec.PropTopicAlias)
-			if i == 1 {
-				p.Topic = nil
-			}
-		}
-		buf = p.Append(buf[:0], sc.version)
-		if _, err := w.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	pipelinePublish(b, pub, "bench/"+tag, sc.version, sc.qos, n, sc.window, sc.alias, done)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -120,6 +77,58 @@ func BenchmarkLoopbackPubSub(b *testing.B) {
 			b.ReportMetric(float64(b.N-d)/el.Seconds(), "delivered/s")
 			b.ReportMetric(float64(d)/float64(b.N)*100, "%dropped")
 		})
+	}
+}
+
+// pipelinePublish sends n PUBLISHes of 64 bytes on topic from pub, QoS
+// 1/2 keeping at most window (0: 64) unacknowledged; alias makes a 5.0
+// publisher send the topic once and then only a topic alias.
+// A receive from subscriberDone (nil: none) while waiting for a window
+// slot fails the benchmark: the subscriber gave up, so no PUBACK may come
+// any more (the broker paces the publisher).
+func pipelinePublish(b *testing.B, pub *rawConn, topic string, version, qos byte, n, window int, alias bool, subscriberDone <-chan error) {
+	if window == 0 {
+		window = 64
+	}
+	slots := make(chan struct{}, window)
+	go func() {
+		if qos == 0 {
+			_, _ = io.Copy(io.Discard, pub.c)
+			return
+		}
+		countAcks(pub.c, pub.mc.Buffered(), slots)
+	}()
+	w := bufio.NewWriterSize(pub.c, 64<<10)
+	p := codec.Publish{Topic: []byte(topic), Payload: make([]byte, 64), QoS: qos}
+	var buf []byte
+	for i := 0; i < n; i++ {
+		if qos > 0 {
+			p.PacketID = uint16(i%65535) + 1
+			select {
+			case slots <- struct{}{}:
+			default:
+				_ = w.Flush()
+				select {
+				case slots <- struct{}{}:
+				case err := <-subscriberDone:
+					b.Fatalf("subscriber stopped after %d published: %v", i, err)
+				}
+			}
+		}
+		if alias {
+			p.Props.TopicAlias = 1
+			p.Props.Set(codec.PropTopicAlias)
+			if i == 1 {
+				p.Topic = nil
+			}
+		}
+		buf = p.Append(buf[:0], version)
+		if _, err := w.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
 	}
 }
 

@@ -49,6 +49,7 @@ type client struct {
 	authenticating bool
 	proxyWait      bool // a PROXY protocol header must come first (proxyproto.go)
 	throttled      bool // over the publish rate: input not read until it allows more (ratelimit.go)
+	inproc         bool // an in-process Client (inproc.go): trusted, never authenticated
 
 	wakeQueued atomic.Bool // on its loop's drain list
 	takenOver  atomic.Bool // another connection took the session
@@ -85,6 +86,9 @@ type clientCold struct {
 	// (proxyproto.go); nil: the connection's peer address.
 	proxied net.Addr
 	rate    *rateState // publish-rate buckets (ratelimit.go)
+	// authz holds the Authorize hooks' verdicts while the packet that
+	// waited for them is handled again (hooks.go).
+	authz *authzPending
 }
 
 func (c *client) coldState() *clientCold {
@@ -106,7 +110,7 @@ func (c *client) closeReason() string {
 // setUser keeps the username only when an auth hook will ask for it.
 func (c *client) setUser(u string) {
 	o := &c.loop.srv.opts
-	if u != "" && (o.Authorizer != nil || o.Authenticator != nil || len(o.EnhancedAuth) > 0) {
+	if u != "" && (o.Authorizer != nil || o.Authenticator != nil || len(o.EnhancedAuth) > 0 || len(o.Hooks) > 0) {
 		c.coldState().user = u
 	}
 }
@@ -189,7 +193,7 @@ func (c *client) onTraffic() gnet.Action {
 		}
 		off += n
 		c.lastSeen = l.now
-		if act = c.handle(h, body); act != gnet.None || c.paced {
+		if act = c.handle(h, body); act != gnet.None || c.paced || c.authenticating {
 			break
 		}
 	}
@@ -615,6 +619,16 @@ func (c *client) end(err error, to clientState) {
 	// OnClose is not inside a read event, so nothing else would drain them.
 	l.drainLocal()
 	c.loop.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	if hs := c.loop.srv.hooks.onDisconnect; hs != nil {
+		var reason error
+		if !c.graceful || c.closeReason() != "client sent DISCONNECT" {
+			reason = errors.New(why)
+		}
+		info := c.clientInfo()
+		for _, f := range hs {
+			f(info, reason)
+		}
+	}
 }
 
 func remoteString(conn gnet.Conn) string {

@@ -85,8 +85,11 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 	}
 	if certID != "" {
 		// The TLS handshake authenticated the client by its certificate.
-	} else if c.enhancedAuthed() {
-		// The AUTH exchange authenticated the client (auth.go).
+	} else if c.enhancedAuthed() || c.inproc {
+		// The AUTH exchange authenticated the client (auth.go), or it is
+		// the embedding program's own in-process client (inproc.go).
+	} else if srv.hooks.authenticate != nil || (srv.opts.Authenticator != nil && p.WillFlag && srv.hooks.authorize != nil) {
+		return c.connectHooks(p, assigned, true) // hooks.go: Authenticator, hooks, will, off the loop
 	} else if a := srv.opts.Authenticator; a != nil {
 		return c.authenticateAsync(a, p, assigned) // authpool.go: off the event loop
 	} else if !srv.opts.AllowAnonymous && !c.loopback {
@@ -95,6 +98,9 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 		// Anonymous: a username nobody verified is not an identity, so the
 		// ACL sees the anonymous client it is, and sessions are anonymous.
 		c.cold.user = ""
+	}
+	if p.WillFlag && srv.hooks.authorize != nil {
+		return c.connectHooks(p, assigned, false) // hooks.go: the will topic, off the loop
 	}
 	return c.completeConnect(p, assigned)
 }
@@ -196,6 +202,12 @@ func (c *client) completeConnect(p *codec.Connect, assigned bool) gnet.Action {
 	c.flush() // CONNACK goes before any re-sent or queued PUBLISH
 	srv.log.Info("client connected", "client_id", c.id, "remote", remoteString(c.conn),
 		"protocol", versionName(v), "clean", p.CleanStart, "keepalive", keepAlive, "session_present", present)
+	if srv.hooks.onConnect != nil || srv.hooks.onSessCreated != nil || srv.hooks.onSessResumed != nil {
+		srv.hookSession(c, present)
+		for _, f := range srv.hooks.onConnect {
+			f(c.clientInfo())
+		}
+	}
 	if present {
 		c.resendInflight()
 	}

@@ -17,6 +17,7 @@ func (c *client) drain() {
 	out := c.pageIn(l.wbuf[:0]) // backlog.go: the next stored deliveries, if some wait on disk
 	overLimit := c.conn.OutboundBuffered() > o.MaxOutboundBytes
 	sent, dropped := 0, 0
+	hooks := l.srv.hooks.wantsDeliveryHooks()
 	s.mu.Lock()
 	if s.owner != c || s.f == nil {
 		s.mu.Unlock()
@@ -35,6 +36,9 @@ func (c *client) drain() {
 		if m.expiresAt != 0 && m.expiresAt <= l.now {
 			f.queue.Pop()
 			c.loop.srv.forgetDelivery(&l.tx, s, it.Msg, false)
+			if hooks {
+				l.hookEvents = append(l.hookEvents, hookEvent{kind: hookExpiredMsg, q: it.QoS, m: m})
+			}
 			continue // expired messages are never delivered [MQTT-3.3.2-5]
 		}
 		var id uint16
@@ -60,6 +64,9 @@ func (c *client) drain() {
 		f.queue.Pop()
 		if it.QoS == 0 && overLimit {
 			dropped++ // slow consumer: QoS 0 goes first
+			if hooks {
+				l.hookEvents = append(l.hookEvents, hookEvent{kind: hookDroppedSlow, m: it.Msg.m})
+			}
 			continue
 		}
 		before := len(out)
@@ -72,9 +79,15 @@ func (c *client) drain() {
 				c.loop.srv.forgetDelivery(&l.tx, s, it.Msg, false)
 			}
 			dropped++
+			if hooks {
+				l.hookEvents = append(l.hookEvents, hookEvent{kind: hookDroppedTooLarge, q: it.QoS, m: it.Msg.m})
+			}
 			continue
 		}
 		sent++
+		if hooks {
+			l.hookEvents = append(l.hookEvents, hookEvent{kind: hookDelivered, q: it.QoS, m: it.Msg.m})
+		}
 		if len(out) >= 64<<10 {
 			_, _ = c.conn.Write(out)
 			out = out[:0]
@@ -98,6 +111,9 @@ func (c *client) drain() {
 	}
 	if released != nil {
 		c.loop.srv.releasePaced(released)
+	}
+	if len(l.hookEvents) > 0 {
+		l.srv.fireDeliveryHooks(l, c.id)
 	}
 	if refill && c.wakeQueued.CompareAndSwap(false, true) {
 		l.local = append(l.local, c) // more of the backlog once the window has room
@@ -239,6 +255,9 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 	target.mu.Unlock()
 	if hasDropped {
 		s.stats.dropped.Add(1)
+		if s.hooks.onDropped != nil {
+			s.hookDropped(target.id, dropped.Msg.m, dropped.QoS, "session queue full")
+		}
 	}
 	if wake {
 		owner.loop.schedule(owner, l)

@@ -6,6 +6,46 @@
 // certificates and their reload) and server/tlsloop (TLS on the gnet event
 // loops, tls_engine: loops).
 //
+// # Embedding: the model
+//
+// A Go program embeds the broker with three calls:
+//
+//	srv, err := server.New(opts) // check options, open the store (Pebble in DataDir)
+//	go srv.Serve()               // listen; <-srv.Ready() once it accepts
+//	defer srv.Close()            // close connections, flush the store
+//
+// and uses, as it needs them:
+//
+//   - Options is the whole configuration as code: every key of the YAML
+//     file is a field (same names in the yaml tags), plus what a file
+//     cannot say: an Authenticator, an Authorizer, Hooks, a Logger, and a
+//     persist.Store implementation (Options.Store; Pebble in DataDir is
+//     the default). The four keys of tern serve's file that are not
+//     Options fields map to Go values: password_file and acl_file are
+//     auth.LoadPasswordFile / auth.LoadACLFile set as Authenticator and
+//     Authorizer, log_level and log_format the Logger.
+//   - Hooks are functions the broker calls as clients connect and leave
+//     and as messages pass: Authenticate and Authorize may block (a
+//     database, an HTTP call) and run on a bounded pool off the event
+//     loops, with a timeout and a verdict cache; the others run on the
+//     event loop of the client concerned and must be quick. A hook that is
+//     not set costs one nil check. See Hooks for each hook's goroutine and
+//     cost.
+//   - Server.Client connects an in-process client: a real MQTT 5.0
+//     client of the broker without a socket, whose Publish at QoS 1/2
+//     returns once the broker acknowledged it (after the fsync with
+//     DurabilitySync), whose subscriptions call Go handlers, and whose
+//     session can be persistent (it survives restarts in the store). It
+//     goes through the same code as a network client: ACL, hooks, limits,
+//     queues and back-pressure (see Client).
+//   - Server.Publish injects a message without a client (fire and
+//     forget at QoS 0; at QoS 1/2 it returns once the store has it).
+//
+// The examples (Example functions here, and the programs in the
+// repository's examples/ directory) show authentication from a user
+// database, device commands over MQTT 5.0 request/response, and device
+// telemetry bridged into a Go channel with a persistent session.
+//
 // # Files in reading order
 //
 // A packet's life follows the files:
@@ -37,6 +77,8 @@
 //	introspect.go clients, sessions, retained, subscriptions as Go calls; kick, delete
 //	adminapi.go   the admin HTTP API /api/v1/ over introspect.go
 //	options.go    Options: every setting, its default and YAML key
+//	hooks.go      Hooks: the chain, the blocking-hook pool, timeout, cache
+//	inproc.go     in-process clients: an in-memory gnet.Conn on in-process loops
 //
 // # The PUBLISH path
 //

@@ -57,6 +57,9 @@ func (s *Server) endExpired(sess *session) {
 	if err := s.submitWait(&t); err != nil {
 		s.log.Error("deleting expired session", "client_id", sess.id, "err", err)
 	}
+	for _, f := range s.hooks.onSessExpired {
+		f(sess.id)
+	}
 }
 
 // endSession removes a session and everything it holds, in memory and (in

@@ -155,6 +155,8 @@ const (
 	limitPublishRate
 	limitAdminAuth
 	limitAdminBusy
+	limitHookTimeout
+	limitHookPanic
 	numLimits
 )
 
@@ -185,6 +187,8 @@ var limitNames = [numLimits]string{
 	limitPublishRate:    "max_publish_rate",
 	limitAdminAuth:      "admin_auth",
 	limitAdminBusy:      "admin_busy",
+	limitHookTimeout:    "hook_timeout",
+	limitHookPanic:      "hook_panic",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.

@@ -38,6 +38,11 @@ type loop struct {
 	// soft limit (pace.go); paged is pageIn's scratch (backlog.go).
 	paceOn []*session
 	paged  []pagedDelivery
+	// Hooks scratch (hooks.go): the message OnPublish sees, the cache
+	// key of an authorization, deliveries drain reports after unlocking.
+	hookMsg    HookMessage
+	hookKey    []byte
+	hookEvents []hookEvent
 
 	// Decode targets reused for every packet of every connection on the loop.
 	connect     codec.Connect

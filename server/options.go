@@ -264,6 +264,14 @@ type Options struct {
 	// Limits bound what clients can make the broker hold; see Limits.
 	Limits Limits `yaml:"limits"`
 
+	// Hooks are functions the broker calls as clients come and go and
+	// messages pass (see Hooks); several sets compose in order. Go only.
+	// Default: none.
+	Hooks []Hooks `yaml:"-"`
+	// HookOptions bounds the pool, timeout and cache of the Authenticate
+	// and Authorize hooks. Go only; defaults in HookOptions.
+	HookOptions HookOptions `yaml:"-"`
+
 	// Logger receives the broker's logs. Default: slog.Default().
 	Logger *slog.Logger `yaml:"-"`
 }
@@ -412,6 +420,7 @@ func (o *Options) EnsureDefaults() {
 		o.Logger = slog.Default()
 	}
 	o.Limits.EnsureDefaults()
+	o.HookOptions.ensureDefaults() // hooks.go
 }
 
 // Validate reports every problem with o at once (joined), each message
@@ -559,6 +568,9 @@ func (o *Options) Validate() error {
 		bad("max_store_bytes", "must not be negative, got %d", o.MaxStoreBytes)
 	}
 	if err := o.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.HookOptions.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

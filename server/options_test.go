@@ -27,6 +27,7 @@ var offByDefault = map[string]bool{
 	"acl_file":             true,
 	"listener_settings":    true, // per-listener extras, none unless configured
 	"tls_ticket_key_file":  true, // empty: the key file lives in the data directory
+	"admin_users":          true,
 }
 
 // fileKeys lists Options' configuration keys with their field index.
@@ -84,6 +85,7 @@ func TestEnsureDefaultsResolvesEveryDefaultOnce(t *testing.T) {
 		Logger:                 slog.Default(),
 	}
 	want.Limits.EnsureDefaults() // Limits documents and tests its own defaults
+	want.HookOptions.ensureDefaults()
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("EnsureDefaults on zero Options:\n got %+v\nwant %+v", o, want)
 	}

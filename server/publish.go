@@ -37,6 +37,16 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 		allowed = false
 		srv.refuse(limitSysPublish, c.id, c.username(), remoteString(c.conn), "publish to "+string(p.Topic))
 	}
+	if allowed && srv.hooks.authorize != nil {
+		ok, known := c.hookVerdict(AuthzPublish, p.Topic)
+		if !known { // ask the Authorize hooks off the loop; this PUBLISH is handled again then
+			srv.stats.msgsIn.Add(^uint64(0))
+			return c.authorizeAsync(h, body, AuthzPublish, []string{string(p.Topic)})
+		}
+		if allowed = ok; !ok {
+			srv.refuse(limitACLPublish, c.id, c.username(), c.remote(), "Authorize hook denies publishing to "+string(p.Topic))
+		}
+	}
 	route := allowed
 	if p.QoS == 2 {
 		s := c.sess
@@ -57,6 +67,14 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 		if c.version == codec.Version5 {
 			props = &p.Props
 		}
+		if srv.hooks.onPublish != nil {
+			hm := &l.hookMsg
+			*hm = HookMessage{ClientID: c.id, Username: c.username(), Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}
+			if srv.hookPublish(hm) {
+				goto ack // dropped by a hook: acknowledged, not routed
+			}
+			p.Topic, p.Payload = hm.Topic, hm.Payload
+		}
 		m := newMessage(p.Topic, p.Payload, p.QoS, p.Retain, props, l.now, c.sess)
 		l.paceOn = l.paceOn[:0]
 		if why := srv.publishMessage(l, &l.tx, m); why != 0 {
@@ -66,6 +84,7 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 			c.startPacing() // pace.go: a subscriber's queue is full; this client waits
 		}
 	}
+ack:
 	switch p.QoS {
 	case 1:
 		a := codec.Ack{Type: codec.PUBACK, PacketID: p.PacketID}
@@ -135,8 +154,16 @@ func (s *Server) Publish(topic string, payload []byte, qos byte, retain bool) er
 		return errors.Join(ErrInvalidTopic, err)
 	}
 	s.stats.msgsIn.Add(1)
+	tb := []byte(topic)
+	if s.hooks.onPublish != nil {
+		hm := &HookMessage{Topic: tb, Payload: payload, QoS: qos, Retain: retain}
+		if s.hookPublish(hm) {
+			return nil // dropped by an OnPublish hook
+		}
+		tb, payload = hm.Topic, hm.Payload
+	}
 	var t txn
-	if why := s.publishMessage(nil, &t, newMessage([]byte(topic), payload, qos, retain, nil, nanotime(), nil)); why != 0 {
+	if why := s.publishMessage(nil, &t, newMessage(tb, payload, qos, retain, nil, nanotime(), nil)); why != 0 {
 		s.refuse(why, "", "", "", "Server.Publish to "+topic)
 		return fmt.Errorf("%w: %s", ErrQuotaExceeded, limitNames[why])
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,8 @@ type Server struct {
 	// per-client publish rate.
 	listeners atomic.Pointer[listenerTable]
 	pubGates  publishGates
+	inproc    inprocState // in-process clients and their loops (inproc.go)
+	hooks     *hookChain  // Options.Hooks, fixed by New (hooks.go)
 }
 
 type stats struct {
@@ -144,8 +147,12 @@ func New(opts Options) (*Server, error) {
 	if opts.Authorizer != nil && opts.Authenticator == nil && len(opts.EnhancedAuth) == 0 && !opts.certIdentities() {
 		opts.Logger.Warn("ACL without authentication: usernames are not verified, so every client is anonymous to the ACL; configure a password file")
 	}
-	if opts.Authenticator != nil {
-		s.auth = newAuthPool()
+	s.hooks = newHookChain(opts.Hooks, opts.HookOptions) // hooks.go
+	switch {
+	case s.hooks.blocking():
+		s.auth = newAuthPool(opts.HookOptions.Workers) // hooks may block: many workers
+	case opts.Authenticator != nil:
+		s.auth = newAuthPool(max(2, runtime.GOMAXPROCS(0))) // CPU-bound hashing
 	}
 	if err := s.openStore(); err != nil {
 		if s.store != nil {
@@ -264,6 +271,7 @@ func (s *Server) Close() error {
 	<-s.ready
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	s.closeInproc() // inproc.go: their sessions go offline before the store closes
 	if err := s.eng.Validate(); err != nil {
 		s.stopNetListeners()
 		s.closeStore()

@@ -24,6 +24,19 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 	if err := p.Decode(h, body, c.version); err != nil {
 		return c.fail(err)
 	}
+	if srv.hooks.authorize != nil {
+		for _, sub := range p.Subscriptions {
+			if _, known := c.hookVerdict(AuthzSubscribe, sub.Filter); !known {
+				// Ask the Authorize hooks about every filter off the loop;
+				// the SUBSCRIBE is handled again with their verdicts.
+				filters := make([]string, len(p.Subscriptions))
+				for i := range p.Subscriptions {
+					filters[i] = string(p.Subscriptions[i].Filter)
+				}
+				return c.authorizeAsync(h, body, AuthzSubscribe, filters)
+			}
+		}
+	}
 	var subID uint32
 	if c.version == codec.Version5 && len(p.Props.SubscriptionIDs) > 0 {
 		subID = p.Props.SubscriptionIDs[0]
@@ -65,6 +78,13 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 			codes = append(codes, c.subFailure(codec.NotAuthorized))
 			continue
 		}
+		if srv.hooks.authorize != nil {
+			if ok, _ := c.hookVerdict(AuthzSubscribe, sub.Filter); !ok {
+				srv.refuse(limitACLSubscribe, c.id, c.username(), c.remote(), "Authorize hook denies subscribing to "+filter)
+				codes = append(codes, c.subFailure(codec.NotAuthorized))
+				continue
+			}
+		}
 		granted := sub.QoS
 		var opts byte
 		if sub.NoLocal {
@@ -92,6 +112,9 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		s.mu.Unlock()
 		changed = true
 		codes = append(codes, codec.ReasonCode(granted)) // Granted QoS 0–2
+		for _, f := range srv.hooks.onSubscribe {
+			f(c.clientInfo(), filter, granted)
+		}
 		// Retained messages on subscribe: Retain Handling 0 always, 1 only
 		// for a new subscription, 2 never; never for shared subscriptions
 		// [MQTT-3.8.4-4] [MQTT-3.3.1-9..-11].
@@ -150,6 +173,11 @@ func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action
 			changed = true
 		}
 		s.mu.Unlock()
+		if existed {
+			for _, f := range srv.hooks.onUnsubscribe {
+				f(c.clientInfo(), filter)
+			}
+		}
 		if c.version == codec.Version5 {
 			if existed {
 				codes = append(codes, codec.Success)

@@ -52,7 +52,7 @@ type willTimers struct {
 func (s *Server) publishWill(l *loop, c *client) {
 	delay := c.willDelaySecs()
 	if c.version != codec.Version5 || delay == 0 {
-		s.publishWillNow(l, c.will)
+		s.publishWillNow(l, c.id, c.will)
 		return
 	}
 	sess := c.sess
@@ -67,7 +67,7 @@ func (s *Server) publishWill(l *loop, c *client) {
 		// passed: the will is not sent [MQTT-3.1.3-9].
 		return
 	case ended:
-		s.publishWillNow(l, c.will)
+		s.publishWillNow(l, c.id, c.will)
 		return
 	}
 	// Due in nanoseconds from the moment the connection closed, so the will
@@ -108,7 +108,7 @@ func (s *Server) resolveDelayedWill(l *loop, id string, resumed bool) {
 	}
 	t.mu.Unlock()
 	if w != nil && !resumed {
-		s.publishWillNow(l, w.m)
+		s.publishWillNow(l, id, w.m)
 	}
 }
 
@@ -138,14 +138,21 @@ func (s *Server) fireDelayedWills(now int64) {
 		resumed := sess.owner != nil || (!sess.dead && sess.offlineAt != w.offlineAt)
 		sess.mu.Unlock()
 		if !resumed {
-			s.publishWillNow(nil, w.m)
+			s.publishWillNow(nil, w.id, w.m)
 		}
 	}
 }
 
 // publishWillNow publishes a will. Its Message Expiry Interval counts from
 // now, when it is published, not from the CONNECT that carried it.
-func (s *Server) publishWillNow(l *loop, m *message) {
+// id is the client whose will it is (for OnWillSent).
+func (s *Server) publishWillNow(l *loop, id string, m *message) {
+	if s.hooks.onWillSent != nil {
+		var hm HookMessage
+		for _, f := range s.hooks.onWillSent {
+			f(id, hookMessageOf(&hm, m, m.qos))
+		}
+	}
 	if m.props != nil && m.props.Has(codec.PropMessageExpiry) {
 		cp := *m
 		cp.expiresAt = nanotime() + int64(m.props.MessageExpiry)*1e9

@@ -47,6 +47,7 @@ var layout = []layoutRule{
 		why: "a server leaf (auth, a transport) is used by the server, so importing it back would be a cycle in disguise"},
 	{pkg: "cmd/", allow: []string{"*"}, why: "commands wire everything together"},
 	{pkg: "tools/", allow: []string{"*"}, why: "tools are programs, like commands"},
+	{pkg: "examples/", allow: []string{"*"}, why: "examples are programs that embed the broker, like commands"},
 }
 
 // matches reports whether the module-relative package path rel matches
