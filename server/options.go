@@ -264,6 +264,10 @@ type Options struct {
 	// Limits bound what clients can make the broker hold; see Limits.
 	Limits Limits `yaml:"limits"`
 
+	// Cluster joins this broker to other nodes (cluster.go, package
+	// cluster). Default: no cluster.
+	Cluster ClusterOptions `yaml:"cluster"`
+
 	// Logger receives the broker's logs. Default: slog.Default().
 	Logger *slog.Logger `yaml:"-"`
 }
@@ -412,6 +416,7 @@ func (o *Options) EnsureDefaults() {
 		o.Logger = slog.Default()
 	}
 	o.Limits.EnsureDefaults()
+	o.Cluster.EnsureDefaults()
 }
 
 // Validate reports every problem with o at once (joined), each message
@@ -561,6 +566,7 @@ func (o *Options) Validate() error {
 	if err := o.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	o.Cluster.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,229 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ternmq/tern/server"
+	"github.com/ternmq/tern/trie"
+)
+
+// Forwarding. A message published on this node goes, once, to each other
+// node whose filters match it (the table), on that node's own subject; the
+// receiving node matches its own sessions and delivers, never forwarding
+// again. A QoS 1/2 message carries a sequence number and a reply subject:
+// every receiving node confirms once its deliveries are durable (with
+// durability sync: fsynced), and the publisher's acknowledgement waits for
+// all of them, at most ConfirmTimeout.
+//
+// NATS keeps the order of messages from one connection on one subject, so
+// the messages of one publisher reach each node in order, as MQTT requires
+// per topic and QoS.
+
+// pending is a forwarded QoS 1/2 message waiting for its confirmations.
+type pending struct {
+	left     []string // nodes that have not confirmed
+	failed   bool
+	w        server.ClusterAcker
+	deadline time.Time
+}
+
+// target is one node a message goes to, and the $share groups it serves.
+type target struct {
+	node   string
+	groups []string
+}
+
+// matchPool holds trie match buffers.
+var matchPool = make(chan []trie.Sub[string], 64)
+
+func getMatch() []trie.Sub[string] {
+	select {
+	case b := <-matchPool:
+		return b[:0]
+	default:
+		return make([]trie.Sub[string], 0, 16)
+	}
+}
+
+func putMatch(b []trie.Sub[string]) {
+	if cap(b) > 1024 {
+		return
+	}
+	select {
+	case matchPool <- b:
+	default:
+	}
+}
+
+// Forward implements server.Cluster.
+func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGroups []string, wait bool) {
+	subs := n.table.Match(m.Topic, getMatch())
+	defer putMatch(subs)
+	if len(subs) == 0 {
+		return nil, false
+	}
+	var targets []target
+	for _, sub := range subs {
+		if sub.Subscriber == n.self {
+			if sub.Group != "" && !contains(localGroups, sub.Group) {
+				localGroups = append(localGroups, sub.Group)
+			}
+			continue
+		}
+		i := 0
+		for i < len(targets) && targets[i].node != sub.Subscriber {
+			i++
+		}
+		if i == len(targets) {
+			targets = append(targets, target{node: sub.Subscriber})
+		}
+		if sub.Group != "" && !contains(targets[i].groups, sub.Group) {
+			targets[i].groups = append(targets[i].groups, sub.Group)
+		}
+	}
+	if len(targets) == 0 {
+		return localGroups, false
+	}
+	var seq uint64
+	if w != nil && m.QoS > 0 {
+		p := &pending{w: w, deadline: time.Now().Add(n.opts.ConfirmTimeout)}
+		for _, t := range targets {
+			p.left = append(p.left, t.node)
+		}
+		n.fmu.Lock()
+		n.fseq++
+		seq = n.fseq
+		n.pend[seq] = p
+		n.fmu.Unlock()
+		wait = true
+	}
+	bp, _ := n.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	now := time.Now().UnixNano()
+	reply := ""
+	if seq != 0 {
+		reply = n.subj.acks(n.self)
+	}
+	for _, t := range targets {
+		b := appendMessage((*bp)[:0], m, seq, t.groups, now)
+		*bp = b
+		if len(b) > maxPayload {
+			n.stats.oversize.Add(1)
+			if seq != 0 {
+				n.confirm(seq, t.node, false)
+			}
+			continue
+		}
+		var err error
+		if reply != "" {
+			err = n.nc.PublishRequest(n.subj.msgs(t.node), reply, b)
+		} else {
+			err = n.nc.Publish(n.subj.msgs(t.node), b)
+		}
+		if err != nil && seq != 0 {
+			n.confirm(seq, t.node, false)
+		}
+		n.stats.forwarded.Add(1)
+	}
+	if cap(*bp) <= 64<<10 {
+		n.bufs.Put(bp)
+	}
+	return localGroups, wait
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// onMessage delivers a message another node forwarded here and, when
+// asked, confirms it once durable.
+func (n *Node) onMessage(msg *nats.Msg) {
+	var d decoded
+	if err := decodeMessage(msg.Data, time.Now().UnixNano(), &d); err != nil {
+		n.stats.decodeErrors.Add(1)
+		n.log.Warn("cluster: undecodable message", "subject", msg.Subject, "err", err)
+		return
+	}
+	reply, seq := msg.Reply, d.seq
+	if reply == "" || seq == 0 {
+		n.srv.RemoteDeliver(&d.m, d.groups, func(error) {})
+		return
+	}
+	n.srv.RemoteDeliver(&d.m, d.groups, func(err error) {
+		b := make([]byte, 0, 16+len(n.self))
+		b = binary.AppendUvarint(b, seq)
+		ok := byte(1)
+		if err != nil {
+			ok = 0
+		}
+		b = append(b, ok)
+		b = append(b, n.self...)
+		_ = n.nc.Publish(reply, b)
+	})
+}
+
+// onAck is a node's confirmation of a message this node forwarded.
+func (n *Node) onAck(msg *nats.Msg) {
+	seq, k := binary.Uvarint(msg.Data)
+	if k <= 0 || len(msg.Data) < k+1 {
+		n.stats.decodeErrors.Add(1)
+		return
+	}
+	n.confirm(seq, string(msg.Data[k+1:]), msg.Data[k] == 1)
+}
+
+// confirm records node's confirmation of seq; the last one acknowledges
+// the publisher.
+func (n *Node) confirm(seq uint64, node string, ok bool) {
+	n.fmu.Lock()
+	p := n.pend[seq]
+	if p == nil {
+		n.fmu.Unlock()
+		return // late (expired) or unknown
+	}
+	for i, x := range p.left {
+		if x == node {
+			p.left = append(p.left[:i], p.left[i+1:]...)
+			break
+		}
+	}
+	if !ok {
+		p.failed = true
+	}
+	done := len(p.left) == 0
+	if done {
+		delete(n.pend, seq)
+	}
+	n.fmu.Unlock()
+	if done {
+		p.w.Ack(!p.failed)
+	}
+}
+
+// expirePending fails the confirmations past their deadline.
+func (n *Node) expirePending(now time.Time) {
+	var late []*pending
+	n.fmu.Lock()
+	for seq, p := range n.pend {
+		if now.After(p.deadline) {
+			delete(n.pend, seq)
+			late = append(late, p)
+		}
+	}
+	n.fmu.Unlock()
+	for _, p := range late {
+		n.stats.confirmTimeouts.Add(1)
+		n.log.Warn("cluster: a forwarded message was not confirmed in time", "nodes", p.left)
+		p.w.Ack(false)
+	}
+}
