@@ -210,6 +210,33 @@ func (n *Node) confirm(seq uint64, node string, ok bool) {
 	}
 }
 
+// peerGone stops waiting for a node declared gone: from now on messages
+// are not sent to it at all (its filters left the table), so one sent just
+// before is treated alike — its persistent sessions there miss it, as they
+// miss what is published while the node is down (README, Cluster). The
+// publishers on the surviving nodes are not held up or disconnected.
+func (n *Node) peerGone(node string) {
+	var done []*pending
+	n.fmu.Lock()
+	for seq, p := range n.pend {
+		for i, x := range p.left {
+			if x == node {
+				p.left = append(p.left[:i], p.left[i+1:]...)
+				n.stats.unconfirmedGone.Add(1)
+				break
+			}
+		}
+		if len(p.left) == 0 {
+			delete(n.pend, seq)
+			done = append(done, p)
+		}
+	}
+	n.fmu.Unlock()
+	for _, p := range done {
+		p.w.Ack(!p.failed)
+	}
+}
+
 // expirePending fails the confirmations past their deadline.
 func (n *Node) expirePending(now time.Time) {
 	var late []*pending

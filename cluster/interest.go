@@ -158,15 +158,20 @@ func (n *Node) onHeartbeat(msg *nats.Msg) {
 // checkPeers marks peers silent for three heartbeats as gone: their
 // filters leave the table, so publishers stop waiting for them.
 func (n *Node) checkPeers(now time.Time) {
+	var gone []string
 	n.imu.Lock()
-	defer n.imu.Unlock()
 	for _, p := range n.peers {
 		if p.alive && now.Sub(p.lastSeen) > 3*n.opts.Heartbeat {
 			p.alive = false
 			n.dropLocked(p)
 			p.ver = 0
+			gone = append(gone, p.name)
 			n.log.Warn("cluster: node gone silent", "node", p.name, "last_seen", p.lastSeen)
 		}
+	}
+	n.imu.Unlock()
+	for _, name := range gone {
+		n.peerGone(name)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,7 +75,7 @@ type Node struct {
 
 	stats struct {
 		forwarded, oversize, remoteDrops, decodeErrors, claimsRefused atomic.Uint64
-		confirmTimeouts, retainedIn, snapshots                       atomic.Uint64
+		confirmTimeouts, retainedIn, snapshots, unconfirmedGone       atomic.Uint64
 	}
 }
 
@@ -145,8 +146,8 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		Port:          natsserver.RANDOM_PORT,
 		Authorization: token,
 		NoSigs:        true,
-		NoLog:      true,
-		MaxPayload: maxPayload,
+		NoLog:         true,
+		MaxPayload:    maxPayload,
 		Cluster: natsserver.ClusterOpts{
 			Name: opts.Name, Host: host, Port: port,
 			// Peers listed on the command line are tried forever: a node
@@ -313,6 +314,7 @@ func (n *Node) Metrics() []server.ClusterMetric {
 		c("tern_cluster_forwarded_total", "Messages sent to other nodes (one per node).", n.stats.forwarded.Load()),
 		c("tern_cluster_oversize_total", "Messages too large for the backplane, delivered on their own node only.", n.stats.oversize.Load()),
 		c("tern_cluster_confirm_expired_total", "Forwarded messages whose confirmations did not all come in time.", n.stats.confirmTimeouts.Load()),
+		c("tern_cluster_unconfirmed_gone_total", "Forwarded messages acknowledged without the confirmation of a node that went silent meanwhile.", n.stats.unconfirmedGone.Load()),
 		c("tern_cluster_errors_total", "Backplane errors: slow-consumer drops and undecodable messages.", n.stats.remoteDrops.Load()+n.stats.decodeErrors.Load()),
 		c("tern_cluster_claims_refused_total", "CONNECTs refused because the cluster did not give this node the client id.", n.stats.claimsRefused.Load()),
 		c("tern_cluster_retained_received_total", "Retained updates applied from other nodes.", n.stats.retainedIn.Load()),
@@ -338,7 +340,14 @@ func (l natsLogger) Fatalf(format string, v ...any) {
 	l.log.Error("nats: " + fmt.Sprintf(format, v...))
 }
 func (l natsLogger) Errorf(format string, v ...any) {
-	l.log.Error("nats: " + fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "trying to connect to route") {
+		// Retried every second while a peer is down: its silence is
+		// logged once by the cluster ("node gone silent").
+		l.log.Debug("nats: " + msg)
+		return
+	}
+	l.log.Error("nats: " + msg)
 }
 func (l natsLogger) Debugf(format string, v ...any) {}
 func (l natsLogger) Tracef(format string, v ...any) {}
