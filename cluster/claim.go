@@ -62,33 +62,40 @@ func (c claim) newer(o claim) bool {
 type ballot struct {
 	id       string
 	grants   int
+	voters   int // nodes that answered, this one included
+	expect   int // nodes alive when the claim left, this one included
+	resume   bool
+	holder   string // a node that has a persistent session of id
 	done     func(token uint64, err error)
 	deadline time.Time
 }
 
 type claimReq struct {
-	ID   string `json:"id"`
-	TS   int64  `json:"ts"`
-	Node string `json:"node"`
+	ID     string `json:"id"`
+	TS     int64  `json:"ts"`
+	Node   string `json:"node"`
+	Resume bool   `json:"resume,omitempty"` // the CONNECT resumes a session: it moves; else it is discarded
 }
 
 type voteMsg struct {
 	TS    int64  `json:"ts"` // the claim's timestamp: the ballot
 	Grant bool   `json:"grant"`
 	Node  string `json:"node"`
+	Has   bool   `json:"has,omitempty"` // the voter holds a persistent session of the id
 }
 
 // Claim implements server.Cluster.
-func (n *Node) Claim(id string, done func(token uint64, err error)) {
+func (n *Node) Claim(id string, resume bool, done func(token uint64, err error)) {
 	c := claim{ts: n.clock(), node: n.self}
 	if !n.vote(id, c) {
 		n.stats.claimsRefused.Add(1)
 		done(0, errNewerClaim)
 		return
 	}
-	req, _ := json.Marshal(claimReq{ID: id, TS: c.ts, Node: n.self})
+	req, _ := json.Marshal(claimReq{ID: id, TS: c.ts, Node: n.self, Resume: resume})
 	need := n.size/2 + 1
-	if need <= 1 {
+	alive := n.alivePeers()
+	if need <= 1 && alive == 0 {
 		// Alone in its cluster: nothing to wait for, but the others (if
 		// any run) still hear of it.
 		_ = n.nc.Publish(n.subj.claim, req)
@@ -96,7 +103,8 @@ func (n *Node) Claim(id string, done func(token uint64, err error)) {
 		return
 	}
 	n.cmu.Lock()
-	n.votes[uint64(c.ts)] = &ballot{id: id, grants: 1, done: done, deadline: time.Now().Add(n.opts.ClaimTimeout)}
+	n.votes[uint64(c.ts)] = &ballot{id: id, grants: 1, voters: 1, expect: 1 + alive, resume: resume,
+		done: done, deadline: time.Now().Add(n.opts.ClaimTimeout)}
 	n.cmu.Unlock()
 	if err := n.nc.PublishRequest(n.subj.claim, n.subj.votes(n.self), req); err != nil {
 		n.finishBallot(uint64(c.ts), errNoMajority)
@@ -140,11 +148,13 @@ func (n *Node) onClaim(msg *nats.Msg) {
 		return
 	}
 	grant := n.vote(r.ID, claim{ts: r.TS, node: r.Node})
+	has := false
 	if grant {
-		n.srv.RemoteTakeover(r.ID, r.Node)
+		has = r.Resume && n.srv.HasSession(r.ID)
+		n.srv.RemoteTakeover(r.ID, r.Node, !r.Resume)
 	}
 	if msg.Reply != "" {
-		b, _ := json.Marshal(voteMsg{TS: r.TS, Grant: grant, Node: n.self})
+		b, _ := json.Marshal(voteMsg{TS: r.TS, Grant: grant, Node: n.self, Has: has})
 		_ = n.nc.Publish(msg.Reply, b)
 	}
 }
@@ -168,14 +178,35 @@ func (n *Node) onVote(msg *nats.Msg) {
 		return
 	}
 	b.grants++
-	won := b.grants >= n.size/2+1
+	b.voters++
+	if v.Has {
+		b.holder = v.Node
+	}
+	// A majority decides; a resuming CONNECT also waits (within the
+	// deadline) for every live node, one of which may hold its session.
+	won := b.grants >= n.size/2+1 && (!b.resume || b.holder != "" || b.voters >= b.expect)
 	if won {
 		delete(n.votes, key)
 	}
 	n.cmu.Unlock()
 	if won {
-		b.done(key, nil)
+		n.won(b, key)
 	}
+}
+
+// won completes a claim that a majority granted: a session held by
+// another node moves here first.
+func (n *Node) won(b *ballot, key uint64) {
+	if b.holder == "" {
+		b.done(key, nil)
+		return
+	}
+	go func() {
+		if err := n.moveSession(b.id, b.holder); err != nil {
+			n.log.Warn("cluster: moving a session failed; the client starts without it here", "client_id", b.id, "from", b.holder, "err", err)
+		}
+		b.done(key, nil)
+	}()
 }
 
 // finishBallot ends a ballot with err.
@@ -191,16 +222,27 @@ func (n *Node) finishBallot(key uint64, err error) {
 	}
 }
 
-// expireBallots fails the claims that got no majority in time.
+// expireBallots ends the claims past their deadline: won if a majority
+// granted (some live node did not answer), else refused.
 func (n *Node) expireBallots(now time.Time) {
 	var late []uint64
+	var won []uint64
+	var wonB []*ballot
 	n.cmu.Lock()
 	for k, b := range n.votes {
 		if now.After(b.deadline) {
+			if b.grants >= n.size/2+1 {
+				delete(n.votes, k)
+				won, wonB = append(won, k), append(wonB, b)
+				continue
+			}
 			late = append(late, k)
 		}
 	}
 	n.cmu.Unlock()
+	for i, k := range won {
+		n.won(wonB[i], k)
+	}
 	for _, k := range late {
 		n.finishBallot(k, errNoMajority)
 	}

@@ -354,3 +354,53 @@ func TestClusterDurabilityAcrossNodes(t *testing.T) {
 		t.Fatalf("after SIGKILL and restart of the subscriber's node: %d of %d acknowledged messages", len(seen), n)
 	}
 }
+
+// TestClusterPersistentSessionMoves: a persistent session follows its
+// client to another node with its subscriptions and the messages queued
+// for it (Session Present 1 [MQTT-3.2.2-2]); the old node keeps no copy. A
+// clean-start CONNECT elsewhere discards it [MQTT-3.1.2-4].
+func TestClusterPersistentSessionMoves(t *testing.T) {
+	nodes := startCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	persistent := func(o *mqtt.ClientOptions) { o.SetCleanSession(false) }
+	s := connect(t, n1.mqtt, "mover", persistent)
+	wait(t, s.Subscribe("mv/#", 1, func(mqtt.Client, mqtt.Message) {}), "subscribe")
+	s.Disconnect(50)
+	waitInterest(t, []*node{n3}, 1)
+	p := connect(t, n3.mqtt, "mv-pub")
+	for i := range 20 {
+		wait(t, p.Publish("mv/a", 1, false, fmt.Sprint(i)), "publish")
+	}
+
+	var in inbox
+	handler := func(o *mqtt.ClientOptions) { o.SetDefaultPublishHandler(in.handler).SetOrderMatters(true) }
+	c, err := tryConnect(n2.mqtt, "mover", persistent, handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(10)
+	got := in.waitN(t, 20, 10*time.Second)
+	for i, m := range got[:20] {
+		if m.payload != fmt.Sprint(i) {
+			t.Fatalf("moved message %d is %q", i, m.payload)
+		}
+	}
+	// Its subscription lives on n2 now: new messages arrive there.
+	n3.waitMetric(t, "tern_cluster_remote_interest_entries", func(v float64) bool { return v >= 1 })
+	wait(t, p.Publish("mv/a", 1, false, "after"), "publish")
+	if got := in.waitN(t, 21, 5*time.Second); got[20].payload != "after" {
+		t.Fatalf("after the move: %v", got[20:])
+	}
+	if v, _ := n1.metric("tern_sessions"); v != 0 {
+		t.Errorf("n1 still holds %v sessions after the move", v)
+	}
+	if v, _ := n2.metric("tern_cluster_sessions_moved_total"); v != 1 {
+		t.Errorf("n2 sessions moved = %v, want 1", v)
+	}
+
+	// Clean start on n1: the session on n2 ends.
+	c.Disconnect(50)
+	time.Sleep(200 * time.Millisecond)
+	connect(t, n1.mqtt, "mover").Disconnect(50)
+	n2.waitMetric(t, "tern_sessions", func(v float64) bool { return v == 0 })
+}

@@ -74,8 +74,8 @@ type Node struct {
 	cseq   atomic.Int64 // last claim timestamp: strictly increasing on this node
 
 	stats struct {
-		forwarded, oversize, remoteDrops, decodeErrors, claimsRefused atomic.Uint64
-		confirmTimeouts, retainedIn, snapshots, unconfirmedGone       atomic.Uint64
+		forwarded, oversize, remoteDrops, decodeErrors, claimsRefused          atomic.Uint64
+		confirmTimeouts, retainedIn, snapshots, unconfirmedGone, sessionsMoved atomic.Uint64
 	}
 }
 
@@ -106,6 +106,7 @@ func (s subjects) acks(node string) string     { return s.prefix + "ack." + node
 func (s subjects) snapshot(node string) string { return s.prefix + "snap." + node }
 func (s subjects) rsync(node string) string    { return s.prefix + "rsync." + node }
 func (s subjects) votes(node string) string    { return s.prefix + "vote." + node }
+func (s subjects) session(node string) string  { return s.prefix + "sess." + node }
 
 // heartbeat is what every node publishes each Heartbeat.
 type heartbeat struct {
@@ -207,6 +208,7 @@ func (n *Node) Attach(srv *server.Server) error {
 		{n.subj.rsync(n.self), n.onRetainedSync},
 		{n.subj.claim, n.onClaim},
 		{n.subj.votes(n.self), n.onVote},
+		{n.subj.session(n.self), n.onSessionRequest},
 	} {
 		sub, err := n.nc.Subscribe(s.subj, s.fn)
 		if err != nil {
@@ -270,6 +272,19 @@ func (n *Node) beat() {
 	_ = n.nc.Publish(n.subj.hb, b)
 }
 
+// alivePeers counts the other nodes heard from recently.
+func (n *Node) alivePeers() int {
+	n.imu.Lock()
+	defer n.imu.Unlock()
+	k := 0
+	for _, p := range n.peers {
+		if p.alive {
+			k++
+		}
+	}
+	return k
+}
+
 // alive reports whether node is up (the table's $share member choice skips
 // members on nodes that are not).
 func (n *Node) alive(node string) bool {
@@ -315,6 +330,7 @@ func (n *Node) Metrics() []server.ClusterMetric {
 		c("tern_cluster_oversize_total", "Messages too large for the backplane, delivered on their own node only.", n.stats.oversize.Load()),
 		c("tern_cluster_confirm_expired_total", "Forwarded messages whose confirmations did not all come in time.", n.stats.confirmTimeouts.Load()),
 		c("tern_cluster_unconfirmed_gone_total", "Forwarded messages acknowledged without the confirmation of a node that went silent meanwhile.", n.stats.unconfirmedGone.Load()),
+		c("tern_cluster_sessions_moved_total", "Persistent sessions moved here from another node (takeover).", n.stats.sessionsMoved.Load()),
 		c("tern_cluster_errors_total", "Backplane errors: slow-consumer drops and undecodable messages.", n.stats.remoteDrops.Load()+n.stats.decodeErrors.Load()),
 		c("tern_cluster_claims_refused_total", "CONNECTs refused because the cluster did not give this node the client id.", n.stats.claimsRefused.Load()),
 		c("tern_cluster_retained_received_total", "Retained updates applied from other nodes.", n.stats.retainedIn.Load()),

@@ -46,8 +46,10 @@ type Cluster interface {
 	Interest(filter string, add bool)
 	// Claim asks the cluster for client id clientID on this node. done is
 	// called once, from any goroutine: with a token for Owns, or with an
-	// error when the cluster refuses (a newer claim, no majority).
-	Claim(clientID string, done func(token uint64, err error))
+	// error when the cluster refuses (a newer claim, no majority). With
+	// resume, a persistent session of clientID on another node is moved
+	// here (ImportSession) before done; without, it is discarded there.
+	Claim(clientID string, resume bool, done func(token uint64, err error))
 	// Owns reports whether the claim token still holds clientID here (no
 	// newer claim arrived since): checked once the session is attached, so
 	// a claim that raced past ends one of the two connections.
@@ -282,9 +284,11 @@ func (s *Server) RetainedEach(fn func(cm *ClusterMessage)) {
 
 // RemoteTakeover closes this node's connection of clientID, which another
 // node now holds: the will is published as for any takeover
-// [MQTT-3.1.4-3], a clean session ends, a persistent one goes offline here.
-// It reports whether a connection was closed. Safe from any goroutine.
-func (s *Server) RemoteTakeover(clientID, node string) bool {
+// [MQTT-3.1.4-3], a clean session ends, a persistent one goes offline here
+// (to be moved by ExportSession) or, with discard (the new connection
+// asked for a clean start [MQTT-3.1.2-4]), ends too. It reports whether a
+// connection was closed. Safe from any goroutine.
+func (s *Server) RemoteTakeover(clientID, node string, discard bool) bool {
 	sess := s.sessions.get(clientID)
 	if sess == nil {
 		return false
@@ -292,6 +296,9 @@ func (s *Server) RemoteTakeover(clientID, node string) bool {
 	sess.mu.Lock()
 	c := sess.owner
 	sess.mu.Unlock()
+	if discard {
+		go s.discardWhenOffline(sess)
+	}
 	if c == nil {
 		return false
 	}
@@ -299,6 +306,25 @@ func (s *Server) RemoteTakeover(clientID, node string) bool {
 	c.takenOver.Store(true)
 	c.loop.post(func() { c.closeNow(codec.SessionTakenOver, "session taken over by a connection on node "+node) })
 	return true
+}
+
+// discardWhenOffline ends sess once its connection let go of it (at most
+// two seconds).
+func (s *Server) discardWhenOffline(sess *session) {
+	for range 200 {
+		sess.mu.Lock()
+		online := sess.owner != nil
+		sess.mu.Unlock()
+		if !online {
+			var t txn
+			s.endSession(&t, sess)
+			if err := s.submitWait(&t); err != nil {
+				s.log.Error("discarding a session taken over on another node", "client_id", sess.id, "err", err)
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // ClusterStats are the cluster counters the server keeps.
@@ -330,7 +356,7 @@ func (s *Server) clusterMetrics(metric func(name, typ, help string, v float64)) 
 func (c *client) claimThenConnect(p *codec.Connect, assigned bool) gnet.Action {
 	cp := cloneConnect(p)
 	c.authenticating = true
-	c.loop.srv.cluster.Claim(c.id, func(token uint64, err error) {
+	c.loop.srv.cluster.Claim(c.id, !p.CleanStart, func(token uint64, err error) {
 		c.loop.post(func() { c.claimed(cp, assigned, token, err) })
 	})
 	return gnet.None
