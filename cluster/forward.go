@@ -109,7 +109,9 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 	if seq != 0 {
 		reply = n.subj.acks(n.self)
 	}
+	shard := topicShard(m.Topic)
 	for _, t := range targets {
+		subj := n.msgSubject(t.node, shard)
 		b := appendMessage((*bp)[:0], m, seq, t.groups, now)
 		*bp = b
 		if len(b) > maxPayload {
@@ -121,9 +123,9 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 		}
 		var err error
 		if reply != "" {
-			err = n.nc.PublishRequest(n.subj.msgs(t.node), reply, b)
+			err = n.nc.PublishRequest(subj, reply, b)
 		} else {
-			err = n.nc.Publish(n.subj.msgs(t.node), b)
+			err = n.nc.Publish(subj, b)
 		}
 		if err != nil && seq != 0 {
 			n.confirm(seq, t.node, false)
@@ -134,6 +136,20 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 		n.bufs.Put(bp)
 	}
 	return localGroups, wait
+}
+
+// recvShards is how many subscriptions (goroutines) a node receives
+// forwarded messages on.
+const recvShards = 4
+
+// topicShard picks a receive shard for topic (FNV-1a): one topic, one
+// shard, so its messages stay in order.
+func topicShard(topic []byte) int {
+	h := uint32(2166136261)
+	for _, c := range topic {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return int(h % recvShards)
 }
 
 func contains(list []string, s string) bool {
@@ -156,7 +172,7 @@ func (n *Node) onMessage(msg *nats.Msg) {
 	}
 	reply, seq := msg.Reply, d.seq
 	if reply == "" || seq == 0 {
-		n.srv.RemoteDeliver(&d.m, d.groups, func(error) {})
+		n.srv.RemoteDeliver(&d.m, d.groups, ignoreDone)
 		return
 	}
 	n.srv.RemoteDeliver(&d.m, d.groups, func(err error) {
@@ -170,6 +186,22 @@ func (n *Node) onMessage(msg *nats.Msg) {
 		b = append(b, n.self...)
 		_ = n.nc.Publish(reply, b)
 	})
+}
+
+func ignoreDone(error) {}
+
+// msgSubject returns node's message subject for shard without building a
+// string per message.
+func (n *Node) msgSubject(node string, shard int) string {
+	if v, ok := n.msub.Load(node); ok {
+		return v.(*[recvShards]string)[shard]
+	}
+	var s [recvShards]string
+	for k := range s {
+		s[k] = n.subj.msgShard(node, k)
+	}
+	n.msub.Store(node, &s)
+	return s[shard]
 }
 
 // onAck is a node's confirmation of a message this node forwarded.

@@ -62,6 +62,7 @@ type Node struct {
 	fseq uint64
 	pend map[uint64]*pending
 	bufs sync.Pool // *[]byte encode buffers
+	msub sync.Map  // node → *[recvShards]string: its message subjects, built once
 
 	// Retained (retained.go): rmu guards rver.
 	rmu  sync.Mutex
@@ -101,7 +102,12 @@ func newSubjects(cluster string) subjects {
 	return subjects{prefix: p, hb: p + "hb", interest: p + "int", claim: p + "claim", retained: p + "ret"}
 }
 
-func (s subjects) msgs(node string) string     { return s.prefix + "m." + node }
+// msgShard is the subject of one receive shard of node: topics hash onto
+// recvShards subscriptions, each served by its own goroutine, so a node
+// receives on several cores while each topic keeps its order.
+func (s subjects) msgShard(node string, k int) string {
+	return s.prefix + "m." + node + "." + strconv.Itoa(k)
+}
 func (s subjects) acks(node string) string     { return s.prefix + "ack." + node }
 func (s subjects) snapshot(node string) string { return s.prefix + "snap." + node }
 func (s subjects) rsync(node string) string    { return s.prefix + "rsync." + node }
@@ -202,7 +208,6 @@ func (n *Node) Attach(srv *server.Server) error {
 		{n.subj.hb, n.onHeartbeat},
 		{n.subj.interest, n.onInterest},
 		{n.subj.snapshot(n.self), n.onSnapshotRequest},
-		{n.subj.msgs(n.self), n.onMessage},
 		{n.subj.acks(n.self), n.onAck},
 		{n.subj.retained, n.onRetained},
 		{n.subj.rsync(n.self), n.onRetainedSync},
@@ -216,6 +221,14 @@ func (n *Node) Attach(srv *server.Server) error {
 		}
 		// Bounded: past these a subscription drops (counted) rather than
 		// growing without limit behind a stuck handler.
+		_ = sub.SetPendingLimits(1<<20, 512<<20)
+		n.subs = append(n.subs, sub)
+	}
+	for k := range recvShards {
+		sub, err := n.nc.Subscribe(n.subj.msgShard(n.self, k), n.onMessage)
+		if err != nil {
+			return fmt.Errorf("cluster: subscribe: %w", err)
+		}
 		_ = sub.SetPendingLimits(1<<20, 512<<20)
 		n.subs = append(n.subs, sub)
 	}
