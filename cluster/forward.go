@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/binary"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -100,40 +99,12 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 		n.fmu.Unlock()
 		wait = true
 	}
-	bp, _ := n.bufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
 	now := time.Now().UnixNano()
-	reply := ""
-	if seq != 0 {
-		reply = n.subj.acks(n.self)
-	}
 	shard := topicShard(m.Topic)
 	for _, t := range targets {
-		subj := n.msgSubject(t.node, shard)
-		b := appendMessage((*bp)[:0], m, seq, t.groups, now)
-		*bp = b
-		if len(b) > maxPayload {
-			n.stats.oversize.Add(1)
-			if seq != 0 {
-				n.confirm(seq, t.node, false)
-			}
-			continue
-		}
-		var err error
-		if reply != "" {
-			err = n.nc.PublishRequest(subj, reply, b)
-		} else {
-			err = n.nc.Publish(subj, b)
-		}
-		if err != nil && seq != 0 {
+		if !n.batchMessage(t.node, shard, m, seq, t.groups, now) && seq != 0 {
 			n.confirm(seq, t.node, false)
 		}
-		n.stats.forwarded.Add(1)
-	}
-	if cap(*bp) <= 64<<10 {
-		n.bufs.Put(bp)
 	}
 	return localGroups, wait
 }
@@ -161,31 +132,30 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// onMessage delivers a message another node forwarded here and, when
-// asked, confirms it once durable.
+// onMessage delivers the messages of a batch another node forwarded here
+// and confirms, once durable, those that ask for it.
 func (n *Node) onMessage(msg *nats.Msg) {
+	r := reader{b: msg.Data}
+	now := time.Now().UnixNano()
 	var d decoded
-	if err := decodeMessage(msg.Data, time.Now().UnixNano(), &d); err != nil {
-		n.stats.decodeErrors.Add(1)
-		n.log.Warn("cluster: undecodable message", "subject", msg.Subject, "err", err)
-		return
-	}
-	reply, seq := msg.Reply, d.seq
-	if reply == "" || seq == 0 {
-		n.srv.RemoteDeliver(&d.m, d.groups, ignoreDone)
-		return
-	}
-	n.srv.RemoteDeliver(&d.m, d.groups, func(err error) {
-		b := make([]byte, 0, 16+len(n.self))
-		b = binary.AppendUvarint(b, seq)
-		ok := byte(1)
-		if err != nil {
-			ok = 0
+	for len(r.b) > 0 {
+		frame := r.bytes()
+		if r.err != nil {
+			n.stats.decodeErrors.Add(1)
+			return
 		}
-		b = append(b, ok)
-		b = append(b, n.self...)
-		_ = n.nc.Publish(reply, b)
-	})
+		if err := decodeMessage(frame, now, &d); err != nil {
+			n.stats.decodeErrors.Add(1)
+			n.log.Warn("cluster: undecodable message", "subject", msg.Subject, "err", err)
+			continue
+		}
+		reply, seq := msg.Reply, d.seq
+		if reply == "" || seq == 0 {
+			n.srv.RemoteDeliver(&d.m, d.groups, ignoreDone)
+			continue
+		}
+		n.srv.RemoteDeliver(&d.m, d.groups, func(err error) { n.batchAck(reply, seq, err == nil) })
+	}
 }
 
 func ignoreDone(error) {}
@@ -204,14 +174,22 @@ func (n *Node) msgSubject(node string, shard int) string {
 	return s[shard]
 }
 
-// onAck is a node's confirmation of a message this node forwarded.
+// onAck is a batch of a node's confirmations of messages this node
+// forwarded: the node's name, then (sequence, ok) pairs.
 func (n *Node) onAck(msg *nats.Msg) {
-	seq, k := binary.Uvarint(msg.Data)
-	if k <= 0 || len(msg.Data) < k+1 {
-		n.stats.decodeErrors.Add(1)
-		return
+	r := reader{b: msg.Data}
+	node := string(r.bytes())
+	for r.err == nil && len(r.b) > 0 {
+		seq := r.uvarint()
+		ok := r.byte() == 1
+		if r.err != nil {
+			break
+		}
+		n.confirm(seq, node, ok)
 	}
-	n.confirm(seq, string(msg.Data[k+1:]), msg.Data[k] == 1)
+	if r.err != nil {
+		n.stats.decodeErrors.Add(1)
+	}
 }
 
 // confirm records node's confirmation of seq; the last one acknowledges

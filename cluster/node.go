@@ -61,8 +61,17 @@ type Node struct {
 	fmu  sync.Mutex
 	fseq uint64
 	pend map[uint64]*pending
-	bufs sync.Pool // *[]byte encode buffers
-	msub sync.Map  // node → *[recvShards]string: its message subjects, built once
+	msub sync.Map // node → *[recvShards]string: its message subjects, built once
+
+	// Batching (batch.go): omu guards the buffers being filled and their
+	// spares; fl serialises flushes.
+	omu                  sync.Mutex
+	fl                   sync.Mutex
+	outMsgs, spareMsgs   map[outKey][]byte
+	outReply, spareReply map[outKey]bool
+	outAcks, spareAcks   map[string][]byte
+	scratch              []byte
+	flushc               chan struct{}
 
 	// Retained (retained.go): rmu guards rver.
 	rmu  sync.Mutex
@@ -181,6 +190,10 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		local: make(map[string]int), peers: make(map[string]*peer),
 		pend: make(map[uint64]*pending), rver: make(map[string]version),
 		claims: make(map[string]claim), votes: make(map[uint64]*ballot),
+		outMsgs: make(map[outKey][]byte), spareMsgs: make(map[outKey][]byte),
+		outReply: make(map[outKey]bool), spareReply: make(map[outKey]bool),
+		outAcks: make(map[string][]byte), spareAcks: make(map[string][]byte),
+		flushc: make(chan struct{}, 1),
 	}
 	n.table = trie.New[string](n.alive)
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1),
@@ -232,8 +245,9 @@ func (n *Node) Attach(srv *server.Server) error {
 		_ = sub.SetPendingLimits(1<<20, 512<<20)
 		n.subs = append(n.subs, sub)
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.tick()
+	go n.flusher()
 	return nil
 }
 

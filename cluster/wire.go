@@ -9,6 +9,10 @@ import (
 	"github.com/ternmq/tern/server"
 )
 
+// A NATS message on m.<node>.<shard> is a batch: frames of (uvarint length,
+// message). Confirmations on ack.<node> are the confirming node's name
+// (uvarint length + bytes) then (uvarint sequence, ok byte) pairs.
+//
 // The wire format of a forwarded or retained message, between nodes of one
 // version of Tern (the first byte is the format's version):
 //
