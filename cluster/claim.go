@@ -35,8 +35,12 @@ import (
 // cannot take a session back.
 
 const (
-	claimTTL   = time.Minute      // how long a granted claim is remembered
-	staleClaim = 30 * time.Second // claims older than this are refused
+	// A granted claim is remembered claimTTL (claims matter only while
+	// CONNECTs race; the memory is per client id); a claim older than
+	// staleClaim (well inside claimTTL, well past any ClaimTimeout) is
+	// refused, so one delayed past its record cannot take an id back.
+	claimTTL   = 20 * time.Second
+	staleClaim = 10 * time.Second
 )
 
 var (

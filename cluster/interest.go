@@ -9,8 +9,8 @@ import (
 	"github.com/ternmq/tern/trie"
 )
 
-// Interest tables. Every node holds one trie of every node's filters (its
-// own included) with the node's name as the subscriber: matching a topic
+// Interest tables. Every node holds one trie of every node's filters (of
+// its own, only the $share ones) with the node's name as the subscriber: matching a topic
 // there says which nodes must get a message, and for a $share group which
 // one node serves it (the trie picks one member of a group, round-robin
 // over the nodes that are alive).
@@ -51,7 +51,13 @@ func (n *Node) Interest(filter string, add bool) {
 		if c > 0 {
 			return
 		}
-		n.table.Subscribe(filter, trie.Sub[string]{Subscriber: n.self, QoS: 2})
+		if isShared(filter) {
+			// Only $share filters of this node go in the table (it
+			// chooses the node that serves a group); for the others the
+			// server's own trie is the truth, and a second copy would cost
+			// memory per subscription.
+			n.table.Subscribe(filter, trie.Sub[string]{Subscriber: n.self, QoS: 2})
+		}
 	} else {
 		if c == 0 {
 			return
@@ -61,7 +67,9 @@ func (n *Node) Interest(filter string, add bool) {
 			return
 		}
 		delete(n.local, filter)
-		n.table.Unsubscribe(filter, n.self)
+		if isShared(filter) {
+			n.table.Unsubscribe(filter, n.self)
+		}
 	}
 	n.iver++
 	b, _ := json.Marshal(delta{Node: n.self, Inc: n.inc, Ver: n.iver, Add: add, Filter: filter})
@@ -89,6 +97,12 @@ func (n *Node) onInterest(msg *nats.Msg) {
 	n.imu.Unlock()
 	// Out of order, or a node we are not in step with: the heartbeat
 	// brings the snapshot.
+}
+
+// isShared reports whether filter is a $share subscription.
+func isShared(filter string) bool {
+	_, _, shared := trie.SplitShared(filter)
+	return shared
 }
 
 // applyLocked adds or removes one filter of p in the table. imu held.

@@ -415,7 +415,8 @@ type ClusterOptions struct {
 	// acknowledgement (it sends the message again). Default: DefaultConfirmTimeout.
 	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
 	// ClaimTimeout bounds the wait for a majority at CONNECT; past it the
-	// CONNECT is refused with Server unavailable. Default: DefaultClaimTimeout.
+	// CONNECT is refused with Server unavailable. At most 5s (claims older
+	// than 10s are refused). Default: DefaultClaimTimeout.
 	ClaimTimeout time.Duration `yaml:"claim_timeout"`
 	// Heartbeat is how often a node announces itself. Default: DefaultHeartbeat.
 	Heartbeat time.Duration `yaml:"heartbeat"`
@@ -449,6 +450,9 @@ func (o *ClusterOptions) validate(bad func(key, format string, args ...any)) {
 		if d.v <= 0 {
 			bad(d.key, "must be a positive duration, got %v", d.v)
 		}
+	}
+	if o.ClaimTimeout > 5*time.Second {
+		bad("cluster.claim_timeout", "must be at most 5s (older claims are refused as stale), got %v", o.ClaimTimeout)
 	}
 	if !validNodeName(o.Name) {
 		bad("cluster.name", "must be 1-64 letters, digits, '-' or '_', got %q", o.Name)
