@@ -404,3 +404,33 @@ func TestClusterPersistentSessionMoves(t *testing.T) {
 	connect(t, n1.mqtt, "mover").Disconnect(50)
 	n2.waitMetric(t, "tern_sessions", func(v float64) bool { return v == 0 })
 }
+
+// TestClusterMinorityRefusesConnects: a node that cannot reach a majority
+// of the configured nodes (here: the other two are dead) refuses new
+// CONNECTs with Server unavailable (3.1.1 return code 3 [MQTT-3.2.2-6]),
+// so no client id can be taken on both sides of a partition, and keeps the
+// connections it has.
+func TestClusterMinorityRefusesConnects(t *testing.T) {
+	nodes := startCluster(t, 3)
+	n1 := nodes[0]
+	lost := make(chan struct{}, 1)
+	kept := connect(t, n1.mqtt, "minority-kept", func(o *mqtt.ClientOptions) {
+		o.SetConnectionLostHandler(func(mqtt.Client, error) { lost <- struct{}{} })
+	})
+	nodes[1].stop(syscall.SIGKILL)
+	nodes[2].stop(syscall.SIGKILL)
+	n1.waitMetric(t, "tern_cluster_peers", func(v float64) bool { return v == 0 })
+	_, err := tryConnect(n1.mqtt, "minority-new")
+	if err == nil || err.Error() != "server Unavailable" {
+		t.Fatalf("CONNECT on a node without a majority: err %v, want server unavailable", err)
+	}
+	if v, _ := n1.metric("tern_cluster_claims_refused_total"); v < 1 {
+		t.Errorf("claims refused = %v", v)
+	}
+	select {
+	case <-lost:
+		t.Fatal("an existing connection was closed")
+	default:
+	}
+	wait(t, kept.Publish("still/here", 0, false, "x"), "publish on the minority node")
+}
