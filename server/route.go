@@ -91,7 +91,6 @@ func (s *Server) deliverAll(l *loop, t *txn, m *message, subs []trie.Sub[*sessio
 	for i := range uniq {
 		s.deliverSub(l, t, m, &uniq[i], ids[i])
 	}
-	return
 }
 
 // quotaRefusal checks, before any delivery, that every persistent recipient
