@@ -138,6 +138,18 @@ func (w *clusterWait) Ack(ok bool) {
 	}
 }
 
+// takeClusterWait returns the event's confirmations to wait for and clears
+// them; nil when none is outstanding (no forwarded message needed one), so
+// such an event's replies do not take a detour through the loop's mailbox.
+func (t *txn) takeClusterWait() *clusterWait {
+	w := t.cwait
+	t.cwait = nil
+	if w != nil && w.pending.Load() == 1 && !w.failed.Load() {
+		return nil // only the event's own count: nothing was sent to wait for
+	}
+	return w
+}
+
 // arm sets what runs once every confirmation is in, and releases the
 // event's own count (done may run at once, on this goroutine).
 func (w *clusterWait) arm(done func(ok bool)) {

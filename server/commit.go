@@ -131,8 +131,7 @@ func (c *client) finishEvent() {
 	if pacedNow {
 		waits++
 	}
-	cw := l.tx.cwait // confirmations from other cluster nodes (cluster.go)
-	l.tx.cwait = nil
+	cw := l.tx.takeClusterWait() // confirmations from other cluster nodes (cluster.go)
 	if cw != nil {
 		waits++
 	}
