@@ -112,9 +112,13 @@ func (s *Server) ExportSession(clientID string, from uint64, final bool) (*Sessi
 	for try := 0; ; try++ {
 		st.Deliveries = st.Deliveries[:0]
 		last := uint64(0)
-		_, _, err := s.store.ReadOutbound(clientID, from, int(min(st.Next-min(from, st.Next), 1<<20)), func(seq uint64, o persist.Outbound, rec *persist.Message) error {
-			st.Deliveries = append(st.Deliveries, MovedDelivery{Seq: seq, Out: o, Msg: rec})
+		_, _, err := s.store.ReadOutbound(clientID, from, int(min(st.Next-min(from, st.Next), 1<<20)), func(seq uint64, o persist.Outbound, rec *persist.Message, bad error) error {
 			last = seq
+			if bad != nil { // a record that does not decode does not move (backlog.go drops it too)
+				s.log.Warn("stored delivery does not decode; not moved", "client_id", clientID, "seq", seq, "err", bad)
+				return nil
+			}
+			st.Deliveries = append(st.Deliveries, MovedDelivery{Seq: seq, Out: o, Msg: rec})
 			return nil
 		})
 		if err != nil {

@@ -92,7 +92,7 @@ type Server struct {
 	// per-client publish rate.
 	listeners atomic.Pointer[listenerTable]
 	pubGates  publishGates
-	cluster         Cluster // nil for a single broker (cluster.go)
+	cluster   Cluster // nil for a single broker (cluster.go)
 }
 
 type stats struct {
