@@ -37,6 +37,8 @@
 //	introspect.go clients, sessions, retained, subscriptions as Go calls; kick, delete
 //	adminapi.go   the admin HTTP API /api/v1/ over introspect.go
 //	options.go    Options: every setting, its default and YAML key
+//	cluster.go    hooks of a cluster (package cluster): forward, retained, interest, claims
+//	cluster_session.go  a persistent session exported to / imported from another node
 //
 // # The PUBLISH path
 //
@@ -85,6 +87,8 @@
 // held across I/O or a store wait:
 //
 //	registry shard mu ─▶ session.mu ─▶ trie shard (inside trie) / loop.mu (mailbox)
+//	session.mu ─▶ the cluster's locks (Cluster.Interest runs under it; the
+//	              cluster never calls back into the server holding its own)
 //	retainQuota.mu ─▶ retained index (inside trie)
 //	expiryMu and willTimers.mu are leaves: released before session.mu is taken
 //
