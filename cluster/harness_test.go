@@ -32,7 +32,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ternBin = filepath.Join(dir, "tern")
-	build := exec.Command("go", "build", "-o", ternBin, "../cmd/tern")
+	args := []string{"build", "-o", ternBin}
+	if os.Getenv("TERN_CLUSTER_RACE") != "" {
+		args = append(args, "-race") // the nodes run with the race detector; a race makes them exit 66
+	}
+	build := exec.Command("go", append(args, "../cmd/tern")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building tern:", err)
@@ -105,6 +109,9 @@ func startCluster(t *testing.T, n int, extra ...string) []*node {
 	t.Cleanup(func() {
 		for _, nd := range nodes {
 			nd.stop(syscall.SIGKILL)
+			if strings.Contains(nd.log.String(), "WARNING: DATA RACE") {
+				t.Errorf("%s reported a data race (TERN_CLUSTER_RACE)", nd.name)
+			}
 		}
 		if t.Failed() {
 			for _, nd := range nodes {
