@@ -2,6 +2,8 @@ package cluster_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -433,4 +435,29 @@ func TestClusterMinorityRefusesConnects(t *testing.T) {
 	default:
 	}
 	wait(t, kept.Publish("still/here", 0, false, "x"), "publish on the minority node")
+}
+
+// TestClusterSecret: with cluster.secret set, nodes that share it form the
+// cluster and a node with another secret cannot join it.
+func TestClusterSecret(t *testing.T) {
+	dir := t.TempDir()
+	good, bad := dir+"/good.yaml", dir+"/bad.yaml"
+	if err := os.WriteFile(good, []byte("cluster:\n  secret: s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("cluster:\n  secret: wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, 3, "--config", good) // waits until each hears the other two
+	intruder := &node{name: "n4", mqtt: freeAddr(t), cluster: freeAddr(t), admin: freeAddr(t),
+		dir: filepath.Join(t.TempDir(), "data"), peers: []string{nodes[0].cluster}, extra: []string{"--config", bad}}
+	intruder.start(t)
+	t.Cleanup(func() { intruder.stop(syscall.SIGKILL) })
+	time.Sleep(3 * time.Second)
+	if v, err := intruder.metric("tern_cluster_peers"); err != nil || v != 0 {
+		t.Fatalf("a node with the wrong secret hears %v nodes (err %v)", v, err)
+	}
+	if v, _ := nodes[0].metric("tern_cluster_peers"); v != 2 {
+		t.Fatalf("n1 hears %v nodes, want 2", v)
+	}
 }

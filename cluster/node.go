@@ -29,6 +29,9 @@ import (
 // below it.
 const maxPayload = 8 << 20
 
+// routeUser is the user name of route connections when a secret is set.
+const routeUser = "tern"
+
 // chunkBytes bounds one chunk of a snapshot or of a retained catch-up.
 const chunkBytes = 1 << 20
 
@@ -149,6 +152,9 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster.peers %q: %w", p, err)
 		}
+		if opts.Secret != "" {
+			u.User = url.UserPassword(routeUser, opts.Secret)
+		}
 		routes = append(routes, u)
 	}
 	// The NATS client port cannot be switched off with routes (nats-server
@@ -172,6 +178,9 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		},
 		Routes:          routes,
 		NoSystemAccount: true,
+	}
+	if opts.Secret != "" {
+		nopts.Cluster.Username, nopts.Cluster.Password = routeUser, opts.Secret
 	}
 	ns, err := natsserver.NewServer(nopts)
 	if err != nil {

@@ -422,6 +422,11 @@ type ClusterOptions struct {
 	// Peers are the Listen addresses of the other nodes. The cluster's
 	// size, for majorities, is 1 + len(Peers).
 	Peers []string `yaml:"peers"`
+	// Secret, when set, is required of every node connecting to Listen
+	// (the same on every node): without it anyone who reaches the port can
+	// join the cluster. It travels in clear (no TLS on routes yet).
+	// Default: "" (no check; bind Listen to a private network).
+	Secret string `yaml:"secret"`
 	// ConfirmTimeout bounds the wait for the nodes that must store a QoS
 	// 1/2 message; past it the publisher is disconnected without an
 	// acknowledgement (it sends the message again). Default: DefaultConfirmTimeout.
