@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ternmq/tern/codec"
 	"github.com/ternmq/tern/trie"
@@ -351,14 +352,57 @@ func (s *Server) ClusterStats() ClusterStats {
 	return ClusterStats{Received: s.stats.clusterIn.Load(), Timeouts: s.stats.clusterTimeouts.Load(), Takeovers: s.stats.clusterTakeovers.Load()}
 }
 
-// clusterMetrics adds the cluster's metrics and the server's own cluster
-// counters to /metrics.
-func (s *Server) clusterMetrics(metric func(name, typ, help string, v float64)) {
-	metric("tern_cluster_received_total", "counter", "Messages other nodes forwarded to this node.", float64(s.stats.clusterIn.Load()))
-	metric("tern_cluster_confirm_timeouts_total", "counter", "Publishers disconnected because a node did not confirm a message in time.", float64(s.stats.clusterTimeouts.Load()))
-	metric("tern_cluster_takeovers_total", "counter", "Connections closed because another node took their client id.", float64(s.stats.clusterTakeovers.Load()))
-	for _, m := range s.cluster.Metrics() {
-		metric(m.Name, m.Type, m.Help, m.Value)
+// clusterSamples are the cluster's metrics: the server's own cluster
+// counters and the backplane's (Cluster.Metrics).
+func (s *Server) clusterSamples() []ClusterMetric {
+	c := func(name, help string, v uint64) ClusterMetric {
+		return ClusterMetric{Name: name, Type: "counter", Help: help, Value: float64(v)}
+	}
+	return append([]ClusterMetric{
+		c("tern_cluster_received_total", "Messages other nodes forwarded to this node.", s.stats.clusterIn.Load()),
+		c("tern_cluster_confirm_timeouts_total", "Publishers disconnected because a node did not confirm a message in time.", s.stats.clusterTimeouts.Load()),
+		c("tern_cluster_takeovers_total", "Connections closed because another node took their client id.", s.stats.clusterTakeovers.Load()),
+	}, s.cluster.Metrics()...)
+}
+
+// clusterCollector serves the cluster's metrics on /metrics (registered by
+// metricsRegistry when a cluster is set). The families are fixed once the
+// cluster is set; their descriptions are built once.
+//
+// Concurrency: Collect may run on several scrape goroutines at once; it
+// reads atomics and calls Cluster.Metrics, which is safe for that.
+type clusterCollector struct {
+	s     *Server
+	descs map[string]*prometheus.Desc
+}
+
+func newClusterCollector(s *Server) *clusterCollector {
+	c := &clusterCollector{s: s, descs: make(map[string]*prometheus.Desc)}
+	for _, m := range s.clusterSamples() {
+		c.descs[m.Name] = prometheus.NewDesc(m.Name, m.Help, nil, nil)
+	}
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.s.clusterSamples() {
+		d := c.descs[m.Name]
+		if d == nil {
+			continue // a family the cluster did not report at registration
+		}
+		typ := prometheus.GaugeValue
+		if m.Type == "counter" {
+			typ = prometheus.CounterValue
+		}
+		ch <- prometheus.MustNewConstMetric(d, typ, m.Value)
 	}
 }
 
