@@ -13,7 +13,7 @@ IMAGE ?= tern:$(VERSION)
 # Packages whose tests exercise shared state run under the race detector.
 RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/... ./bench/...
 
-.PHONY: build run test lint bench fuzz bench-compare test-crash clean dist docker test-mqttjs
+.PHONY: build run test lint bench fuzz bench-compare test-crash test-cluster-soak clean dist docker test-mqttjs
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tern
@@ -95,6 +95,10 @@ dist:
 # non-root, /data volume.
 docker:
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg DATE=$(DATE) -t $(IMAGE) .
+# Moves 1,000 persistent sessions between two of three cluster nodes while
+# QoS 1 messages flow to them, and reports what was lost (cluster/soak_test.go).
+test-cluster-soak:
+	TERN_CLUSTER_SOAK=1 $(GO) test -count=1 -timeout 15m -run TestClusterTakeoverSoak -v ./cluster
 
 clean:
 	rm -rf bin dist

@@ -33,6 +33,10 @@ type Config struct {
 	// Brokers are host:port addresses; clients are spread over them
 	// round-robin. Default 127.0.0.1:1883.
 	Brokers []string
+	// PubBrokers, when set, are where the publishers connect instead
+	// (round-robin), the subscribers staying on Brokers: e.g. publishers
+	// on one node of a cluster and subscribers on another. Default: Brokers.
+	PubBrokers []string
 	// Protocol is codec.Version311 (default) or codec.Version5.
 	Protocol byte
 	// Pubs and Subs are the publisher and subscriber counts. Defaults per
@@ -219,7 +223,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("unknown scenario %q (want conn, pub, sub, p2p, fan-in, fan-out or shared)", c.Scenario)
 	}
-	for _, b := range c.Brokers {
+	for _, b := range append(append([]string(nil), c.Brokers...), c.PubBrokers...) {
 		if _, _, err := net.SplitHostPort(b); err != nil {
 			bad("broker %q: want HOST:PORT", b)
 		}

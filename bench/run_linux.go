@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 // prepare completes cfg (defaults, a client id prefix) and resolves the
 // broker and source addresses.
-func prepare(cfg Config) (Config, []unix.Sockaddr, []unix.Sockaddr, error) {
+func prepare(cfg Config) (Config, [][]unix.Sockaddr, []unix.Sockaddr, error) {
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, nil, err
@@ -95,13 +95,19 @@ func prepare(cfg Config) (Config, []unix.Sockaddr, []unix.Sockaddr, error) {
 			cfg.ClientIDPrefix = "tb" + hex.EncodeToString(b[:]) + "-"
 		}
 	}
-	brokers := make([]unix.Sockaddr, len(cfg.Brokers))
-	for i, b := range cfg.Brokers {
-		sa, err := resolve(b)
-		if err != nil {
-			return cfg, nil, nil, fmt.Errorf("bench: broker %s: %w", b, err)
+	// brokers[0]: every client (subscribers); brokers[1]: publishers.
+	brokers := make([][]unix.Sockaddr, 2)
+	for k, list := range [][]string{cfg.Brokers, cfg.PubBrokers} {
+		for _, b := range list {
+			sa, err := resolve(b)
+			if err != nil {
+				return cfg, nil, nil, fmt.Errorf("bench: broker %s: %w", b, err)
+			}
+			brokers[k] = append(brokers[k], sa)
 		}
-		brokers[i] = sa
+	}
+	if len(brokers[1]) == 0 {
+		brokers[1] = brokers[0]
 	}
 	var sources []unix.Sockaddr
 	for _, s := range cfg.Sources {
@@ -152,7 +158,8 @@ func newReport(cfg *Config, loops int) *Report {
 // clientSpecs lists the clients to open: subscribers (or, for the conn
 // scenario, idle clients) and publishers, spread round-robin over the
 // brokers and source addresses.
-func clientSpecs(cfg *Config, brokers, sources []unix.Sockaddr) (subs, pubs []spec) {
+func clientSpecs(cfg *Config, brokerSets [][]unix.Sockaddr, sources []unix.Sockaddr) (subs, pubs []spec) {
+	brokers := brokerSets[0]
 	pick := func(i int) (unix.Sockaddr, unix.Sockaddr) {
 		var src unix.Sockaddr
 		if len(sources) > 0 {
@@ -179,6 +186,7 @@ func clientSpecs(cfg *Config, brokers, sources []unix.Sockaddr) (subs, pubs []sp
 		}
 		subs = append(subs, spec{role: roleSub, idx: i, rcv: rcv, broker: b, source: s, filter: []byte(cfg.filterFor(i))})
 	}
+	brokers = brokerSets[1]
 	for i := 0; i < cfg.Pubs; i++ {
 		b, s := pick(cfg.Subs + i)
 		pubs = append(pubs, spec{role: rolePub, idx: i, broker: b, source: s, topic: []byte(expand(cfg.Topic, i))})

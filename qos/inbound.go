@@ -59,3 +59,7 @@ func (in *Inbound) Release(id uint16) bool {
 	}
 	return false
 }
+
+// IDs returns the packet ids awaiting PUBREL (a copy), for a session that
+// moves to another node.
+func (in *Inbound) IDs() []uint16 { return append([]uint16(nil), in.ids...) }

@@ -90,18 +90,25 @@ func (c *client) authenticateAsync(a Authenticator, p *codec.Connect, assigned b
 
 // authenticated runs on c's loop with the Authenticator's verdict.
 func (c *client) authenticated(p *codec.Connect, assigned bool, err error) {
+	c.resumeConnect(func() gnet.Action {
+		if err != nil {
+			return c.refuse(p.ProtocolVersion, authRefusal(err), "authentication failed: "+err.Error())
+		}
+		return c.completeConnect(p, assigned)
+	})
+}
+
+// resumeConnect continues a CONNECT that waited off the loop (for the
+// Authenticator, or for the cluster's claim) with step, then does what the
+// end of a read event does. Runs on c's loop.
+func (c *client) resumeConnect(step func() gnet.Action) {
 	if !c.authenticating || c.state != stateNew {
 		return // closed, or timed out, meanwhile
 	}
 	c.authenticating = false
 	l := c.loop
 	l.now = nanotime()
-	var act gnet.Action
-	if err != nil {
-		act = c.refuse(p.ProtocolVersion, authRefusal(err), "authentication failed: "+err.Error())
-	} else {
-		act = c.completeConnect(p, assigned)
-	}
+	act := step()
 	said := len(l.out) > 0 || c.lastPending != nil
 	c.finishEvent()
 	l.drainLocal()

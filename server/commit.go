@@ -20,6 +20,9 @@ type txn struct {
 	// their owners can page them in once the batch is applied, so they are
 	// woken after the commit, not after submission.
 	spills []*session
+	// cwait gathers the confirmations other cluster nodes owe for the
+	// messages this event forwarded (cluster.go); nil without any.
+	cwait *clusterWait
 }
 
 func (t *txn) putHere(id uint64) bool {
@@ -63,6 +66,10 @@ type pendingReplies struct {
 // of the deliveries the batch stored once the batch is queued in the store.
 func (s *Server) submit(l *loop, t *txn, done func(error)) {
 	b, tk, wakes := t.b, t.ticket, t.wakes
+	if t.cwait != nil { // nobody waits for these confirmations (finishEvent took its own)
+		t.cwait.arm(func(bool) {})
+		t.cwait = nil
+	}
 	var spills []*session
 	if len(t.spills) > 0 {
 		spills = append(spills, t.spills...)
@@ -124,6 +131,10 @@ func (c *client) finishEvent() {
 	if pacedNow {
 		waits++
 	}
+	cw := l.tx.takeClusterWait() // confirmations from other cluster nodes (cluster.go)
+	if cw != nil {
+		waits++
+	}
 	if waits == 0 {
 		if c.lastPending == nil {
 			c.flush()
@@ -143,6 +154,9 @@ func (c *client) finishEvent() {
 	c.lastPending = p
 	if pacedNow {
 		c.cold.pacedReplies = p
+	}
+	if cw != nil {
+		c.armClusterWait(cw, p)
 	}
 	if l.tx.b == nil {
 		srv.submit(l, &l.tx, nil)

@@ -110,6 +110,15 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 // deliveries. p may be the loop's scratch or a copy kept across an
 // asynchronous authentication. Runs on c's loop.
 func (c *client) completeConnect(p *codec.Connect, assigned bool) gnet.Action {
+	if c.loop.srv.cluster != nil {
+		return c.claimThenConnect(p, assigned) // cluster.go: the client id must be ours first
+	}
+	return c.attachConnect(p, assigned, 0)
+}
+
+// attachConnect is completeConnect once the cluster (if any) gave this
+// node the client id with claim token.
+func (c *client) attachConnect(p *codec.Connect, assigned bool, token uint64) gnet.Action {
 	l, srv := c.loop, c.loop.srv
 	v := p.ProtocolVersion
 	if p.WillFlag {
@@ -165,6 +174,10 @@ func (c *client) completeConnect(p *codec.Connect, assigned bool) gnet.Action {
 	if sess == nil {
 		c.will = nil
 		return c.refuse(v, code, why)
+	}
+	if !c.clusterOwns(token) {
+		c.takenOver.Store(true) // a newer CONNECT elsewhere won while this one was attached
+		c.loop.post(func() { c.closeNow(codec.SessionTakenOver, "session taken over by a connection on another node") })
 	}
 	if present {
 		srv.recheckSubscriptions(c, sess)
@@ -304,7 +317,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 	}
 	sh.mu.Unlock()
 	for _, sub := range ended {
-		s.subs.Unsubscribe(sub.filter, old)
+		s.unsubscribeTrie(sub.filter, old)
 	}
 	if left != nil {
 		s.redispatchShared(&c.loop.tx, old, left)
@@ -335,7 +348,7 @@ func (s *Server) recheckSubscriptions(c *client, sess *session) {
 		}
 		sess.mu.Lock()
 		if sess.removeSubLocked(sub.filter) {
-			s.subs.Unsubscribe(sub.filter, sess)
+			s.unsubscribeTrie(sub.filter, sess)
 			dropped++
 		}
 		sess.mu.Unlock()

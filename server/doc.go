@@ -79,6 +79,8 @@
 //	options.go    Options: every setting, its default and YAML key
 //	hooks.go      Hooks: the chain, the blocking-hook pool, timeout, cache
 //	inproc.go     in-process clients: an in-memory gnet.Conn on in-process loops
+//	cluster.go    hooks of a cluster (package cluster): forward, retained, interest, claims
+//	cluster_session.go  a persistent session exported to / imported from another node
 //
 // # The PUBLISH path
 //
@@ -127,6 +129,8 @@
 // held across I/O or a store wait:
 //
 //	registry shard mu ─▶ session.mu ─▶ trie shard (inside trie) / loop.mu (mailbox)
+//	session.mu ─▶ the cluster's locks (Cluster.Interest runs under it; the
+//	              cluster never calls back into the server holding its own)
 //	retainQuota.mu ─▶ retained index (inside trie)
 //	expiryMu and willTimers.mu are leaves: released before session.mu is taken
 //

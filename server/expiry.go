@@ -82,7 +82,7 @@ func (s *Server) endSession(t *txn, sess *session) {
 	sess.f = nil
 	sess.mu.Unlock()
 	for _, sub := range subs {
-		s.subs.Unsubscribe(sub.filter, sess)
+		s.unsubscribeTrie(sub.filter, sess)
 	}
 	s.sessions.removeIf(sess.id, sess)
 	if stored.to > stored.from {

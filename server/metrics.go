@@ -170,6 +170,9 @@ func (s *Server) metricsRegistry() *prometheus.Registry {
 	reg.MustRegister(brokerCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.cluster != nil {
+		reg.MustRegister(newClusterCollector(s)) // cluster.go
+	}
 	return reg
 }
 

@@ -271,6 +271,9 @@ type Options struct {
 	// HookOptions bounds the pool, timeout and cache of the Authenticate
 	// and Authorize hooks. Go only; defaults in HookOptions.
 	HookOptions HookOptions `yaml:"-"`
+	// Cluster joins this broker to other nodes (cluster.go, package
+	// cluster). Default: no cluster.
+	Cluster ClusterOptions `yaml:"cluster"`
 
 	// Logger receives the broker's logs. Default: slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -421,6 +424,7 @@ func (o *Options) EnsureDefaults() {
 	}
 	o.Limits.EnsureDefaults()
 	o.HookOptions.ensureDefaults() // hooks.go
+	o.Cluster.EnsureDefaults()
 }
 
 // Validate reports every problem with o at once (joined), each message
@@ -573,6 +577,7 @@ func (o *Options) Validate() error {
 	if err := o.HookOptions.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	o.Cluster.validate(bad)
 	return errors.Join(errs...)
 }
 

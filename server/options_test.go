@@ -86,6 +86,7 @@ func TestEnsureDefaultsResolvesEveryDefaultOnce(t *testing.T) {
 	}
 	want.Limits.EnsureDefaults() // Limits documents and tests its own defaults
 	want.HookOptions.ensureDefaults()
+	want.Cluster.EnsureDefaults()
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("EnsureDefaults on zero Options:\n got %+v\nwant %+v", o, want)
 	}

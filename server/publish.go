@@ -132,6 +132,10 @@ func (s *Server) publishMessage(l *loop, t *txn, m *message) limitID {
 				from = m.from.id
 			}
 			s.refuse(limitRetained, from, "", "", "new retained topic over the retained limits: "+topic)
+			return 0
+		}
+		if s.cluster != nil {
+			s.cluster.Retained(&ClusterMessage{Topic: m.topic, Payload: m.payload, Props: m.props, ExpiresAt: m.expiresAt, QoS: m.qos, Retain: true})
 		}
 	}
 	return 0

@@ -144,7 +144,7 @@ func (s *Server) recoverSession(id string, rec *persist.Session, now int64) {
 			continue
 		}
 		sess.subs = append(sess.subs, sessionSub{filter: sub.Filter, qos: sub.QoS, opts: sub.Options, id: sub.ID})
-		s.subs.Subscribe(sub.Filter, subFor(sess, sub.QoS, sub.Options, sub.ID))
+		s.subscribeTrie(sub.Filter, subFor(sess, sub.QoS, sub.Options, sub.ID))
 	}
 	if dropped > 0 {
 		s.refuse(limitACLSubscribe, id, rec.Owner, "", fmt.Sprintf("recovered session lost %d subscription(s) the ACL does not allow", dropped))

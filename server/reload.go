@@ -256,7 +256,7 @@ func (s *Server) dropRefusedSubsLocked(a Authorizer, sess *session, clientID, us
 	}
 	for _, f := range refused {
 		if sess.removeSubLocked(f) {
-			s.subs.Unsubscribe(f, sess)
+			s.unsubscribeTrie(f, sess) // cluster.go: the cluster interest too
 		}
 	}
 	return len(refused)

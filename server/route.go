@@ -23,12 +23,21 @@ func (s *Server) route(l *loop, t *txn, m *message) limitID {
 			return why
 		}
 	}
+	if s.cluster != nil {
+		subs = s.forward(t, m, subs) // cluster.go: other nodes, and $share placement
+	}
+	s.deliverAll(l, t, m, subs)
+	return 0
+}
+
+// deliverAll delivers m to the matched subscriptions subs.
+func (s *Server) deliverAll(l *loop, t *txn, m *message, subs []trie.Sub[*session]) {
 	switch len(subs) {
 	case 0:
-		return 0
+		return
 	case 1:
 		s.deliverSub(l, t, m, &subs[0], nil)
-		return 0
+		return
 	}
 	// Overlapping subscriptions of one session collapse into one delivery.
 	// Small fan-outs dedupe by scanning; large ones with the loop's map.
@@ -82,7 +91,6 @@ func (s *Server) route(l *loop, t *txn, m *message) limitID {
 	for i := range uniq {
 		s.deliverSub(l, t, m, &uniq[i], ids[i])
 	}
-	return 0
 }
 
 // quotaRefusal checks, before any delivery, that every persistent recipient

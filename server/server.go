@@ -95,6 +95,7 @@ type Server struct {
 	pubGates  publishGates
 	inproc    inprocState // in-process clients and their loops (inproc.go)
 	hooks     *hookChain  // Options.Hooks, fixed by New (hooks.go)
+	cluster   Cluster     // nil for a single broker (cluster.go)
 }
 
 type stats struct {
@@ -106,6 +107,8 @@ type stats struct {
 	paced           atomic.Uint64 // publishers held back by full subscriber queues
 	redispatched    atomic.Uint64 // $share deliveries handed to another member (share.go)
 	corrupt         atomic.Uint64 // stored records that do not decode: skipped at recovery, deleted when paged in (backlog.go)
+	// Cluster counters (cluster.go).
+	clusterIn, clusterTimeouts, clusterTakeovers atomic.Uint64
 }
 
 // Stats is a snapshot of the broker's counters.

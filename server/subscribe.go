@@ -108,7 +108,7 @@ func (c *client) handleSubscribe(h codec.FixedHeader, body []byte) gnet.Action {
 		// The trie is updated under the session lock so that a concurrent
 		// end of the session (clean takeover on another loop) sees it.
 		existed := s.setSubLocked(sessionSub{filter: filter, qos: granted, opts: opts, id: subID})
-		srv.subs.Subscribe(filter, subFor(s, granted, opts, subID))
+		srv.subscribeTrie(filter, subFor(s, granted, opts, subID))
 		s.mu.Unlock()
 		changed = true
 		codes = append(codes, codec.ReasonCode(granted)) // Granted QoS 0–2
@@ -169,7 +169,7 @@ func (c *client) handleUnsubscribe(h codec.FixedHeader, body []byte) gnet.Action
 		s.mu.Lock()
 		existed := s.removeSubLocked(filter)
 		if existed {
-			srv.subs.Unsubscribe(filter, s)
+			srv.unsubscribeTrie(filter, s)
 			changed = true
 		}
 		s.mu.Unlock()

@@ -155,6 +155,12 @@ func visit[V any](n *node[rentry[V]], fn func(string, V) bool) bool {
 	return true
 }
 
+// Each calls fn with every retained topic, '$' topics included, until fn
+// returns false; like Match it holds no lock while fn runs.
+func (r *Retained[V]) Each(fn func(topic string, v V) bool) {
+	r.root.eachChild(func(c *node[rentry[V]]) bool { return visitAll(c, fn) })
+}
+
 // visitAll reports n's value and its whole subtree.
 func visitAll[V any](n *node[rentry[V]], fn func(string, V) bool) bool {
 	if !visit(n, fn) {

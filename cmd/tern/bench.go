@@ -80,6 +80,7 @@ func (l *benchList) Set(s string) error {
 type benchFlags struct {
 	cfg        bench.Config
 	brokers    benchList
+	pubBrokers benchList // --pub-broker: publishers only
 	protocol   string
 	sources    string
 	qos        uint
@@ -97,6 +98,7 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.Var(&f.brokers, "broker", "broker `HOST:PORT` (repeat or comma-separate to spread clients; default 127.0.0.1:1883)")
 	if cmd == "run" {
 		fs.StringVar(&c.Scenario, "scenario", "p2p", "p2p | fan-in | fan-out | shared")
+		fs.Var(&f.pubBrokers, "pub-broker", "`HOST:PORT` for the publishers only (repeat or comma-separate), subscribers staying on --broker: e.g. two nodes of a cluster")
 	}
 	fs.StringVar(&f.protocol, "protocol", "3.1.1", "MQTT version: 3.1.1 or 5.0")
 	fs.IntVar(&c.Pubs, "pubs", 0, "publishers (default per scenario: p2p 1, fan-in 100, fan-out 1, shared 100)")
@@ -151,6 +153,7 @@ func (f *benchFlags) finish(fs *flag.FlagSet, cmd string) (bench.Config, error) 
 		c.Scenario = bench.ScenarioSub
 	}
 	c.Brokers = f.brokers
+	c.PubBrokers = f.pubBrokers
 	switch f.protocol {
 	case "3.1.1", "311", "4":
 		c.Protocol = codec.Version311

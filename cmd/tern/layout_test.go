@@ -19,6 +19,7 @@ type layoutRule struct {
 	pkg        string   // pattern the rule applies to; an exact path beats a subtree
 	allow      []string // patterns of Tern packages pkg may depend on; "*" allows any
 	stdlibOnly bool     // pkg may depend on nothing outside the standard library either
+	deny       []string // import-path prefixes outside the module pkg must not depend on
 	why        string
 }
 
@@ -41,14 +42,20 @@ var layout = []layoutRule{
 		why: "a raw MQTT test client sends and reads the codec's packet structs; it still never sees the broker"},
 	{pkg: "bench", allow: []string{"codec", "internal/"},
 		why: "bench measures any broker over the wire, so it never calls into Tern's server"},
-	{pkg: "server", allow: []string{"codec", "trie", "qos", "persist", "internal/", "server/"},
-		why: "the broker composes the leaves"},
-	{pkg: "server/", allow: []string{"codec", "trie", "qos", "persist", "internal/", "server/"},
+	{pkg: "server", allow: []string{"codec", "trie", "qos", "persist", "internal/", "server/"}, deny: []string{natsModules},
+		why: "the broker composes the leaves; it knows the cluster only as server.Cluster, so a single broker carries no NATS"},
+	{pkg: "server/", allow: []string{"codec", "trie", "qos", "persist", "internal/", "server/"}, deny: []string{natsModules},
 		why: "a server leaf (auth, a transport) is used by the server, so importing it back would be a cycle in disguise"},
+	{pkg: "cluster", allow: []string{"server", "codec", "trie", "qos", "persist", "internal/", "server/"},
+		why: "the cluster backplane drives the broker from outside; the broker knows it only as server.Cluster"},
 	{pkg: "cmd/", allow: []string{"*"}, why: "commands wire everything together"},
 	{pkg: "tools/", allow: []string{"*"}, why: "tools are programs, like commands"},
 	{pkg: "examples/", allow: []string{"*"}, why: "examples are programs that embed the broker, like commands"},
 }
+
+// natsModules is the prefix of the NATS modules, which only the cluster
+// package (and the commands wiring it) may import.
+const natsModules = "github.com/nats-io/"
 
 // matches reports whether the module-relative package path rel matches
 // pattern (see layoutRule).
@@ -94,6 +101,11 @@ func layoutViolations(rel string, deps []string) []string {
 		if !ours {
 			if first, _, _ := strings.Cut(dep, "/"); r.stdlibOnly && strings.Contains(first, ".") {
 				bad = append(bad, rel+" depends on "+dep+": only the standard library is allowed ("+r.why+")")
+			}
+			for _, d := range r.deny {
+				if strings.HasPrefix(dep, d) {
+					bad = append(bad, rel+" depends on "+dep+": not allowed ("+r.why+")")
+				}
 			}
 			continue
 		}
@@ -167,6 +179,12 @@ func TestImportDirectionRules(t *testing.T) {
 		{"server/auth/authtest", module + "server", false},
 		{"server/stdnet", module + "server/auth", true},
 		{"cmd/tern", module + "server", true},
+		{"server", "github.com/nats-io/nats.go", false},
+		{"server/auth", "github.com/nats-io/nats-server/v2/server", false},
+		{"cluster", "github.com/nats-io/nats.go", true},
+		{"cluster", module + "server", true},
+		{"cluster", module + "bench", false},
+		{"cmd/tern", module + "cluster", true},
 		{"tools/crashtest", module + "bench", true},
 		{"newpkg", "fmt", false}, // no rule: refused until someone writes one
 	}

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ternmq/tern/cluster"
 	"github.com/ternmq/tern/server"
 	"github.com/ternmq/tern/server/auth"
 )
@@ -133,6 +134,9 @@ Flags:
 	fs.IntVar(&c.EventLoops, "event-loops", c.EventLoops, "number of event loops (0: one per CPU)")
 	fs.StringVar(&c.AdminListen, "admin", c.AdminListen, "`HOST:PORT` for the HTTP admin listener: Prometheus /metrics, /healthz and the admin API /api/v1/ (empty: off)")
 	fs.Var(&replaceList{p: &c.AdminUsers}, "admin-user", "`USER` of the password file allowed to use the admin API with HTTP basic auth; repeatable (replaces the file's admin_users)")
+	fs.StringVar(&c.Cluster.Node, "node", c.Cluster.Node, "this node's `NAME` in a cluster (with --cluster-listen)")
+	fs.StringVar(&c.Cluster.Listen, "cluster-listen", c.Cluster.Listen, "`HOST:PORT` other cluster nodes connect to (empty: a single broker, no cluster)")
+	fs.Var(&commaList{p: &c.Cluster.Peers}, "cluster-peers", "`HOST:PORT,...` cluster listen addresses of the other nodes (replaces the file's cluster.peers)")
 	return sf
 }
 
@@ -311,6 +315,19 @@ func serveCmd(args []string) int {
 		return nil
 	})
 	reloadSCRAMWithPasswords(srv, opts)
+	if opts.Cluster.Enabled() {
+		node, err := cluster.Start(opts.Cluster, logger)
+		if err == nil {
+			err = node.Attach(srv)
+		}
+		if err != nil {
+			_ = srv.Close()
+			fmt.Fprintf(os.Stderr, "tern serve: %v\n", err)
+			return 1
+		}
+		srv.SetCluster(node)
+		defer node.Close() // after the broker closed: its last wills still go out
+	}
 	sig := make(chan os.Signal, 1)
 	// SIGHUP (systemctl reload, mosquitto-style kill -HUP) reloads the
 	// password file, the ACL file, TLS certificates and the log level; it
@@ -413,6 +430,27 @@ func (l *replaceList) Set(v string) error {
 		*l.p, l.set = nil, true
 	}
 	*l.p = append(*l.p, v)
+	return nil
+}
+
+// commaList is a flag bound to a list option given as comma-separated
+// values; it replaces the list.
+type commaList struct{ p *[]string }
+
+func (l *commaList) String() string {
+	if l == nil || l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l *commaList) Set(v string) error {
+	*l.p = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l.p = append(*l.p, s)
+		}
+	}
 	return nil
 }
 

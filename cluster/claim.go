@@ -1,0 +1,265 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Client-id ownership. A CONNECT on any node first claims its client id:
+// the claim is (timestamp, node), ordered by timestamp then node name, and
+// every node votes. A node grants a claim unless it already granted a newer
+// one for that id; granting one for another node closes its own connection
+// of that id (RemoteTakeover: the will fires, a clean session ends). The
+// CONNECT goes ahead once a majority of the configured nodes (this one
+// included) granted, and is refused (Server unavailable) if one refused or
+// no majority answered within ClaimTimeout.
+//
+// Two claims racing for one id: each node grants the newer whenever it
+// arrives and refuses the older after the newer, so at most the newer can
+// be kept; the older may still collect a majority from nodes that saw it
+// first, but its node then sees the newer claim (its own table says it no
+// longer owns the id, checked once the session is attached — Owns), or
+// the newer claim's takeover closes it. Exactly one connection remains.
+//
+// In a partition only the side with a majority accepts CONNECTs; a node
+// on the minority side refuses them (clients retry elsewhere) and keeps
+// the connections it has.
+//
+// Clocks: a claim's timestamp is its node's clock. Nodes whose clocks are
+// apart by more than the time between two CONNECTs of one client may order
+// them wrongly (the later CONNECT refused; the client retries). Claims older
+// than staleClaim are refused outright, so a claim delayed in the network
+// cannot take a session back.
+
+const (
+	// A granted claim is remembered claimTTL (claims matter only while
+	// CONNECTs race; the memory is per client id); a claim older than
+	// staleClaim (well inside claimTTL, well past any ClaimTimeout) is
+	// refused, so one delayed past its record cannot take an id back.
+	claimTTL   = 20 * time.Second
+	staleClaim = 10 * time.Second
+)
+
+var (
+	errNewerClaim = errors.New("client id taken by a newer connection")
+	errNoMajority = errors.New("no majority of cluster nodes reachable (partition or nodes down)")
+)
+
+// claim is a node's claim on a client id.
+type claim struct {
+	ts   int64
+	node string
+	at   time.Time // when this node recorded it
+}
+
+func (c claim) newer(o claim) bool {
+	if c.ts != o.ts {
+		return c.ts > o.ts
+	}
+	return c.node > o.node
+}
+
+// ballot collects the votes on one of this node's claims.
+type ballot struct {
+	id       string
+	grants   int
+	voters   int // nodes that answered, this one included
+	expect   int // nodes alive when the claim left, this one included
+	resume   bool
+	holder   string // a node that has a persistent session of id
+	done     func(token uint64, err error)
+	deadline time.Time
+}
+
+type claimReq struct {
+	ID     string `json:"id"`
+	TS     int64  `json:"ts"`
+	Node   string `json:"node"`
+	Resume bool   `json:"resume,omitempty"` // the CONNECT resumes a session: it moves; else it is discarded
+}
+
+type voteMsg struct {
+	TS    int64  `json:"ts"` // the claim's timestamp: the ballot
+	Grant bool   `json:"grant"`
+	Node  string `json:"node"`
+	Has   bool   `json:"has,omitempty"` // the voter holds a persistent session of the id
+}
+
+// Claim implements server.Cluster.
+func (n *Node) Claim(id string, resume bool, done func(token uint64, err error)) {
+	c := claim{ts: n.clock(), node: n.self}
+	if !n.vote(id, c) {
+		n.stats.claimsRefused.Add(1)
+		done(0, errNewerClaim)
+		return
+	}
+	req, _ := json.Marshal(claimReq{ID: id, TS: c.ts, Node: n.self, Resume: resume})
+	need := n.size/2 + 1
+	alive := n.alivePeers()
+	if need <= 1 && alive == 0 {
+		// Alone in its cluster: nothing to wait for, but the others (if
+		// any run) still hear of it.
+		_ = n.nc.Publish(n.subj.claim, req)
+		done(uint64(c.ts), nil)
+		return
+	}
+	n.cmu.Lock()
+	n.votes[uint64(c.ts)] = &ballot{id: id, grants: 1, voters: 1, expect: 1 + alive, resume: resume,
+		done: done, deadline: time.Now().Add(n.opts.ClaimTimeout)}
+	n.cmu.Unlock()
+	if err := n.nc.PublishRequest(n.subj.claim, n.subj.votes(n.self), req); err != nil {
+		n.finishBallot(uint64(c.ts), errNoMajority)
+	}
+}
+
+// vote records c for id if nothing newer is known, reporting whether it
+// did (granted).
+func (n *Node) vote(id string, c claim) bool {
+	now := time.Now()
+	if c.ts < now.Add(-staleClaim).UnixNano() {
+		return false
+	}
+	n.cmu.Lock()
+	defer n.cmu.Unlock()
+	if cur, ok := n.claims[id]; ok && cur.newer(c) {
+		return false
+	}
+	c.at = now
+	n.claims[id] = c
+	return true
+}
+
+// Owns implements server.Cluster.
+func (n *Node) Owns(id string, token uint64) bool {
+	n.cmu.Lock()
+	cur, ok := n.claims[id]
+	n.cmu.Unlock()
+	return !ok || (cur.node == n.self && cur.ts == int64(token))
+}
+
+// onClaim votes on another node's claim and, granting it, closes this
+// node's connection of that client id.
+func (n *Node) onClaim(msg *nats.Msg) {
+	var r claimReq
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		n.stats.decodeErrors.Add(1)
+		return
+	}
+	if r.Node == n.self {
+		return
+	}
+	grant := n.vote(r.ID, claim{ts: r.TS, node: r.Node})
+	has := false
+	if grant {
+		has = r.Resume && n.srv.HasSession(r.ID)
+		n.srv.RemoteTakeover(r.ID, r.Node, !r.Resume)
+	}
+	if msg.Reply != "" {
+		b, _ := json.Marshal(voteMsg{TS: r.TS, Grant: grant, Node: n.self, Has: has})
+		_ = n.nc.Publish(msg.Reply, b)
+	}
+}
+
+// onVote counts a vote on one of this node's claims.
+func (n *Node) onVote(msg *nats.Msg) {
+	var v voteMsg
+	if err := json.Unmarshal(msg.Data, &v); err != nil {
+		n.stats.decodeErrors.Add(1)
+		return
+	}
+	key := uint64(v.TS)
+	if !v.Grant {
+		n.finishBallot(key, errNewerClaim)
+		return
+	}
+	n.cmu.Lock()
+	b := n.votes[key]
+	if b == nil {
+		n.cmu.Unlock()
+		return
+	}
+	b.grants++
+	b.voters++
+	if v.Has {
+		b.holder = v.Node
+	}
+	// A majority decides; a resuming CONNECT also waits (within the
+	// deadline) for every live node, one of which may hold its session.
+	won := b.grants >= n.size/2+1 && (!b.resume || b.holder != "" || b.voters >= b.expect)
+	if won {
+		delete(n.votes, key)
+	}
+	n.cmu.Unlock()
+	if won {
+		n.won(b, key)
+	}
+}
+
+// won completes a claim that a majority granted: a session held by
+// another node moves here first.
+func (n *Node) won(b *ballot, key uint64) {
+	if b.holder == "" {
+		b.done(key, nil)
+		return
+	}
+	go func() {
+		if err := n.moveSession(b.id, b.holder); err != nil {
+			n.log.Warn("cluster: moving a session failed; the client starts without it here", "client_id", b.id, "from", b.holder, "err", err)
+		}
+		b.done(key, nil)
+	}()
+}
+
+// finishBallot ends a ballot with err.
+func (n *Node) finishBallot(key uint64, err error) {
+	n.cmu.Lock()
+	b := n.votes[key]
+	delete(n.votes, key)
+	n.cmu.Unlock()
+	if b != nil {
+		n.stats.claimsRefused.Add(1)
+		n.log.Info("cluster: CONNECT refused", "client_id", b.id, "reason", err.Error())
+		b.done(0, err)
+	}
+}
+
+// expireBallots ends the claims past their deadline: won if a majority
+// granted (some live node did not answer), else refused.
+func (n *Node) expireBallots(now time.Time) {
+	var late []uint64
+	var won []uint64
+	var wonB []*ballot
+	n.cmu.Lock()
+	for k, b := range n.votes {
+		if now.After(b.deadline) {
+			if b.grants >= n.size/2+1 {
+				delete(n.votes, k)
+				won, wonB = append(won, k), append(wonB, b)
+				continue
+			}
+			late = append(late, k)
+		}
+	}
+	n.cmu.Unlock()
+	for i, k := range won {
+		n.won(wonB[i], k)
+	}
+	for _, k := range late {
+		n.finishBallot(k, errNoMajority)
+	}
+}
+
+// purgeClaims forgets claims older than claimTTL: a session's presence
+// on a node is the truth after that; claims matter only while CONNECTs race.
+func (n *Node) purgeClaims(now time.Time) {
+	n.cmu.Lock()
+	for id, c := range n.claims {
+		if now.Sub(c.at) > claimTTL {
+			delete(n.claims, id)
+		}
+	}
+	n.cmu.Unlock()
+}

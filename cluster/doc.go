@@ -1,0 +1,100 @@
+// Package cluster joins Tern brokers into one: each `tern serve` with a
+// cluster listen address embeds a NATS server (core NATS, no JetStream)
+// whose routes connect the nodes in a full mesh, and a Node that speaks to
+// the broker through server.Cluster (the server never imports NATS). Each
+// node keeps its own Pebble store; NATS stores nothing.
+//
+// # Subjects
+//
+// All subjects start with "tern.<cluster name>.":
+//
+//	hb            heartbeat of every node (name, incarnation, interest version)
+//	int           a node's filter added or removed (interest delta)
+//	snap.<node>   request: the node's whole filter set (chunked reply)
+//	m.<node>      messages forwarded to the node (reply: ack.<publisher>)
+//	ack.<node>    confirmations of what the node forwarded
+//	ret           retained set / cleared, with its version
+//	rsync.<node>  request: the node's retained messages and tombstones
+//	claim         a CONNECT's claim on a client id (replies: vote.<node>)
+//
+// # Routing by interest tables
+//
+// Every node holds one subscription trie of every node's distinct filters
+// (interest.go), built from deltas and repaired from snapshots whenever a
+// heartbeat shows a node's interest version differs from what the table
+// holds (a lost delta, a restart, a node new to us). A message published on
+// a node is matched there; each other node with a matching filter gets one
+// copy on its own subject, carrying the $share groups it is to serve; the
+// receiving node matches its own sessions (No Local, subscription
+// identifiers, Retain As Published, the QoS of each subscription are thus
+// applied where the subscriber is) and never forwards again. Per-node
+// subjects rather than NATS subject interest: the publisher must know
+// which nodes are to confirm a QoS 1/2 message, and MQTT's "#" (which
+// matches its parent level) and '$' rules do not map onto NATS wildcards
+// without over-delivery. NATS keeps the order of one connection's messages
+// on one subject, hence MQTT's per-topic order.
+//
+// # Confirmations (durability across nodes)
+//
+// A forwarded QoS 1/2 message carries a sequence number and a reply
+// subject; the receiving node answers once its deliveries are committed
+// (with durability sync, fsynced), and the publisher's PUBACK/PUBREC waits
+// for every node it sent to (forward.go; on the server side, the event's
+// held replies get one more condition). ConfirmTimeout without an answer
+// disconnects the publisher unacknowledged; a node declared gone (three
+// silent heartbeats) is no longer waited for.
+//
+// # Client ids
+//
+// claim.go: CONNECT claims (timestamp, node); every node votes; a majority
+// of the configured nodes must grant and none refuse. A node grants the
+// newest claim it has seen and closes its own connection of that id
+// (server.RemoteTakeover). After attaching, the server checks Owns: a newer
+// claim that arrived meanwhile wins. In a partition only the majority side
+// admits CONNECTs.
+//
+// # Retained messages
+//
+// retained.go: last writer wins by (timestamp, node); clears leave
+// tombstones for an hour; a node that sees another join fetches its
+// retained set and applies what is newer.
+//
+// # What happens when a node dies
+//
+// Its peers notice after three heartbeats, drop its filters and stop
+// waiting for its confirmations. Its clean sessions are gone with their
+// connections; its persistent sessions wait in its store until it
+// restarts (NATS retries the routes forever, so it rejoins by itself).
+//
+// # Next step: replicated sessions
+//
+// Today a persistent session lives on one node. The design to survive the
+// loss of that node, keeping this package's shape:
+//
+//   - Each persistent session gets a home node and R-1 replica nodes
+//     (R = 2 or 3), chosen by rendezvous hashing of the client id over the
+//     live nodes, so every node computes the same placement without a
+//     coordinator; the session's owner (where its client is connected)
+//     may differ from its home.
+//   - Every durable write of a session (session record, outbound entries,
+//     inbound QoS 2 markers, acknowledgements) is shipped, in the order of
+//     the owner's group commits, to the replicas on a per-replica subject;
+//     a replica applies it to its Pebble store and confirms after its own
+//     fsync. The owner's acknowledgement to a publisher (and the SUBACK,
+//     PUBREC/PUBCOMP to a subscriber) waits for a majority of the session's
+//     copies, the same held-replies mechanism as forwarding confirmations.
+//   - Owner failure: the claim of the reconnecting client (on any node)
+//     fetches the session from the most up-to-date live replica (highest
+//     applied commit sequence), which needs a majority of copies to
+//     answer; QoS 2 state travels with it, so exactly-once holds.
+//   - Moving a live session (takeover to another node) is the same path
+//     with the old owner as the source: it stops delivering, ships what is
+//     left, and deletes its copy only after the new owner confirmed it
+//     stored it. Messages forwarded to the old owner during the move carry
+//     (origin node, sequence) so the new owner drops duplicates.
+//   - Rebalancing when nodes join or leave copies sessions to their new
+//     replicas in the background, bounded in bytes per second.
+//
+// The wire formats are versioned (wire.go); nodes of one cluster must run
+// the same version of Tern.
+package cluster
