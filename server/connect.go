@@ -373,6 +373,15 @@ func assignClientID() string {
 // yet it serves the network. Ports of listeners bound to a non-loopback or
 // wildcard address are never "loopback", even for a loopback peer.
 func (s *Server) onLoopbackListener(a net.Addr) bool {
+	// TLS and WebSocket listeners accept before the gnet engine has booted
+	// and recorded the plain listeners' bound addresses (OnBoot): such an
+	// early connection waits for it (moments) rather than read them
+	// half-written.
+	select {
+	case <-s.ready:
+	case <-s.done:
+		return false
+	}
 	s.publicPortsOnce.Do(func() {
 		s.publicPorts = make(map[int]bool)
 		for _, list := range [][]net.Addr{s.addrs, s.tlsAddrs, s.wsAddrs} {
