@@ -301,7 +301,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	cl := &client{loop: l, conn: c, lst: ls, deadline: uint32(l.now/1e9 + int64(s.opts.ConnectTimeout/time.Second))}
-	cl.proxyWait = ls != nil && ls.settings.ProxyProtocol
+	cl.proxyWait = ls != nil && ls.proxyOnGnet
 	cl.loopback = s.onLoopbackListener(c.LocalAddr()) // connect.go: by the listener's configured address
 	c.SetContext(cl)
 	l.wheel.add(cl, int64(cl.deadline))

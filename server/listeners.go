@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,7 +38,7 @@ type WebSocketListener = stdnet.WebSocketListener
 // before the gnet engine starts. The transport gets as many task loops as
 // gnet has event loops (Options.EventLoops, resolved by EnsureDefaults).
 func (s *Server) startNetListeners() error {
-	tlsListeners := s.opts.TLSListeners
+	tlsListeners, wsListeners := s.proxyListeners()
 	keys, err := s.ticketKeys()
 	if err != nil {
 		return err
@@ -47,6 +49,8 @@ func (s *Server) startNetListeners() error {
 			Logger:       s.log,
 			MaxPlaintext: 2*s.opts.MaxPacketSize + 64<<10,
 			TicketKeys:   keys,
+			ProxyTimeout: s.opts.ConnectTimeout,
+			ProxyRefused: s.proxyRefused,
 		}, tlsListeners)
 		if err != nil {
 			return err
@@ -62,7 +66,8 @@ func (s *Server) startNetListeners() error {
 		Logger:           s.log,
 		CloseStatus:      wsCloseStatus,
 		TicketKeys:       keys,
-	}, tlsListeners, s.opts.WebSocketListeners)
+		ProxyRefused:     s.proxyRefused,
+	}, tlsListeners, wsListeners)
 	if err != nil {
 		s.tlsL.Stop()
 		return err
@@ -264,4 +269,30 @@ func (s *Server) tlsOpen() int64 { return s.tlsT.Stats().Open + s.tlsL.Stats().O
 // tlsHandshakeFailures counts failed TLS handshakes on either engine.
 func (s *Server) tlsHandshakeFailures() uint64 {
 	return s.tlsT.Stats().TLSHandshakeFailures + s.tlsL.Stats().TLSHandshakeFailures
+}
+
+// proxyListeners returns copies of the TLS and WebSocket listeners with
+// ProxyProtocol set from listener_settings: their transports read the
+// PROXY header before the TLS handshake or HTTP request.
+func (s *Server) proxyListeners() ([]TLSListener, []WebSocketListener) {
+	tl := slices.Clone(s.opts.TLSListeners)
+	for i := range tl {
+		tl[i].ProxyProtocol = s.opts.ListenerSettings[tl[i].Addr].ProxyProtocol
+	}
+	wl := slices.Clone(s.opts.WebSocketListeners)
+	for i := range wl {
+		wl[i].ProxyProtocol = s.opts.ListenerSettings[wl[i].Addr].ProxyProtocol
+	}
+	return tl, wl
+}
+
+// proxyRefused counts and logs (rate-limited) a TLS or WebSocket
+// connection closed for a missing or invalid PROXY protocol header, as
+// readProxyHeader does on the gnet path. Any goroutine.
+func (s *Server) proxyRefused(remote net.Addr, err error) {
+	r := ""
+	if remote != nil {
+		r = remote.String()
+	}
+	s.refuse(limitProxyHeader, "", "", r, "closed: invalid PROXY protocol header: "+err.Error())
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -44,7 +45,8 @@ type ListenerSettings struct {
 	// ProxyProtocol expects a PROXY protocol header (v1 or v2, from a load
 	// balancer such as HAProxy, AWS NLB, nginx) before MQTT on every
 	// connection; the address it carries is the client's in logs, limits
-	// and the failed-login limiter. Plain TCP listeners only. Default false.
+	// and the failed-login limiter. On TLS and WebSocket listeners the
+	// header comes before the TLS handshake or HTTP request. Default false.
 	ProxyProtocol bool `yaml:"proxy_protocol"`
 	// MaxConnections caps the listener's open connections. Default 0: only
 	// the broker-wide limits.max_connections applies.
@@ -58,7 +60,7 @@ type ListenerSettings struct {
 }
 
 // validateListenerSettings checks Options.ListenerSettings: every key
-// names a configured listener, PROXY protocol only on plain TCP ones.
+// names a configured listener.
 func (o *Options) validateListenerSettings(bad func(key, format string, args ...any)) {
 	kind := map[string]string{}
 	for _, l := range o.Listeners {
@@ -72,13 +74,10 @@ func (o *Options) validateListenerSettings(bad func(key, format string, args ...
 	}
 	for addr, ls := range o.ListenerSettings {
 		key := "listener_settings[" + strconv.Quote(addr) + "]"
-		k, ok := kind[addr]
+		_, ok := kind[addr]
 		if !ok {
 			bad(key, "names no configured listener (give the address exactly as listeners, tls_listeners or websocket_listeners do)")
 			continue
-		}
-		if ls.ProxyProtocol && k != "tcp" {
-			bad(key+".proxy_protocol", "is supported on plain TCP listeners only, not on a %s listener", k)
 		}
 		if ls.MaxConnections < 0 {
 			bad(key+".max_connections", "must not be negative, got %d", ls.MaxConnections)
@@ -149,9 +148,12 @@ func (g gate) takeShared(tat *atomic.Int64, now int64) bool {
 type listenerState struct {
 	addr     string // as configured
 	settings ListenerSettings
-	connGate gate
-	tat      atomic.Int64 // connection-rate bucket
-	conns    atomic.Int64 // open connections admitted on it
+	// proxyOnGnet: the broker reads the PROXY header (a plain TCP
+	// listener); a TLS or WebSocket listener's transport read it already.
+	proxyOnGnet bool
+	connGate    gate
+	tat         atomic.Int64 // connection-rate bucket
+	conns       atomic.Int64 // open connections admitted on it
 }
 
 // listenerTable finds a connection's listener by its local address: the
@@ -175,7 +177,8 @@ func (s *Server) bindListenerSettings(cfg string, a net.Addr) {
 	if burst == 0 {
 		burst = math.Ceil(ls.MaxConnectionRate)
 	}
-	st := &listenerState{addr: cfg, settings: ls, connGate: newGate(ls.MaxConnectionRate, burst)}
+	st := &listenerState{addr: cfg, settings: ls, connGate: newGate(ls.MaxConnectionRate, burst),
+		proxyOnGnet: ls.ProxyProtocol && slices.Contains(s.opts.Listeners, cfg)}
 	// A gnet connection's LocalAddr is its listener's configured address
 	// (port 0 included), a standard-library one's the bound address: the
 	// table knows both.

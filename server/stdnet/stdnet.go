@@ -107,6 +107,10 @@ type Config struct {
 	// TLS and wss:// listener (the first encrypts), so that tickets
 	// survive a restart and resume on any node with the same keys.
 	TicketKeys [][32]byte
+	// ProxyRefused, when set, is told of a connection closed because its
+	// listener expects a PROXY protocol header (ProxyProtocol) and the
+	// connection did not start with a valid one. Any goroutine.
+	ProxyRefused func(remote net.Addr, err error)
 }
 
 // Stats are the transport's counters since Start.

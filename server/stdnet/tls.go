@@ -52,6 +52,11 @@ type TLSListener struct {
 	// WriteTimeout closes a connection whose peer accepts less than 64 KiB
 	// in this long. Default: 30 s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// ProxyProtocol: every connection starts with a PROXY protocol header
+	// (v1 or v2), read before the TLS handshake within HandshakeTimeout;
+	// the address it names is the connection's RemoteAddr. The broker
+	// sets it from listener_settings.
+	ProxyProtocol bool `yaml:"-"`
 }
 
 // curveIDs are the names Curves accepts.
@@ -111,13 +116,13 @@ func (t *Transport) listenTLS(l TLSListener) error {
 	t.lns = append(t.lns, ln)
 	t.tlsAddrs = append(t.tlsAddrs, ln.Addr())
 	t.wg.Add(1)
-	go t.acceptTLS(ln, src, wt)
+	go t.acceptTLS(ln, src, wt, l.ProxyProtocol)
 	t.cfg.Logger.Info("tern listening (TLS)", "addr", ln.Addr().String())
 	return nil
 }
 
 // acceptTLS accepts until Stop, backing off on errors such as EMFILE.
-func (t *Transport) acceptTLS(ln net.Listener, src *CertSource, writeTimeout time.Duration) {
+func (t *Transport) acceptTLS(ln net.Listener, src *CertSource, writeTimeout time.Duration, proxy bool) {
 	defer t.wg.Done()
 	var pause time.Duration
 	for {
@@ -145,22 +150,32 @@ func (t *Transport) acceptTLS(ln net.Listener, src *CertSource, writeTimeout tim
 		t.handshaking[raw] = struct{}{}
 		t.hsWG.Add(1)
 		t.mu.Unlock()
-		go t.handshake(raw, src, writeTimeout)
+		go t.handshake(raw, src, writeTimeout, proxy)
 	}
 }
 
 // handshake runs the TLS handshake of raw within HandshakeTimeout (the
 // whole cost of a peer that connects and sends nothing is this goroutine
 // and its socket until then) and opens the connection, with the identity
-// its client certificate carries if the listener takes one.
-func (t *Transport) handshake(raw net.Conn, src *CertSource, writeTimeout time.Duration) {
+// its client certificate carries if the listener takes one. With proxy,
+// the PROXY protocol header is read first (within HandshakeTimeout too).
+func (t *Transport) handshake(raw net.Conn, src *CertSource, writeTimeout time.Duration, proxy bool) {
 	defer t.hsWG.Done()
+	sock := raw
+	defer func() {
+		t.mu.Lock()
+		delete(t.handshaking, sock)
+		t.mu.Unlock()
+	}()
+	if proxy {
+		var ok bool
+		if raw, ok = t.readProxy(raw); !ok {
+			return
+		}
+	}
 	tc := tls.Server(raw, src.front)
 	_ = raw.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	err := tc.Handshake()
-	t.mu.Lock()
-	delete(t.handshaking, raw)
-	t.mu.Unlock()
 	if err != nil {
 		_ = raw.Close()
 		if !t.stopped.Load() {

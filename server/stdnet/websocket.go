@@ -61,6 +61,11 @@ type WebSocketListener struct {
 	// WriteTimeout closes a connection whose peer accepts less than 64 KiB
 	// in this long. Default: 30 s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// ProxyProtocol: every connection starts with a PROXY protocol header
+	// (v1 or v2), read before the TLS handshake (wss://) or the HTTP
+	// request, within the header timeout; the address it names is the
+	// connection's RemoteAddr. The broker sets it from listener_settings.
+	ProxyProtocol bool `yaml:"-"`
 	// HeaderTimeout bounds reading an HTTP request (and the TLS handshake
 	// of wss://). Default: Config.HandshakeTimeout (the broker's
 	// ConnectTimeout).
@@ -211,6 +216,9 @@ func (t *Transport) listenWebSocket(l WebSocketListener) error {
 		return fmt.Errorf("WebSocket listener: %w", err)
 	}
 	var ln net.Listener = countingListener{tcp, t}
+	if l.ProxyProtocol {
+		ln = proxyListener{ln, t}
+	}
 	if src != nil {
 		src.addr = tcp.Addr().String()
 		src.SetSessionTicketKeys(t.cfg.TicketKeys)
@@ -334,7 +342,7 @@ func (t *Transport) wssConnState(c net.Conn, st http.ConnState) {
 	if st != http.StateClosed || t.stopped.Load() {
 		return
 	}
-	if tc, ok := c.(*tls.Conn); ok && !tc.ConnectionState().HandshakeComplete {
+	if tc, ok := c.(*tls.Conn); ok && !tc.ConnectionState().HandshakeComplete && !proxyFailed(tc) {
 		t.stats.handshakeFailures.Add(1)
 	}
 }

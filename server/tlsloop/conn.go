@@ -61,6 +61,7 @@ type conn struct {
 	tc        *tls.Conn
 	p         pipe
 	ctx       any
+	proxied   net.Addr // the PROXY protocol header's address; nil: the peer's
 
 	in       []byte // decrypted, not yet consumed (a pooled buffer, or nil)
 	inBuf    *[]byte
@@ -445,4 +446,13 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// RemoteAddr is the client's address: the one its PROXY protocol header
+// named, if its listener takes one, else the peer's.
+func (c *conn) RemoteAddr() net.Addr {
+	if c.proxied != nil {
+		return c.proxied
+	}
+	return c.Conn.RemoteAddr()
 }

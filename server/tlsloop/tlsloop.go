@@ -49,6 +49,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ternmq/tern/internal/proxyproto"
+
 	"github.com/ternmq/tern/server/stdnet"
 )
 
@@ -70,6 +72,14 @@ type Config struct {
 	// listener (the first encrypts): tickets then survive a restart and
 	// resume on any node with the same keys.
 	TicketKeys [][32]byte
+	// ProxyTimeout bounds the read of a PROXY protocol header on a
+	// listener with ProxyProtocol (the broker passes its connect timeout).
+	// Default 10 s.
+	ProxyTimeout time.Duration
+	// ProxyRefused, when set, is told of a connection closed because its
+	// listener expects a PROXY protocol header and it did not start with a
+	// valid one. Any goroutine.
+	ProxyRefused func(remote net.Addr, err error)
 }
 
 // Stats are the engine's counters.
@@ -93,9 +103,14 @@ type Engine struct {
 	done    chan struct{}
 	stopped atomic.Bool
 	wg      sync.WaitGroup // accept loops
-	hsWG    sync.WaitGroup // handshake goroutines
-	cpu     chan struct{}  // handshake CPU tokens
-	plain   sync.Pool      // *[]byte plaintext buffers of plainBufSize
+	proxy   []bool         // per listener: ProxyProtocol
+	// pmu guards proxying: connections whose PROXY header is being read
+	// (Stop closes them).
+	pmu      sync.Mutex
+	proxying map[net.Conn]struct{}
+	hsWG     sync.WaitGroup // handshake goroutines
+	cpu      chan struct{}  // handshake CPU tokens
+	plain    sync.Pool      // *[]byte plaintext buffers of plainBufSize
 
 	reloadMu sync.Mutex
 	tickOnce sync.Once
@@ -119,6 +134,9 @@ func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
 	if cfg.MaxPlaintext <= 0 {
 		cfg.MaxPlaintext = 2 << 20
 	}
+	if cfg.ProxyTimeout <= 0 {
+		cfg.ProxyTimeout = 10 * time.Second
+	}
 	if cfg.HandshakeCPU <= 0 {
 		cfg.HandshakeCPU = runtime.GOMAXPROCS(0)
 	}
@@ -140,6 +158,7 @@ func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
 		src.SetSessionTicketKeys(cfg.TicketKeys)
 		src.CheckExpiry(time.Now())
 		e.lns, e.srcs, e.addrs = append(e.lns, ln), append(e.srcs, src), append(e.addrs, ln.Addr())
+		e.proxy = append(e.proxy, l.ProxyProtocol)
 		cfg.Logger.Info("tern listening (TLS on the event loops)", "addr", ln.Addr().String())
 	}
 	return e, nil
@@ -194,6 +213,11 @@ func (e *Engine) Stop() {
 	}
 	close(e.done)
 	e.closeListeners()
+	e.pmu.Lock()
+	for nc := range e.proxying {
+		_ = nc.Close() // its header read fails at once
+	}
+	e.pmu.Unlock()
 	e.wg.Wait()
 }
 
@@ -218,8 +242,12 @@ func (e *Engine) GnetOptions() []gnet.Option {
 func (e *Engine) Wrap() gnet.EventHandler { return &handler{inner: e.cfg.Handler, e: e} }
 
 // marker is the gnet context a TLS connection is enrolled with: OnOpen
-// tells TLS connections from plain ones by it.
-type marker struct{ src *stdnet.CertSource }
+// tells TLS connections from plain ones by it. proxied is the address a
+// PROXY protocol header named (a marker per connection then).
+type marker struct {
+	src     *stdnet.CertSource
+	proxied net.Addr
+}
 
 type handler struct {
 	inner gnet.EventHandler
@@ -248,7 +276,7 @@ func (h *handler) OnTick() (time.Duration, gnet.Action) {
 		}
 		for i, ln := range e.lns {
 			e.wg.Add(1)
-			go e.accept(ln, &marker{src: e.srcs[i]})
+			go e.accept(ln, &marker{src: e.srcs[i]}, e.proxy[i])
 		}
 	})
 	d, act := h.inner.OnTick()
@@ -264,6 +292,7 @@ func (h *handler) OnOpen(raw gnet.Conn) ([]byte, gnet.Action) {
 		return h.inner.OnOpen(raw)
 	}
 	c := h.e.newConn(raw, m.src)
+	c.proxied = m.proxied
 	raw.SetContext(c)
 	// The broker admits the connection now (limits, descriptor budget)
 	// and starts its connect timer, which also bounds the handshake.
@@ -303,7 +332,7 @@ func (h *handler) OnClose(raw gnet.Conn, err error) gnet.Action {
 
 // accept accepts until Stop and enrolls each socket on an event loop,
 // backing off on errors such as EMFILE.
-func (e *Engine) accept(ln net.Listener, m *marker) {
+func (e *Engine) accept(ln net.Listener, m *marker, proxy bool) {
 	defer e.wg.Done()
 	var pause time.Duration
 	for {
@@ -322,6 +351,10 @@ func (e *Engine) accept(ln net.Listener, m *marker) {
 			continue
 		}
 		pause = 0
+		if proxy {
+			e.acceptProxied(nc, m.src)
+			continue
+		}
 		if !e.enroll(nc, m) {
 			_ = nc.Close()
 			if e.stopped.Load() {
@@ -329,6 +362,44 @@ func (e *Engine) accept(ln net.Listener, m *marker) {
 			}
 		}
 	}
+}
+
+// acceptProxied reads nc's PROXY protocol header on a goroutine of its own
+// (a silent peer holds it for at most ProxyTimeout, and delays no other
+// accept), byte-exactly so that gnet then reads the TLS ClientHello from
+// the socket, and enrolls nc with the address the header named. An
+// invalid header closes nc and is reported to Config.ProxyRefused.
+func (e *Engine) acceptProxied(nc net.Conn, src *stdnet.CertSource) {
+	e.pmu.Lock()
+	if e.stopped.Load() {
+		e.pmu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	if e.proxying == nil {
+		e.proxying = map[net.Conn]struct{}{}
+	}
+	e.proxying[nc] = struct{}{}
+	e.wg.Add(1) // the accept loop holds the group open: Stop's Wait has not returned
+	e.pmu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		addr, err := proxyproto.ReadHeader(nc, e.cfg.ProxyTimeout)
+		e.pmu.Lock()
+		delete(e.proxying, nc)
+		e.pmu.Unlock()
+		if err != nil {
+			_ = nc.Close()
+			if !e.stopped.Load() && e.cfg.ProxyRefused != nil {
+				e.cfg.ProxyRefused(nc.RemoteAddr(), err)
+			}
+			return
+		}
+		_ = nc.SetReadDeadline(time.Time{})
+		if !e.enroll(nc, &marker{src: src, proxied: addr}) {
+			_ = nc.Close()
+		}
+	}()
 }
 
 // enroll hands nc to gnet (which dups its descriptor and closes nc). The
