@@ -264,7 +264,7 @@ func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
 			}
 			if bound != nil {
 				s.addrs = append(s.addrs, bound)
-				s.bindListenerSettings(l, bound) // ratelimit.go
+				s.bindListenerSettings(l, bound, true) // ratelimit.go
 			}
 		}
 		_ = unix.Close(fd)

@@ -78,10 +78,10 @@ func (s *Server) startNetListeners() error {
 	}
 	s.wsAddrs = t.WebSocketAddrs()
 	for i, a := range s.tlsAddrs { // ratelimit.go: per-listener settings, by bound address
-		s.bindListenerSettings(s.opts.TLSListeners[i].Addr, a)
+		s.bindListenerSettings(s.opts.TLSListeners[i].Addr, a, false)
 	}
 	for i, a := range s.wsAddrs {
-		s.bindListenerSettings(s.opts.WebSocketListeners[i].Addr, a)
+		s.bindListenerSettings(s.opts.WebSocketListeners[i].Addr, a, false)
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"maps"
 	"math"
 	"net"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -166,8 +165,9 @@ type listenerTable struct {
 
 // bindListenerSettings records the settings of the listener configured as
 // cfg, now bound at a. Runs once per listener at start, before its first
-// accept (OnBoot for gnet listeners), serialised by Serve.
-func (s *Server) bindListenerSettings(cfg string, a net.Addr) {
+// accept (OnBoot for gnet listeners), serialised by Serve. onGnet: a plain
+// TCP listener, whose PROXY header the broker reads itself.
+func (s *Server) bindListenerSettings(cfg string, a net.Addr, onGnet bool) {
 	ls, ok := s.opts.ListenerSettings[cfg]
 	t, isTCP := a.(*net.TCPAddr)
 	if !ok || !isTCP {
@@ -178,7 +178,7 @@ func (s *Server) bindListenerSettings(cfg string, a net.Addr) {
 		burst = math.Ceil(ls.MaxConnectionRate)
 	}
 	st := &listenerState{addr: cfg, settings: ls, connGate: newGate(ls.MaxConnectionRate, burst),
-		proxyOnGnet: ls.ProxyProtocol && slices.Contains(s.opts.Listeners, cfg)}
+		proxyOnGnet: ls.ProxyProtocol && onGnet}
 	// A gnet connection's LocalAddr is its listener's configured address
 	// (port 0 included), a standard-library one's the bound address: the
 	// table knows both.

@@ -141,13 +141,15 @@ func TestListenerSettingsValidation(t *testing.T) {
 	}
 	for _, want := range []string{
 		`listener_settings["127.0.0.1:9999"]: names no configured listener`,
-		`listener_settings["127.0.0.1:8080"].proxy_protocol: is supported on plain TCP listeners only`,
 		`.max_connections: must not be negative`, `.max_connection_rate:`, `.connection_burst:`,
 		`limits.max_publish_rate:`, `limits.max_publish_bytes_rate:`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
 		}
+	}
+	if strings.Contains(err.Error(), "proxy_protocol") { // allowed on a WebSocket listener
+		t.Errorf("proxy_protocol refused on a WebSocket listener:\n%v", err)
 	}
 }
 
