@@ -6,8 +6,11 @@ import (
 	"github.com/ternmq/tern/internal/proxyproto"
 )
 
-// PROXY protocol (HAProxy's spec, versions 1 and 2) on a plain TCP
-// listener with ListenerSettings.ProxyProtocol: a load balancer in front
+// PROXY protocol (HAProxy's spec, versions 1 and 2; the parser is
+// internal/proxyproto's) on a plain TCP listener with
+// ListenerSettings.ProxyProtocol (TLS and WebSocket listeners: their
+// transports read the header, see stdnet/proxy.go, and report the proxied
+// address as the conn's RemoteAddr): a load balancer in front
 // of the broker sends, before the client's first byte, a header naming the
 // client's address. The broker reads it before any MQTT (onTraffic), and
 // from then on that address is the client's (client.remoteAddr): in logs,
