@@ -161,21 +161,22 @@ func (t *Transport) acceptTLS(ln net.Listener, src *CertSource, writeTimeout tim
 // the PROXY protocol header is read first (within HandshakeTimeout too).
 func (t *Transport) handshake(raw net.Conn, src *CertSource, writeTimeout time.Duration, proxy bool) {
 	defer t.hsWG.Done()
-	sock := raw
-	defer func() {
-		t.mu.Lock()
-		delete(t.handshaking, sock)
-		t.mu.Unlock()
-	}()
+	sock := raw // the key in t.handshaking
 	if proxy {
 		var ok bool
 		if raw, ok = t.readProxy(raw); !ok {
+			t.mu.Lock()
+			delete(t.handshaking, sock)
+			t.mu.Unlock()
 			return
 		}
 	}
 	tc := tls.Server(raw, src.front)
 	_ = raw.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	err := tc.Handshake()
+	t.mu.Lock()
+	delete(t.handshaking, sock)
+	t.mu.Unlock()
 	if err != nil {
 		_ = raw.Close()
 		if !t.stopped.Load() {
