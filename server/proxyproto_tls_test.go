@@ -85,18 +85,30 @@ func testProxyProtocolTLS(t *testing.T, engine string) {
 	waitRefused(t, srv, before, 1+len(proxyBadHeaders))
 }
 
-// The same for a ws:// listener: a gorilla client whose NetDial writes the
-// header before the HTTP upgrade request.
+// The same for ws:// and wss:// listeners: a gorilla client whose NetDial
+// writes the header before the TLS handshake or the HTTP upgrade request.
 func TestProxyProtocolWebSocketListener(t *testing.T) {
+	t.Run("ws", func(t *testing.T) { testProxyProtocolWebSocket(t, false) })
+	t.Run("wss", func(t *testing.T) { testProxyProtocolWebSocket(t, true) })
+}
+
+func testProxyProtocolWebSocket(t *testing.T, secure bool) {
 	rec := &remotes{}
+	scheme, l := "ws://", WebSocketListener{Addr: "127.0.0.1:0"}
+	var clientTLS *tls.Config
+	if secure {
+		cfg, pool := selfSigned(t)
+		scheme, l.Config = "wss://", cfg
+		clientTLS = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	}
 	srv, _ := startBroker(t, func(o *Options) {
 		o.Authenticator = rec
-		o.WebSocketListeners = []WebSocketListener{{Addr: "127.0.0.1:0"}}
+		o.WebSocketListeners = []WebSocketListener{l}
 		o.ListenerSettings = map[string]ListenerSettings{"127.0.0.1:0": {ProxyProtocol: true}}
 	})
 	addr := srv.WebSocketAddrs()[0].String()
 	dialer := func(header []byte) *websocket.Dialer {
-		return &websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second,
+		return &websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second, TLSClientConfig: clientTLS,
 			NetDialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
 				nc, err := (&net.Dialer{}).DialContext(ctx, network, a)
 				if err == nil && header != nil {
@@ -106,7 +118,7 @@ func TestProxyProtocolWebSocketListener(t *testing.T) {
 			}}
 	}
 	for _, tc := range proxyCases {
-		ws, _, err := dialer(tc.header).Dial("ws://"+addr+"/mqtt", nil)
+		ws, _, err := dialer(tc.header).Dial(scheme+addr+"/mqtt", nil)
 		if err != nil {
 			t.Fatalf("%s: upgrade after the header: %v", tc.name, err)
 		}
@@ -128,11 +140,11 @@ func TestProxyProtocolWebSocketListener(t *testing.T) {
 		}
 	}
 	before := srv.Refused()["proxy_protocol"]
-	if _, _, err := dialer(nil).Dial("ws://"+addr+"/mqtt", nil); err == nil {
+	if _, _, err := dialer(nil).Dial(scheme+addr+"/mqtt", nil); err == nil {
 		t.Error("an upgrade without a PROXY header succeeded")
 	}
 	for _, bad := range proxyBadHeaders {
-		if _, _, err := dialer(bad).Dial("ws://"+addr+"/mqtt", nil); err == nil {
+		if _, _, err := dialer(bad).Dial(scheme+addr+"/mqtt", nil); err == nil {
 			t.Errorf("%q: upgraded", bad)
 		}
 	}
