@@ -68,7 +68,7 @@
 //	will.go       wills, 5.0 Will Delay
 //	limits.go     broker-wide limits, refusal counters and rate-limited logs
 //	ratelimit.go  per-listener connection rate and cap, per-client publish rate (pacing)
-//	proxyproto.go PROXY protocol v1/v2 header before MQTT on opted-in listeners
+//	proxyproto.go PROXY protocol v1/v2 header before MQTT on opted-in plain TCP listeners (TLS/WebSocket: stdnet/proxy.go, tlsloop)
 //	reload.go     Reload: password file, ACL (atomic swap, subscriptions re-checked), OnReload hooks
 //	v5.go, v5_alias.go, auth.go   5.0-only state: capabilities, topic aliases, AUTH
 //	sys.go        $SYS topics, /healthz, the admin HTTP listener (auth in adminapi.go)
