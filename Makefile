@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DA
 DIST_PLATFORMS := linux/amd64 linux/arm64
 IMAGE ?= tern:$(VERSION)
 # Packages whose tests exercise shared state run under the race detector.
-RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/... ./bench/...
+RACE_PKGS := ./trie/... ./qos/... ./server/... ./persist/... ./bench/... ./cmd/... ./internal/...
 
 .PHONY: build run test lint bench fuzz bench-compare test-crash test-cluster-soak clean dist docker test-mqttjs
 

@@ -161,9 +161,15 @@ func (s *Server) wssConfigured() bool {
 // reloadTLS re-reads the certificate, key and client CA files of every TLS
 // and wss:// listener, for the handshakes that follow; established
 // connections keep theirs. If any file is missing or bad, nothing changes
-// and the error names the listener and the file. Safe from any goroutine
-// once Serve has started the listeners; a no-op without TLS listeners.
+// and the error names the listener and the file. Safe from any goroutine;
+// a no-op without TLS listeners or before Serve is ready (a SIGHUP during
+// start-up: the listeners read the files as they start).
 func (s *Server) reloadTLS() error {
+	select {
+	case <-s.ready: // Serve set tlsT and tlsL before the engine booted
+	default:
+		return nil // not serving yet: the listeners read the files when they start
+	}
 	return errors.Join(s.tlsT.ReloadTLS(), s.tlsL.ReloadTLS())
 }
 
