@@ -201,7 +201,7 @@ func (c *conn) writeAll(buf []byte) error {
 func (c *conn) writeFailed(err error) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.t.stats.writeTimeouts.Add(1)
-		c.t.logWriteTimeout.log(c.t.cfg.Logger, slog.LevelInfo, "closing a connection whose peer stopped reading",
+		c.t.logWriteTimeout.Log(c.t.cfg.Logger, slog.LevelInfo, "closing a connection whose peer stopped reading",
 			"remote", addrString(c.raw.RemoteAddr()), "write_timeout", c.writeTimeout)
 	}
 	c.wmu.Lock()

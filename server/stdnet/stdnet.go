@@ -57,7 +57,6 @@
 package stdnet
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -66,6 +65,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ternmq/tern/internal/listenutil"
 
 	"github.com/gorilla/websocket"
 	"github.com/panjf2000/gnet/v2"
@@ -158,8 +159,8 @@ type Transport struct {
 
 	stats counters
 
-	logAccept, logHandshake, logWriteTimeout rateLog
-	logWSPath, logWSOrigin, logHTTP          rateLog
+	logAccept, logHandshake, logWriteTimeout listenutil.RateLog
+	logWSPath, logWSOrigin, logHTTP          listenutil.RateLog
 }
 
 // Start opens the listeners and returns the running transport, or nil (and
@@ -343,52 +344,5 @@ func (t *Transport) closeStatus(c *conn, err error) (int, string) {
 	return websocket.CloseNormalClosure, ""
 }
 
-// backoff is the pause after the n-th consecutive Accept error: 5 ms
-// doubling to 1 s, as net/http does, so that EMFILE does not spin a core.
-func backoff(prev time.Duration) time.Duration {
-	if prev == 0 {
-		return 5 * time.Millisecond
-	}
-	return min(2*prev, time.Second)
-}
-
 // sleep waits d or until Stop; false once stopping.
-func (t *Transport) sleep(d time.Duration) bool {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-t.done:
-		return false
-	case <-tm.C:
-		return true
-	}
-}
-
-// rateLog lets one log line of a kind through per logEvery and counts the
-// ones it held back: a scanner or a reconnect storm must not flood the
-// log. Safe from any goroutine.
-type rateLog struct {
-	mu         sync.Mutex
-	next       time.Time
-	suppressed int
-}
-
-const logEvery = 10 * time.Second
-
-func (r *rateLog) log(l *slog.Logger, level slog.Level, msg string, args ...any) {
-	now := time.Now()
-	r.mu.Lock()
-	if now.Before(r.next) {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.suppressed = 0
-	r.next = now.Add(logEvery)
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed_since_last", n)
-	}
-	l.Log(context.Background(), level, msg, args...)
-}
+func (t *Transport) sleep(d time.Duration) bool { return listenutil.Sleep(t.done, d) }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/ternmq/tern/internal/listenutil"
 )
 
 // TLSListener is one MQTT-over-TLS listener.
@@ -132,8 +134,8 @@ func (t *Transport) acceptTLS(ln net.Listener, src *CertSource, writeTimeout tim
 				return
 			}
 			t.stats.acceptErrors.Add(1)
-			pause = backoff(pause)
-			t.logAccept.log(t.cfg.Logger, slog.LevelError, "TLS accept failed; backing off",
+			pause = listenutil.Backoff(pause)
+			t.logAccept.Log(t.cfg.Logger, slog.LevelError, "TLS accept failed; backing off",
 				"addr", ln.Addr().String(), "err", err, "backoff", pause)
 			if !t.sleep(pause) {
 				return
@@ -192,6 +194,6 @@ func (t *Transport) handshake(raw net.Conn, src *CertSource, writeTimeout time.D
 // handshakeFailed counts and logs (rate-limited) a failed TLS handshake.
 func (t *Transport) handshakeFailed(remote net.Addr, err error) {
 	t.stats.handshakeFailures.Add(1)
-	t.logHandshake.log(t.cfg.Logger, slog.LevelInfo, "TLS handshake failed",
+	t.logHandshake.Log(t.cfg.Logger, slog.LevelInfo, "TLS handshake failed",
 		"remote", addrString(remote), "err", err)
 }

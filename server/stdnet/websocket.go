@@ -256,7 +256,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.t
 	if !slices.Contains(h.paths, r.URL.Path) {
 		t.stats.wsNotFound.Add(1)
-		t.logWSPath.log(t.cfg.Logger, slog.LevelInfo, "WebSocket request for an unknown path",
+		t.logWSPath.Log(t.cfg.Logger, slog.LevelInfo, "WebSocket request for an unknown path",
 			"remote", r.RemoteAddr, "path", clip(r.URL.Path), "want", strings.Join(h.paths, " "))
 		http.Error(w, "404 not found", http.StatusNotFound)
 		return
@@ -269,7 +269,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !h.originAllowed(r) {
 		t.stats.wsOrigin.Add(1)
-		t.logWSOrigin.log(t.cfg.Logger, slog.LevelWarn, "WebSocket upgrade refused: cross-origin request (add the origin to the listener's allowed origins if it is yours)",
+		t.logWSOrigin.Log(t.cfg.Logger, slog.LevelWarn, "WebSocket upgrade refused: cross-origin request (add the origin to the listener's allowed origins if it is yours)",
 			"remote", r.RemoteAddr, "origin", clip(r.Header.Get("Origin")), "host", clip(r.Host))
 		http.Error(w, "403 cross-origin WebSocket request refused", http.StatusForbidden)
 		return
@@ -371,7 +371,7 @@ func (e httpErrorLog) Write(p []byte) (int, error) {
 	if strings.Contains(msg, "TLS handshake error") {
 		rl, level = &e.t.logHandshake, slog.LevelInfo
 	}
-	rl.log(e.t.cfg.Logger, level, "WebSocket listener: "+msg)
+	rl.Log(e.t.cfg.Logger, level, "WebSocket listener: "+msg)
 	return len(p), nil
 }
 

@@ -131,7 +131,7 @@ func (c *conn) handshakeDone(err error) {
 		// Also when the connection closed first (the peer gave up, or
 		// the connect timeout closed it): the handshake failed all the same.
 		e.failures.Add(1)
-		e.logHS.log(e.cfg.Logger, slog.LevelInfo, "TLS handshake failed",
+		e.logHS.Log(e.cfg.Logger, slog.LevelInfo, "TLS handshake failed",
 			"remote", addrString(c.RemoteAddr()), "err", err)
 		if c.state == stateHandshake {
 			_ = c.EventLoop().Close(c.Conn)

@@ -47,6 +47,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ternmq/tern/internal/listenutil"
+
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ternmq/tern/internal/proxyproto"
@@ -118,7 +120,7 @@ type Engine struct {
 
 	open, handshaking                       atomic.Int64
 	handshakes, resumed, failures, acceptEr atomic.Uint64
-	logHS, logAccept                        rateLog
+	logHS, logAccept                        listenutil.RateLog
 }
 
 // Listen binds the listeners (so their addresses, port 0 resolved, are
@@ -342,8 +344,8 @@ func (e *Engine) accept(ln net.Listener, m *marker, proxy bool) {
 				return
 			}
 			e.acceptEr.Add(1)
-			pause = backoff(pause)
-			e.logAccept.log(e.cfg.Logger, slog.LevelError, "TLS accept failed; backing off",
+			pause = listenutil.Backoff(pause)
+			e.logAccept.Log(e.cfg.Logger, slog.LevelError, "TLS accept failed; backing off",
 				"addr", ln.Addr().String(), "err", err, "backoff", pause)
 			if !e.sleep(pause) {
 				return
@@ -412,7 +414,7 @@ func (e *Engine) enroll(nc net.Conn, m *marker) bool {
 		if _, err := eng.Register(ctx); err == nil {
 			return true
 		} else if e.stopped.Load() || !errors.Is(err, errEmptyEngine) {
-			e.logAccept.log(e.cfg.Logger, slog.LevelError, "TLS connection not enrolled on an event loop", "err", err)
+			e.logAccept.Log(e.cfg.Logger, slog.LevelError, "TLS connection not enrolled on an event loop", "err", err)
 			return false
 		}
 		if !e.sleep(time.Millisecond) {
@@ -423,47 +425,4 @@ func (e *Engine) enroll(nc net.Conn, m *marker) bool {
 }
 
 // sleep waits d or until Stop; false once stopping.
-func (e *Engine) sleep(d time.Duration) bool {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-e.done:
-		return false
-	case <-tm.C:
-		return true
-	}
-}
-
-// backoff is the pause after consecutive Accept errors: 5 ms doubling to 1 s.
-func backoff(prev time.Duration) time.Duration {
-	if prev == 0 {
-		return 5 * time.Millisecond
-	}
-	return min(2*prev, time.Second)
-}
-
-// rateLog lets one log line of a kind through per 10 s and counts the
-// ones it held back. Safe from any goroutine.
-type rateLog struct {
-	mu         sync.Mutex
-	next       time.Time
-	suppressed int
-}
-
-func (r *rateLog) log(l *slog.Logger, level slog.Level, msg string, args ...any) {
-	now := time.Now()
-	r.mu.Lock()
-	if now.Before(r.next) {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.suppressed = 0
-	r.next = now.Add(10 * time.Second)
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed_since_last", n)
-	}
-	l.Log(context.Background(), level, msg, args...)
-}
+func (e *Engine) sleep(d time.Duration) bool { return listenutil.Sleep(e.done, d) }
