@@ -14,6 +14,8 @@
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# gnet with Tern's patch, named by a replace directive in go.mod
+COPY third_party ./third_party
 RUN go mod download
 COPY . .
 ARG VERSION=dev

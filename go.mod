@@ -60,3 +60,8 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 )
+
+// gnet v2.10.0 with one patch: a failed accept (EMFILE, ENFILE, ENOBUFS,
+// ENOMEM) refuses the queued connection instead of stopping the engine.
+// See third_party/gnet/PATCHES.md.
+replace github.com/panjf2000/gnet/v2 => ./third_party/gnet

@@ -20,10 +20,13 @@ import (
 )
 
 // gnetLogger routes gnet's own logging into the broker's slog.Logger and
-// keeps its error lines: gnet stops the whole engine when accept fails
-// (EMFILE, ENFILE, ENOBUFS) and Rotate then returns nil, so those lines
-// are the only record of why, for Serve's error. An accept failure is also
-// counted as a refusal of limit accept_emfile.
+// keeps its error lines: when gnet stops the whole engine by itself, Rotate
+// returns nil, so those lines are the only record of why, for Serve's
+// error. A failed accept (EMFILE, ENFILE, ENOBUFS, ENOMEM) no longer stops
+// the engine (the patch in third_party/gnet refuses the queued connection
+// with a spare descriptor instead); it is counted and logged, rate-limited,
+// as a refusal of limit accept_emfile — an attacker opening sockets must
+// not also flood the log.
 type gnetLogger struct{ s *Server }
 
 func (g gnetLogger) Debugf(format string, args ...any) {
@@ -40,10 +43,11 @@ func (g gnetLogger) Warnf(format string, args ...any) {
 
 func (g gnetLogger) Errorf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	g.s.engineErr.add(msg)
 	if strings.HasPrefix(format, "Accept() failed") {
 		g.s.refuse(limitEMFILE, "", "", "", msg)
+		return
 	}
+	g.s.engineErr.add(msg)
 	g.s.log.Error("gnet: " + msg)
 }
 
@@ -88,31 +92,33 @@ func (s *Server) stoppedByItself() error {
 }
 
 // The descriptor budget. Every connection costs a file descriptor; when
-// the process has none left, accept fails with EMFILE and gnet does not
-// retry: it stops the engine, every connection with it. So the broker
-// never lets clients take the last descriptors. Serve raises the soft
-// RLIMIT_NOFILE to the hard limit (as nats-server and mosquitto do) and
-// resolves Limits.MaxConnections against it, keeping FDReserve descriptors
-// for the store, listeners, the admin port and connections accepted but
-// not yet opened. OnOpen then closes, before it holds anything, a
-// connection that is over MaxConnections or whose descriptor number shows
-// the table is within FDReserve/2 of the limit (descriptors are allocated
-// lowest-first, so descriptor n means at least n+1 are open, whoever
-// opened them: Pebble's table cache, TLS connections, the admin port).
+// the process has none left, accept fails with EMFILE. Upstream gnet then
+// stops the engine and every connection with it; the copy in
+// third_party/gnet carries a patch (third_party/gnet/PATCHES.md) that
+// refuses the queued connection with a spare descriptor instead, and the
+// broker counts it (limit accept_emfile). Still, the broker never lets
+// clients take the last descriptors, which the store needs (Pebble opens
+// files while it runs). Serve raises the soft RLIMIT_NOFILE to the hard
+// limit (as nats-server and mosquitto do) and resolves
+// Limits.MaxConnections against it, keeping FDReserve descriptors for the
+// store, listeners, the admin port and connections accepted but not yet
+// opened. OnOpen then closes, before it holds anything, a connection that
+// is over MaxConnections or whose descriptor number shows the table is
+// within FDReserve/2 of the limit (descriptors are allocated lowest-first,
+// so descriptor n means at least n+1 are open, whoever opened them:
+// Pebble's table cache, TLS connections, the admin port).
 //
-// One gap is gnet's: its acceptor goroutine takes every queued connection
-// in one go and only then do the loops open (and refuse) them, so a burst
-// of simultaneous connects is held in descriptors before any is refused.
-// The listen backlog bounds that burst: OnBoot lowers it to FDReserve/4
-// (64 by default; mosquitto uses 100), so connections accepted but not yet
+// gnet's acceptor goroutine takes every queued connection in one go and
+// only then do the loops open (and refuse) them, so a burst of
+// simultaneous connects is held in descriptors before any is refused. The
+// listen backlog bounds that burst: OnBoot lowers it to FDReserve/4 (64 by
+// default; mosquitto uses 100), so connections accepted but not yet
 // refused fit in the half of the reserve the descriptor check leaves free.
-// Measured on 2 cores with two CPU hogs running, 300 simultaneous
-// connects at RLIMIT_NOFILE 200: 24 runs in 30 stopped the engine with the
-// kernel's backlog (4096), none in 30 with 25. It narrows the gap without
-// closing it: 400 connects still stopped it in 3 runs of 75, when the
-// loops were starved for long enough that retransmitted handshakes
-// refilled the queue. Should accept fail anyway (that, or another process
-// exhausting the system-wide table: ENFILE), Serve returns an error
+// Before the patch, 300 simultaneous connects at RLIMIT_NOFILE 200 stopped
+// the engine in 24 runs of 30 with the kernel's backlog (4096) and none in
+// 30 with 25, and 400 connects still stopped it in 3 runs of 75
+// (TestDescriptorLimitBurst now requires the broker to keep serving). Should
+// the engine stop anyway for another reason, Serve returns an error
 // (stoppedByItself) so a supervisor restarts the broker rather than
 // seeing a clean exit.
 

@@ -169,9 +169,11 @@ func New(opts Options) (*Server, error) {
 
 // Serve listens on the configured addresses and runs the broker until Close.
 // It returns nil after a clean Close, and an error when it could not start
-// or when the event loops stopped without Close (gnet stops them when
-// accept fails, e.g. with EMFILE): a supervisor that restarts on failure
-// then restarts the broker instead of taking it for a clean exit.
+// or when the event loops stopped without Close (gnet stops them on an
+// accept error other than descriptor or memory exhaustion, which the gnet
+// patched in third_party/gnet refuses and goes on from): a supervisor that
+// restarts on failure then restarts the broker instead of taking it for a
+// clean exit.
 func (s *Server) Serve() error {
 	addrs := make([]string, len(s.opts.Listeners))
 	for i, l := range s.opts.Listeners {
