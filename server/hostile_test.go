@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/ternmq/tern/codec"
 )
 
@@ -31,19 +33,64 @@ func TestHostileInput(t *testing.T) {
 	healthy := pahoClient(t, addr, "healthy")
 	subscribe(t, healthy, "healthy/#", 1, healthyRecv)
 	healthyPub := pahoClient(t, addr, "healthy-pub")
-	sent := 0
+	runHostileInput(t, func(t *testing.T) *rawConn { return dialRaw(t, addr) }, healthyPub, healthyRecv)
+}
 
+// hostileCase is one malformed or abusive 3.1.1 input.
+type hostileCase struct {
+	name string
+	// pre is sent first (usually a valid CONNECT), then bad.
+	pre, bad []byte
+	// wantReply is the packet the broker must send before closing
+	// (e.g. CONNACK with a refusal code); 0 means none.
+	wantReply codec.PacketType
+	// mayReply is a packet the broker may, but need not, send before closing.
+	mayReply codec.PacketType
+}
+
+// runHostileInput sends every hostileCases input on its own connection
+// from dial (a broker with MaxPacketSize 64 KiB) and checks that the
+// connection is closed after the reply the spec asks for, if any, while
+// healthyPub's messages keep reaching healthyRecv (subscribed to
+// healthy/#). TestHostileInput runs it over TCP, TestHostileInputOverTLS
+// over both TLS engines.
+func runHostileInput(t *testing.T, dial func(t *testing.T) *rawConn, healthyPub mqtt.Client, healthyRecv *received) {
+	sent := 0
+	for _, tc := range hostileCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := dial(t)
+			if tc.pre != nil {
+				raw.send(tc.pre)
+				if h, _ := raw.read(5 * time.Second); h.Type != codec.CONNACK {
+					t.Fatalf("valid CONNECT not accepted: got %d", h.Type)
+				}
+			}
+			// The broker may close before it read everything (a packet
+			// over the maximum size is refused from its header): over TLS,
+			// whose records the client writes one by one, the rest of
+			// the write then fails, which is not an error of the broker.
+			_ = raw.conn().Write(tc.bad)
+			got := raw.expectClosed(5 * time.Second)
+			for _, h := range got {
+				if h.Type != tc.wantReply && h.Type != tc.mayReply && h.Type != codec.PUBREC {
+					t.Errorf("unexpected packet type %d before close", h.Type)
+				}
+			}
+			if tc.wantReply != 0 && (len(got) == 0 || got[0].Type != tc.wantReply) {
+				t.Errorf("want packet %d before close, got %v", tc.wantReply, got)
+			}
+			// The healthy client is unaffected.
+			sent++
+			wait(t, healthyPub.Publish("healthy/x", 1, false, tc.name), "healthy publish")
+			healthyRecv.waitN(t, sent, 5*time.Second)
+		})
+	}
+}
+
+// hostileCases are the 3.1.1 inputs of runHostileInput.
+func hostileCases() []hostileCase {
 	big := strings.Repeat("x", 70<<10)
-	cases := []struct {
-		name string
-		// pre is sent first (usually a valid CONNECT), then bad.
-		pre, bad []byte
-		// wantReply is the packet the broker must send before closing
-		// (e.g. CONNACK with a refusal code); 0 means none.
-		wantReply codec.PacketType
-		// mayReply is a packet the broker may, but need not, send before closing.
-		mayReply codec.PacketType
-	}{
+	return []hostileCase{
 		{name: "first packet not CONNECT [MQTT-3.1.0-1]", bad: []byte{0xC0, 0x00}},
 		{name: "PUBLISH before CONNECT [MQTT-3.1.0-1]", bad: []byte{0x30, 0x05, 0x00, 0x01, 'a', 'h', 'i'}},
 		{name: "second CONNECT [MQTT-3.1.0-2]", pre: connect311, bad: connect311},
@@ -86,31 +133,6 @@ func TestHostileInput(t *testing.T) {
 		{name: "AUTH from a 3.1.1 client", pre: connect311, bad: []byte{0xF0, 0x00}},
 		{name: "DISCONNECT with reserved flags [MQTT-3.14.1-1]", pre: connect311, bad: []byte{0xE1, 0x00}},
 		{name: "QoS 2 flood beyond inbound bound", pre: connect311, bad: qos2Flood(200)},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			raw := dialRaw(t, addr)
-			if tc.pre != nil {
-				raw.send(tc.pre)
-				if h, _ := raw.read(5 * time.Second); h.Type != codec.CONNACK {
-					t.Fatalf("valid CONNECT not accepted: got %d", h.Type)
-				}
-			}
-			raw.send(tc.bad)
-			got := raw.expectClosed(5 * time.Second)
-			for _, h := range got {
-				if h.Type != tc.wantReply && h.Type != tc.mayReply && h.Type != codec.PUBREC {
-					t.Errorf("unexpected packet type %d before close", h.Type)
-				}
-			}
-			if tc.wantReply != 0 && (len(got) == 0 || got[0].Type != tc.wantReply) {
-				t.Errorf("want packet %d before close, got %v", tc.wantReply, got)
-			}
-			// The healthy client is unaffected.
-			sent++
-			wait(t, healthyPub.Publish("healthy/x", 1, false, tc.name), "healthy publish")
-			healthyRecv.waitN(t, sent, 5*time.Second)
-		})
 	}
 }
 

@@ -38,6 +38,15 @@ func publish5(props []byte) []byte {
 // a healthy 5.0 client on the same broker keeps exchanging messages.
 func TestV5HostileInput(t *testing.T) {
 	_, addr := startBroker(t, nil)
+	runV5HostileInput(t, addr, func(t *testing.T) *rawConn { return dialRaw(t, addr) })
+}
+
+// runV5HostileInput sends each 5.0 input on its own connection from dial
+// and checks the reason code and the close; healthy 5.0 clients on the
+// broker's plain-TCP address addr keep exchanging messages throughout.
+// TestV5HostileInput runs it over TCP, TestV5HostileInputOverTLS over both
+// TLS engines.
+func runV5HostileInput(t *testing.T, addr string, dial func(t *testing.T) *rawConn) {
 	healthy, _, hr := paho5(t, addr, "healthy5", nil)
 	sub5(t, healthy, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "healthy/#", QoS: 1}}})
 	healthyPub, _, _ := paho5(t, addr, "healthy5-pub", nil)
@@ -83,7 +92,7 @@ func TestV5HostileInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := dialRaw(t, addr)
+			raw := dial(t)
 			raw.vers = codec.Version5
 			if !tc.connectLevel {
 				raw.send(connect5)
