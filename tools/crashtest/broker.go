@@ -60,9 +60,10 @@ type broker struct {
 }
 
 // startBroker starts `tern serve` on addr with its data in dataDir and waits
-// until the listener accepts connections (bounded by startTimeout). extra is
-// appended to the command line (e.g. --durability sync).
-func startBroker(reg *registry, bin, dataDir, addr string, extra []string) (*broker, error) {
+// until ready (the clients' endpoint: addr itself, or a TLS listener named
+// in extra) accepts connections, bounded by startTimeout. extra is appended
+// to the command line (e.g. --durability sync).
+func startBroker(reg *registry, bin, dataDir, addr string, extra []string, ready endpoint) (*broker, error) {
 	args := append([]string{"serve", "--data", dataDir, "--listen", addr, "--log-level", "warn"}, extra...)
 	b := &broker{cmd: exec.Command(bin, args...), done: make(chan struct{}), out: &tailBuffer{max: 16 << 10}}
 	b.cmd.Stdout = b.out
@@ -84,14 +85,14 @@ func startBroker(reg *registry, bin, dataDir, addr string, extra []string) (*bro
 			return nil, fmt.Errorf("tern exited during startup (%v); output:\n%s", b.cmd.ProcessState, b.out)
 		default:
 		}
-		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		conn, err := ready.dial()
 		if err == nil {
 			_ = conn.Close()
 			return b, nil
 		}
 		if time.Now().After(deadline) {
 			b.kill()
-			return nil, fmt.Errorf("tern did not listen on %s within %v; output:\n%s", addr, startTimeout, b.out)
+			return nil, fmt.Errorf("tern did not listen on %s within %v; output:\n%s", ready.addr, startTimeout, b.out)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

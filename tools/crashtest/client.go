@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/ternmq/tern/codec"
@@ -22,11 +24,12 @@ const ioTimeout = mqtttest.DefaultTimeout
 // dial connects to addr and performs the 3.1.1 CONNECT/CONNACK handshake
 // with the given client id and clean-session flag. It reports the CONNACK's
 // session present flag [MQTT-3.2.2-2]; a refused CONNECT is an error.
-func dial(addr, clientID string, clean bool) (*mqtttest.Conn, bool, error) {
-	c, err := mqtttest.Dial(addr)
+func dial(ep endpoint, clientID string, clean bool) (*mqtttest.Conn, bool, error) {
+	nc, err := ep.dial()
 	if err != nil {
 		return nil, false, err
 	}
+	c := mqtttest.New(nc)
 	ack, err := c.Connect(codec.Connect{
 		ProtocolVersion: codec.Version311,
 		CleanStart:      clean,
@@ -64,6 +67,23 @@ func subscribe(c *mqtttest.Conn, filter string, qos byte, other func(any)) error
 		return fmt.Errorf("SUBACK for %q granted 0x%02x, want QoS %d", filter, sa.ReasonCodes[0], qos)
 	}
 	return nil
+}
+
+// endpoint is where the harness's clients connect: the broker's plain-TCP
+// listener, or (with -tls) its TLS listener, verified against the
+// harness's own CA.
+type endpoint struct {
+	addr string
+	tls  *tls.Config // nil: plain TCP
+}
+
+// dial opens a connection to e, the TLS handshake done within ioTimeout.
+func (e endpoint) dial() (net.Conn, error) {
+	d := &net.Dialer{Timeout: ioTimeout}
+	if e.tls == nil {
+		return d.Dial("tcp", e.addr)
+	}
+	return tls.DialWithDialer(d, "tcp", e.addr, e.tls)
 }
 
 // noDeadline makes Next wait until the connection fails.

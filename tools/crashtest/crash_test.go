@@ -106,6 +106,20 @@ func TestCrashDurability(t *testing.T) {
 	runCycles(t, shortConfig(t, bin, []string{"--durability", "sync"}), 3)
 }
 
+// TestCrashDurabilityOverTLS is TestCrashDurability with every client on
+// a TLS listener served by the event loops (tls_engine: loops): what was
+// acknowledged over TLS survives SIGKILL the same way.
+func TestCrashDurabilityOverTLS(t *testing.T) {
+	bin := ternBinary(t)
+	cfg := shortConfig(t, bin, []string{"--durability", "sync"})
+	setup, err := newTLSSetup(cfg.workDir, "loops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.tls = setup
+	runCycles(t, cfg, 2)
+}
+
 // TestHarnessControl runs one cycle in control mode (the publishers'
 // connections die instead of the broker) against whatever broker the tree
 // builds, durable or not: it proves the harness reports no false losses or

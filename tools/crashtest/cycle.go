@@ -27,6 +27,7 @@ type config struct {
 	tern       string        // path of the tern binary
 	workDir    string        // parent of the per-cycle data directories
 	extraArgs  []string      // appended to `tern serve` (e.g. --durability sync)
+	tls        *tlsSetup     // clients connect over TLS to a --tls-listen of this setup; nil: plain TCP
 	publishers int           // even indexes publish at QoS 1, odd at QoS 2
 	window     int           // messages in flight per publisher
 	maxMsgs    int           // messages per publisher per cycle (≤ 65535: seq is the packet id)
@@ -105,21 +106,30 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 	if err != nil {
 		return res, err
 	}
+	ep, extra := endpoint{addr: addr}, cfg.extraArgs
+	if cfg.tls != nil {
+		tlsAddr, err := freeAddr()
+		if err != nil {
+			return res, err
+		}
+		ep = endpoint{addr: tlsAddr, tls: cfg.tls.client}
+		extra = append(cfg.tls.serveArgs(tlsAddr), extra...)
+	}
 
-	b, err := startBroker(reg, cfg.tern, dataDir, addr, cfg.extraArgs)
+	b, err := startBroker(reg, cfg.tern, dataDir, addr, extra, ep)
 	if err != nil {
 		return res, err
 	}
 	defer b.kill()
 
-	if err := subscribeOffline(addr, subQ1ID, filterQ1, 1); err != nil {
+	if err := subscribeOffline(ep, subQ1ID, filterQ1, 1); err != nil {
 		return res, fmt.Errorf("subscriber %s: %w", subQ1ID, err)
 	}
-	if err := subscribeOffline(addr, subQ2ID, filterQ2, 2); err != nil {
+	if err := subscribeOffline(ep, subQ2ID, filterQ2, 2); err != nil {
 		return res, fmt.Errorf("subscriber %s: %w", subQ2ID, err)
 	}
 	retained := "cycle-" + strconv.Itoa(n)
-	if err := setRetained(addr, retainTopic, retained); err != nil {
+	if err := setRetained(ep, retainTopic, retained); err != nil {
 		return res, fmt.Errorf("set retained: %w", err)
 	}
 
@@ -131,7 +141,7 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 			qos = 2
 		}
 		pubs[i] = newPublisher(i, qos, cfg.maxMsgs, cfg.window, cfg.rate)
-		c, _, err := pubs[i].connect(addr)
+		c, _, err := pubs[i].connect(ep)
 		if err != nil {
 			for _, c := range conns[:i] {
 				c.Close()
@@ -191,7 +201,7 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 
 	b2 := b
 	if !cfg.control {
-		b2, err = startBroker(reg, cfg.tern, dataDir, addr, cfg.extraArgs)
+		b2, err = startBroker(reg, cfg.tern, dataDir, addr, extra, ep)
 		if err != nil {
 			return res, fmt.Errorf("restart after SIGKILL: %w", err)
 		}
@@ -208,7 +218,7 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = p.recover(addr, ioTimeout)
+			errs[i] = p.recover(ep, ioTimeout)
 		}()
 	}
 	wg.Wait()
@@ -244,13 +254,13 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i], collectErr[i] = collect(addr, id, expect[i], cfg.quiet, cfg.grace, cfg.collectMax)
+			got[i], collectErr[i] = collect(ep, id, expect[i], cfg.quiet, cfg.grace, cfg.collectMax)
 		}()
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		retainedOK, retainedGot, retainedErr = checkRetained(addr, retainTopic, retained, 2*time.Second)
+		retainedOK, retainedGot, retainedErr = checkRetained(ep, retainTopic, retained, 2*time.Second)
 	}()
 	wg.Wait()
 	for i, id := range []string{subQ1ID, subQ2ID} {

@@ -7,7 +7,9 @@
 // delivered twice. The broker is a black box: crashtest runs `tern serve` as
 // a subprocess and talks MQTT 3.1.1 to it over loopback with a small raw
 // client built on the codec package, which lets it pick packet identifiers
-// and decide when PUBREL is sent.
+// and decide when PUBREL is sent. With -tls loops (or stdnet) every client
+// connects over TLS instead, to a --tls-listen served by that engine with a
+// self-signed certificate the harness makes and trusts.
 //
 // # One cycle
 //
@@ -111,6 +113,7 @@ func run(args []string) int {
 	durability := fs.String("durability", "sync", "value passed to tern serve --durability")
 	force := fs.Bool("force", false, "run even if the broker does not advertise --durability (expect losses)")
 	control := fs.Bool("control", false, "harness self-check: close the publishers' connections instead of killing the broker and skip the restart; any correct broker, durable or not, must then pass")
+	tlsEngine := fs.String("tls", "", "`ENGINE` (loops or stdnet): the clients connect over TLS to a --tls-listen served by that engine (a self-signed certificate the harness makes); empty: plain TCP")
 	keep := fs.Bool("keep", false, "keep the data directory of a failing cycle for inspection (tern store inspect)")
 	verbose := fs.Bool("v", false, "per-publisher details and broker output of failing cycles")
 	if err := fs.Parse(args); err != nil {
@@ -134,6 +137,9 @@ func run(args []string) int {
 		return 2
 	case *maxMsgs < 1 || *maxMsgs > 65535:
 		fmt.Fprintln(os.Stderr, "crashtest: -max-msgs must be 1–65535 (the seq is the packet id)")
+		return 2
+	case *tlsEngine != "" && *tlsEngine != "loops" && *tlsEngine != "stdnet":
+		fmt.Fprintln(os.Stderr, "crashtest: -tls must be loops or stdnet")
 		return 2
 	case *rate < 0 || *rate > 1000000:
 		fmt.Fprintln(os.Stderr, "crashtest: -rate must be 0–1000000")
@@ -178,13 +184,20 @@ func run(args []string) int {
 		fmt.Println("control mode: the broker is not killed; every cycle must pass")
 	}
 
+	var tlsCfg *tlsSetup
+	if *tlsEngine != "" {
+		if tlsCfg, err = newTLSSetup(workDir, *tlsEngine); err != nil {
+			fmt.Fprintf(os.Stderr, "crashtest: %v\n", err)
+			return 2
+		}
+	}
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano())
 	}
 	rng := rand.New(rand.NewPCG(*seed, 0x7e77))
 	reg := &registry{}
 	cfg := &config{
-		tern: bin, workDir: workDir, extraArgs: extra,
+		tern: bin, workDir: workDir, extraArgs: extra, tls: tlsCfg,
 		publishers: *publishers, window: *window, maxMsgs: *maxMsgs, rate: *rate,
 		killMin: *killMin, killMax: *killMax, quiet: *quiet, grace: *grace, collectMax: *collectMax,
 		keepFailed: *keep, control: *control, verbose: *verbose,

@@ -71,8 +71,8 @@ func (p *publisher) publish(seq int, dup bool) *codec.Publish {
 // connect opens the publisher's connection. QoS 2 publishers keep a
 // persistent session (clean session 0) so the broker keeps their inbound
 // QoS 2 state (ids PUBREC'd, awaiting PUBREL) across the reconnect.
-func (p *publisher) connect(addr string) (*mqtttest.Conn, bool, error) {
-	return dial(addr, p.clientID, p.qos == 1)
+func (p *publisher) connect(ep endpoint) (*mqtttest.Conn, bool, error) {
+	return dial(ep, p.clientID, p.qos == 1)
 }
 
 // traffic publishes as fast as acknowledgements allow until the connection
@@ -174,8 +174,8 @@ func (p *publisher) traffic(c *mqtttest.Conn) {
 // (PUBCOMP) or timeout passes; flows left open are counted as incomplete.
 // A resent PUBLISH that is PUBREC'd now is acknowledged now: it too must
 // reach the subscriber exactly once.
-func (p *publisher) recover(addr string, timeout time.Duration) error {
-	c, present, err := p.connect(addr)
+func (p *publisher) recover(ep endpoint, timeout time.Duration) error {
+	c, present, err := p.connect(ep)
 	if err != nil {
 		p.incomplete = p.openFlows()
 		return err

@@ -20,8 +20,8 @@ type delivery struct {
 // subscribeOffline creates a persistent session for clientID subscribed to
 // filter at qos, then DISCONNECTs so that everything published afterwards is
 // queued in that session while it is offline.
-func subscribeOffline(addr, clientID, filter string, qos byte) error {
-	c, _, err := dial(addr, clientID, false)
+func subscribeOffline(ep endpoint, clientID, filter string, qos byte) error {
+	c, _, err := dial(ep, clientID, false)
 	if err != nil {
 		return err
 	}
@@ -50,9 +50,9 @@ type collected struct {
 // awaiting PUBREL as the same message (the receiver side of the QoS 2
 // exactly-once protocol, [MQTT-4.3.3-2], "Method B" of §4.3.3), answering
 // PUBCOMP to PUBREL. Any duplicate it then records is the broker's.
-func collect(addr, clientID string, expect map[string][]bool, quiet, grace, total time.Duration) (collected, error) {
+func collect(ep endpoint, clientID string, expect map[string][]bool, quiet, grace, total time.Duration) (collected, error) {
 	var got collected
-	c, present, err := dial(addr, clientID, false)
+	c, present, err := dial(ep, clientID, false)
 	if err != nil {
 		return got, err
 	}
@@ -194,8 +194,8 @@ func check(acked, sent []bool, arrivals []int, exactlyOnce bool) verdict {
 // and reports whether the retained message delivered on subscription
 // [MQTT-3.3.1-6] carries want. A retained message survives only if the
 // broker stored it durably before acknowledging it.
-func checkRetained(addr, topic, want string, wait time.Duration) (bool, string, error) {
-	c, _, err := dial(addr, "crash-retained-check", true)
+func checkRetained(ep endpoint, topic, want string, wait time.Duration) (bool, string, error) {
+	c, _, err := dial(ep, "crash-retained-check", true)
 	if err != nil {
 		return false, "", err
 	}
@@ -228,8 +228,8 @@ func checkRetained(addr, topic, want string, wait time.Duration) (bool, string, 
 
 // setRetained publishes want to topic with RETAIN at QoS 1 and waits for the
 // PUBACK: from then on the broker has promised to keep it.
-func setRetained(addr, topic, want string) error {
-	c, _, err := dial(addr, "crash-retained-set", true)
+func setRetained(ep endpoint, topic, want string) error {
+	c, _, err := dial(ep, "crash-retained-set", true)
 	if err != nil {
 		return err
 	}
