@@ -58,7 +58,8 @@ type conn struct {
 	gnet.Conn // the raw gnet connection: ciphertext
 	e         *Engine
 	src       *stdnet.CertSource
-	tc        *tls.Conn
+	tc        *tls.Conn    // until the handshake ends; after it only if rl is nil
+	rl        *recordLayer // the record layer that took over from crypto/tls, or nil
 	p         pipe
 	ctx       any
 	proxied   net.Addr // the PROXY protocol header's address; nil: the peer's
@@ -69,13 +70,14 @@ type conn struct {
 	hs       *handshake
 	state    connState
 	more     bool // crypto/tls or gnet may hold ciphertext not decrypted yet
+	failed   bool // the record layer met a fatal error: closing
 }
 
-func (e *Engine) newConn(raw gnet.Conn, src *stdnet.CertSource) *conn {
-	c := &conn{Conn: raw, e: e, src: src, hs: &handshake{}}
+func (e *Engine) newConn(raw gnet.Conn, m *marker) *conn {
+	c := &conn{Conn: raw, e: e, src: m.src, hs: &handshake{}}
 	c.hs.cond = sync.NewCond(&c.hs.mu)
 	c.p.c, c.p.async, c.p.hs = c, true, c.hs
-	c.tc = tls.Server(&c.p, src.ServerConfig())
+	c.tc = tls.Server(&c.p, m.front)
 	return c
 }
 
@@ -85,6 +87,13 @@ type handshake struct {
 	cond   *sync.Cond
 	buf    []byte // ciphertext from the loop that crypto/tls has not read
 	closed bool   // the connection closed: Read fails
+	cut    cutter // where the record crypto/tls reads ends
+
+	// For the hand-over (handover.go), written by the handshake goroutine.
+	clientSecret, serverSecret []byte     // application traffic secrets (key log)
+	suite                      uint16     // from the ServerHello crypto/tls wrote
+	out                        *direction // the server's application key, counting its records
+	noHandover                 bool       // something unexpected: stay on crypto/tls
 }
 
 // startHandshake runs the handshake on its own goroutine (see the package
@@ -149,6 +158,10 @@ func (c *conn) handshakeDone(err error) {
 	e.open.Add(1)
 	c.identity = c.src.Identity(&cs)
 	c.state = stateOpen
+	if c.rl = c.handover(&cs); c.rl != nil {
+		c.tc = nil // its buffers, keys and config copy go to the GC
+		e.handedOver.Add(1)
+	}
 	c.hs.mu.Lock()
 	if len(c.hs.buf) > 0 {
 		c.p.leftover = c.hs.buf // what came after crypto/tls's last read
@@ -178,6 +191,7 @@ func (c *conn) closed(error) {
 	c.state = stateClosed
 	c.release()
 	c.p.leftover = nil
+	c.rl = nil
 }
 
 // traffic decrypts what arrived and hands it to the broker. Loop only.
@@ -188,7 +202,7 @@ func (c *conn) traffic() gnet.Action {
 		act = c.e.cfg.Handler.OnTraffic(c)
 	}
 	c.releaseIfEmpty()
-	if err != nil && act == gnet.None {
+	if (err != nil || c.failed) && act == gnet.None {
 		// EOF (close_notify), a bad record, an alert: crypto/tls sent
 		// its alert already; nothing more can be read.
 		act = gnet.Close
@@ -202,6 +216,9 @@ func (c *conn) traffic() gnet.Action {
 func (c *conn) decrypt() error {
 	if !c.more || c.state != stateOpen {
 		return nil
+	}
+	if c.rl != nil {
+		return c.openRecords()
 	}
 	for len(c.in) < c.e.cfg.MaxPlaintext {
 		if cap(c.in)-len(c.in) < recordPlain {
@@ -222,13 +239,17 @@ func (c *conn) decrypt() error {
 }
 
 // grow makes room for one more record in c.in.
-func (c *conn) grow() {
+func (c *conn) grow() { c.growFor(recordPlain) }
+
+// growFor makes room for need more bytes in c.in (need ≤ plainBufSize
+// when c.in is empty).
+func (c *conn) growFor(need int) {
 	if c.in == nil {
 		c.inBuf = c.e.plain.Get().(*[]byte)
 		c.in = (*c.inBuf)[:0]
 		return
 	}
-	bigger := make([]byte, len(c.in), 2*cap(c.in)+recordPlain)
+	bigger := make([]byte, len(c.in), 2*cap(c.in)+need)
 	copy(bigger, c.in)
 	c.release()
 	c.in = bigger
@@ -320,11 +341,20 @@ func (c *conn) Write(b []byte) (int, error) {
 	if c.state != stateOpen {
 		return 0, net.ErrClosed
 	}
+	if c.rl != nil {
+		return c.sealWrite(recordApplicationData, b, nil)
+	}
 	return c.tc.Write(b)
 }
 
 // Writev encrypts bs in order. Loop only.
 func (c *conn) Writev(bs [][]byte) (int, error) {
+	if c.rl != nil {
+		if c.state != stateOpen {
+			return 0, net.ErrClosed
+		}
+		return c.sealWrite(recordApplicationData, nil, bs)
+	}
 	n := 0
 	for _, b := range bs {
 		m, err := c.Write(b)
@@ -415,7 +445,11 @@ func (hs *handshake) read(e *Engine, b []byte) (int, error) {
 	if hs.closed {
 		return 0, net.ErrClosed
 	}
-	n := copy(b, hs.buf)
+	// Never past the end of a record: crypto/tls then holds no input
+	// when its handshake returns, and the record layer takes over at the
+	// next record.
+	n := hs.cut.take(hs.buf[:min(len(b), len(hs.buf))])
+	copy(b, hs.buf[:n])
 	hs.buf = hs.buf[:copy(hs.buf, hs.buf[n:])]
 	return n, nil
 }
@@ -426,6 +460,7 @@ func (hs *handshake) read(e *Engine, b []byte) (int, error) {
 func (p *pipe) Write(b []byte) (int, error) {
 	c := p.c
 	if p.async {
+		p.hs.watchWrite(b)
 		if err := c.Conn.AsyncWrite(append([]byte(nil), b...), nil); err != nil {
 			return 0, err
 		}

@@ -11,21 +11,69 @@
 //	  out); its CPU-heavy steps hold one of GOMAXPROCS tokens, waits for
 //	  the peer hold none, so a thousand slow peers cost goroutines for at
 //	  most the connect timeout, never the loops' time
-//	established: on the loop, crypto/tls's record layer decrypts what gnet
-//	  read (the pipe's Read gives what gnet buffered, then a temporary
-//	  "would block" error, which crypto/tls returns without breaking the
-//	  connection: a partial record stays in its input buffer), the plaintext
-//	  goes to the broker's OnTraffic through this package's gnet.Conn, and
-//	  the broker's Writes are encrypted straight into gnet's output.
+//	established: on the loop, TLS 1.3 connections with an AEAD suite
+//	  (AES-GCM, ChaCha20-Poly1305) go on with this package's record layer
+//	  (below); others (TLS 1.2, anything unusual) keep crypto/tls's: it
+//	  decrypts what gnet read (the pipe's Read gives what gnet buffered,
+//	  then a temporary "would block" error, which crypto/tls returns
+//	  without breaking the connection: a partial record stays in its input
+//	  buffer). Either way the plaintext goes to the broker's OnTraffic
+//	  through this package's gnet.Conn, and the broker's Writes are
+//	  encrypted into gnet's output.
+//
+// # Record layer
+//
+// crypto/tls keeps the handshake: certificates, client certificates,
+// tickets, key shares (X25519MLKEM768 included), every check. What it
+// costs an idle connection afterwards is its record layer: the tls.Conn
+// (~0.9 KB), and input and handshake-message buffers it grew during the
+// handshake and never shrinks (~3.5 KB). So once a TLS 1.3 handshake
+// returned, a small record layer of this package (record.go, RFC 8446 §5)
+// takes over and the tls.Conn is dropped:
+//
+//   - Secrets: each TLS 1.3 handshake runs with a copy of the listener's
+//     current config whose KeyLogWriter belongs to that connection
+//     (handover.go); it keeps CLIENT_TRAFFIC_SECRET_0 and
+//     SERVER_TRAFFIC_SECRET_0. They stay in the process. Keys and IVs come
+//     from them by HKDF-Expand-Label (§7.1, §7.3), AEADs from crypto/aes +
+//     crypto/cipher and x/crypto/chacha20poly1305: no cipher code here.
+//   - An exact hand-over: during the handshake crypto/tls is fed whole
+//     records only (the pipe's Read stops at a record's end), so when
+//     Handshake returns it has read exactly up to the client's Finished and
+//     holds no input; what the client sent after it waits in this
+//     package's buffer and is the record layer's first input (client
+//     sequence number 0). The server sends its NewSessionTicket under its
+//     application key before Handshake returns (before or after reading a
+//     client certificate): every record crypto/tls writes passes the pipe
+//     whole, and those that open under the server's application key are
+//     counted, which gives the server's next sequence number; the suite is
+//     read from the ServerHello. Anything unexpected (a secret missing, a
+//     write not made of whole records, a record under another key after
+//     one under the application key) keeps the connection on crypto/tls.
+//   - Records: opened from gnet's input (a partial record waits there)
+//     straight into the plaintext buffer; nonce = IV XOR sequence number;
+//     inner content type and padding stripped; a ciphertext over 2^14+256
+//     or a plaintext over 2^14 bytes gets record_overflow, a record that
+//     does not authenticate bad_record_mac, an unprotected record
+//     (change_cipher_spec included) unexpected_message, and the connection
+//     closes. Writes are sealed in place into a pooled buffer (up to four
+//     16 KiB records, several broker slices sharing a record) handed to
+//     gnet's Write: no allocation per record.
+//   - Post-handshake messages: a client KeyUpdate changes the read key and,
+//     if it asks, is answered with one before the write key changes
+//     (§4.6.3); the server rekeys itself every 2^24 records (§5.5). Any
+//     other post-handshake message (and a fragmented one) gets
+//     unexpected_message. close_notify is answered with close_notify and
+//     ends the input; user_canceled is ignored, other alerts are fatal.
 //
 // The plaintext buffer comes from a pool and goes back as soon as the
-// broker consumed it, so an idle connection holds crypto/tls's state (the
-// tls.Conn, its AEAD keys, and its input and handshake-message buffers at
-// the size the handshake or the largest record grew them to: ~3.5 KB),
-// this package's conn and gnet's: ~7.8 KB of live heap in all
-// (BenchmarkTLSIdleConnHeap; BENCHMARKS.md "TLS"). Renegotiation is refused (crypto/tls servers never
-// renegotiate: a TLS 1.2 ClientHello after the handshake gets a fatal
-// unexpected_message alert and the connection closes).
+// broker consumed it, so an idle TLS 1.3 connection holds two AEADs and
+// their secrets (~1.7 KB), this package's conn and gnet's: ~3 KB of live
+// heap in all (BenchmarkTLSIdleConnHeap; BENCHMARKS.md "TLS"); one still
+// on crypto/tls ~7.8 KB. Renegotiation is refused: crypto/tls servers never
+// renegotiate (a TLS 1.2 ClientHello after the handshake gets a fatal
+// unexpected_message alert), and the record layer refuses a ClientHello
+// like any other post-handshake message.
 //
 // # Concurrency contract
 //
@@ -38,6 +86,7 @@ package tlsloop
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,6 +139,7 @@ type Stats struct {
 	Handshaking          int64  // handshakes in progress now
 	Handshakes           uint64 // completed handshakes
 	Resumed              uint64 // of which resumed a session (ticket)
+	RecordLayer          uint64 // of which went on with this package's TLS 1.3 record layer
 	TLSHandshakeFailures uint64 // failed handshakes (bad client, timeout, closed)
 	AcceptErrors         uint64 // failed Accepts (each backs off)
 }
@@ -99,6 +149,7 @@ type Engine struct {
 	cfg     Config
 	lns     []net.Listener
 	srcs    []*stdnet.CertSource
+	fronts  []*tls.Config // per listener: keyLogFront of its source's config
 	addrs   []net.Addr
 	eng     atomic.Pointer[gnet.Engine]
 	booted  chan struct{}
@@ -118,9 +169,10 @@ type Engine struct {
 	tickOnce sync.Once
 	startMu  sync.Mutex // orders starting the accept loops with Stop
 
-	open, handshaking                       atomic.Int64
-	handshakes, resumed, failures, acceptEr atomic.Uint64
-	logHS, logAccept                        listenutil.RateLog
+	open, handshaking                                   atomic.Int64
+	handshakes, resumed, failures, acceptEr, handedOver atomic.Uint64
+	sealBufs                                            sync.Pool // *[]byte of sealBufSize: records on their way to gnet
+	logHS, logAccept                                    listenutil.RateLog
 }
 
 // Listen binds the listeners (so their addresses, port 0 resolved, are
@@ -145,6 +197,7 @@ func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
 	e := &Engine{cfg: cfg, booted: make(chan struct{}), done: make(chan struct{}),
 		cpu: make(chan struct{}, cfg.HandshakeCPU)}
 	e.plain.New = func() any { b := make([]byte, 0, plainBufSize); return &b }
+	e.sealBufs.New = func() any { b := make([]byte, 0, sealBufSize); return &b }
 	for _, l := range listeners {
 		ln, err := net.Listen("tcp", l.Addr)
 		if err != nil {
@@ -160,6 +213,7 @@ func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
 		src.SetSessionTicketKeys(cfg.TicketKeys)
 		src.CheckExpiry(time.Now())
 		e.lns, e.srcs, e.addrs = append(e.lns, ln), append(e.srcs, src), append(e.addrs, ln.Addr())
+		e.fronts = append(e.fronts, keyLogFront(src.ServerConfig()))
 		e.proxy = append(e.proxy, l.ProxyProtocol)
 		cfg.Logger.Info("tern listening (TLS on the event loops)", "addr", ln.Addr().String())
 	}
@@ -186,7 +240,7 @@ func (e *Engine) Stats() Stats {
 		return Stats{}
 	}
 	return Stats{Open: e.open.Load(), Handshaking: e.handshaking.Load(), Handshakes: e.handshakes.Load(),
-		Resumed: e.resumed.Load(), TLSHandshakeFailures: e.failures.Load(), AcceptErrors: e.acceptEr.Load()}
+		Resumed: e.resumed.Load(), RecordLayer: e.handedOver.Load(), TLSHandshakeFailures: e.failures.Load(), AcceptErrors: e.acceptEr.Load()}
 }
 
 // ReloadTLS re-reads every listener's certificate, key and client CA
@@ -248,6 +302,7 @@ func (e *Engine) Wrap() gnet.EventHandler { return &handler{inner: e.cfg.Handler
 // PROXY protocol header named (a marker per connection then).
 type marker struct {
 	src     *stdnet.CertSource
+	front   *tls.Config
 	proxied net.Addr
 }
 
@@ -278,7 +333,7 @@ func (h *handler) OnTick() (time.Duration, gnet.Action) {
 		}
 		for i, ln := range e.lns {
 			e.wg.Add(1)
-			go e.accept(ln, &marker{src: e.srcs[i]}, e.proxy[i])
+			go e.accept(ln, &marker{src: e.srcs[i], front: e.fronts[i]}, e.proxy[i])
 		}
 	})
 	d, act := h.inner.OnTick()
@@ -293,7 +348,7 @@ func (h *handler) OnOpen(raw gnet.Conn) ([]byte, gnet.Action) {
 	if !ok {
 		return h.inner.OnOpen(raw)
 	}
-	c := h.e.newConn(raw, m.src)
+	c := h.e.newConn(raw, m)
 	c.proxied = m.proxied
 	raw.SetContext(c)
 	// The broker admits the connection now (limits, descriptor budget)
@@ -354,7 +409,7 @@ func (e *Engine) accept(ln net.Listener, m *marker, proxy bool) {
 		}
 		pause = 0
 		if proxy {
-			e.acceptProxied(nc, m.src)
+			e.acceptProxied(nc, m)
 			continue
 		}
 		if !e.enroll(nc, m) {
@@ -371,7 +426,7 @@ func (e *Engine) accept(ln net.Listener, m *marker, proxy bool) {
 // accept), byte-exactly so that gnet then reads the TLS ClientHello from
 // the socket, and enrolls nc with the address the header named. An
 // invalid header closes nc and is reported to Config.ProxyRefused.
-func (e *Engine) acceptProxied(nc net.Conn, src *stdnet.CertSource) {
+func (e *Engine) acceptProxied(nc net.Conn, m *marker) {
 	e.pmu.Lock()
 	if e.stopped.Load() {
 		e.pmu.Unlock()
@@ -398,7 +453,7 @@ func (e *Engine) acceptProxied(nc net.Conn, src *stdnet.CertSource) {
 			return
 		}
 		_ = nc.SetReadDeadline(time.Time{})
-		if !e.enroll(nc, &marker{src: src, proxied: addr}) {
+		if !e.enroll(nc, &marker{src: m.src, front: m.front, proxied: addr}) {
 			_ = nc.Close()
 		}
 	}()
