@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash"
+	"slices"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -207,7 +208,7 @@ func (d *direction) seal(dst []byte, typ byte, content []byte) []byte {
 // the type byte and the tag (in place: dst's spare capacity should hold
 // 17 bytes) and returns dst with the record sealed.
 func (d *direction) sealAt(dst []byte, hdr int, typ byte) []byte {
-	dst = append(dst, typ)
+	dst = slices.Grow(append(dst, typ), aeadTagLen) // no-op when the caller left room
 	body := dst[hdr+recordHeaderLen:]
 	n := len(body) + aeadTagLen
 	dst[hdr+3], dst[hdr+4] = byte(n>>8), byte(n)
