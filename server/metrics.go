@@ -93,6 +93,7 @@ var (
 		{newBrokerMetric("tern_tls_handshaking", "TLS handshakes in progress on the event-loop listeners.", prometheus.GaugeValue), func(c *scrape) float64 { return float64(c.ls.Handshaking) }},
 		{newBrokerMetric("tern_tls_handshakes_total", "Completed TLS handshakes on the event-loop listeners.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.Handshakes) }},
 		{newBrokerMetric("tern_tls_resumed_total", "Of those, handshakes that resumed a session (ticket).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.Resumed) }},
+		{newBrokerMetric("tern_tls_record_layer_total", "Of those, TLS 1.3 connections handed from crypto/tls to tlsloop's own record layer (the rest stay on crypto/tls's).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.RecordLayer) }},
 		{newBrokerMetric("tern_tls_accept_errors_total", "Failed accepts on the event-loop TLS listeners (each backs off).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.AcceptErrors) }},
 	}
 	// Labelled families.

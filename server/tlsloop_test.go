@@ -5,15 +5,20 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ternmq/tern/codec"
 )
@@ -334,5 +339,72 @@ func testTLSTicketsResumeAcrossRestart(t *testing.T, engine string) {
 	_, addr = start()
 	if !connect(addr, "t3") {
 		t.Fatal("after a restart the ticket was not accepted: keys not persisted")
+	}
+}
+
+// OpenSSL clients (mosquitto_pub, mosquitto_sub over --cafile) and paho
+// over tls:// with 1.2 MB payloads, each way: every connection is TLS 1.3
+// and goes on with tlsloop's record layer after crypto/tls's handshake.
+func TestTLSLoopsRecordLayerMosquittoAndPahoLargePayloads(t *testing.T) {
+	subBin, err1 := exec.LookPath("mosquitto_sub")
+	pubBin, err2 := exec.LookPath("mosquitto_pub")
+	if err1 != nil || err2 != nil {
+		t.Skip("mosquitto clients not installed")
+	}
+	srv, addr, pool := startLoopsTLS(t, func(o *Options) { o.MaxPacketSize = 2 << 20 })
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	cert := srv.opts.TLSListeners[0].Config.Certificates[0].Certificate[0]
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	payload := make([]byte, 1200<<10)
+	for i := range payload {
+		payload[i] = 'a' + byte(i%26)
+	}
+	overTLS := func(o *mqtt.ClientOptions) {
+		o.Servers = nil
+		o.AddBroker("ssl://" + addr)
+		o.SetTLSConfig(&tls.Config{RootCAs: pool})
+	}
+
+	// paho → mosquitto_sub (OpenSSL reads the broker's records).
+	var out bytes.Buffer
+	sub := exec.Command(subBin, "-h", host, "-p", port, "--cafile", caFile, "-t", "big/sub", "-C", "1", "-N", "-W", "30")
+	sub.Stdout = &out
+	if err := sub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pub := pahoClient(t, addr, "paho-pub", overTLS)
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.tlsL.Stats().Open < 2 && time.Now().Before(deadline) { // mosquitto_sub subscribed (nearly)
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // its SUBSCRIBE follows its CONNECT
+	wait(t, pub.Publish("big/sub", 1, false, payload), "paho publish over TLS")
+	if err := sub.Wait(); err != nil {
+		t.Fatalf("mosquitto_sub: %v", err)
+	}
+	if !bytes.Equal(out.Bytes(), payload) {
+		t.Fatalf("mosquitto_sub got %d bytes, want the %d published", out.Len(), len(payload))
+	}
+
+	// mosquitto_pub → paho (the broker reads OpenSSL's records).
+	r := newReceived()
+	pahoSub := pahoClient(t, addr, "paho-sub", overTLS)
+	subscribe(t, pahoSub, "big/pub", 1, r)
+	file := filepath.Join(dir, "payload")
+	if err := os.WriteFile(file, payload, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(pubBin, "-h", host, "-p", port, "--cafile", caFile, "-t", "big/pub", "-q", "1", "-f", file).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, b)
+	}
+	if got := r.waitN(t, 1, 10*time.Second)[0].Payload(); !bytes.Equal(got, payload) {
+		t.Fatalf("paho got %d bytes, want %d", len(got), len(payload))
+	}
+	if st := srv.tlsL.Stats(); st.RecordLayer < 4 || st.RecordLayer != st.Handshakes {
+		t.Fatalf("stats %+v: every TLS 1.3 connection should be on the record layer", st)
 	}
 }
