@@ -602,3 +602,22 @@ func TestRecordLayerOpenSSLSuites(t *testing.T) {
 		})
 	}
 }
+
+// A HelloRetryRequest (the server wants a key share the client did not
+// send) and the client's middlebox change_cipher_spec during the
+// handshake: the hand-over still happens, and records flow.
+func TestRecordLayerAfterHelloRetryRequest(t *testing.T) {
+	s := startEcho(t, func(c *tls.Config) { c.CurvePreferences = []tls.CurveID{tls.CurveP384} })
+	cfg := s.clientConfig()
+	cfg.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP384} // a share for X25519 only
+	c, err := tls.Dial("tcp", s.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().CurveID; got != tls.CurveP384 {
+		t.Fatalf("curve %v: no HelloRetryRequest happened", got)
+	}
+	s.waitRecordLayer(t, 1)
+	echoRoundTrip(t, c, randomBytes(30_000))
+}
