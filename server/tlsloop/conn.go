@@ -71,6 +71,10 @@ type conn struct {
 	state    connState
 	more     bool // crypto/tls or gnet may hold ciphertext not decrypted yet
 	failed   bool // the record layer met a fatal error: closing
+	used     bool // the record layer sealed or opened since the last idle sweep
+
+	il         *idleList // its loop's record-layer connections (idle.go)
+	prev, next *conn
 }
 
 func (e *Engine) newConn(raw gnet.Conn, m *marker) *conn {
@@ -161,6 +165,8 @@ func (c *conn) handshakeDone(err error) {
 	if c.rl = c.handover(&cs); c.rl != nil {
 		c.tc = nil // its buffers, keys and config copy go to the GC
 		e.handedOver.Add(1)
+		c.used = true
+		e.listFor(c.EventLoop()).add(c)
 	}
 	c.hs.mu.Lock()
 	if len(c.hs.buf) > 0 {
@@ -192,6 +198,9 @@ func (c *conn) closed(error) {
 	c.release()
 	c.p.leftover = nil
 	c.rl = nil
+	if c.il != nil {
+		c.il.remove(c)
+	}
 }
 
 // traffic decrypts what arrived and hands it to the broker. Loop only.

@@ -47,6 +47,7 @@ const (
 	alertBadRecordMAC      = 20
 	alertRecordOverflow    = 22
 	alertIllegalParameter  = 47
+	alertInternalError     = 80
 	alertDecodeError       = 50
 	alertUserCanceled      = 90
 	alertLevelWarning      = 1
@@ -99,14 +100,37 @@ func expandLabel(h func() hash.Hash, secret []byte, label string, length int) ([
 	return hkdf.Expand(h, secret, string(info), length)
 }
 
-// direction is one direction's traffic protection: the AEAD for the
-// current traffic secret, its static IV and the record sequence number.
+// direction is one direction's traffic protection: the key, static IV
+// and record sequence number of the current traffic secret, and the AEAD
+// built from the key. The AEAD (~770 B of key schedule and tables for
+// AES-GCM) is dropped while the connection idles (idle.go) and built
+// again by use.
 type direction struct {
-	aead   cipher.AEAD
+	aead   cipher.AEAD // nil: not built (idle)
+	suite  uint16
 	iv     [12]byte
 	nonce  [12]byte // scratch: iv XOR seq, kept here so no record allocates
 	seq    uint64
+	key    [32]byte
 	secret [48]byte // the current traffic secret, for KeyUpdate
+}
+
+// build makes the AEAD from the key, if it is not built.
+func (d *direction) build() error {
+	if d.aead != nil {
+		return nil
+	}
+	key := d.key[:suiteKeyLen(d.suite)]
+	var err error
+	if d.suite == tls.TLS_CHACHA20_POLY1305_SHA256 {
+		d.aead, err = chacha20poly1305.New(key)
+		return err
+	}
+	b, err := aes.NewCipher(key)
+	if err == nil {
+		d.aead, err = cipher.NewGCM(b)
+	}
+	return err
 }
 
 // setSecret installs a traffic secret: key and IV (RFC 8446 §7.3), seq 0.
@@ -123,23 +147,12 @@ func (d *direction) setSecret(suite uint16, secret []byte) error {
 	if err != nil {
 		return err
 	}
-	var a cipher.AEAD
-	if suite == tls.TLS_CHACHA20_POLY1305_SHA256 {
-		a, err = chacha20poly1305.New(key)
-	} else {
-		var b cipher.Block
-		if b, err = aes.NewCipher(key); err == nil {
-			a, err = cipher.NewGCM(b)
-		}
-	}
+	d.aead, d.suite, d.seq = nil, suite, 0
+	copy(d.key[:], key)
 	clear(key)
-	if err != nil {
-		return err
-	}
-	d.aead, d.seq = a, 0
 	copy(d.iv[:], iv)
 	copy(d.secret[:], secret)
-	return nil
+	return d.build()
 }
 
 // update moves to the next traffic secret (RFC 8446 §7.2).
@@ -194,7 +207,7 @@ func newRecordLayer(suite uint16, clientSecret, serverSecret []byte, outSeq uint
 }
 
 // seal appends one protected record carrying content of type typ
-// (len(content) ≤ maxPlaintextLen) to dst. dst's spare capacity should
+// (len(content) ≤ maxPlaintextLen) to dst; the AEAD must be built. dst's spare capacity should
 // hold len(content)+22 bytes, or append allocates.
 func (d *direction) seal(dst []byte, typ byte, content []byte) []byte {
 	hdr := len(dst)
@@ -227,6 +240,9 @@ func (d *direction) open(dst, rec []byte) ([]byte, byte, int, error) {
 	}
 	if len(rec)-recordHeaderLen > maxCiphertextLen {
 		return dst, 0, 0, &alertError{alertRecordOverflow, "record too long"}
+	}
+	if err := d.build(); err != nil {
+		return dst, 0, 0, &alertError{alertInternalError, err.Error()}
 	}
 	start := len(dst)
 	out, err := d.aead.Open(dst, d.nextNonce(), rec[recordHeaderLen:], rec[:recordHeaderLen])

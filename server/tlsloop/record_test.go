@@ -104,12 +104,20 @@ type echoServer struct {
 // loops; cfg adjusts the listener's tls.Config.
 func startEcho(t testing.TB, cfg func(*tls.Config)) *echoServer {
 	t.Helper()
+	return startEchoWith(t, cfg, Config{})
+}
+
+// startEchoWith is startEcho with the engine's Config (its Handler set
+// here).
+func startEchoWith(t testing.TB, cfg func(*tls.Config), ec Config) *echoServer {
+	t.Helper()
 	ca := newCA(t)
 	sc := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "server", true)}}
 	if cfg != nil {
 		cfg(sc)
 	}
-	e, err := Listen(Config{Handler: &echo{}}, []stdnet.TLSListener{{Addr: "127.0.0.1:0", Config: sc}})
+	ec.Handler = &echo{}
+	e, err := Listen(ec, []stdnet.TLSListener{{Addr: "127.0.0.1:0", Config: sc}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -620,4 +628,41 @@ func TestRecordLayerAfterHelloRetryRequest(t *testing.T) {
 	}
 	s.waitRecordLayer(t, 1)
 	echoRoundTrip(t, c, randomBytes(30_000))
+}
+
+// An idle connection drops its AEADs (IdleKeysAfter) and builds them
+// again from its keys when traffic comes, in both directions, also after
+// a KeyUpdate.
+func TestRecordLayerIdleKeysDroppedAndRebuilt(t *testing.T) {
+	s := startEchoWith(t, nil, Config{IdleKeysAfter: 100 * time.Millisecond})
+	p := dialRaw(t, s)
+	waitDrops := func(n uint64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for s.e.Stats().IdleKeyDrops < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("idle key drops %d, want %d", s.e.Stats().IdleKeyDrops, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	p.send(recordApplicationData, []byte("one"))
+	p.expectData("one")
+	waitDrops(1)
+	p.send(recordApplicationData, []byte("two"))
+	p.expectData("two")
+	waitDrops(2)
+	p.send(recordHandshake, []byte{handshakeKeyUpd, 0, 0, 1, updateRequested})
+	if err := p.out.update(p.suite); err != nil {
+		t.Fatal(err)
+	}
+	if typ, b, err := p.recv(); err != nil || typ != recordHandshake || b[0] != handshakeKeyUpd {
+		t.Fatalf("want the server's KeyUpdate, got %d %x %v", typ, b, err)
+	}
+	if err := p.in.update(p.suite); err != nil {
+		t.Fatal(err)
+	}
+	waitDrops(3)
+	p.send(recordApplicationData, []byte("three"))
+	p.expectData("three")
 }

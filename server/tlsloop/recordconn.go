@@ -38,6 +38,7 @@ func (c *conn) openRecords() error {
 			c.growFor(need)
 		}
 		base := len(c.in)
+		c.used = true
 		out, typ, n, err := c.rl.in.open(c.in, rec)
 		c.consumeRecord(len(rec))
 		if err != nil {
@@ -214,6 +215,10 @@ func (c *conn) sealWrite(typ byte, b []byte, bs [][]byte) (int, error) {
 	buf := (*bp)[:0]
 	defer func() { *bp = buf[:0]; c.e.sealBufs.Put(bp) }()
 	out := &c.rl.out
+	if err := out.build(); err != nil {
+		return 0, err
+	}
+	c.used = true
 	src, i := b, 0
 	for left := total; left > 0; {
 		if out.seq >= keyUpdateAfter {

@@ -127,6 +127,9 @@ type Config struct {
 	// listener with ProxyProtocol (the broker passes its connect timeout).
 	// Default 10 s.
 	ProxyTimeout time.Duration
+	// IdleKeysAfter is how long a record-layer connection goes unused
+	// before its AEAD state is dropped (idle.go). Default 30 s.
+	IdleKeysAfter time.Duration
 	// ProxyRefused, when set, is told of a connection closed because its
 	// listener expects a PROXY protocol header and it did not start with a
 	// valid one. Any goroutine.
@@ -140,6 +143,7 @@ type Stats struct {
 	Handshakes           uint64 // completed handshakes
 	Resumed              uint64 // of which resumed a session (ticket)
 	RecordLayer          uint64 // of which went on with this package's TLS 1.3 record layer
+	IdleKeyDrops         uint64 // times an idle connection's AEADs were dropped (built again by use)
 	TLSHandshakeFailures uint64 // failed handshakes (bad client, timeout, closed)
 	AcceptErrors         uint64 // failed Accepts (each backs off)
 }
@@ -172,6 +176,9 @@ type Engine struct {
 	open, handshaking                                   atomic.Int64
 	handshakes, resumed, failures, acceptEr, handedOver atomic.Uint64
 	sealBufs                                            sync.Pool // *[]byte of sealBufSize: records on their way to gnet
+	keysDropped                                         atomic.Uint64
+	idleMu                                              sync.Mutex
+	idle                                                map[gnet.EventLoop]*idleList // per loop, idle.go
 	logHS, logAccept                                    listenutil.RateLog
 }
 
@@ -190,6 +197,9 @@ func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
 	}
 	if cfg.ProxyTimeout <= 0 {
 		cfg.ProxyTimeout = 10 * time.Second
+	}
+	if cfg.IdleKeysAfter <= 0 {
+		cfg.IdleKeysAfter = 30 * time.Second
 	}
 	if cfg.HandshakeCPU <= 0 {
 		cfg.HandshakeCPU = runtime.GOMAXPROCS(0)
@@ -240,7 +250,7 @@ func (e *Engine) Stats() Stats {
 		return Stats{}
 	}
 	return Stats{Open: e.open.Load(), Handshaking: e.handshaking.Load(), Handshakes: e.handshakes.Load(),
-		Resumed: e.resumed.Load(), RecordLayer: e.handedOver.Load(), TLSHandshakeFailures: e.failures.Load(), AcceptErrors: e.acceptEr.Load()}
+		Resumed: e.resumed.Load(), RecordLayer: e.handedOver.Load(), IdleKeyDrops: e.keysDropped.Load(), TLSHandshakeFailures: e.failures.Load(), AcceptErrors: e.acceptEr.Load()}
 }
 
 // ReloadTLS re-reads every listener's certificate, key and client CA
@@ -331,6 +341,8 @@ func (h *handler) OnTick() (time.Duration, gnet.Action) {
 		if e.stopped.Load() {
 			return
 		}
+		e.wg.Add(1)
+		go e.sweepIdle()
 		for i, ln := range e.lns {
 			e.wg.Add(1)
 			go e.accept(ln, &marker{src: e.srcs[i], front: e.fronts[i]}, e.proxy[i])
