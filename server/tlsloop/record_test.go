@@ -199,11 +199,10 @@ func TestRecordLayerEchoLargeAndSmall(t *testing.T) {
 // sends them together.
 type slowConn struct {
 	net.Conn
-	mu       sync.Mutex
-	byByte   bool
-	hold     bool
-	held     []byte
-	released bool
+	mu     sync.Mutex
+	byByte bool
+	hold   bool
+	held   []byte
 }
 
 func (s *slowConn) Write(b []byte) (int, error) {
