@@ -67,10 +67,12 @@
 //     ends the input; user_canceled is ignored, other alerts are fatal.
 //
 // The plaintext buffer comes from a pool and goes back as soon as the
-// broker consumed it, so an idle TLS 1.3 connection holds two AEADs and
-// their secrets (~1.7 KB), this package's conn and gnet's: ~3 KB of live
-// heap in all (BenchmarkTLSIdleConnHeap; BENCHMARKS.md "TLS"); one still
-// on crypto/tls ~7.8 KB. Renegotiation is refused: crypto/tls servers never
+// broker consumed it, and a connection unused for IdleKeysAfter drops its
+// two AEADs too (idle.go; rebuilt from the kept keys by its next record),
+// so an idle TLS 1.3 connection holds its keys and secrets, this
+// package's conn and gnet's: ~1.6 KB of live heap in all with the
+// broker's state (3 KB before the idle sweep; BenchmarkTLSIdleConnHeap;
+// BENCHMARKS.md "TLS"); one still on crypto/tls ~7.8 KB. Renegotiation is refused: crypto/tls servers never
 // renegotiate (a TLS 1.2 ClientHello after the handshake gets a fatal
 // unexpected_message alert), and the record layer refuses a ClientHello
 // like any other post-handshake message.
