@@ -104,11 +104,12 @@
 //
 // gnet runs N event loops (Options.EventLoops, GOMAXPROCS by default); each
 // connection belongs to one loop for its whole life and no goroutine is
-// created per plain TCP connection. TLS and WebSocket connections run on
-// server/stdnet's task loops, which give the same single-owner guarantee;
-// with tls_engine: loops, TLS connections run on the gnet loops themselves
-// (server/tlsloop wraps the handler and hands the broker a gnet.Conn of
-// plaintext; el.Close goes through closeConn to reach the raw connection).
+// created per plain TCP connection. TLS connections run on the gnet loops
+// themselves (tls_engine: loops, the default: server/tlsloop wraps the
+// handler and hands the broker a gnet.Conn of plaintext; el.Close goes
+// through closeConn to reach the raw connection); WebSocket connections,
+// and TLS ones with tls_engine: stdnet, run on server/stdnet's task loops,
+// which give the same single-owner guarantee.
 //
 //	client   one per connection; owned by its loop goroutine. Other loops
 //	         touch only its atomics (wakeQueued, takenOver).
