@@ -52,7 +52,9 @@ type TLSListener struct {
 	// X25519MLKEM768 first for clients that offer it.
 	Curves []string `yaml:"curves"`
 	// WriteTimeout closes a connection whose peer accepts less than 64 KiB
-	// in this long. Default: 30 s.
+	// in this long. Default: 30 s. tls_engine: stdnet only; on the event
+	// loops a peer that stops reading meets the broker's outbound limits
+	// (max_outbound_bytes), as on plain TCP.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// ProxyProtocol: every connection starts with a PROXY protocol header
 	// (v1 or v2), read before the TLS handshake within HandshakeTimeout;
