@@ -43,7 +43,7 @@ type loop struct {
 	handoff [][]*client
 	handTo  []*loop
 	routing bool // route is running: schedule lists cross-loop wakes in handoff
-	tx      txn // durable writes of the current event
+	tx      txn  // durable writes of the current event
 	// paceOn lists the clean sessions the current PUBLISH left over their
 	// soft limit (pace.go); paged is pageIn's scratch (backlog.go).
 	paceOn []*session
