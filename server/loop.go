@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -29,6 +30,9 @@ type loop struct {
 	el  gnet.EventLoop
 	fds bool // el is a gnet loop: its connections are raw sockets (Fd, half-close)
 	id  int  // index of this loop among the server's loops (handoff slot)
+	// wakeups counts the drainRemote tasks triggered on this loop (tests
+	// check the cross-loop batching with it).
+	wakeups atomic.Uint64
 
 	now   int64 // unix nanoseconds at the start of the current event
 	wheel *wheel
@@ -130,6 +134,7 @@ func (l *loop) flushHandoff() {
 
 // wake triggers drainRemote on the loop (from any goroutine).
 func (l *loop) wake() {
+	l.wakeups.Add(1)
 	if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
 		// The engine is shutting down; nothing will be delivered anyway.
 		l.srv.log.Debug("cross-loop wake failed", "err", err)
