@@ -121,8 +121,11 @@
 //
 // Global indexes are concurrent structures of their own: the subscription
 // trie (lock-free Match), the retained index, the sharded registry.
-// Cross-loop delivery is batched: a publisher lists the target client on its
-// loop's mailbox and triggers ONE task per loop per burst.
+// Cross-loop delivery is batched: while a message is routed, the targets on
+// other loops are listed in the publisher's loop (no lock); once it is
+// routed, each target loop gets its list in its mailbox under one lock and
+// ONE task per loop per burst, before the publisher's loop writes to its own
+// subscribers.
 //
 // # Lock order
 //

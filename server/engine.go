@@ -229,6 +229,7 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	l := s.loops[el]
 	if l == nil {
 		l = newLoop(s, el)
+		l.id = len(s.loops) // loops are never removed: ids stay unique
 		s.loops[el] = l
 		list := make([]*loop, 0, len(s.loops))
 		for _, x := range s.loops {

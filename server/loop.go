@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -14,17 +15,24 @@ import (
 // loop is the broker's state for one gnet event loop. Fields above mu are
 // touched only by that loop's goroutine; mu guards the cross-loop mailbox.
 //
-// Cross-loop delivery: a publisher on loop A that enqueues a message for a
-// session whose connection lives on loop B puts that client on B's remote
-// list and, only if the list was empty, triggers one task on B
-// (gnet EventLoop.Execute). B's task drains every listed client: one wake-up
-// per loop per burst, not one per message. Deliveries to clients on the
-// publisher's own loop go on the local list and are drained before the
-// publisher's event returns.
+// Cross-loop delivery: while a publisher on loop A routes a message
+// (route.go), each session it enqueues to whose connection lives on loop B
+// has its client listed in A's own handoff for B, without a lock. Once the
+// message is routed, A hands each target loop its whole list under that
+// loop's mu and, only if B's remote list was empty, triggers one task on B
+// (gnet EventLoop.Execute). B's task drains every listed client: one lock
+// and at most one wake-up per target loop per routed message, not one per
+// delivery, and B starts on its share before A writes its own (A's local
+// list is drained at the end of its event). Wake-ups outside routing (a
+// commit's, a retained message on subscribe) are handed over at once.
 type loop struct {
 	srv *Server
 	el  gnet.EventLoop
 	fds bool // el is a gnet loop: its connections are raw sockets (Fd, half-close)
+	id  int  // index of this loop among the server's loops (handoff slot)
+	// wakeups counts the drainRemote tasks triggered on this loop (tests
+	// check the cross-loop batching with it).
+	wakeups atomic.Uint64
 
 	now   int64 // unix nanoseconds at the start of the current event
 	wheel *wheel
@@ -33,7 +41,13 @@ type loop struct {
 	match []trie.Sub[*session]
 	dedup map[*session]int
 	local []*client
-	tx    txn // durable writes of the current event
+	// handoff[id] lists the clients of the loop with that id that this
+	// loop's deliveries woke since the last flushHandoff; handTo lists
+	// those loops, in first-woken order.
+	handoff [][]*client
+	handTo  []*loop
+	routing bool // route is running: schedule lists cross-loop wakes in handoff
+	tx      txn  // durable writes of the current event
 	// paceOn lists the clean sessions the current PUBLISH left over their
 	// soft limit (pace.go); paged is pageIn's scratch (backlog.go).
 	paceOn []*session
@@ -70,22 +84,60 @@ func newLoop(s *Server, el gnet.EventLoop) *loop {
 	return l
 }
 
-// schedule arranges for c's session queue to be drained on c's loop. from is
-// the loop the caller runs on (nil outside any loop).
+// schedule arranges for c's session queue to be drained on c's loop l.
+// from is the loop the caller runs on (nil outside any loop); while from
+// routes a message (from.routing), c waits in from's handoff for the
+// flushHandoff that ends the routing.
 func (l *loop) schedule(c *client, from *loop) {
-	if from == l {
+	switch {
+	case from == l:
 		l.local = append(l.local, c)
-		return
-	}
-	l.mu.Lock()
-	first := len(l.remote) == 0 && len(l.tasks) == 0
-	l.remote = append(l.remote, c)
-	l.mu.Unlock()
-	if first {
-		if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
-			// The engine is shutting down; nothing will be delivered anyway.
-			l.srv.log.Debug("cross-loop wake failed", "err", err)
+	case from != nil && from.routing:
+		if l.id >= len(from.handoff) {
+			from.handoff = append(from.handoff, make([][]*client, l.id+1-len(from.handoff))...)
 		}
+		cs := from.handoff[l.id]
+		if len(cs) == 0 {
+			from.handTo = append(from.handTo, l)
+		}
+		from.handoff[l.id] = append(cs, c)
+	default:
+		l.mu.Lock()
+		first := len(l.remote) == 0 && len(l.tasks) == 0
+		l.remote = append(l.remote, c)
+		l.mu.Unlock()
+		if first {
+			l.wake()
+		}
+	}
+}
+
+// flushHandoff hands every client this loop's deliveries listed for other
+// loops to those loops: one lock and at most one wake-up per target. It
+// runs on l's goroutine.
+func (l *loop) flushHandoff() {
+	for i, to := range l.handTo {
+		cs := l.handoff[to.id]
+		to.mu.Lock()
+		first := len(to.remote) == 0 && len(to.tasks) == 0
+		to.remote = append(to.remote, cs...)
+		to.mu.Unlock()
+		if first {
+			to.wake()
+		}
+		clear(cs)
+		l.handoff[to.id] = cs[:0]
+		l.handTo[i] = nil
+	}
+	l.handTo = l.handTo[:0]
+}
+
+// wake triggers drainRemote on the loop (from any goroutine).
+func (l *loop) wake() {
+	l.wakeups.Add(1)
+	if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
+		// The engine is shutting down; nothing will be delivered anyway.
+		l.srv.log.Debug("cross-loop wake failed", "err", err)
 	}
 }
 
@@ -96,9 +148,7 @@ func (l *loop) post(fn func()) {
 	l.tasks = append(l.tasks, fn)
 	l.mu.Unlock()
 	if first {
-		if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
-			l.srv.log.Debug("loop task dropped: engine stopping", "err", err)
-		}
+		l.wake()
 	}
 }
 

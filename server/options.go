@@ -219,7 +219,11 @@ type Options struct {
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	// EventLoops is the number of gnet event loops (also the number of
 	// task loops serving TLS and WebSocket connections), 1 to 1024.
-	// Default: GOMAXPROCS.
+	// Default: GOMAXPROCS. The loops block in system calls (epoll_wait,
+	// write); with GOMAXPROCS equal to the loops, no P is ever idle and
+	// Go's sysmon polls every 20 µs to take Ps back. tern serve therefore
+	// sets GOMAXPROCS to EventLoops+1 (cmd/tern/procs.go); an embedding
+	// program may do the same.
 	EventLoops int `yaml:"event_loops"`
 	// AdminListen, when set ("host:port"), serves Prometheus metrics on
 	// /metrics and a health check on /healthz over HTTP. Default: off.

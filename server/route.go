@@ -26,7 +26,18 @@ func (s *Server) route(l *loop, t *txn, m *message) limitID {
 	if s.cluster != nil {
 		subs = s.forward(t, m, subs) // cluster.go: other nodes, and $share placement
 	}
+	if l == nil {
+		s.deliverAll(l, t, m, subs)
+		return 0
+	}
+	// Wake-ups of subscribers on other loops are gathered and handed over
+	// once the message is routed: one lock and at most one wake-up per
+	// target loop (loop.go), and those loops start writing while this one
+	// still routes or writes to its own subscribers.
+	l.routing = true
 	s.deliverAll(l, t, m, subs)
+	l.routing = false
+	l.flushHandoff()
 	return 0
 }
 

@@ -282,6 +282,7 @@ func serveCmd(args []string) int {
 		return 1
 	}
 	logger := opts.Logger
+	spareProc(opts.EventLoops, logger) // procs.go
 	logger.Info("effective configuration", "options", opts,
 		"log_level", cfg.LogLevel, "log_format", cfg.LogFormat, "config", sf.configPath)
 	if opts.Durability != server.DurabilityNone {
