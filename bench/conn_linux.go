@@ -116,9 +116,13 @@ func (l *loop) handle(c *conn, events uint32) {
 		c.state = stConnack
 		l.setInterest(c, false)
 		l.sendConnect(c)
+		// Written now rather than at the end of the turn: a connect storm
+		// issues its CONNECTs as their TCP handshakes complete.
+		c.dirty = false
+		l.flush(c)
 		return
 	}
-	if events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
+	if events&unix.EPOLLOUT != 0 && c.wantOut {
 		l.flush(c)
 		if c.state == stClosed {
 			return
@@ -150,31 +154,47 @@ func (l *loop) setInterest(c *conn, wantOut bool) {
 	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
 }
 
-// write sends b now if the socket takes it, else buffers the rest and asks
-// for EPOLLOUT. Order is preserved: once something is buffered, everything
-// after it is too.
+// write queues b on c. Nothing is written yet: every connection that has
+// output is written once at the end of the loop's turn (flushDirty), so the
+// acknowledgements of a whole read, or a publisher's burst plus its PUBRELs,
+// leave in one write syscall instead of one per packet. Order is preserved:
+// bytes are only ever appended to c.out.
 func (l *loop) write(c *conn, b []byte, now int64) {
-	c.lastOut = now
-	if len(c.out) > 0 {
-		c.out = append(c.out, b...)
-		return
-	}
-	n, err := unix.Write(c.fd, b)
-	if err != nil && !errors.Is(err, unix.EAGAIN) {
-		l.lostConn(c, "write: "+errnoName(err))
-		return
-	}
-	if n < 0 {
-		n = 0
-	}
-	if n < len(b) {
-		c.out = append(c.out, b[n:]...)
-		l.setInterest(c, true)
-	}
+	c.out = append(c.out, b...)
+	l.markDirty(c, now)
 }
 
-// flush writes buffered output of c; once it is all out, a publisher that
-// was blocked on socket space is queued again.
+// markDirty records that c.out grew (at now) and must be written at the end
+// of the turn. A connection already waiting for EPOLLOUT is written when the
+// socket has room instead.
+func (l *loop) markDirty(c *conn, now int64) {
+	c.lastOut = now
+	if c.dirty || c.wantOut {
+		return
+	}
+	c.dirty = true
+	l.dirty = append(l.dirty, c)
+}
+
+// flushDirty writes the output every connection queued during this turn:
+// one write syscall per connection per turn.
+func (l *loop) flushDirty() {
+	for i, c := range l.dirty {
+		l.dirty[i] = nil
+		if !c.dirty {
+			continue
+		}
+		c.dirty = false
+		if c.state != stClosed && !c.wantOut && len(c.out) > 0 {
+			l.flush(c)
+		}
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// flush writes c's queued output; what the socket does not take waits for
+// EPOLLOUT. Once it is all out, a publisher that was blocked on socket space
+// is queued again.
 func (l *loop) flush(c *conn) {
 	n, err := unix.Write(c.fd, c.out)
 	if err != nil && !errors.Is(err, unix.EAGAIN) {
@@ -184,15 +204,23 @@ func (l *loop) flush(c *conn) {
 	if n > 0 {
 		c.out = c.out[:copy(c.out, c.out[n:])]
 	}
-	if len(c.out) == 0 {
-		if cap(c.out) > 64<<10 {
-			c.out = nil
+	if len(c.out) > 0 {
+		if !c.wantOut {
+			c.wantOut = true
+			l.setInterest(c, true)
 		}
+		return
+	}
+	if cap(c.out) > 64<<10 {
+		c.out = nil
+	}
+	if c.wantOut {
+		c.wantOut = false
 		l.setInterest(c, false)
-		if c.blocked && c.role == rolePub && c.inflt < c.window {
-			c.blocked = false
-			l.enqueue(c)
-		}
+	}
+	if c.blocked && c.role == rolePub && c.inflt < c.window {
+		c.blocked = false
+		l.enqueue(c)
 	}
 }
 

@@ -73,6 +73,8 @@ type conn struct {
 	state    uint8
 	role     uint8
 	blocked  bool // publisher waiting for a window slot or socket space
+	dirty    bool // in loop.dirty: c.out to be written at the end of the turn
+	wantOut  bool // the socket did not take all of c.out: waiting for EPOLLOUT
 	pubID    uint32
 	rcv      uint32
 	dialAt   int64
@@ -104,6 +106,7 @@ type loop struct {
 	evfd    int // eventfd: wakes the loop for posted tasks
 	tfd     int // timerfd: wakes the loop when the next publication is due
 	armedAt int64
+	due     bool // the send queue's head is already due: poll, do not wait
 
 	mu    sync.Mutex
 	tasks []func(*loop)
@@ -112,6 +115,7 @@ type loop struct {
 	free    []int32
 	queue   timer.Heap[*conn] // publishers by next intended send time; paused throttled subscribers by resume time
 	requeue []*conn           // closed-loop publishers to queue again after a publishDue pass
+	dirty   []*conn           // connections with output queued this turn (flushDirty)
 	buf     []byte
 	enc     []byte
 	pay     []byte
@@ -211,7 +215,11 @@ func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
 	nextHousekeep := time.Now().UnixNano() + int64(time.Second)
 	for !l.stop {
-		n, err := unix.EpollWait(l.epfd, events, 1000)
+		wait := 1000
+		if l.due {
+			wait = 0
+		}
+		n, err := unix.EpollWait(l.epfd, events, wait)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.fail(nil, "epoll: "+err.Error())
 			return
@@ -239,6 +247,7 @@ func (l *loop) run() {
 			l.housekeep(now)
 			nextHousekeep = now + int64(time.Second)
 		}
+		l.flushDirty()
 	}
 	for _, c := range l.conns {
 		if c != nil {

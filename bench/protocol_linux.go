@@ -211,6 +211,7 @@ func (c *conn) takeID() uint16 {
 // disconnectAll sends DISCONNECT on every ready connection and closes all.
 func (l *loop) disconnectAll() {
 	var d codec.Disconnect
+	l.flushDirty()
 	for _, c := range l.conns {
 		if c == nil {
 			continue

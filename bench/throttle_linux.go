@@ -21,7 +21,7 @@ func (l *loop) admit(c *conn, now int64) bool {
 	}
 	if !c.lim.paused {
 		c.lim.paused = true
-		l.setInterest(c, len(c.out) > 0)
+		l.setInterest(c, c.wantOut)
 	}
 	if resume > 0 && c.queueIdx < 0 {
 		l.queue.Push(resume, c)
@@ -36,7 +36,7 @@ func (l *loop) resumeRead(c *conn) {
 		return
 	}
 	c.lim.paused = false
-	l.setInterest(c, len(c.out) > 0)
+	l.setInterest(c, c.wantOut)
 	l.consume(c, nil) // may pause it again
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -88,6 +89,7 @@ type benchFlags struct {
 	quiet      bool
 	failOnLoss bool
 	series     bool
+	cpuProfile string // --cpuprofile: a pprof CPU profile of the harness
 }
 
 func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
@@ -132,6 +134,7 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.BoolVar(&f.series, "series", false, "also print one line per second (sent/s, recv/s, p99 of that second, connections, broker RSS)")
 	fs.IntVar(&c.DropEvery, "drop-every", 0, "self-test: skip writing every Nth message while counting it as sent")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the harness (whole run) to `FILE`, for go tool pprof")
 	fs.BoolVar(&f.quiet, "quiet", false, "no live progress line")
 	fs.BoolVar(&f.failOnLoss, "fail-on-loss", false, "exit 1 if any message was lost or a connection failed")
 	fs.Usage = func() {
@@ -206,7 +209,13 @@ func benchRun(ctx context.Context, cmd string, args []string, out, errOut io.Wri
 	if !f.quiet && benchIsTerminal(os.Stderr) {
 		cfg.Progress = os.Stderr
 	}
+	stopProfile, err := benchStartProfile(f.cpuProfile)
+	if err != nil {
+		fmt.Fprintf(errOut, "tern bench %s: %v\n", cmd, err)
+		return 1
+	}
 	rep, err := bench.Run(ctx, cfg)
+	stopProfile()
 	if err != nil {
 		fmt.Fprintf(errOut, "tern bench %s: %v\n", cmd, err)
 		return 1
@@ -358,6 +367,23 @@ func benchCompare(ctx context.Context, args []string, out, errOut io.Writer) int
 		return 1
 	}
 	return 0
+}
+
+// benchStartProfile starts a CPU profile into path (nothing when path is
+// empty) and returns the function that stops it and closes the file.
+func benchStartProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func benchWriteJSON(w io.Writer, v any) error {
