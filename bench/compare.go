@@ -47,12 +47,16 @@ type Metrics struct {
 	BrokerRSS    float64 `json:"broker_rss_bytes"`
 	BrokerPerCon float64 `json:"broker_rss_per_conn_bytes"`
 	HarnessCPU   float64 `json:"harness_cpu_percent"`
+	// Per message delivered in the window (Report.HarnessCPUPerMsgUs, …).
+	HarnessPerMsg float64 `json:"harness_cpu_per_msg_us"`
+	BrokerPerMsg  float64 `json:"broker_cpu_per_msg_us"`
 }
 
 func metricsOf(r *Report) Metrics {
 	m := Metrics{RecvRate: r.RecvRate, SendRate: r.SendRate, P50Us: r.Latency.P50Us, P99Us: r.Latency.P99Us,
 		Lost: float64(r.Lost), Connected: float64(r.Connect.Connected), ConnectRate: r.Connect.RatePerS,
-		ConnectP99Us: r.Connect.Latency.P99Us, HarnessCPU: r.Harness.CPUPercent}
+		ConnectP99Us: r.Connect.Latency.P99Us, HarnessCPU: r.Harness.CPUPercent,
+		HarnessPerMsg: r.HarnessCPUPerMsgUs, BrokerPerMsg: r.BrokerCPUPerMsgUs}
 	if r.Broker != nil {
 		m.BrokerCPU, m.BrokerRSS, m.BrokerPerCon = r.Broker.CPUPercent, float64(r.Broker.RSSBytes), r.Broker.RSSPerConnBytes
 	}
@@ -122,9 +126,9 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 			row.Reports = append(row.Reports, rep)
 			if o.Log != nil {
 				m := metricsOf(rep)
-				fmt.Fprintf(o.Log, "round %d %-10s recv %.0f/s p50 %s p99 %s lost %.0f conns %.0f broker cpu %.0f%% rss %s harness cpu %.0f%%\n",
-					round+1, t.Name, m.RecvRate, us(m.P50Us), us(m.P99Us), m.Lost, m.Connected, m.BrokerCPU,
-					bytesStr(m.BrokerRSS), m.HarnessCPU)
+				fmt.Fprintf(o.Log, "round %d %-10s recv %.0f/s p50 %s p99 %s lost %.0f conns %.0f broker cpu %.0f%% (%.2fµs/msg) rss %s harness cpu %.0f%% (%.2fµs/msg)\n",
+					round+1, t.Name, m.RecvRate, us(m.P50Us), us(m.P99Us), m.Lost, m.Connected, m.BrokerCPU, m.BrokerPerMsg,
+					bytesStr(m.BrokerRSS), m.HarnessCPU, m.HarnessPerMsg)
 			}
 		}
 	}
@@ -169,18 +173,20 @@ func medianMetrics(reps []*Report) Metrics {
 		return median(xs)
 	}
 	return Metrics{
-		RecvRate:     col(func(m Metrics) float64 { return m.RecvRate }),
-		SendRate:     col(func(m Metrics) float64 { return m.SendRate }),
-		P50Us:        col(func(m Metrics) float64 { return m.P50Us }),
-		P99Us:        col(func(m Metrics) float64 { return m.P99Us }),
-		Lost:         col(func(m Metrics) float64 { return m.Lost }),
-		Connected:    col(func(m Metrics) float64 { return m.Connected }),
-		ConnectRate:  col(func(m Metrics) float64 { return m.ConnectRate }),
-		ConnectP99Us: col(func(m Metrics) float64 { return m.ConnectP99Us }),
-		BrokerCPU:    col(func(m Metrics) float64 { return m.BrokerCPU }),
-		BrokerRSS:    col(func(m Metrics) float64 { return m.BrokerRSS }),
-		BrokerPerCon: col(func(m Metrics) float64 { return m.BrokerPerCon }),
-		HarnessCPU:   col(func(m Metrics) float64 { return m.HarnessCPU }),
+		RecvRate:      col(func(m Metrics) float64 { return m.RecvRate }),
+		SendRate:      col(func(m Metrics) float64 { return m.SendRate }),
+		P50Us:         col(func(m Metrics) float64 { return m.P50Us }),
+		P99Us:         col(func(m Metrics) float64 { return m.P99Us }),
+		Lost:          col(func(m Metrics) float64 { return m.Lost }),
+		Connected:     col(func(m Metrics) float64 { return m.Connected }),
+		ConnectRate:   col(func(m Metrics) float64 { return m.ConnectRate }),
+		ConnectP99Us:  col(func(m Metrics) float64 { return m.ConnectP99Us }),
+		BrokerCPU:     col(func(m Metrics) float64 { return m.BrokerCPU }),
+		BrokerRSS:     col(func(m Metrics) float64 { return m.BrokerRSS }),
+		BrokerPerCon:  col(func(m Metrics) float64 { return m.BrokerPerCon }),
+		HarnessCPU:    col(func(m Metrics) float64 { return m.HarnessCPU }),
+		HarnessPerMsg: col(func(m Metrics) float64 { return m.HarnessPerMsg }),
+		BrokerPerMsg:  col(func(m Metrics) float64 { return m.BrokerPerMsg }),
 	}
 }
 
@@ -235,12 +241,12 @@ func (c *Comparison) WriteMarkdown(w io.Writer) {
 				us(m.ConnectP99Us), bytesStr(m.BrokerRSS), bytesStr(m.BrokerPerCon), ratio(m.BrokerPerCon, base.BrokerPerCon), m.HarnessCPU)
 		}
 	} else {
-		b.WriteString("| broker | delivered msg/s | p50 | p99 | lost | broker CPU | broker RSS | harness CPU | rate vs first | p99 vs first |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| broker | delivered msg/s | p50 | p99 | lost | broker CPU | broker µs/msg | broker RSS | harness CPU | harness µs/msg | rate vs first | p99 vs first |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range c.Rows {
 			m := r.Median
-			fmt.Fprintf(b, "| %s | %.0f | %s | %s | %.0f | %.0f%% | %s | %.0f%% | %s | %s |\n", r.Target.Name, m.RecvRate,
-				us(m.P50Us), us(m.P99Us), m.Lost, m.BrokerCPU, bytesStr(m.BrokerRSS), m.HarnessCPU,
+			fmt.Fprintf(b, "| %s | %.0f | %s | %s | %.0f | %.0f%% | %.2f | %s | %.0f%% | %.2f | %s | %s |\n", r.Target.Name, m.RecvRate,
+				us(m.P50Us), us(m.P99Us), m.Lost, m.BrokerCPU, m.BrokerPerMsg, bytesStr(m.BrokerRSS), m.HarnessCPU, m.HarnessPerMsg,
 				ratio(m.RecvRate, base.RecvRate), ratio(m.P99Us, base.P99Us))
 		}
 	}

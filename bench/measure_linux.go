@@ -89,8 +89,8 @@ func (u *usage) sample() int64 {
 
 // report fills the harness's and the broker's resource use over a window
 // of secs seconds in which msgs messages were sent and received by
-// connected clients.
-func (u *usage) report(rep *Report, secs, msgs float64, connected int64) {
+// connected clients, delivered of them received.
+func (u *usage) report(rep *Report, secs, msgs, delivered float64, connected int64) {
 	h := &rep.Harness
 	h.CPUSeconds = float64(u.cpu1-u.cpu0) / 1e9
 	if secs > 0 {
@@ -98,6 +98,9 @@ func (u *usage) report(rep *Report, secs, msgs float64, connected int64) {
 	}
 	if msgs > 0 {
 		h.CPUPerMsgUs = h.CPUSeconds * 1e6 / msgs
+	}
+	if delivered > 0 {
+		rep.HarnessCPUPerMsgUs = h.CPUSeconds * 1e6 / delivered
 	}
 	h.RSSBytes = u.rssHeld
 	if connected > 0 {
@@ -111,6 +114,9 @@ func (u *usage) report(rep *Report, secs, msgs float64, connected int64) {
 		}
 		if msgs > 0 {
 			b.CPUPerMsgUs = b.CPUSeconds * 1e6 / msgs
+		}
+		if delivered > 0 {
+			rep.BrokerCPUPerMsgUs = b.CPUSeconds * 1e6 / delivered
 		}
 		if connected > 0 && u.broker0.RSSBytes > 0 {
 			b.RSSPerConnBytes = float64(u.bs1.RSSBytes-u.broker0.RSSBytes) / float64(connected)

@@ -54,6 +54,14 @@ type Report struct {
 
 	Harness ProcReport  `json:"harness"`
 	Broker  *ProcReport `json:"broker,omitempty"`
+	// HarnessCPUPerMsgUs and BrokerCPUPerMsgUs are CPU microseconds per
+	// message delivered in the measured window (RecvRate's messages), of
+	// the harness process (getrusage) and of the broker (/proc/PID/stat,
+	// 10 ms ticks; 0 when the broker is not sampled). When the harness's
+	// number approaches the broker's on a shared machine, the harness
+	// limits the measurement.
+	HarnessCPUPerMsgUs float64 `json:"harness_cpu_per_msg_us,omitempty"`
+	BrokerCPUPerMsgUs  float64 `json:"broker_cpu_per_msg_us,omitempty"`
 
 	// Series has one entry per second of the publishing phase and the
 	// drain (of the hold, for idle connections).
@@ -147,6 +155,10 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(b, "broker       pid %d cpu %.0f%% (%.2fs), rss %s (min %s, peak %s), %s/conn\n",
 			br.PID, br.CPUPercent, br.CPUSeconds, bytesStr(float64(br.RSSBytes)), bytesStr(float64(br.RSSMinBytes)),
 			bytesStr(float64(br.RSSPeakBytes)), bytesStr(br.RSSPerConnBytes))
+	}
+	if r.HarnessCPUPerMsgUs > 0 {
+		fmt.Fprintf(b, "cpu/delivered harness %.2fµs, broker %.2fµs per message delivered in the window\n",
+			r.HarnessCPUPerMsgUs, r.BrokerCPUPerMsgUs)
 	}
 	io.WriteString(w, b.String())
 }

@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Delivery = ledger.Tally(expectations(&cfg, sentBy))
 		rep.Lost = rep.Delivery.Lost
 	}
-	u.report(rep, w.measured.Seconds(), float64(sentIn+recvIn), connected)
+	u.report(rep, w.measured.Seconds(), float64(sentIn+recvIn), float64(recvIn), connected)
 	return rep, nil
 }
 
