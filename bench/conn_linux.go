@@ -56,7 +56,9 @@ func (l *loop) dial(s *spec, now int64) {
 		}
 	}
 	c := &conn{fd: fd, role: s.role, queueIdx: -1, rcv: s.rcv, pubID: uint32(s.idx),
-		topic: s.topic, filter: s.filter, dialAt: now, state: stDialing}
+		topic: s.topic, filter: s.filter, dialAt: now, state: stDialing, conf: s.conf}
+	l.dialing++
+	l.dialMax = max(l.dialMax, l.dialing)
 	if len(l.free) > 0 {
 		c.slot = l.free[len(l.free)-1]
 		l.free = l.free[:len(l.free)-1]
@@ -113,8 +115,12 @@ func (l *loop) handle(c *conn, events uint32) {
 			l.fail(c, "connect: "+errnoName(err))
 			return
 		}
-		c.state = stConnack
 		l.setInterest(c, false)
+		if c.conf != nil {
+			l.startTLS(c, time.Now().UnixNano())
+			return
+		}
+		c.state = stConnack
 		l.sendConnect(c)
 		// Written now rather than at the end of the turn: a connect storm
 		// issues its CONNECTs as their TCP handshakes complete.
@@ -185,7 +191,7 @@ func (l *loop) flushDirty() {
 			continue
 		}
 		c.dirty = false
-		if c.state != stClosed && !c.wantOut && len(c.out) > 0 {
+		if c.state != stClosed && !c.wantOut {
 			l.flush(c)
 		}
 	}
@@ -196,23 +202,32 @@ func (l *loop) flushDirty() {
 // EPOLLOUT. Once it is all out, a publisher that was blocked on socket space
 // is queued again.
 func (l *loop) flush(c *conn) {
-	n, err := unix.Write(c.fd, c.out)
-	if err != nil && !errors.Is(err, unix.EAGAIN) {
-		l.lostConn(c, "write: "+errnoName(err))
-		return
-	}
-	if n > 0 {
-		c.out = c.out[:copy(c.out, c.out[n:])]
-	}
-	if len(c.out) > 0 {
-		if !c.wantOut {
-			c.wantOut = true
-			l.setInterest(c, true)
+	out := &c.out // plain TCP: the MQTT bytes themselves
+	if c.tls != nil {
+		if !l.seal(c) {
+			return
 		}
-		return
+		out = &c.tls.sock // TLS: the records sealing them
 	}
-	if cap(c.out) > 64<<10 {
-		c.out = nil
+	if len(*out) > 0 {
+		n, err := unix.Write(c.fd, *out)
+		if err != nil && !errors.Is(err, unix.EAGAIN) {
+			l.lostConn(c, "write: "+errnoName(err))
+			return
+		}
+		if n > 0 {
+			*out = (*out)[:copy(*out, (*out)[n:])]
+		}
+		if len(*out) > 0 {
+			if !c.wantOut {
+				c.wantOut = true
+				l.setInterest(c, true)
+			}
+			return
+		}
+	}
+	if cap(*out) > 64<<10 {
+		*out = nil
 	}
 	if c.wantOut {
 		c.wantOut = false
@@ -250,6 +265,12 @@ func (l *loop) closeConn(c *conn) {
 	if c.role == rolePub {
 		l.recordSent(c)
 	}
+	if c.state < stReady {
+		l.dialing--
+	}
+	if c.tls != nil {
+		c.tls.pipe.Close() // ends a handshake goroutine waiting for input
+	}
 	c.state = stClosed
 	unix.Close(c.fd)
 	l.conns[c.slot] = nil
@@ -279,7 +300,11 @@ func (l *loop) readFrom(c *conn) {
 			}
 			return
 		}
-		l.consume(c, l.buf[:n])
+		if c.tls != nil {
+			l.tlsRead(c, l.buf[:n], time.Now().UnixNano())
+		} else {
+			l.consume(c, l.buf[:n])
+		}
 		if c.state == stClosed || n < len(l.buf) || (c.lim != nil && c.lim.paused) {
 			return
 		}
@@ -289,6 +314,8 @@ func (l *loop) readFrom(c *conn) {
 // stateWaits names what a connection in state s waits for.
 func stateWaits(s uint8) string {
 	switch s {
+	case stTLS:
+		return "TLS handshake"
 	case stConnack:
 		return "CONNACK"
 	case stSuback:
@@ -369,4 +396,17 @@ func sockaddr(ip net.IP, port int) unix.Sockaddr {
 	sa := &unix.SockaddrInet6{Port: port}
 	copy(sa.Addr[:], ip.To16())
 	return sa
+}
+
+// dialPending dials queued clients while the loop has connect slots
+// (Config.Parallel): a connect storm of N clients with at most P in their
+// connect phase at once.
+func (l *loop) dialPending(now int64) {
+	i := 0
+	for ; i < len(l.pending) && (l.budget <= 0 || l.dialing < l.budget); i++ {
+		l.dial(&l.pending[i], now)
+	}
+	n := copy(l.pending, l.pending[i:])
+	clear(l.pending[n:])
+	l.pending = l.pending[:n]
 }

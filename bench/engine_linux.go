@@ -41,6 +41,7 @@ const (
 // Connection states, in order.
 const (
 	stDialing uint8 = iota // non-blocking connect in progress
+	stTLS                  // TLS handshake in progress (tls_linux.go)
 	stConnack              // CONNECT written, waiting for CONNACK
 	stSuback               // SUBSCRIBE written, waiting for SUBACK
 	stReady                // usable
@@ -62,6 +63,7 @@ type spec struct {
 	source unix.Sockaddr // nil: kernel's choice
 	topic  []byte        // publish topic (publishers)
 	filter []byte        // subscription (subscribers, conn --subscribe)
+	conf   *tlsTarget    // TLS to this broker; nil: plain TCP
 }
 
 // conn is one client. Every field is owned by its loop's goroutine. It is
@@ -89,6 +91,8 @@ type conn struct {
 	nextID   uint16     // next packet id to try
 	ids      []uint64   // bitmap of packet ids in use (QoS>0 publishers only)
 	lim      *readLimit // throttled subscribers only (SubRate, SubStopAfter)
+	conf     *tlsTarget // TLS clients only: the broker's TLS configuration
+	tls      *tlsState  // TLS clients only, from the end of the TCP connect
 }
 
 // loopStats are the counters other goroutines read while the loop runs.
@@ -117,7 +121,12 @@ type loop struct {
 	requeue []*conn           // closed-loop publishers to queue again after a publishDue pass
 	dirty   []*conn           // connections with output queued this turn (flushDirty)
 	buf     []byte
+	plain   []byte // decrypted TLS input
 	enc     []byte
+	pending []spec // clients waiting for a connect slot (Config.Parallel)
+	dialing int    // clients of this loop in their connect phase
+	dialMax int    // the most dialing ever was
+	budget  int    // most clients in their connect phase at once; 0: no limit
 	pay     []byte
 	stop    bool
 
@@ -129,6 +138,9 @@ type loop struct {
 	latIv     *Histogram // the same for every delivery since the last series sample
 	lag       *Histogram // send lag (actual write − intended time)
 	connLat   *Histogram // TCP connect + CONNACK (+ SUBACK)
+	tlsLat    *Histogram // TLS handshake (TCP connected → handshake done)
+	tlsFull   int64      // full TLS handshakes
+	tlsResumed int64     // resumed TLS handshakes (session tickets)
 	ledger    *Ledger
 	failures  map[string]int
 	measureLo int64 // intended-time window counted in rates/latencies
@@ -149,9 +161,12 @@ type loop struct {
 func newLoop(r *runner) (*loop, error) {
 	l := &loop{r: r, epfd: -1, evfd: -1, tfd: -1, sentBy: make([]uint64, r.cfg.Pubs),
 		buf: make([]byte, readBufSize), lat: NewHistogram(), latIv: NewHistogram(), lag: NewHistogram(),
-		connLat: NewHistogram(), ledger: NewLedger(), failures: map[string]int{},
+		connLat: NewHistogram(), tlsLat: NewHistogram(), ledger: NewLedger(), failures: map[string]int{},
 		measureHi: math.MaxInt64, pay: make([]byte, r.cfg.Size)}
 	l.queue.Moved = setQueueIdx
+	if r.cfg.TLS {
+		l.plain = make([]byte, readBufSize)
+	}
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("bench: epoll: %w", err)
@@ -242,6 +257,9 @@ func (l *loop) run() {
 		}
 		l.runTasks()
 		now := time.Now().UnixNano()
+		if len(l.pending) > 0 {
+			l.dialPending(now)
+		}
 		l.publishDue(now)
 		if now >= nextHousekeep {
 			l.housekeep(now)

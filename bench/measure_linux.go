@@ -227,7 +227,8 @@ func (r *runner) drain(ctx context.Context) {
 // numbers, and the publications and deliveries intended in the window. The
 // loops must have exited.
 func (r *runner) collect(rep *Report) (ledger *Ledger, sentBy []uint64, sentIn, recvIn int64) {
-	lat, lag, cl := NewHistogram(), NewHistogram(), NewHistogram()
+	lat, lag, cl, th := NewHistogram(), NewHistogram(), NewHistogram(), NewHistogram()
+	var tlsRep TLSReport
 	ledger = NewLedger()
 	sentBy = make([]uint64, r.cfg.Pubs)
 	rep.Connect.Failures = map[string]int{}
@@ -235,6 +236,10 @@ func (r *runner) collect(rep *Report) (ledger *Ledger, sentBy []uint64, sentIn, 
 		lat.Merge(l.lat)
 		lag.Merge(l.lag)
 		cl.Merge(l.connLat)
+		th.Merge(l.tlsLat)
+		tlsRep.Full += l.tlsFull
+		tlsRep.Resumed += l.tlsResumed
+		rep.Connect.MaxInFlight += l.dialMax
 		ledger.Merge(l.ledger)
 		for i, s := range l.sentBy {
 			sentBy[i] = max(sentBy[i], s)
@@ -254,6 +259,11 @@ func (r *runner) collect(rep *Report) (ledger *Ledger, sentBy []uint64, sentIn, 
 		rep.Connect.Failed += int(l.stats.failed.Load())
 	}
 	rep.Connect.Latency = cl.Summarize()
+	rep.Connect.Parallel = r.cfg.Parallel
+	if r.cfg.TLS {
+		tlsRep.Latency = th.Summarize()
+		rep.Connect.TLS = &tlsRep
+	}
 	rep.Latency = lat.Summarize()
 	rep.SendLag = lag.Summarize()
 	return ledger, sentBy, sentIn, recvIn

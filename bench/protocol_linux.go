@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ternmq/tern/codec"
 )
 
@@ -115,6 +113,7 @@ func (l *loop) packet(c *conn, h codec.FixedHeader, body []byte, now int64) {
 // ready marks c usable and records its connect latency.
 func (l *loop) ready(c *conn, now int64) {
 	c.state = stReady
+	l.dialing--
 	l.connLat.Record(now - c.dialAt)
 	l.stats.connected.Add(1)
 }
@@ -216,9 +215,11 @@ func (l *loop) disconnectAll() {
 		if c == nil {
 			continue
 		}
-		if c.state == stReady && len(c.out) == 0 {
+		if c.state == stReady && !c.wantOut {
 			l.enc = d.Append(l.enc[:0], l.r.cfg.Protocol)
-			unix.Write(c.fd, l.enc)
+			l.write(c, l.enc, 0)
+			c.dirty = false
+			l.flush(c) // one attempt; a full socket just closes
 		}
 		l.closeConn(c)
 	}

@@ -89,6 +89,22 @@ type ConnectReport struct {
 	Dropped   int            `json:"dropped"`            // closed after connecting, before the end
 	RatePerS  float64        `json:"rate_per_s"`         // achieved connections per second
 	Latency   Summary        `json:"latency"`            // TCP connect → CONNACK (→ SUBACK)
+	// Parallel is Config.Parallel: the most clients in their connect
+	// phase at once (0: bounded by the rate only).
+	Parallel int `json:"parallel,omitempty"`
+	// MaxInFlight is the most clients that were in their connect phase at
+	// once (summed over the event loops' own maxima: an upper bound).
+	MaxInFlight int `json:"max_in_flight"`
+	// TLS describes the handshakes when the clients used TLS.
+	TLS *TLSReport `json:"tls,omitempty"`
+}
+
+// TLSReport counts a run's TLS handshakes and their latency (TCP connected
+// → handshake done; Latency above includes it).
+type TLSReport struct {
+	Full    int64   `json:"full_handshakes"`
+	Resumed int64   `json:"resumed_handshakes"` // session tickets accepted
+	Latency Summary `json:"handshake_latency"`
 }
 
 // ProcReport is CPU and memory of a process during the measured window.
@@ -120,6 +136,10 @@ func (r *Report) WriteText(w io.Writer) {
 	c := r.Connect
 	fmt.Fprintf(b, "connections  %d/%d connected, %d failed, %d dropped; %.0f/s; connect p50 %s p99 %s max %s\n",
 		c.Connected, c.Attempted, c.Failed, c.Dropped, c.RatePerS, us(c.Latency.P50Us), us(c.Latency.P99Us), us(c.Latency.MaxUs))
+	if t := c.TLS; t != nil {
+		fmt.Fprintf(b, "tls          %d full + %d resumed handshakes; handshake p50 %s p99 %s max %s\n",
+			t.Full, t.Resumed, us(t.Latency.P50Us), us(t.Latency.P99Us), us(t.Latency.MaxUs))
+	}
 	reasons := make([]string, 0, len(c.Failures))
 	for k := range c.Failures {
 		reasons = append(reasons, k)

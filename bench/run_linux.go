@@ -40,6 +40,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.TLS {
+		if err := prepareTLS(ctx, &cfg, brokers); err != nil {
+			return nil, err
+		}
+	}
 	r, err := startLoops(cfg)
 	if err != nil {
 		return nil, err
@@ -79,9 +84,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
+// target is one broker address resolved, with its TLS configuration.
+type target struct {
+	sa   unix.Sockaddr
+	addr string
+	conf *tlsTarget // nil: plain TCP
+}
+
 // prepare completes cfg (defaults, a client id prefix) and resolves the
 // broker and source addresses.
-func prepare(cfg Config) (Config, [][]unix.Sockaddr, []unix.Sockaddr, error) {
+func prepare(cfg Config) (Config, [][]target, []unix.Sockaddr, error) {
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, nil, err
@@ -96,14 +108,14 @@ func prepare(cfg Config) (Config, [][]unix.Sockaddr, []unix.Sockaddr, error) {
 		}
 	}
 	// brokers[0]: every client (subscribers); brokers[1]: publishers.
-	brokers := make([][]unix.Sockaddr, 2)
+	brokers := make([][]target, 2)
 	for k, list := range [][]string{cfg.Brokers, cfg.PubBrokers} {
 		for _, b := range list {
 			sa, err := resolve(b)
 			if err != nil {
 				return cfg, nil, nil, fmt.Errorf("bench: broker %s: %w", b, err)
 			}
-			brokers[k] = append(brokers[k], sa)
+			brokers[k] = append(brokers[k], target{sa: sa, addr: b})
 		}
 	}
 	if len(brokers[1]) == 0 {
@@ -126,6 +138,10 @@ func startLoops(cfg Config) (*runner, error) {
 	}
 	for i := 0; i < n; i++ {
 		l, err := newLoop(r)
+		if err == nil && cfg.Parallel > 0 {
+			// Spread the connect slots over the loops (at least one each).
+			l.budget = max(1, cfg.Parallel/n+btoi(i < cfg.Parallel%n))
+		}
 		if err != nil {
 			for _, l := range r.loops {
 				l.closeFDs()
@@ -158,9 +174,9 @@ func newReport(cfg *Config, loops int) *Report {
 // clientSpecs lists the clients to open: subscribers (or, for the conn
 // scenario, idle clients) and publishers, spread round-robin over the
 // brokers and source addresses.
-func clientSpecs(cfg *Config, brokerSets [][]unix.Sockaddr, sources []unix.Sockaddr) (subs, pubs []spec) {
+func clientSpecs(cfg *Config, brokerSets [][]target, sources []unix.Sockaddr) (subs, pubs []spec) {
 	brokers := brokerSets[0]
-	pick := func(i int) (unix.Sockaddr, unix.Sockaddr) {
+	pick := func(i int) (target, unix.Sockaddr) {
 		var src unix.Sockaddr
 		if len(sources) > 0 {
 			src = sources[i%len(sources)]
@@ -170,7 +186,7 @@ func clientSpecs(cfg *Config, brokerSets [][]unix.Sockaddr, sources []unix.Socka
 	if cfg.Scenario == ScenarioConn {
 		for i := 0; i < cfg.Conns; i++ {
 			b, s := pick(i)
-			sp := spec{role: roleIdle, idx: i, broker: b, source: s}
+			sp := spec{role: roleIdle, idx: i, broker: b.sa, conf: b.conf, source: s}
 			if cfg.Subscribe {
 				sp.filter = []byte(cfg.filterFor(i))
 			}
@@ -184,12 +200,12 @@ func clientSpecs(cfg *Config, brokerSets [][]unix.Sockaddr, sources []unix.Socka
 		if cfg.Scenario == ScenarioShared {
 			rcv = 0 // the group is the receiver
 		}
-		subs = append(subs, spec{role: roleSub, idx: i, rcv: rcv, broker: b, source: s, filter: []byte(cfg.filterFor(i))})
+		subs = append(subs, spec{role: roleSub, idx: i, rcv: rcv, broker: b.sa, conf: b.conf, source: s, filter: []byte(cfg.filterFor(i))})
 	}
 	brokers = brokerSets[1]
 	for i := 0; i < cfg.Pubs; i++ {
 		b, s := pick(cfg.Subs + i)
-		pubs = append(pubs, spec{role: rolePub, idx: i, broker: b, source: s, topic: []byte(expand(cfg.Topic, i))})
+		pubs = append(pubs, spec{role: rolePub, idx: i, broker: b.sa, conf: b.conf, source: s, topic: []byte(expand(cfg.Topic, i))})
 	}
 	return subs, pubs
 }
@@ -238,10 +254,8 @@ func (r *runner) connect(ctx context.Context, specs []spec) {
 				}
 				b := per[k]
 				l.post(func(l *loop) {
-					now := time.Now().UnixNano()
-					for i := range b {
-						l.dial(&b[i], now)
-					}
+					l.pending = append(l.pending, b...)
+					l.dialPending(time.Now().UnixNano())
 				})
 			}
 			issued += batch
@@ -305,4 +319,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -2,6 +2,8 @@
 
 package bench
 
+import "time"
+
 // Throttled subscribers (Config.SubRate, SubStopAfter). A throttled
 // subscriber processes a PUBLISH only when its readLimit admits it; when
 // it does not, the loop keeps the unprocessed bytes in the connection's
@@ -38,6 +40,9 @@ func (l *loop) resumeRead(c *conn) {
 	c.lim.paused = false
 	l.setInterest(c, c.wantOut)
 	l.consume(c, nil) // may pause it again
+	if c.tls != nil && c.state == stReady {
+		l.tlsRead(c, nil, time.Now().UnixNano()) // records decrypted no further while paused
+	}
 }
 
 // throttleSubscribers gives every ready subscriber its readLimit when the
