@@ -177,8 +177,11 @@ func (r *Report) WriteText(w io.Writer) {
 			bytesStr(float64(br.RSSPeakBytes)), bytesStr(br.RSSPerConnBytes))
 	}
 	if r.HarnessCPUPerMsgUs > 0 {
-		fmt.Fprintf(b, "cpu/delivered harness %.2fµs, broker %.2fµs per message delivered in the window\n",
-			r.HarnessCPUPerMsgUs, r.BrokerCPUPerMsgUs)
+		fmt.Fprintf(b, "cpu/msg      harness %.2fµs", r.HarnessCPUPerMsgUs)
+		if r.Broker != nil {
+			fmt.Fprintf(b, ", broker %.2fµs", r.BrokerCPUPerMsgUs)
+		}
+		b.WriteString(" per message delivered in the window\n")
 	}
 	io.WriteString(w, b.String())
 }
