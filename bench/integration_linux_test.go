@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -247,5 +248,28 @@ func TestRunSubStopAfter(t *testing.T) {
 	}
 	if rep.Connect.Dropped != 0 {
 		t.Fatalf("dropped %d connections", rep.Connect.Dropped)
+	}
+}
+
+// TestSweepFindsSlowSubscriber sweeps mosquitto with subscribers that
+// read at most 300 msg/s: 100 and 200 msg/s are sustainable, 400 msg/s is
+// not (fewer deliveries per second than offered), so the capacity found is
+// the 200 msg/s step's.
+func TestSweepFindsSlowSubscriber(t *testing.T) {
+	addr, _ := startMosquitto(t)
+	sr, err := Sweep(context.Background(), SweepOptions{Config: Config{Scenario: ScenarioP2P, Brokers: []string{addr},
+		Pubs: 1, Subs: 1, QoS: 1, Rate: 100, SubRate: 300, Duration: 700 * time.Millisecond, Warmup: 100 * time.Millisecond,
+		Drain: 2 * time.Second, BrokerPID: -1}, Factor: 2, MaxP99: 5 * time.Second, MaxSteps: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if testing.Verbose() {
+		sr.WriteMarkdown(os.Stderr)
+	}
+	if len(sr.Steps) != 3 || sr.LastSustainable != 1 || !strings.Contains(sr.Steps[2].Reason, "delivered") {
+		t.Fatalf("sweep %+v", sr)
+	}
+	if c := sr.Capacity; c < 180 || c > 220 {
+		t.Fatalf("capacity %.0f msg/s, want about 200", c)
 	}
 }

@@ -138,6 +138,7 @@ func (w window) rates(rep *Report, sentIn, recvIn int64) {
 	if secs := w.measured.Seconds(); secs > 0 {
 		rep.SendRate = float64(sentIn) / secs
 		rep.RecvRate = float64(recvIn) / secs
+		rep.ArrivalRate = float64(w.recvHi-w.recvLo) / secs
 		if rep.Scenario == ScenarioSub {
 			rep.RecvRate = float64(w.recvHi-w.recvLo) / secs
 		}

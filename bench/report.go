@@ -43,6 +43,12 @@ type Report struct {
 	// (duration minus warm-up), for messages intended in that window.
 	SendRate float64 `json:"send_rate_per_s"`
 	RecvRate float64 `json:"recv_rate_per_s"`
+	// ArrivalRate is the deliveries that arrived during the measured
+	// window, per second, whatever their intended time. RecvRate also
+	// credits messages of the window that arrived in the drain after it,
+	// so a broker falling behind shows here first: ArrivalRate below
+	// SendRate (× receivers) means a growing backlog.
+	ArrivalRate float64 `json:"arrival_rate_per_s"`
 	// Latency is end-to-end, from the intended send time in the payload to
 	// receipt (no coordinated omission). SendLag is how late the harness
 	// wrote messages after their intended time: when it is a large part of

@@ -30,6 +30,9 @@ Usage:
                                publishers and subscribers together, delivery checked
   tern bench compare --broker NAME=HOST:PORT [--broker …] [--rounds 3] [--markdown FILE] -- <run|conn> [flags]
                                the same scenario against each broker, interleaved rounds
+  tern bench sweep --scenario p2p|fan-in|fan-out|shared --rate R [--factor 1.5] [--max-p99 D] [flags]
+                               capacity: step the offered rate (×factor, --duration per step) until
+                               loss or a latency knee; prints every step and the last sustainable rate
 
 Examples:
   tern bench run --scenario p2p --broker 127.0.0.1:1883 --pubs 100 --subs 100 --qos 1 --rate 100 --duration 10s --json
@@ -37,6 +40,8 @@ Examples:
   tern bench run --pubs 20 --subs 20 --qos 1 --closed-loop --duration 30s      # as fast as the window allows
   tern bench run --pubs 1 --subs 1 --qos 1 --rate 50000 --sub-rate 1000 --series   # a slow consumer
   tern bench compare --broker tern=127.0.0.1:1883 --broker mosquitto=127.0.0.1:1884 -- run --scenario fan-out --subs 1000
+  tern bench sweep --scenario p2p --pubs 20 --subs 20 --qos 1 --rate 500 --duration 5s --max-p99 50ms
+  tern bench conn --conns 19000 --connect-rate -1 --parallel 256 --tls --cafile ca.pem --tls-resume   # a TLS reconnect storm
 
 Run "tern bench <command> --help" for the flags.
 `
@@ -58,6 +63,8 @@ func benchCmd(args []string) int {
 		return benchRun(ctx, args[0], args[1:], os.Stdout, os.Stderr)
 	case "compare":
 		return benchCompare(ctx, args[1:], os.Stdout, os.Stderr)
+	case "sweep":
+		return benchSweep(ctx, args[1:], os.Stdout, os.Stderr)
 	default:
 		fmt.Fprintf(os.Stderr, "tern bench: unknown command %q\n\n%s", args[0], benchUsage)
 		return 2
@@ -98,7 +105,7 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.SetOutput(errOut)
 	c := &f.cfg
 	fs.Var(&f.brokers, "broker", "broker `HOST:PORT` (repeat or comma-separate to spread clients; default 127.0.0.1:1883)")
-	if cmd == "run" {
+	if cmd == "run" || cmd == "sweep" {
 		fs.StringVar(&c.Scenario, "scenario", "p2p", "p2p | fan-in | fan-out | shared")
 		fs.Var(&f.pubBrokers, "pub-broker", "`HOST:PORT` for the publishers only (repeat or comma-separate), subscribers staying on --broker: e.g. two nodes of a cluster")
 	}
@@ -398,4 +405,67 @@ func benchWriteJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// benchSweep runs "tern bench sweep": a capacity sweep of one scenario.
+func benchSweep(ctx context.Context, args []string, out, errOut io.Writer) int {
+	fs, f := newBenchFlags("sweep", errOut)
+	factor := fs.Float64("factor", 1.5, "rate multiplier from one step to the next")
+	maxSteps := fs.Int("max-steps", 20, "most steps")
+	maxP99 := fs.Duration("max-p99", 0, "a step whose p99 exceeds this is not sustainable (default: --knee × the first step's p99)")
+	knee := fs.Float64("knee", 10, "without --max-p99: the knee is this many times the first step's p99")
+	minDelivered := fs.Float64("min-delivered", 0.95, "fraction of the expected deliveries per second a sustainable step delivers")
+	md := fs.String("markdown", "", "also write the markdown table to this `file`")
+	fs.Usage = func() {
+		fmt.Fprint(errOut, "Usage: tern bench sweep --scenario S --rate FIRST-RATE-PER-PUB --duration STEP [flags]\n\n"+
+			"Steps the offered rate up (×--factor, each step a fresh run of --duration) until a step loses a message,\n"+
+			"fails a connection, delivers less than --min-delivered of what it should, or its p99 passes the knee.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(errOut, "tern bench sweep: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg, err := f.finish(fs, "run")
+	if err != nil {
+		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
+		return 2
+	}
+	var log io.Writer
+	if !f.quiet {
+		log = errOut
+	}
+	sr, err := bench.Sweep(ctx, bench.SweepOptions{Config: cfg, Factor: *factor, MaxSteps: *maxSteps, MaxP99: *maxP99,
+		KneeFactor: *knee, MinDelivered: *minDelivered, Log: log})
+	if err != nil && sr == nil {
+		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
+		return 2
+	}
+	if f.jsonOut {
+		if e := sr.WriteJSON(out); e != nil {
+			fmt.Fprintf(errOut, "tern bench sweep: %v\n", e)
+			return 1
+		}
+	} else {
+		sr.WriteMarkdown(out)
+	}
+	if *md != "" {
+		var sb strings.Builder
+		sr.WriteMarkdown(&sb)
+		if e := os.WriteFile(*md, []byte(sb.String()), 0o644); e != nil {
+			fmt.Fprintf(errOut, "tern bench sweep: %v\n", e)
+			return 1
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
+		return 1
+	}
+	return 0
 }
