@@ -45,6 +45,27 @@ func newUsage(cfg *Config) *usage {
 	return u
 }
 
+// beginConnect samples CPU before the connect phase.
+func (u *usage) beginConnect() {
+	u.cpu0 = SelfCPU()
+	if u.brokerPID > 0 {
+		u.bs0, _ = SampleProc(u.brokerPID)
+	}
+}
+
+// endConnect reports the CPU of the connect phase per client connected.
+func (u *usage) endConnect(rep *Report, connected int64) {
+	if connected <= 0 {
+		return
+	}
+	rep.Connect.HarnessCPUPerConnUs = float64(SelfCPU()-u.cpu0) / 1e3 / float64(connected)
+	if u.brokerPID > 0 {
+		if s, err := SampleProc(u.brokerPID); err == nil && u.bs0.CPUNanos > 0 {
+			rep.Connect.BrokerCPUPerConnUs = float64(s.CPUNanos-u.bs0.CPUNanos) / 1e3 / float64(connected)
+		}
+	}
+}
+
 // begin samples CPU at the start of the measured window.
 func (u *usage) begin() {
 	u.cpu0 = SelfCPU()

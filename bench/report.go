@@ -101,6 +101,11 @@ type ConnectReport struct {
 	// MaxInFlight is the most clients that were in their connect phase at
 	// once (summed over the event loops' own maxima: an upper bound).
 	MaxInFlight int `json:"max_in_flight"`
+	// BrokerCPUPerConnUs and HarnessCPUPerConnUs are the CPU the broker
+	// (when sampled; /proc ticks of 10 ms) and the harness used during the
+	// connect phase, per client connected: a connect storm's cost.
+	BrokerCPUPerConnUs  float64 `json:"broker_cpu_per_conn_us,omitempty"`
+	HarnessCPUPerConnUs float64 `json:"harness_cpu_per_conn_us,omitempty"`
 	// TLS describes the handshakes when the clients used TLS.
 	TLS *TLSReport `json:"tls,omitempty"`
 }
@@ -142,6 +147,13 @@ func (r *Report) WriteText(w io.Writer) {
 	c := r.Connect
 	fmt.Fprintf(b, "connections  %d/%d connected, %d failed, %d dropped; %.0f/s; connect p50 %s p99 %s max %s\n",
 		c.Connected, c.Attempted, c.Failed, c.Dropped, c.RatePerS, us(c.Latency.P50Us), us(c.Latency.P99Us), us(c.Latency.MaxUs))
+	if c.HarnessCPUPerConnUs > 0 {
+		fmt.Fprintf(b, "connect cpu  harness %.0fµs", c.HarnessCPUPerConnUs)
+		if r.Broker != nil {
+			fmt.Fprintf(b, ", broker %.0fµs", c.BrokerCPUPerConnUs)
+		}
+		b.WriteString(" per client connected\n")
+	}
 	if t := c.TLS; t != nil {
 		fmt.Fprintf(b, "tls          %d full + %d resumed handshakes; handshake p50 %s p99 %s max %s\n",
 			t.Full, t.Resumed, us(t.Latency.P50Us), us(t.Latency.P99Us), us(t.Latency.MaxUs))

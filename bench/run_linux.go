@@ -54,7 +54,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := newReport(&cfg, len(r.loops))
 	u := newUsage(&cfg) // baselines before any client exists
 	subs, pubs := clientSpecs(&cfg, brokers, sources)
+	u.beginConnect()
 	connected := r.connectAll(ctx, rep, subs, pubs)
+	u.endConnect(rep, connected)
 
 	prog := newProgress(r, cfg)
 	var w window
