@@ -49,6 +49,7 @@ type Metrics struct {
 	TLSFull      float64 `json:"tls_full"`    // full TLS handshakes
 	// CPU per client connected during the connect phase.
 	BrokerPerConn  float64 `json:"broker_cpu_per_conn_us"`
+	Retransmitted  float64 `json:"retransmitted"` // clients whose connect needed a TCP retransmission
 	HarnessPerConn float64 `json:"harness_cpu_per_conn_us"`
 	BrokerCPU      float64 `json:"broker_cpu_percent"`
 	BrokerRSS      float64 `json:"broker_rss_bytes"`
@@ -65,7 +66,8 @@ func metricsOf(r *Report) Metrics {
 		ConnectP99Us: r.Connect.Latency.P99Us, HarnessCPU: r.Harness.CPUPercent,
 		HarnessPerMsg: r.HarnessCPUPerMsgUs, BrokerPerMsg: r.BrokerCPUPerMsgUs,
 		ConnectP50Us: r.Connect.Latency.P50Us, ConnectMaxUs: r.Connect.Latency.MaxUs,
-		BrokerPerConn: r.Connect.BrokerCPUPerConnUs, HarnessPerConn: r.Connect.HarnessCPUPerConnUs}
+		BrokerPerConn: r.Connect.BrokerCPUPerConnUs, HarnessPerConn: r.Connect.HarnessCPUPerConnUs,
+		Retransmitted: float64(r.Connect.Retransmitted)}
 	if t := r.Connect.TLS; t != nil {
 		m.TLSResumed, m.TLSFull = float64(t.Resumed), float64(t.Full)
 	}
@@ -204,6 +206,7 @@ func medianMetrics(reps []*Report) Metrics {
 		TLSFull:        col(func(m Metrics) float64 { return m.TLSFull }),
 		BrokerPerConn:  col(func(m Metrics) float64 { return m.BrokerPerConn }),
 		HarnessPerConn: col(func(m Metrics) float64 { return m.HarnessPerConn }),
+		Retransmitted:  col(func(m Metrics) float64 { return m.Retransmitted }),
 		BrokerCPU:      col(func(m Metrics) float64 { return m.BrokerCPU }),
 		BrokerRSS:      col(func(m Metrics) float64 { return m.BrokerRSS }),
 		BrokerPerCon:   col(func(m Metrics) float64 { return m.BrokerPerCon }),
@@ -256,16 +259,16 @@ func (c *Comparison) WriteMarkdown(w io.Writer) {
 	conn := len(c.Rows) > 0 && len(c.Rows[0].Reports) > 0 && c.Rows[0].Reports[0].Scenario == ScenarioConn
 	base := c.Rows[0].Median
 	if conn {
-		b.WriteString("| broker | connected | connect/s | CONNACK p50 | p99 | max | TLS full / resumed | broker CPU/conn | harness CPU/conn | broker RSS | RSS/conn | connect/s vs first |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| broker | connected | connect/s | CONNACK p50 | p99 | max | SYN retried | TLS full / resumed | broker CPU/conn | harness CPU/conn | broker RSS | RSS/conn | connect/s vs first |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range c.Rows {
 			m := r.Median
 			tlsCol := "–"
 			if m.TLSFull+m.TLSResumed > 0 {
 				tlsCol = fmt.Sprintf("%.0f / %.0f", m.TLSFull, m.TLSResumed)
 			}
-			fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Target.Name, m.Connected,
-				m.ConnectRate, us(m.ConnectP50Us), us(m.ConnectP99Us), us(m.ConnectMaxUs), tlsCol, us(m.BrokerPerConn), us(m.HarnessPerConn),
+			fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", r.Target.Name, m.Connected,
+				m.ConnectRate, us(m.ConnectP50Us), us(m.ConnectP99Us), us(m.ConnectMaxUs), m.Retransmitted, tlsCol, us(m.BrokerPerConn), us(m.HarnessPerConn),
 				bytesStr(m.BrokerRSS), bytesStr(m.BrokerPerCon), ratio(m.ConnectRate, base.ConnectRate))
 		}
 	} else {

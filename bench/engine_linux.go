@@ -134,22 +134,23 @@ type loop struct {
 
 	// Owned by the loop; read by others only after it exited, or through a
 	// posted task.
-	lat        *Histogram // end-to-end latency (intended send → receipt)
-	latIv      *Histogram // the same for every delivery since the last series sample
-	lag        *Histogram // send lag (actual write − intended time)
-	connLat    *Histogram // TCP connect + CONNACK (+ SUBACK)
-	tlsLat     *Histogram // TLS handshake (TCP connected → handshake done)
-	tlsFull    int64      // full TLS handshakes
-	tlsResumed int64      // resumed TLS handshakes (session tickets)
-	ledger     *Ledger
-	failures   map[string]int
-	measureLo  int64 // intended-time window counted in rates/latencies
-	measureHi  int64
-	sentIn     int64 // publications with intended time in the window
-	recvIn     int64 // deliveries with intended time in the window
-	rejected   int64 // QoS>0 publications the broker refused (5.0 reason ≥ 0x80)
-	sentBy     []uint64
-	pubsDone   bool
+	lat          *Histogram // end-to-end latency (intended send → receipt)
+	latIv        *Histogram // the same for every delivery since the last series sample
+	lag          *Histogram // send lag (actual write − intended time)
+	connLat      *Histogram // TCP connect + CONNACK (+ SUBACK)
+	tlsLat       *Histogram // TLS handshake (TCP connected → handshake done)
+	tlsFull      int64      // full TLS handshakes
+	retransConns int64      // conn scenario: clients whose connect needed a TCP retransmission
+	tlsResumed   int64      // resumed TLS handshakes (session tickets)
+	ledger       *Ledger
+	failures     map[string]int
+	measureLo    int64 // intended-time window counted in rates/latencies
+	measureHi    int64
+	sentIn       int64 // publications with intended time in the window
+	recvIn       int64 // deliveries with intended time in the window
+	rejected     int64 // QoS>0 publications the broker refused (5.0 reason ≥ 0x80)
+	sentBy       []uint64
+	pubsDone     bool
 
 	pub  codec.Publish
 	ack  codec.Ack

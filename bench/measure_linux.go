@@ -262,6 +262,7 @@ func (r *runner) collect(rep *Report) (ledger *Ledger, sentBy []uint64, sentIn, 
 		tlsRep.Full += l.tlsFull
 		tlsRep.Resumed += l.tlsResumed
 		rep.Connect.MaxInFlight += l.dialMax
+		rep.Connect.Retransmitted += l.retransConns
 		ledger.Merge(l.ledger)
 		for i, s := range l.sentBy {
 			sentBy[i] = max(sentBy[i], s)

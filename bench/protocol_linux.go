@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ternmq/tern/codec"
 )
 
@@ -115,6 +117,14 @@ func (l *loop) ready(c *conn, now int64) {
 	c.state = stReady
 	l.dialing--
 	l.connLat.Record(now - c.dialAt)
+	if l.r.cfg.Scenario == ScenarioConn {
+		// A full listen queue drops SYNs and the kernel retries after 1 s,
+		// 3 s…: count the clients that met it, so a p99 of about a second
+		// is explained. (One getsockopt per client: conn scenario only.)
+		if ti, err := unix.GetsockoptTCPInfo(c.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && ti.Total_retrans > 0 {
+			l.retransConns++
+		}
+	}
 	l.stats.connected.Add(1)
 }
 

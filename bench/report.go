@@ -106,6 +106,11 @@ type ConnectReport struct {
 	// connect phase, per client connected: a connect storm's cost.
 	BrokerCPUPerConnUs  float64 `json:"broker_cpu_per_conn_us,omitempty"`
 	HarnessCPUPerConnUs float64 `json:"harness_cpu_per_conn_us,omitempty"`
+	// Retransmitted counts (conn scenario) the clients whose connect phase
+	// needed a TCP retransmission (TCP_INFO): typically a SYN dropped by a
+	// full listen queue, retried after 1 s — the usual cause of a CONNACK
+	// p99 near a second in a storm.
+	Retransmitted int64 `json:"retransmitted,omitempty"`
 	// TLS describes the handshakes when the clients used TLS.
 	TLS *TLSReport `json:"tls,omitempty"`
 }
@@ -147,6 +152,9 @@ func (r *Report) WriteText(w io.Writer) {
 	c := r.Connect
 	fmt.Fprintf(b, "connections  %d/%d connected, %d failed, %d dropped; %.0f/s; connect p50 %s p99 %s max %s\n",
 		c.Connected, c.Attempted, c.Failed, c.Dropped, c.RatePerS, us(c.Latency.P50Us), us(c.Latency.P99Us), us(c.Latency.MaxUs))
+	if c.Retransmitted > 0 {
+		fmt.Fprintf(b, "  %d clients needed a TCP retransmission to connect (a full listen queue drops SYNs; retried after 1 s)\n", c.Retransmitted)
+	}
 	if c.HarnessCPUPerConnUs > 0 {
 		fmt.Fprintf(b, "connect cpu  harness %.0fµs", c.HarnessCPUPerConnUs)
 		if r.Broker != nil {
