@@ -19,6 +19,13 @@ import (
 // (with a message saying what to install) when the binary is absent.
 func startMosquitto(t *testing.T) (string, int) {
 	t.Helper()
+	return startMosquittoWith(t, t.TempDir(), "")
+}
+
+// startMosquittoWith is startMosquitto with its config file in dir and
+// extra lines (e.g. cafile, certfile, keyfile) after the listener's.
+func startMosquittoWith(t *testing.T, dir, extra string) (string, int) {
+	t.Helper()
 	bin := "/usr/sbin/mosquitto"
 	if _, err := os.Stat(bin); err != nil {
 		if p, err := exec.LookPath("mosquitto"); err == nil {
@@ -33,9 +40,8 @@ func startMosquitto(t *testing.T) (string, int) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
-	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n", port)
+	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n", port) + extra
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -267,11 +267,19 @@ func (r *runner) connect(ctx context.Context, specs []spec) {
 		}
 	}
 	r.issued += issued
-	deadline := time.Now().Add(r.cfg.ConnectTimeout + 2*time.Second)
+	// Every client is ready or failed within ConnectTimeout of its dial,
+	// but with Config.Parallel the last dials wait for earlier clients:
+	// give up only when nothing completed for a whole timeout.
+	patience := r.cfg.ConnectTimeout + 2*time.Second
+	deadline := time.Now().Add(patience)
+	last := int64(-1)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		done := r.sum(func(s *loopStats) int64 { return s.connected.Load() + s.failed.Load() })
 		if done-done0 >= int64(issued) {
 			return
+		}
+		if done != last {
+			last, deadline = done, time.Now().Add(patience)
 		}
 		sleepCtx(ctx, 5*time.Millisecond)
 	}

@@ -16,7 +16,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -125,40 +124,7 @@ func startTernTLS(t *testing.T, p *testPKI) string {
 // certificates asked) and returns its address and pid.
 func startMosquittoTLS(t *testing.T, p *testPKI) (string, int) {
 	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
-			t.Skip("mosquitto not installed (apt-get install mosquitto)")
-		}
-		bin = "/usr/sbin/mosquitto"
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	conf := filepath.Join(p.dir, "mosquitto.conf")
-	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"+
-		"cafile %s\ncertfile %s\nkeyfile %s\n", port, p.ca, p.serverCert, p.serverKey)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", conf)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr, cmd.Process.Pid
-		}
-	}
-	t.Fatalf("mosquitto did not start listening on %s", addr)
-	return "", 0
+	return startMosquittoWith(t, p.dir, fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\n", p.ca, p.serverCert, p.serverKey))
 }
 
 // checkTLSDelivery runs p2p QoS 1 over TLS and checks every message

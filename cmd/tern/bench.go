@@ -343,21 +343,9 @@ func benchCompare(ctx context.Context, args []string, out, errOut io.Writer) int
 		fmt.Fprintf(errOut, "tern bench compare: %v\n", err)
 		return 2
 	}
-	if *jsonOut {
-		if e := benchWriteJSON(out, cmp); e != nil {
-			fmt.Fprintf(errOut, "tern bench compare: %v\n", e)
-			return 1
-		}
-	} else {
-		cmp.WriteMarkdown(out)
-	}
-	if *md != "" {
-		var sb strings.Builder
-		cmp.WriteMarkdown(&sb)
-		if e := os.WriteFile(*md, []byte(sb.String()), 0o644); e != nil {
-			fmt.Fprintf(errOut, "tern bench compare: %v\n", e)
-			return 1
-		}
+	if e := benchOutput(out, *jsonOut, *md, cmp, cmp.WriteMarkdown); e != nil {
+		fmt.Fprintf(errOut, "tern bench compare: %v\n", e)
+		return 1
 	}
 	if err != nil {
 		return 1
@@ -399,6 +387,24 @@ func benchStartProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// benchOutput prints v as JSON (asJSON) or as markdown, and also writes
+// the markdown to mdPath when it is set.
+func benchOutput(out io.Writer, asJSON bool, mdPath string, v any, markdown func(io.Writer)) error {
+	if asJSON {
+		if err := benchWriteJSON(out, v); err != nil {
+			return err
+		}
+	} else {
+		markdown(out)
+	}
+	if mdPath == "" {
+		return nil
+	}
+	var sb strings.Builder
+	markdown(&sb)
+	return os.WriteFile(mdPath, []byte(sb.String()), 0o644)
 }
 
 func benchWriteJSON(w io.Writer, v any) error {
@@ -447,21 +453,9 @@ func benchSweep(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
 		return 2
 	}
-	if f.jsonOut {
-		if e := sr.WriteJSON(out); e != nil {
-			fmt.Fprintf(errOut, "tern bench sweep: %v\n", e)
-			return 1
-		}
-	} else {
-		sr.WriteMarkdown(out)
-	}
-	if *md != "" {
-		var sb strings.Builder
-		sr.WriteMarkdown(&sb)
-		if e := os.WriteFile(*md, []byte(sb.String()), 0o644); e != nil {
-			fmt.Fprintf(errOut, "tern bench sweep: %v\n", e)
-			return 1
-		}
+	if e := benchOutput(out, f.jsonOut, *md, sr, sr.WriteMarkdown); e != nil {
+		fmt.Fprintf(errOut, "tern bench sweep: %v\n", e)
+		return 1
 	}
 	if err != nil {
 		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
