@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/server"
+	"github.com/ternmq/tern/server/auth"
 	"github.com/ternmq/tern/server/stdnet"
 )
 
@@ -228,5 +229,52 @@ func TestTLSOptionsNeedTLS(t *testing.T) {
 	c.EnsureDefaults()
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "need --tls") {
 		t.Fatalf("validate: %v", err)
+	}
+}
+
+// A small connect storm against Tern requiring a password from a password
+// file (tern passwd's format), with persistent sessions: every client
+// authenticates, P at a time; a second storm resumes the sessions; a wrong
+// password is refused by CONNACK (3.1.1 §3.2.2.3 codes 0x04/0x05, then
+// the connection closes [MQTT-3.2.2-5]) and is reported per code.
+func TestConnStormPasswordPersistent(t *testing.T) {
+	line, err := auth.HashPassword("storm", "s3cret", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "passwords")
+	if err := os.WriteFile(pw, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Options{Listeners: []string{"127.0.0.1:0"}, DataDir: t.TempDir(), PasswordFile: pw,
+		Durability: server.DurabilityNone, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	<-srv.Ready()
+	addr := srv.Addrs()[0].String()
+	storm := func(password string) *Report {
+		t.Helper()
+		rep, err := Run(context.Background(), Config{Scenario: ScenarioConn, Brokers: []string{addr}, Conns: 200,
+			ConnectRate: -1, Parallel: 16, Duration: 50 * time.Millisecond, BrokerPID: -1, Username: "storm",
+			Password: password, Persistent: true, ClientIDPrefix: "storm-test-"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	for round := 1; round <= 2; round++ { // the second resumes the 200 sessions
+		c := storm("s3cret").Connect
+		if c.Connected != 200 || c.Failed != 0 || c.MaxInFlight > 16 || c.Latency.Count != 200 || c.RatePerS <= 0 {
+			t.Fatalf("round %d: %+v", round, c)
+		}
+	}
+	// 0x04 bad user name or password, or 0x05 not authorized once the
+	// broker's failed-login limiter steps in.
+	c := storm("wrong").Connect
+	if c.Connected != 0 || c.Failures["CONNACK refused: 0x04"]+c.Failures["CONNACK refused: 0x05"] != 200 {
+		t.Fatalf("wrong password: %+v", c)
 	}
 }
