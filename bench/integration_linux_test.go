@@ -259,8 +259,8 @@ func TestRunSubStopAfter(t *testing.T) {
 
 // TestSweepFindsSlowSubscriber sweeps mosquitto with subscribers that
 // read at most 300 msg/s: 100 and 200 msg/s are sustainable, 400 msg/s is
-// not (fewer deliveries per second than offered), so the capacity found is
-// the 200 msg/s step's.
+// not (fewer deliveries per second than offered, on the retry too), so the
+// capacity found is the 200 msg/s step's.
 func TestSweepFindsSlowSubscriber(t *testing.T) {
 	addr, _ := startMosquitto(t)
 	sr, err := Sweep(context.Background(), SweepOptions{Config: Config{Scenario: ScenarioP2P, Brokers: []string{addr},
@@ -272,7 +272,10 @@ func TestSweepFindsSlowSubscriber(t *testing.T) {
 	if testing.Verbose() {
 		sr.WriteMarkdown(os.Stderr)
 	}
-	if len(sr.Steps) != 3 || sr.LastSustainable != 1 || !strings.Contains(sr.Steps[2].Reason, "delivered") {
+	// Steps may repeat (Retries) when the shared machine stalls one.
+	last := sr.Steps[len(sr.Steps)-1]
+	if last.RatePerPub != 400 || last.Sustainable || !strings.Contains(last.Reason, "delivered") ||
+		sr.LastSustainable < 1 || sr.Steps[sr.LastSustainable].RatePerPub != 200 {
 		t.Fatalf("sweep %+v", sr)
 	}
 	if c := sr.Capacity; c < 180 || c > 220 {

@@ -31,6 +31,11 @@ type SweepOptions struct {
 	// arrive within a step (rate, not loss: a broker falling behind
 	// delivers less per second before it loses anything). Default 0.95.
 	MinDelivered float64
+	// Retries is how many times a step that failed only on latency or
+	// rate (not on a loss or a connection) is run again before the sweep
+	// stops: on a shared machine one unlucky second can pass the knee.
+	// Default 1; negative: none.
+	Retries int
 	// Log receives one line per step (nil: quiet).
 	Log io.Writer
 	// RunFunc runs one step; default Run. Tests substitute it.
@@ -54,6 +59,7 @@ type SweepStep struct {
 	BrokerCPU   float64 `json:"broker_cpu_percent"`
 	HarnessCPU  float64 `json:"harness_cpu_percent"`
 	Sustainable bool    `json:"sustainable"`
+	Retry       bool    `json:"retry,omitempty"`      // a re-run of the previous, failed step
 	Reason      string  `json:"reason,omitempty"`     // why not sustainable
 	SendShort   bool    `json:"send_short,omitempty"` // the harness could not send the offered rate
 }
@@ -82,7 +88,8 @@ func deliveriesPerMessage(c *Config) float64 {
 }
 
 // Sweep runs the scenario at increasing rates — ×Factor per step, each step
-// a fresh Run of Config.Duration — until a step is not sustainable: a
+// a fresh Run of Config.Duration — until a step is not sustainable (after
+// Retries re-runs when it failed only on latency or rate): a
 // message lost, a connection failed or dropped, fewer than MinDelivered of
 // the expected deliveries per second, or p99 above the knee. It then
 // reports every step and the last sustainable rate. A step where the
@@ -116,6 +123,9 @@ func Sweep(ctx context.Context, o SweepOptions) (*SweepReport, error) {
 	if o.MinDelivered == 0 {
 		o.MinDelivered = 0.95
 	}
+	if o.Retries == 0 {
+		o.Retries = 1
+	}
 	run := o.RunFunc
 	if run == nil {
 		run = Run
@@ -126,7 +136,8 @@ func Sweep(ctx context.Context, o SweepOptions) (*SweepReport, error) {
 	}
 	rate := cfg.Rate
 	per := deliveriesPerMessage(&cfg)
-	for i := 0; i < o.MaxSteps; i++ {
+	tries := 0
+	for i := 0; i < o.MaxSteps; {
 		if ctx.Err() != nil {
 			sr.Stop = "interrupted"
 			break
@@ -149,16 +160,23 @@ func Sweep(ctx context.Context, o SweepOptions) (*SweepReport, error) {
 			sr.Knee = st.P99Us * o.KneeFactor
 		}
 		st.Sustainable, st.Reason, st.SendShort = judgeStep(st, sr.Knee, o.MinDelivered)
+		st.Retry = tries > 0
 		sr.Steps = append(sr.Steps, st)
 		if o.Log != nil {
-			fmt.Fprintln(o.Log, stepLine(i, st))
+			fmt.Fprintln(o.Log, stepLine(len(sr.Steps)-1, st))
 		}
 		if !st.Sustainable {
-			sr.Stop = "step " + fmt.Sprint(i+1) + ": " + st.Reason
+			if tries < o.Retries && st.Lost == 0 && st.Failed == 0 && st.Dropped == 0 {
+				tries++
+				continue // the same rate again
+			}
+			sr.Stop = "step " + fmt.Sprint(len(sr.Steps)) + ": " + st.Reason
 			break
 		}
-		sr.LastSustainable = i
+		tries = 0
+		sr.LastSustainable = len(sr.Steps) - 1
 		rate *= o.Factor
+		i++
 	}
 	if sr.Stop == "" {
 		sr.Stop = fmt.Sprintf("%d steps, all sustainable", len(sr.Steps))
@@ -190,7 +208,10 @@ func judgeStep(st SweepStep, knee, minDelivered float64) (ok bool, reason string
 func stepLine(i int, st SweepStep) string {
 	v := "ok"
 	if !st.Sustainable {
-		v = "STOP: " + st.Reason
+		v = "not sustainable: " + st.Reason
+	}
+	if st.Retry {
+		v += " (retry)"
 	}
 	return fmt.Sprintf("step %2d offered %9.0f/s delivered %9.0f/s p50 %8s p99 %8s max %8s lost %d broker cpu %3.0f%% harness cpu %3.0f%% %s",
 		i+1, st.Offered, st.ArrivalRate, us(st.P50Us), us(st.P99Us), us(st.MaxUs), st.Lost, st.BrokerCPU, st.HarnessCPU, v)
@@ -215,6 +236,9 @@ func (s *SweepReport) WriteMarkdown(w io.Writer) {
 		v := "sustainable"
 		if !st.Sustainable {
 			v = st.Reason
+		}
+		if st.Retry {
+			v += " (retry of the step above)"
 		}
 		fmt.Fprintf(b, "| %d | %.0f | %.0f | %s | %s | %s | %d | %.0f%% | %.0f%% | %s |\n", i+1, st.Offered, st.ArrivalRate,
 			us(st.P50Us), us(st.P99Us), us(st.MaxUs), st.Lost, st.BrokerCPU, st.HarnessCPU, v)

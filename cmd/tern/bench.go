@@ -421,6 +421,7 @@ func benchSweep(ctx context.Context, args []string, out, errOut io.Writer) int {
 	maxP99 := fs.Duration("max-p99", 0, "a step whose p99 exceeds this is not sustainable (default: --knee × the first step's p99)")
 	knee := fs.Float64("knee", 10, "without --max-p99: the knee is this many times the first step's p99")
 	minDelivered := fs.Float64("min-delivered", 0.95, "fraction of the expected deliveries per second a sustainable step delivers")
+	retries := fs.Int("retries", 1, "re-run a step that failed only on latency or rate this many times before stopping (−1: never)")
 	md := fs.String("markdown", "", "also write the markdown table to this `file`")
 	fs.Usage = func() {
 		fmt.Fprint(errOut, "Usage: tern bench sweep --scenario S --rate FIRST-RATE-PER-PUB --duration STEP [flags]\n\n"+
@@ -448,7 +449,7 @@ func benchSweep(ctx context.Context, args []string, out, errOut io.Writer) int {
 		log = errOut
 	}
 	sr, err := bench.Sweep(ctx, bench.SweepOptions{Config: cfg, Factor: *factor, MaxSteps: *maxSteps, MaxP99: *maxP99,
-		KneeFactor: *knee, MinDelivered: *minDelivered, Log: log})
+		KneeFactor: *knee, MinDelivered: *minDelivered, Retries: *retries, Log: log})
 	if err != nil && sr == nil {
 		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
 		return 2
