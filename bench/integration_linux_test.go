@@ -202,6 +202,11 @@ func TestRunClosedLoop(t *testing.T) {
 			if !rep.ClosedLoop || len(rep.Series) == 0 {
 				t.Fatalf("closed_loop %v, %d series entries", rep.ClosedLoop, len(rep.Series))
 			}
+			// The per-message path allocates nothing; what is counted is
+			// the per-second bookkeeping (series, posted closures).
+			if rep.HarnessAllocsPerMsg > 0.1 || rep.HarnessCPUPerMsgUs <= 0 || rep.BrokerCPUPerMsgUs < 0 {
+				t.Fatalf("harness %.3f allocations and %.2f µs CPU per message", rep.HarnessAllocsPerMsg, rep.HarnessCPUPerMsgUs)
+			}
 		})
 	}
 }

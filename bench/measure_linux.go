@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"net"
+	"runtime"
 	"strconv"
 	"time"
 )
@@ -17,15 +18,16 @@ import (
 // usage samples CPU and memory of the harness and, when its process is
 // known, of the broker. Used by Run's goroutine only.
 type usage struct {
-	brokerPID int
-	broker0   ProcSample // broker before any client connected
-	rss0      int64      // harness RSS before any client connected
-	cpu0      int64      // harness CPU at the window's start
-	cpu1      int64      // … and at its end
-	bs0, bs1  ProcSample // broker at the window's start and end
-	peak      int64      // highest broker RSS seen
-	low       int64      // lowest broker RSS seen in the window (0: none yet)
-	rssHeld   int64      // harness RSS with every client still connected
+	brokerPID          int
+	broker0            ProcSample // broker before any client connected
+	rss0               int64      // harness RSS before any client connected
+	cpu0               int64      // harness CPU at the window's start
+	cpu1               int64      // … and at its end
+	bs0, bs1           ProcSample // broker at the window's start and end
+	peak               int64      // highest broker RSS seen
+	low                int64      // lowest broker RSS seen in the window (0: none yet)
+	rssHeld            int64      // harness RSS with every client still connected
+	mallocs0, mallocs1 uint64     // harness heap allocations at the window\'s start and end
 }
 
 // newUsage finds the broker's process (Config.BrokerPID, or whoever listens
@@ -69,6 +71,7 @@ func (u *usage) endConnect(rep *Report, connected int64) {
 // begin samples CPU at the start of the measured window.
 func (u *usage) begin() {
 	u.cpu0 = SelfCPU()
+	u.mallocs0 = mallocs()
 	if u.brokerPID > 0 {
 		u.bs0, _ = SampleProc(u.brokerPID)
 	}
@@ -77,6 +80,7 @@ func (u *usage) begin() {
 // end samples CPU and memory at the end of the measured window.
 func (u *usage) end() {
 	u.cpu1 = SelfCPU()
+	u.mallocs1 = mallocs()
 	if u.brokerPID > 0 {
 		u.bs1, _ = SampleProc(u.brokerPID)
 	}
@@ -122,6 +126,7 @@ func (u *usage) report(rep *Report, secs, msgs, delivered float64, connected int
 	}
 	if delivered > 0 {
 		rep.HarnessCPUPerMsgUs = h.CPUSeconds * 1e6 / delivered
+		rep.HarnessAllocsPerMsg = float64(u.mallocs1-u.mallocs0) / delivered
 	}
 	h.RSSBytes = u.rssHeld
 	if connected > 0 {
@@ -313,4 +318,12 @@ func expectations(cfg *Config, sentBy []uint64) []Expectation {
 		}
 	}
 	return expect
+}
+
+// mallocs returns the heap allocations this process made so far (a brief
+// stop of the world: called twice per run).
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
 }
