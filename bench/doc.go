@@ -72,16 +72,19 @@
 //
 // # Payload layout
 //
-// Every payload starts with a 22-byte header (big-endian), then zero padding
+// Every payload starts with a 26-byte header (big-endian), then zero padding
 // up to Config.Size:
 //
-//	0      2            6                      14                     22
-//	+------+------------+----------------------+----------------------+---- - -
-//	| 'T'  | publisher  | sequence number      | intended send time   | padding
-//	| 'b'  | id (u32)   | (u64, from 0)        | (unix ns, i64)       | (zeros)
-//	+------+------------+----------------------+----------------------+---- - -
+//	0      2          6            10                     18                    26
+//	+------+----------+------------+----------------------+---------------------+--- - -
+//	| 'T'  | run id   | publisher  | sequence number      | intended send time  | padding
+//	| 'c'  | (u32)    | id (u32)   | (u64, from 0)        | (unix ns, i64)      | (zeros)
+//	+------+----------+------------+----------------------+---------------------+--- - -
 //
-// Payloads without the magic are counted as foreign and otherwise ignored.
+// Payloads without the magic, or from another run (a random id per Run;
+// the standalone sub scenario takes any), are counted as foreign and
+// otherwise ignored: two harnesses on the same topics, or a sweep step
+// meeting the last one's stragglers, cannot credit each other's messages.
 // Latency uses the wall clock on both ends; run publishers and subscribers
 // on one machine (or NTP-disciplined ones) when they are separate processes.
 //

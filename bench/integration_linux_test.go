@@ -287,3 +287,31 @@ func TestSweepFindsSlowSubscriber(t *testing.T) {
 		t.Fatalf("capacity %.0f msg/s, want about 200", c)
 	}
 }
+
+// TestRunIgnoresOtherRuns runs two harnesses at once on the same topics:
+// each gets the other's messages too, counts them as foreign, and its own
+// accounting stays exact (no phantom deliveries, duplicates or losses).
+func TestRunIgnoresOtherRuns(t *testing.T) {
+	addr, _ := startMosquitto(t)
+	cfg := Config{Scenario: ScenarioP2P, Brokers: []string{addr}, Pubs: 2, Subs: 2, QoS: 1, Rate: 200,
+		Duration: 800 * time.Millisecond, Drain: 10 * time.Second, BrokerPID: -1}
+	reps := make(chan *Report, 2)
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			rep, err := Run(context.Background(), cfg)
+			reps <- rep
+			errs <- err
+		}()
+	}
+	for i := 0; i < 2; i++ {
+		rep, err := <-reps, <-errs
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := rep.Delivery
+		if rep.Foreign == 0 || rep.Lost != 0 || d.Duplicated != 0 || d.Unexpected != 0 || rep.Received != rep.Sent {
+			t.Fatalf("sent %d received %d foreign %d delivery %+v", rep.Sent, rep.Received, rep.Foreign, d)
+		}
+	}
+}

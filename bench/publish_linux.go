@@ -127,7 +127,7 @@ func (l *loop) publish(c *conn, now int64) {
 			continue // deliberately never written: must show up as lost
 		}
 		l.stats.written.Add(1)
-		PutHeader(l.pay, c.pubID, seq, at)
+		PutHeader(l.pay, l.r.runID, c.pubID, seq, at)
 		p := codec.Publish{QoS: cfg.QoS, Topic: c.topic, Payload: l.pay}
 		if cfg.QoS > 0 {
 			p.PacketID = c.takeID()

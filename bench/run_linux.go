@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -24,6 +25,7 @@ type runner struct {
 	closing atomic.Bool
 	issued  int
 	ser     series // per-second record; Run's goroutine only
+	runID   uint32 // random, in every payload: other runs' messages are foreign
 }
 
 // Run executes the scenario cfg describes and returns its report. It
@@ -133,7 +135,9 @@ func prepare(cfg Config) (Config, [][]target, []unix.Sockaddr, error) {
 // startLoops creates the event loops (Config.Loops, or GOMAXPROCS) and
 // starts their goroutines.
 func startLoops(cfg Config) (*runner, error) {
-	r := &runner{cfg: cfg}
+	var id [4]byte
+	rand.Read(id[:])
+	r := &runner{cfg: cfg, runID: binary.BigEndian.Uint32(id[:])}
 	n := cfg.Loops
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)

@@ -125,7 +125,7 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.BoolVar(&c.TLSOptions.Resume, "tls-resume", false, "TLS session resumption: one full handshake per broker primes a shared ticket cache, every client then resumes (a fleet reconnecting)")
 	fs.Float64Var(&c.Rate, "rate", 10, "messages per second per publisher (open loop)")
 	fs.UintVar(&f.qos, "qos", 0, "QoS of publications and subscriptions: 0, 1 or 2")
-	fs.IntVar(&c.Size, "size", 64, "payload bytes (at least the 22-byte bench header)")
+	fs.IntVar(&c.Size, "size", 64, "payload bytes (at least the 26-byte bench header)")
 	fs.StringVar(&c.Topic, "topic", "", "publish topic; %i = publisher index (default bench/<scenario>/%i)")
 	fs.StringVar(&c.Filter, "filter", "", "subscription filter; %i = subscriber index (default derived from --topic)")
 	fs.StringVar(&c.Group, "group", "bench", "shared-subscription group name (shared)")
