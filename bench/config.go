@@ -280,8 +280,9 @@ func (c *Config) Validate() error {
 	if c.Parallel < 0 {
 		bad("parallel %d: want ≥ 0", c.Parallel)
 	}
-	if !c.TLS && (c.TLSOptions != TLSOptions{}) {
-		bad("TLS options (--cafile, --cert, --key, --insecure, --server-name, --tls-resume) need --tls")
+	if o := c.TLSOptions; !c.TLS && (o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" || o.Insecure ||
+		o.ServerName != "" || o.Resume || len(o.Curves) > 0) {
+		bad("TLS options (--cafile, --cert, --key, --insecure, --server-name, --tls-curves, --tls-resume) need --tls")
 	}
 	if c.Loops < 0 || c.Loops > 1024 {
 		bad("loops %d: want 0..1024", c.Loops)

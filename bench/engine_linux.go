@@ -134,14 +134,15 @@ type loop struct {
 
 	// Owned by the loop; read by others only after it exited, or through a
 	// posted task.
-	lat          *Histogram // end-to-end latency (intended send → receipt)
-	latIv        *Histogram // the same for every delivery since the last series sample
-	lag          *Histogram // send lag (actual write − intended time)
-	connLat      *Histogram // TCP connect + CONNACK (+ SUBACK)
-	tlsLat       *Histogram // TLS handshake (TCP connected → handshake done)
-	tlsFull      int64      // full TLS handshakes
-	retransConns int64      // conn scenario: clients whose connect needed a TCP retransmission
-	tlsResumed   int64      // resumed TLS handshakes (session tickets)
+	lat          *Histogram       // end-to-end latency (intended send → receipt)
+	latIv        *Histogram       // the same for every delivery since the last series sample
+	lag          *Histogram       // send lag (actual write − intended time)
+	connLat      *Histogram       // TCP connect + CONNACK (+ SUBACK)
+	tlsLat       *Histogram       // TLS handshake (TCP connected → handshake done)
+	tlsFull      int64            // full TLS handshakes
+	tlsGroups    map[string]int64 // handshakes by negotiated key exchange and version
+	retransConns int64            // conn scenario: clients whose connect needed a TCP retransmission
+	tlsResumed   int64            // resumed TLS handshakes (session tickets)
 	ledger       *Ledger
 	failures     map[string]int
 	measureLo    int64 // intended-time window counted in rates/latencies

@@ -267,6 +267,12 @@ func (r *runner) collect(rep *Report) (ledger *Ledger, sentBy []uint64, sentIn, 
 		tlsRep.Full += l.tlsFull
 		tlsRep.Resumed += l.tlsResumed
 		rep.Connect.MaxInFlight += l.dialMax
+		for g, n := range l.tlsGroups {
+			if tlsRep.Groups == nil {
+				tlsRep.Groups = map[string]int64{}
+			}
+			tlsRep.Groups[g] += n
+		}
 		rep.Connect.Retransmitted += l.retransConns
 		ledger.Merge(l.ledger)
 		for i, s := range l.sentBy {

@@ -122,9 +122,13 @@ type ConnectReport struct {
 // TLSReport counts a run's TLS handshakes and their latency (TCP connected
 // → handshake done; Latency above includes it).
 type TLSReport struct {
-	Full    int64   `json:"full_handshakes"`
-	Resumed int64   `json:"resumed_handshakes"` // session tickets accepted
-	Latency Summary `json:"handshake_latency"`
+	Full    int64 `json:"full_handshakes"`
+	Resumed int64 `json:"resumed_handshakes"` // session tickets accepted
+	// Groups counts handshakes by negotiated key exchange and TLS version
+	// (e.g. "X25519MLKEM768 TLS 1.3"): a post-quantum exchange costs the
+	// broker more, so compare brokers on the same one (Config.TLSOptions.Curves).
+	Groups  map[string]int64 `json:"groups,omitempty"`
+	Latency Summary          `json:"handshake_latency"`
 }
 
 // ProcReport is CPU and memory of a process during the measured window.
@@ -167,8 +171,8 @@ func (r *Report) WriteText(w io.Writer) {
 		b.WriteString(" per client connected\n")
 	}
 	if t := c.TLS; t != nil {
-		fmt.Fprintf(b, "tls          %d full + %d resumed handshakes; handshake p50 %s p99 %s max %s\n",
-			t.Full, t.Resumed, us(t.Latency.P50Us), us(t.Latency.P99Us), us(t.Latency.MaxUs))
+		fmt.Fprintf(b, "tls          %d full + %d resumed handshakes; handshake p50 %s p99 %s max %s; %v\n",
+			t.Full, t.Resumed, us(t.Latency.P50Us), us(t.Latency.P99Us), us(t.Latency.MaxUs), t.Groups)
 	}
 	reasons := make([]string, 0, len(c.Failures))
 	for k := range c.Failures {

@@ -199,7 +199,12 @@ func (l *loop) tlsDone(c *conn, st *tlsState, err error) {
 	now := time.Now().UnixNano()
 	st.pipe.setBlocking(false) // the loop owns the tls.Conn from here
 	l.tlsLat.Record(now - st.start)
-	if st.conn.ConnectionState().DidResume {
+	cs := st.conn.ConnectionState()
+	if l.tlsGroups == nil {
+		l.tlsGroups = map[string]int64{}
+	}
+	l.tlsGroups[cs.CurveID.String()+" "+tls.VersionName(cs.Version)]++
+	if cs.DidResume {
 		l.tlsResumed++
 	} else {
 		l.tlsFull++

@@ -7,7 +7,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 )
+
+// curveByName maps --tls-curves names to crypto/tls's identifiers.
+var curveByName = map[string]tls.CurveID{
+	"X25519MLKEM768": tls.X25519MLKEM768, "X25519": tls.X25519,
+	"P256": tls.CurveP256, "P-256": tls.CurveP256, "P384": tls.CurveP384, "P-384": tls.CurveP384,
+	"P521": tls.CurveP521, "P-521": tls.CurveP521,
+}
 
 // TLSOptions make a Run's clients connect over TLS (Config.TLS).
 type TLSOptions struct {
@@ -22,6 +30,12 @@ type TLSOptions struct {
 	// ServerName is the name verified and sent in SNI. Default: the host
 	// of each broker address.
 	ServerName string
+	// Curves are the key exchanges offered, in preference order, by name:
+	// X25519MLKEM768, X25519, P256, P384, P521. Default: crypto/tls's
+	// (X25519MLKEM768 first), which a Go broker accepts and a broker on
+	// an older OpenSSL does not; the report names what was negotiated,
+	// since a post-quantum exchange costs the broker more per handshake.
+	Curves []string
 	// Resume enables session resumption: clients share a session cache,
 	// primed by one full handshake per broker before the clients connect,
 	// so a connect storm measures resumed handshakes (a fleet reconnecting
@@ -40,6 +54,13 @@ func (o *TLSOptions) clientConfig(hostport string, cache tls.ClientSessionCache)
 			return nil, err
 		}
 		c.ServerName = host
+	}
+	for _, name := range o.Curves {
+		id, ok := curveByName[strings.ToUpper(name)]
+		if !ok {
+			return nil, fmt.Errorf("bench: TLS curve %q: want X25519MLKEM768, X25519, P256, P384 or P521", name)
+		}
+		c.CurvePreferences = append(c.CurvePreferences, id)
 	}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)

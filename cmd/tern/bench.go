@@ -96,7 +96,8 @@ type benchFlags struct {
 	quiet      bool
 	failOnLoss bool
 	series     bool
-	cpuProfile string // --cpuprofile: a pprof CPU profile of the harness
+	cpuProfile string    // --cpuprofile: a pprof CPU profile of the harness
+	curves     benchList // --tls-curves
 }
 
 func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
@@ -122,6 +123,7 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.StringVar(&c.TLSOptions.KeyFile, "key", "", "PEM client key `FILE` for mutual TLS (with --cert)")
 	fs.BoolVar(&c.TLSOptions.Insecure, "insecure", false, "--tls without verifying the broker's certificate")
 	fs.StringVar(&c.TLSOptions.ServerName, "server-name", "", "TLS server name to verify and send (default: the host of --broker)")
+	fs.Var(&f.curves, "tls-curves", "key exchanges to offer, in order (X25519MLKEM768, X25519, P256, P384, P521; comma-separated; default crypto/tls's, post-quantum first)")
 	fs.BoolVar(&c.TLSOptions.Resume, "tls-resume", false, "TLS session resumption: one full handshake per broker primes a shared ticket cache, every client then resumes (a fleet reconnecting)")
 	fs.Float64Var(&c.Rate, "rate", 10, "messages per second per publisher (open loop)")
 	fs.UintVar(&f.qos, "qos", 0, "QoS of publications and subscriptions: 0, 1 or 2")
@@ -172,6 +174,7 @@ func (f *benchFlags) finish(fs *flag.FlagSet, cmd string) (bench.Config, error) 
 	}
 	c.Brokers = f.brokers
 	c.PubBrokers = f.pubBrokers
+	c.TLSOptions.Curves = f.curves
 	switch f.protocol {
 	case "3.1.1", "311", "4":
 		c.Protocol = codec.Version311

@@ -14,7 +14,10 @@
 #
 # Usage: tools/quietbench/storm.sh [OUTDIR]     (from the repository root)
 # Env:   CONNS (19000), PARALLEL (256), ROUNDS (1), VARIANTS ("plain tls
-#        tls-resume password persistent"), MOSQUITTO (binary path).
+#        tls-resume password persistent"), MOSQUITTO (binary path),
+#        TLS_CURVES (X25519: what mosquitto's OpenSSL negotiates; Go would
+#        otherwise offer X25519MLKEM768 first, which Tern accepts and which
+#        costs it ≈ 50 % more per handshake — compare like with like).
 # Needs `ulimit -n` above CONNS + 100 (the harness holds every client).
 set -eu
 out=${1:-/tmp/storm}
@@ -23,6 +26,7 @@ par=${PARALLEL:-256}
 rounds=${ROUNDS:-1}
 variants=${VARIANTS:-plain tls tls-resume password persistent}
 mosq=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+curves=${TLS_CURVES:-X25519}
 rm -rf "$out"
 mkdir -p "$out/pki"
 chmod 755 "$out" "$out/pki" # mosquitto run as root reads them as its own user
@@ -94,8 +98,8 @@ for v in $variants; do
 	src="127.0.$k.2-127.0.$k.17"
 	case $v in
 	plain) tern=$tp; m=$mp; tpid_=$tpid; mpid_=$mpid; extra="" ;;
-	tls) tern=$tt; m=$mt; tpid_=$tpid; mpid_=$mpid; extra="--tls --cafile $out/pki/ca.pem" ;;
-	tls-resume) tern=$tt; m=$mt; tpid_=$tpid; mpid_=$mpid; extra="--tls --cafile $out/pki/ca.pem --tls-resume" ;;
+	tls) tern=$tt; m=$mt; tpid_=$tpid; mpid_=$mpid; extra="--tls --cafile $out/pki/ca.pem --tls-curves $curves" ;;
+	tls-resume) tern=$tt; m=$mt; tpid_=$tpid; mpid_=$mpid; extra="--tls --cafile $out/pki/ca.pem --tls-curves $curves --tls-resume" ;;
 	password) tern=$ta; m=$ma; tpid_=$tapid; mpid_=$mapid; extra="--username storm --password storm-secret" ;;
 	persistent) tern=$tp; m=$mp; tpid_=$tpid; mpid_=$mpid; extra="--persistent --client-prefix storm-$$-" ;;
 	*) echo "unknown variant $v" >&2; exit 2 ;;
