@@ -107,9 +107,9 @@ for v in $variants; do
 	echo "## $v" | tee -a "$out/summary.md"
 	# shellcheck disable=SC2086
 	./bin/tern bench compare --rounds "$rounds" --pause 2s --broker tern=127.0.0.1:$tern --broker-pid tern=$tpid_ \
-		--broker mosquitto=127.0.0.1:$m --broker-pid mosquitto=$mpid_ --markdown "$out/$v.md" \
+		--broker mosquitto=127.0.0.1:$m --broker-pid mosquitto=$mpid_ --markdown "$out/$v.md" --json \
 		-- conn --conns "$conns" --connect-rate -1 --parallel "$par" --duration 1s --connect-timeout 30s \
-		--source "$src" --quiet $extra --json >"$out/$v.json" 2>"$out/$v.log" || cat "$out/$v.log"
+		--source "$src" --quiet $extra >"$out/$v.json" 2>"$out/$v.log" || cat "$out/$v.log"
 	tee -a "$out/summary.md" <"$out/$v.md"
 	echo | tee -a "$out/summary.md"
 done
