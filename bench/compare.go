@@ -43,16 +43,34 @@ type Metrics struct {
 	Connected    float64 `json:"connected"`
 	ConnectRate  float64 `json:"connect_rate_per_s"`
 	ConnectP99Us float64 `json:"connect_p99_us"`
-	BrokerCPU    float64 `json:"broker_cpu_percent"`
-	BrokerRSS    float64 `json:"broker_rss_bytes"`
-	BrokerPerCon float64 `json:"broker_rss_per_conn_bytes"`
-	HarnessCPU   float64 `json:"harness_cpu_percent"`
+	ConnectP50Us float64 `json:"connect_p50_us"`
+	ConnectMaxUs float64 `json:"connect_max_us"`
+	TLSResumed   float64 `json:"tls_resumed"` // resumed TLS handshakes
+	TLSFull      float64 `json:"tls_full"`    // full TLS handshakes
+	// CPU per client connected during the connect phase.
+	BrokerPerConn  float64 `json:"broker_cpu_per_conn_us"`
+	Retransmitted  float64 `json:"retransmitted"` // clients whose connect needed a TCP retransmission
+	HarnessPerConn float64 `json:"harness_cpu_per_conn_us"`
+	BrokerCPU      float64 `json:"broker_cpu_percent"`
+	BrokerRSS      float64 `json:"broker_rss_bytes"`
+	BrokerPerCon   float64 `json:"broker_rss_per_conn_bytes"`
+	HarnessCPU     float64 `json:"harness_cpu_percent"`
+	// Per message delivered in the window (Report.HarnessCPUPerMsgUs, …).
+	HarnessPerMsg float64 `json:"harness_cpu_per_msg_us"`
+	BrokerPerMsg  float64 `json:"broker_cpu_per_msg_us"`
 }
 
 func metricsOf(r *Report) Metrics {
 	m := Metrics{RecvRate: r.RecvRate, SendRate: r.SendRate, P50Us: r.Latency.P50Us, P99Us: r.Latency.P99Us,
 		Lost: float64(r.Lost), Connected: float64(r.Connect.Connected), ConnectRate: r.Connect.RatePerS,
-		ConnectP99Us: r.Connect.Latency.P99Us, HarnessCPU: r.Harness.CPUPercent}
+		ConnectP99Us: r.Connect.Latency.P99Us, HarnessCPU: r.Harness.CPUPercent,
+		HarnessPerMsg: r.HarnessCPUPerMsgUs, BrokerPerMsg: r.BrokerCPUPerMsgUs,
+		ConnectP50Us: r.Connect.Latency.P50Us, ConnectMaxUs: r.Connect.Latency.MaxUs,
+		BrokerPerConn: r.Connect.BrokerCPUPerConnUs, HarnessPerConn: r.Connect.HarnessCPUPerConnUs,
+		Retransmitted: float64(r.Connect.Retransmitted)}
+	if t := r.Connect.TLS; t != nil {
+		m.TLSResumed, m.TLSFull = float64(t.Resumed), float64(t.Full)
+	}
 	if r.Broker != nil {
 		m.BrokerCPU, m.BrokerRSS, m.BrokerPerCon = r.Broker.CPUPercent, float64(r.Broker.RSSBytes), r.Broker.RSSPerConnBytes
 	}
@@ -120,11 +138,16 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 				continue
 			}
 			row.Reports = append(row.Reports, rep)
-			if o.Log != nil {
+			if o.Log != nil && rep.Scenario == ScenarioConn {
 				m := metricsOf(rep)
-				fmt.Fprintf(o.Log, "round %d %-10s recv %.0f/s p50 %s p99 %s lost %.0f conns %.0f broker cpu %.0f%% rss %s harness cpu %.0f%%\n",
-					round+1, t.Name, m.RecvRate, us(m.P50Us), us(m.P99Us), m.Lost, m.Connected, m.BrokerCPU,
-					bytesStr(m.BrokerRSS), m.HarnessCPU)
+				fmt.Fprintf(o.Log, "round %d %-10s connected %.0f at %.0f/s, CONNACK p50 %s p99 %s max %s, broker %s/conn, harness %s/conn\n",
+					round+1, t.Name, m.Connected, m.ConnectRate, us(m.ConnectP50Us), us(m.ConnectP99Us), us(m.ConnectMaxUs),
+					us(m.BrokerPerConn), us(m.HarnessPerConn))
+			} else if o.Log != nil {
+				m := metricsOf(rep)
+				fmt.Fprintf(o.Log, "round %d %-10s recv %.0f/s p50 %s p99 %s lost %.0f conns %.0f broker cpu %.0f%% (%.2fµs/msg) rss %s harness cpu %.0f%% (%.2fµs/msg)\n",
+					round+1, t.Name, m.RecvRate, us(m.P50Us), us(m.P99Us), m.Lost, m.Connected, m.BrokerCPU, m.BrokerPerMsg,
+					bytesStr(m.BrokerRSS), m.HarnessCPU, m.HarnessPerMsg)
 			}
 		}
 	}
@@ -169,18 +192,27 @@ func medianMetrics(reps []*Report) Metrics {
 		return median(xs)
 	}
 	return Metrics{
-		RecvRate:     col(func(m Metrics) float64 { return m.RecvRate }),
-		SendRate:     col(func(m Metrics) float64 { return m.SendRate }),
-		P50Us:        col(func(m Metrics) float64 { return m.P50Us }),
-		P99Us:        col(func(m Metrics) float64 { return m.P99Us }),
-		Lost:         col(func(m Metrics) float64 { return m.Lost }),
-		Connected:    col(func(m Metrics) float64 { return m.Connected }),
-		ConnectRate:  col(func(m Metrics) float64 { return m.ConnectRate }),
-		ConnectP99Us: col(func(m Metrics) float64 { return m.ConnectP99Us }),
-		BrokerCPU:    col(func(m Metrics) float64 { return m.BrokerCPU }),
-		BrokerRSS:    col(func(m Metrics) float64 { return m.BrokerRSS }),
-		BrokerPerCon: col(func(m Metrics) float64 { return m.BrokerPerCon }),
-		HarnessCPU:   col(func(m Metrics) float64 { return m.HarnessCPU }),
+		RecvRate:       col(func(m Metrics) float64 { return m.RecvRate }),
+		SendRate:       col(func(m Metrics) float64 { return m.SendRate }),
+		P50Us:          col(func(m Metrics) float64 { return m.P50Us }),
+		P99Us:          col(func(m Metrics) float64 { return m.P99Us }),
+		Lost:           col(func(m Metrics) float64 { return m.Lost }),
+		Connected:      col(func(m Metrics) float64 { return m.Connected }),
+		ConnectRate:    col(func(m Metrics) float64 { return m.ConnectRate }),
+		ConnectP99Us:   col(func(m Metrics) float64 { return m.ConnectP99Us }),
+		ConnectP50Us:   col(func(m Metrics) float64 { return m.ConnectP50Us }),
+		ConnectMaxUs:   col(func(m Metrics) float64 { return m.ConnectMaxUs }),
+		TLSResumed:     col(func(m Metrics) float64 { return m.TLSResumed }),
+		TLSFull:        col(func(m Metrics) float64 { return m.TLSFull }),
+		BrokerPerConn:  col(func(m Metrics) float64 { return m.BrokerPerConn }),
+		HarnessPerConn: col(func(m Metrics) float64 { return m.HarnessPerConn }),
+		Retransmitted:  col(func(m Metrics) float64 { return m.Retransmitted }),
+		BrokerCPU:      col(func(m Metrics) float64 { return m.BrokerCPU }),
+		BrokerRSS:      col(func(m Metrics) float64 { return m.BrokerRSS }),
+		BrokerPerCon:   col(func(m Metrics) float64 { return m.BrokerPerCon }),
+		HarnessCPU:     col(func(m Metrics) float64 { return m.HarnessCPU }),
+		HarnessPerMsg:  col(func(m Metrics) float64 { return m.HarnessPerMsg }),
+		BrokerPerMsg:   col(func(m Metrics) float64 { return m.BrokerPerMsg }),
 	}
 }
 
@@ -227,20 +259,25 @@ func (c *Comparison) WriteMarkdown(w io.Writer) {
 	conn := len(c.Rows) > 0 && len(c.Rows[0].Reports) > 0 && c.Rows[0].Reports[0].Scenario == ScenarioConn
 	base := c.Rows[0].Median
 	if conn {
-		b.WriteString("| broker | connected | connect/s | connect p99 | broker RSS | RSS/conn | RSS/conn vs first | harness CPU |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| broker | connected | connect/s | CONNACK p50 | p99 | max | SYN retried | TLS full / resumed | broker CPU/conn | harness CPU/conn | broker RSS | RSS/conn | connect/s vs first |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range c.Rows {
 			m := r.Median
-			fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %s | %.0f%% |\n", r.Target.Name, m.Connected, m.ConnectRate,
-				us(m.ConnectP99Us), bytesStr(m.BrokerRSS), bytesStr(m.BrokerPerCon), ratio(m.BrokerPerCon, base.BrokerPerCon), m.HarnessCPU)
+			tlsCol := "–"
+			if m.TLSFull+m.TLSResumed > 0 {
+				tlsCol = fmt.Sprintf("%.0f / %.0f", m.TLSFull, m.TLSResumed)
+			}
+			fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", r.Target.Name, m.Connected,
+				m.ConnectRate, us(m.ConnectP50Us), us(m.ConnectP99Us), us(m.ConnectMaxUs), m.Retransmitted, tlsCol, us(m.BrokerPerConn), us(m.HarnessPerConn),
+				bytesStr(m.BrokerRSS), bytesStr(m.BrokerPerCon), ratio(m.ConnectRate, base.ConnectRate))
 		}
 	} else {
-		b.WriteString("| broker | delivered msg/s | p50 | p99 | lost | broker CPU | broker RSS | harness CPU | rate vs first | p99 vs first |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| broker | delivered msg/s | p50 | p99 | lost | broker CPU | broker µs/msg | broker RSS | harness CPU | harness µs/msg | rate vs first | p99 vs first |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range c.Rows {
 			m := r.Median
-			fmt.Fprintf(b, "| %s | %.0f | %s | %s | %.0f | %.0f%% | %s | %.0f%% | %s | %s |\n", r.Target.Name, m.RecvRate,
-				us(m.P50Us), us(m.P99Us), m.Lost, m.BrokerCPU, bytesStr(m.BrokerRSS), m.HarnessCPU,
+			fmt.Fprintf(b, "| %s | %.0f | %s | %s | %.0f | %.0f%% | %.2f | %s | %.0f%% | %.2f | %s | %s |\n", r.Target.Name, m.RecvRate,
+				us(m.P50Us), us(m.P99Us), m.Lost, m.BrokerCPU, m.BrokerPerMsg, bytesStr(m.BrokerRSS), m.HarnessCPU, m.HarnessPerMsg,
 				ratio(m.RecvRate, base.RecvRate), ratio(m.P99Us, base.P99Us))
 		}
 	}

@@ -92,12 +92,12 @@ func TestParseSources(t *testing.T) {
 
 func TestPayloadHeaderRoundTrip(t *testing.T) {
 	p := make([]byte, 64)
-	PutHeader(p, 7, 1<<40, -5)
-	pub, seq, at, ok := ParseHeader(p)
-	if !ok || pub != 7 || seq != 1<<40 || at != -5 {
-		t.Fatalf("%d %d %d %v", pub, seq, at, ok)
+	PutHeader(p, 0xdeadbeef, 7, 1<<40, -5)
+	run, pub, seq, at, ok := ParseHeader(p)
+	if !ok || run != 0xdeadbeef || pub != 7 || seq != 1<<40 || at != -5 {
+		t.Fatalf("%x %d %d %d %v", run, pub, seq, at, ok)
 	}
-	if _, _, _, ok := ParseHeader([]byte("hello, this is not a bench payload")); ok {
+	if _, _, _, _, ok := ParseHeader([]byte("hello, this is not a bench payload")); ok {
 		t.Fatal("foreign payload accepted")
 	}
 }

@@ -50,6 +50,16 @@ type Config struct {
 	// ConnectRate is new connections per second, over all clients. Default
 	// 2000; negative means as fast as possible.
 	ConnectRate float64
+	// Parallel, when > 0, bounds the clients in their connect phase (TCP
+	// connect, TLS handshake, CONNACK, SUBACK) at once: a client is dialled
+	// when another finished. With ConnectRate −1 this is a connect storm of
+	// all clients, P at a time. Default 0: no bound but the rate.
+	Parallel int
+	// TLS makes every client connect over TLS, configured by TLSOptions.
+	TLS bool
+	// TLSOptions configure TLS (CA, client certificate, verification,
+	// session resumption).
+	TLSOptions TLSOptions
 	// Rate is messages per second per publisher (open loop). Default 10.
 	Rate float64
 	// QoS of publications and subscriptions: 0 (default), 1 or 2.
@@ -266,6 +276,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Inflight < 1 || c.Inflight > 65535 {
 		bad("inflight %d: want 1..65535", c.Inflight)
+	}
+	if c.Parallel < 0 {
+		bad("parallel %d: want ≥ 0", c.Parallel)
+	}
+	if o := c.TLSOptions; !c.TLS && (o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" || o.Insecure ||
+		o.ServerName != "" || o.Resume || len(o.Curves) > 0) {
+		bad("TLS options (--cafile, --cert, --key, --insecure, --server-name, --tls-curves, --tls-resume) need --tls")
 	}
 	if c.Loops < 0 || c.Loops > 1024 {
 		bad("loops %d: want 0..1024", c.Loops)

@@ -56,7 +56,9 @@ func (l *loop) dial(s *spec, now int64) {
 		}
 	}
 	c := &conn{fd: fd, role: s.role, queueIdx: -1, rcv: s.rcv, pubID: uint32(s.idx),
-		topic: s.topic, filter: s.filter, dialAt: now, state: stDialing}
+		topic: s.topic, filter: s.filter, dialAt: now, state: stDialing, conf: s.conf}
+	l.dialing++
+	l.dialMax = max(l.dialMax, l.dialing)
 	if len(l.free) > 0 {
 		c.slot = l.free[len(l.free)-1]
 		l.free = l.free[:len(l.free)-1]
@@ -113,12 +115,20 @@ func (l *loop) handle(c *conn, events uint32) {
 			l.fail(c, "connect: "+errnoName(err))
 			return
 		}
-		c.state = stConnack
 		l.setInterest(c, false)
+		if c.conf != nil {
+			l.startTLS(c, time.Now().UnixNano())
+			return
+		}
+		c.state = stConnack
 		l.sendConnect(c)
+		// Written now rather than at the end of the turn: a connect storm
+		// issues its CONNECTs as their TCP handshakes complete.
+		c.dirty = false
+		l.flush(c)
 		return
 	}
-	if events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
+	if events&unix.EPOLLOUT != 0 && c.wantOut {
 		l.flush(c)
 		if c.state == stClosed {
 			return
@@ -150,49 +160,82 @@ func (l *loop) setInterest(c *conn, wantOut bool) {
 	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
 }
 
-// write sends b now if the socket takes it, else buffers the rest and asks
-// for EPOLLOUT. Order is preserved: once something is buffered, everything
-// after it is too.
+// write queues b on c. Nothing is written yet: every connection that has
+// output is written once at the end of the loop's turn (flushDirty), so the
+// acknowledgements of a whole read, or a publisher's burst plus its PUBRELs,
+// leave in one write syscall instead of one per packet. Order is preserved:
+// bytes are only ever appended to c.out.
 func (l *loop) write(c *conn, b []byte, now int64) {
-	c.lastOut = now
-	if len(c.out) > 0 {
-		c.out = append(c.out, b...)
-		return
-	}
-	n, err := unix.Write(c.fd, b)
-	if err != nil && !errors.Is(err, unix.EAGAIN) {
-		l.lostConn(c, "write: "+errnoName(err))
-		return
-	}
-	if n < 0 {
-		n = 0
-	}
-	if n < len(b) {
-		c.out = append(c.out, b[n:]...)
-		l.setInterest(c, true)
-	}
+	c.out = append(c.out, b...)
+	l.markDirty(c, now)
 }
 
-// flush writes buffered output of c; once it is all out, a publisher that
-// was blocked on socket space is queued again.
-func (l *loop) flush(c *conn) {
-	n, err := unix.Write(c.fd, c.out)
-	if err != nil && !errors.Is(err, unix.EAGAIN) {
-		l.lostConn(c, "write: "+errnoName(err))
+// markDirty records that c.out grew (at now) and must be written at the end
+// of the turn. A connection already waiting for EPOLLOUT is written when the
+// socket has room instead.
+func (l *loop) markDirty(c *conn, now int64) {
+	c.lastOut = now
+	if c.dirty || c.wantOut {
 		return
 	}
-	if n > 0 {
-		c.out = c.out[:copy(c.out, c.out[n:])]
+	c.dirty = true
+	l.dirty = append(l.dirty, c)
+}
+
+// flushDirty writes the output every connection queued during this turn:
+// one write syscall per connection per turn.
+func (l *loop) flushDirty() {
+	for i, c := range l.dirty {
+		l.dirty[i] = nil
+		if !c.dirty {
+			continue
+		}
+		c.dirty = false
+		if c.state != stClosed && !c.wantOut {
+			l.flush(c)
+		}
 	}
-	if len(c.out) == 0 {
-		if cap(c.out) > 64<<10 {
-			c.out = nil
+	l.dirty = l.dirty[:0]
+}
+
+// flush writes c's queued output; what the socket does not take waits for
+// EPOLLOUT. Once it is all out, a publisher that was blocked on socket space
+// is queued again.
+func (l *loop) flush(c *conn) {
+	out := &c.out // plain TCP: the MQTT bytes themselves
+	if c.tls != nil {
+		if !l.seal(c) {
+			return
 		}
+		out = &c.tls.sock // TLS: the records sealing them
+	}
+	if len(*out) > 0 {
+		n, err := unix.Write(c.fd, *out)
+		if err != nil && !errors.Is(err, unix.EAGAIN) {
+			l.lostConn(c, "write: "+errnoName(err))
+			return
+		}
+		if n > 0 {
+			*out = (*out)[:copy(*out, (*out)[n:])]
+		}
+		if len(*out) > 0 {
+			if !c.wantOut {
+				c.wantOut = true
+				l.setInterest(c, true)
+			}
+			return
+		}
+	}
+	if cap(*out) > 64<<10 {
+		*out = nil
+	}
+	if c.wantOut {
+		c.wantOut = false
 		l.setInterest(c, false)
-		if c.blocked && c.role == rolePub && c.inflt < c.window {
-			c.blocked = false
-			l.enqueue(c)
-		}
+	}
+	if c.blocked && c.role == rolePub && c.inflt < c.window {
+		c.blocked = false
+		l.enqueue(c)
 	}
 }
 
@@ -221,6 +264,12 @@ func (l *loop) closeConn(c *conn) {
 	l.dequeue(c)
 	if c.role == rolePub {
 		l.recordSent(c)
+	}
+	if c.state < stReady {
+		l.dialing--
+	}
+	if c.tls != nil {
+		c.tls.pipe.Close() // ends a handshake goroutine waiting for input
 	}
 	c.state = stClosed
 	unix.Close(c.fd)
@@ -251,7 +300,11 @@ func (l *loop) readFrom(c *conn) {
 			}
 			return
 		}
-		l.consume(c, l.buf[:n])
+		if c.tls != nil {
+			l.tlsRead(c, l.buf[:n], time.Now().UnixNano())
+		} else {
+			l.consume(c, l.buf[:n])
+		}
 		if c.state == stClosed || n < len(l.buf) || (c.lim != nil && c.lim.paused) {
 			return
 		}
@@ -261,6 +314,8 @@ func (l *loop) readFrom(c *conn) {
 // stateWaits names what a connection in state s waits for.
 func stateWaits(s uint8) string {
 	switch s {
+	case stTLS:
+		return "TLS handshake"
 	case stConnack:
 		return "CONNACK"
 	case stSuback:
@@ -341,4 +396,17 @@ func sockaddr(ip net.IP, port int) unix.Sockaddr {
 	sa := &unix.SockaddrInet6{Port: port}
 	copy(sa.Addr[:], ip.To16())
 	return sa
+}
+
+// dialPending dials queued clients while the loop has connect slots
+// (Config.Parallel): a connect storm of N clients with at most P in their
+// connect phase at once.
+func (l *loop) dialPending(now int64) {
+	i := 0
+	for ; i < len(l.pending) && (l.budget <= 0 || l.dialing < l.budget); i++ {
+		l.dial(&l.pending[i], now)
+	}
+	n := copy(l.pending, l.pending[i:])
+	clear(l.pending[n:])
+	l.pending = l.pending[:n]
 }

@@ -47,18 +47,44 @@
 // subscriber stops reading its socket, so the broker meets a slow consumer
 // as it would in production (throttle.go, throttle_linux.go).
 //
+// # Writes, TLS and connect storms
+//
+// A loop never writes a packet when it is produced: it appends it to its
+// connection's output and writes every connection with output once at the
+// end of its turn (conn_linux.go flushDirty), so the acknowledgements of a
+// whole read, or a publisher's burst and its PUBRELs, leave in one write
+// syscall. That, and not reprogramming the timerfd when the next send is
+// already due, took the harness from ≈ 6.5 to ≈ 1.3 µs of CPU per
+// delivered message in p2p QoS 1 (BENCHMARKS.md).
+//
+// With Config.TLS the same connection runs crypto/tls over an in-memory
+// transport the loop feeds (tls_linux.go); only the handshake runs on a
+// short-lived goroutine, because crypto/tls cannot resume a handshake after
+// "would block". TLSOptions.Resume primes a shared session cache with one
+// full handshake per broker, so a connect storm measures resumed handshakes.
+// Config.Parallel bounds the clients in their connect phase; the report
+// gives CONNACK latency, connect-phase CPU per client of both sides, TLS
+// handshakes full/resumed and the clients that needed a TCP retransmission.
+//
+// Sweep (sweep.go) runs one scenario at increasing open-loop rates until a
+// step loses a message, fails a connection, falls behind (Report.ArrivalRate
+// below what was offered) or passes a p99 knee.
+//
 // # Payload layout
 //
-// Every payload starts with a 22-byte header (big-endian), then zero padding
+// Every payload starts with a 26-byte header (big-endian), then zero padding
 // up to Config.Size:
 //
-//	0      2            6                      14                     22
-//	+------+------------+----------------------+----------------------+---- - -
-//	| 'T'  | publisher  | sequence number      | intended send time   | padding
-//	| 'b'  | id (u32)   | (u64, from 0)        | (unix ns, i64)       | (zeros)
-//	+------+------------+----------------------+----------------------+---- - -
+//	0      2          6            10                     18                    26
+//	+------+----------+------------+----------------------+---------------------+--- - -
+//	| 'T'  | run id   | publisher  | sequence number      | intended send time  | padding
+//	| 'c'  | (u32)    | id (u32)   | (u64, from 0)        | (unix ns, i64)      | (zeros)
+//	+------+----------+------------+----------------------+---------------------+--- - -
 //
-// Payloads without the magic are counted as foreign and otherwise ignored.
+// Payloads without the magic, or from another run (a random id per Run;
+// the standalone sub scenario takes any), are counted as foreign and
+// otherwise ignored: two harnesses on the same topics, or a sweep step
+// meeting the last one's stragglers, cannot credit each other's messages.
 // Latency uses the wall clock on both ends; run publishers and subscribers
 // on one machine (or NTP-disciplined ones) when they are separate processes.
 //
@@ -106,7 +132,7 @@
 // assembling the report), engine_linux.go (one event loop), conn_linux.go
 // (sockets), protocol_linux.go (the MQTT conversation), publish_linux.go
 // (the send queue and timer), throttle_linux.go (slow subscribers),
-// series_linux.go (the per-second record), then the parts: schedule.go,
-// throttle.go, payload.go, histogram.go, ledger.go, report.go, compare.go,
-// proc.go.
+// tls_linux.go (TLS clients), series_linux.go (the per-second record), then
+// the parts: schedule.go, throttle.go, payload.go, histogram.go, ledger.go,
+// report.go, compare.go, sweep.go, tlsconfig.go, proc.go.
 package bench

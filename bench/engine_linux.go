@@ -41,6 +41,7 @@ const (
 // Connection states, in order.
 const (
 	stDialing uint8 = iota // non-blocking connect in progress
+	stTLS                  // TLS handshake in progress (tls_linux.go)
 	stConnack              // CONNECT written, waiting for CONNACK
 	stSuback               // SUBSCRIBE written, waiting for SUBACK
 	stReady                // usable
@@ -62,6 +63,7 @@ type spec struct {
 	source unix.Sockaddr // nil: kernel's choice
 	topic  []byte        // publish topic (publishers)
 	filter []byte        // subscription (subscribers, conn --subscribe)
+	conf   *tlsTarget    // TLS to this broker; nil: plain TCP
 }
 
 // conn is one client. Every field is owned by its loop's goroutine. It is
@@ -73,6 +75,8 @@ type conn struct {
 	state    uint8
 	role     uint8
 	blocked  bool // publisher waiting for a window slot or socket space
+	dirty    bool // in loop.dirty: c.out to be written at the end of the turn
+	wantOut  bool // the socket did not take all of c.out: waiting for EPOLLOUT
 	pubID    uint32
 	rcv      uint32
 	dialAt   int64
@@ -87,6 +91,8 @@ type conn struct {
 	nextID   uint16     // next packet id to try
 	ids      []uint64   // bitmap of packet ids in use (QoS>0 publishers only)
 	lim      *readLimit // throttled subscribers only (SubRate, SubStopAfter)
+	conf     *tlsTarget // TLS clients only: the broker's TLS configuration
+	tls      *tlsState  // TLS clients only, from the end of the TCP connect
 }
 
 // loopStats are the counters other goroutines read while the loop runs.
@@ -104,6 +110,7 @@ type loop struct {
 	evfd    int // eventfd: wakes the loop for posted tasks
 	tfd     int // timerfd: wakes the loop when the next publication is due
 	armedAt int64
+	due     bool // the send queue's head is already due: poll, do not wait
 
 	mu    sync.Mutex
 	tasks []func(*loop)
@@ -112,8 +119,14 @@ type loop struct {
 	free    []int32
 	queue   timer.Heap[*conn] // publishers by next intended send time; paused throttled subscribers by resume time
 	requeue []*conn           // closed-loop publishers to queue again after a publishDue pass
+	dirty   []*conn           // connections with output queued this turn (flushDirty)
 	buf     []byte
+	plain   []byte // decrypted TLS input
 	enc     []byte
+	pending []spec // clients waiting for a connect slot (Config.Parallel)
+	dialing int    // clients of this loop in their connect phase
+	dialMax int    // the most dialing ever was
+	budget  int    // most clients in their connect phase at once; 0: no limit
 	pay     []byte
 	stop    bool
 
@@ -121,19 +134,24 @@ type loop struct {
 
 	// Owned by the loop; read by others only after it exited, or through a
 	// posted task.
-	lat       *Histogram // end-to-end latency (intended send → receipt)
-	latIv     *Histogram // the same for every delivery since the last series sample
-	lag       *Histogram // send lag (actual write − intended time)
-	connLat   *Histogram // TCP connect + CONNACK (+ SUBACK)
-	ledger    *Ledger
-	failures  map[string]int
-	measureLo int64 // intended-time window counted in rates/latencies
-	measureHi int64
-	sentIn    int64 // publications with intended time in the window
-	recvIn    int64 // deliveries with intended time in the window
-	rejected  int64 // QoS>0 publications the broker refused (5.0 reason ≥ 0x80)
-	sentBy    []uint64
-	pubsDone  bool
+	lat          *Histogram       // end-to-end latency (intended send → receipt)
+	latIv        *Histogram       // the same for every delivery since the last series sample
+	lag          *Histogram       // send lag (actual write − intended time)
+	connLat      *Histogram       // TCP connect + CONNACK (+ SUBACK)
+	tlsLat       *Histogram       // TLS handshake (TCP connected → handshake done)
+	tlsFull      int64            // full TLS handshakes
+	tlsGroups    map[string]int64 // handshakes by negotiated key exchange and version
+	retransConns int64            // conn scenario: clients whose connect needed a TCP retransmission
+	tlsResumed   int64            // resumed TLS handshakes (session tickets)
+	ledger       *Ledger
+	failures     map[string]int
+	measureLo    int64 // intended-time window counted in rates/latencies
+	measureHi    int64
+	sentIn       int64 // publications with intended time in the window
+	recvIn       int64 // deliveries with intended time in the window
+	rejected     int64 // QoS>0 publications the broker refused (5.0 reason ≥ 0x80)
+	sentBy       []uint64
+	pubsDone     bool
 
 	pub  codec.Publish
 	ack  codec.Ack
@@ -145,9 +163,12 @@ type loop struct {
 func newLoop(r *runner) (*loop, error) {
 	l := &loop{r: r, epfd: -1, evfd: -1, tfd: -1, sentBy: make([]uint64, r.cfg.Pubs),
 		buf: make([]byte, readBufSize), lat: NewHistogram(), latIv: NewHistogram(), lag: NewHistogram(),
-		connLat: NewHistogram(), ledger: NewLedger(), failures: map[string]int{},
+		connLat: NewHistogram(), tlsLat: NewHistogram(), ledger: NewLedger(), failures: map[string]int{},
 		measureHi: math.MaxInt64, pay: make([]byte, r.cfg.Size)}
 	l.queue.Moved = setQueueIdx
+	if r.cfg.TLS {
+		l.plain = make([]byte, readBufSize)
+	}
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("bench: epoll: %w", err)
@@ -211,7 +232,11 @@ func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
 	nextHousekeep := time.Now().UnixNano() + int64(time.Second)
 	for !l.stop {
-		n, err := unix.EpollWait(l.epfd, events, 1000)
+		wait := 1000
+		if l.due {
+			wait = 0
+		}
+		n, err := unix.EpollWait(l.epfd, events, wait)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.fail(nil, "epoll: "+err.Error())
 			return
@@ -234,11 +259,15 @@ func (l *loop) run() {
 		}
 		l.runTasks()
 		now := time.Now().UnixNano()
+		if len(l.pending) > 0 {
+			l.dialPending(now)
+		}
 		l.publishDue(now)
 		if now >= nextHousekeep {
 			l.housekeep(now)
 			nextHousekeep = now + int64(time.Second)
 		}
+		l.flushDirty()
 	}
 	for _, c := range l.conns {
 		if c != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,6 +18,13 @@ import (
 // temporary config and returns its address and pid. The test is skipped
 // (with a message saying what to install) when the binary is absent.
 func startMosquitto(t *testing.T) (string, int) {
+	t.Helper()
+	return startMosquittoWith(t, t.TempDir(), "")
+}
+
+// startMosquittoWith is startMosquitto with its config file in dir and
+// extra lines (e.g. cafile, certfile, keyfile) after the listener's.
+func startMosquittoWith(t *testing.T, dir, extra string) (string, int) {
 	t.Helper()
 	bin := "/usr/sbin/mosquitto"
 	if _, err := os.Stat(bin); err != nil {
@@ -32,9 +40,8 @@ func startMosquitto(t *testing.T) (string, int) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
-	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n", port)
+	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n", port) + extra
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +202,11 @@ func TestRunClosedLoop(t *testing.T) {
 			if !rep.ClosedLoop || len(rep.Series) == 0 {
 				t.Fatalf("closed_loop %v, %d series entries", rep.ClosedLoop, len(rep.Series))
 			}
+			// The per-message path allocates nothing; what is counted is
+			// the per-second bookkeeping (series, posted closures).
+			if rep.HarnessAllocsPerMsg > 0.1 || rep.HarnessCPUPerMsgUs <= 0 || rep.BrokerCPUPerMsgUs < 0 {
+				t.Fatalf("harness %.3f allocations and %.2f µs CPU per message", rep.HarnessAllocsPerMsg, rep.HarnessCPUPerMsgUs)
+			}
 		})
 	}
 }
@@ -247,5 +259,59 @@ func TestRunSubStopAfter(t *testing.T) {
 	}
 	if rep.Connect.Dropped != 0 {
 		t.Fatalf("dropped %d connections", rep.Connect.Dropped)
+	}
+}
+
+// TestSweepFindsSlowSubscriber sweeps mosquitto with subscribers that
+// read at most 300 msg/s: 100 and 200 msg/s are sustainable, 400 msg/s is
+// not (fewer deliveries per second than offered, on the retry too), so the
+// capacity found is the 200 msg/s step's.
+func TestSweepFindsSlowSubscriber(t *testing.T) {
+	addr, _ := startMosquitto(t)
+	sr, err := Sweep(context.Background(), SweepOptions{Config: Config{Scenario: ScenarioP2P, Brokers: []string{addr},
+		Pubs: 1, Subs: 1, QoS: 1, Rate: 100, SubRate: 300, Duration: 700 * time.Millisecond, Warmup: 100 * time.Millisecond,
+		Drain: 2 * time.Second, BrokerPID: -1}, Factor: 2, MaxP99: 5 * time.Second, MaxSteps: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if testing.Verbose() {
+		sr.WriteMarkdown(os.Stderr)
+	}
+	// Steps may repeat (Retries) when the shared machine stalls one.
+	last := sr.Steps[len(sr.Steps)-1]
+	if last.RatePerPub != 400 || last.Sustainable || !strings.Contains(last.Reason, "delivered") ||
+		sr.LastSustainable < 1 || sr.Steps[sr.LastSustainable].RatePerPub != 200 {
+		t.Fatalf("sweep %+v", sr)
+	}
+	if c := sr.Capacity; c < 180 || c > 220 {
+		t.Fatalf("capacity %.0f msg/s, want about 200", c)
+	}
+}
+
+// TestRunIgnoresOtherRuns runs two harnesses at once on the same topics:
+// each gets the other's messages too, counts them as foreign, and its own
+// accounting stays exact (no phantom deliveries, duplicates or losses).
+func TestRunIgnoresOtherRuns(t *testing.T) {
+	addr, _ := startMosquitto(t)
+	cfg := Config{Scenario: ScenarioP2P, Brokers: []string{addr}, Pubs: 2, Subs: 2, QoS: 1, Rate: 200,
+		Duration: 800 * time.Millisecond, Drain: 10 * time.Second, BrokerPID: -1}
+	reps := make(chan *Report, 2)
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			rep, err := Run(context.Background(), cfg)
+			reps <- rep
+			errs <- err
+		}()
+	}
+	for i := 0; i < 2; i++ {
+		rep, err := <-reps, <-errs
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := rep.Delivery
+		if rep.Foreign == 0 || rep.Lost != 0 || d.Duplicated != 0 || d.Unexpected != 0 || rep.Received != rep.Sent {
+			t.Fatalf("sent %d received %d foreign %d delivery %+v", rep.Sent, rep.Received, rep.Foreign, d)
+		}
 	}
 }

@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"net"
+	"runtime"
 	"strconv"
 	"time"
 )
@@ -17,15 +18,16 @@ import (
 // usage samples CPU and memory of the harness and, when its process is
 // known, of the broker. Used by Run's goroutine only.
 type usage struct {
-	brokerPID int
-	broker0   ProcSample // broker before any client connected
-	rss0      int64      // harness RSS before any client connected
-	cpu0      int64      // harness CPU at the window's start
-	cpu1      int64      // … and at its end
-	bs0, bs1  ProcSample // broker at the window's start and end
-	peak      int64      // highest broker RSS seen
-	low       int64      // lowest broker RSS seen in the window (0: none yet)
-	rssHeld   int64      // harness RSS with every client still connected
+	brokerPID          int
+	broker0            ProcSample // broker before any client connected
+	rss0               int64      // harness RSS before any client connected
+	cpu0               int64      // harness CPU at the window's start
+	cpu1               int64      // … and at its end
+	bs0, bs1           ProcSample // broker at the window's start and end
+	peak               int64      // highest broker RSS seen
+	low                int64      // lowest broker RSS seen in the window (0: none yet)
+	rssHeld            int64      // harness RSS with every client still connected
+	mallocs0, mallocs1 uint64     // harness heap allocations at the window\'s start and end
 }
 
 // newUsage finds the broker's process (Config.BrokerPID, or whoever listens
@@ -45,9 +47,31 @@ func newUsage(cfg *Config) *usage {
 	return u
 }
 
+// beginConnect samples CPU before the connect phase.
+func (u *usage) beginConnect() {
+	u.cpu0 = SelfCPU()
+	if u.brokerPID > 0 {
+		u.bs0, _ = SampleProc(u.brokerPID)
+	}
+}
+
+// endConnect reports the CPU of the connect phase per client connected.
+func (u *usage) endConnect(rep *Report, connected int64) {
+	if connected <= 0 {
+		return
+	}
+	rep.Connect.HarnessCPUPerConnUs = float64(SelfCPU()-u.cpu0) / 1e3 / float64(connected)
+	if u.brokerPID > 0 {
+		if s, err := SampleProc(u.brokerPID); err == nil && u.bs0.CPUNanos > 0 {
+			rep.Connect.BrokerCPUPerConnUs = float64(s.CPUNanos-u.bs0.CPUNanos) / 1e3 / float64(connected)
+		}
+	}
+}
+
 // begin samples CPU at the start of the measured window.
 func (u *usage) begin() {
 	u.cpu0 = SelfCPU()
+	u.mallocs0 = mallocs()
 	if u.brokerPID > 0 {
 		u.bs0, _ = SampleProc(u.brokerPID)
 	}
@@ -56,6 +80,7 @@ func (u *usage) begin() {
 // end samples CPU and memory at the end of the measured window.
 func (u *usage) end() {
 	u.cpu1 = SelfCPU()
+	u.mallocs1 = mallocs()
 	if u.brokerPID > 0 {
 		u.bs1, _ = SampleProc(u.brokerPID)
 	}
@@ -89,8 +114,8 @@ func (u *usage) sample() int64 {
 
 // report fills the harness's and the broker's resource use over a window
 // of secs seconds in which msgs messages were sent and received by
-// connected clients.
-func (u *usage) report(rep *Report, secs, msgs float64, connected int64) {
+// connected clients, delivered of them received.
+func (u *usage) report(rep *Report, secs, msgs, delivered float64, connected int64) {
 	h := &rep.Harness
 	h.CPUSeconds = float64(u.cpu1-u.cpu0) / 1e9
 	if secs > 0 {
@@ -98,6 +123,10 @@ func (u *usage) report(rep *Report, secs, msgs float64, connected int64) {
 	}
 	if msgs > 0 {
 		h.CPUPerMsgUs = h.CPUSeconds * 1e6 / msgs
+	}
+	if delivered > 0 {
+		rep.HarnessCPUPerMsgUs = h.CPUSeconds * 1e6 / delivered
+		rep.HarnessAllocsPerMsg = float64(u.mallocs1-u.mallocs0) / delivered
 	}
 	h.RSSBytes = u.rssHeld
 	if connected > 0 {
@@ -111,6 +140,9 @@ func (u *usage) report(rep *Report, secs, msgs float64, connected int64) {
 		}
 		if msgs > 0 {
 			b.CPUPerMsgUs = b.CPUSeconds * 1e6 / msgs
+		}
+		if delivered > 0 {
+			rep.BrokerCPUPerMsgUs = b.CPUSeconds * 1e6 / delivered
 		}
 		if connected > 0 && u.broker0.RSSBytes > 0 {
 			b.RSSPerConnBytes = float64(u.bs1.RSSBytes-u.broker0.RSSBytes) / float64(connected)
@@ -132,6 +164,7 @@ func (w window) rates(rep *Report, sentIn, recvIn int64) {
 	if secs := w.measured.Seconds(); secs > 0 {
 		rep.SendRate = float64(sentIn) / secs
 		rep.RecvRate = float64(recvIn) / secs
+		rep.ArrivalRate = float64(w.recvHi-w.recvLo) / secs
 		if rep.Scenario == ScenarioSub {
 			rep.RecvRate = float64(w.recvHi-w.recvLo) / secs
 		}
@@ -221,7 +254,8 @@ func (r *runner) drain(ctx context.Context) {
 // numbers, and the publications and deliveries intended in the window. The
 // loops must have exited.
 func (r *runner) collect(rep *Report) (ledger *Ledger, sentBy []uint64, sentIn, recvIn int64) {
-	lat, lag, cl := NewHistogram(), NewHistogram(), NewHistogram()
+	lat, lag, cl, th := NewHistogram(), NewHistogram(), NewHistogram(), NewHistogram()
+	var tlsRep TLSReport
 	ledger = NewLedger()
 	sentBy = make([]uint64, r.cfg.Pubs)
 	rep.Connect.Failures = map[string]int{}
@@ -229,6 +263,17 @@ func (r *runner) collect(rep *Report) (ledger *Ledger, sentBy []uint64, sentIn, 
 		lat.Merge(l.lat)
 		lag.Merge(l.lag)
 		cl.Merge(l.connLat)
+		th.Merge(l.tlsLat)
+		tlsRep.Full += l.tlsFull
+		tlsRep.Resumed += l.tlsResumed
+		rep.Connect.MaxInFlight += l.dialMax
+		for g, n := range l.tlsGroups {
+			if tlsRep.Groups == nil {
+				tlsRep.Groups = map[string]int64{}
+			}
+			tlsRep.Groups[g] += n
+		}
+		rep.Connect.Retransmitted += l.retransConns
 		ledger.Merge(l.ledger)
 		for i, s := range l.sentBy {
 			sentBy[i] = max(sentBy[i], s)
@@ -248,6 +293,11 @@ func (r *runner) collect(rep *Report) (ledger *Ledger, sentBy []uint64, sentIn, 
 		rep.Connect.Failed += int(l.stats.failed.Load())
 	}
 	rep.Connect.Latency = cl.Summarize()
+	rep.Connect.Parallel = r.cfg.Parallel
+	if r.cfg.TLS {
+		tlsRep.Latency = th.Summarize()
+		rep.Connect.TLS = &tlsRep
+	}
 	rep.Latency = lat.Summarize()
 	rep.SendLag = lag.Summarize()
 	return ledger, sentBy, sentIn, recvIn
@@ -274,4 +324,12 @@ func expectations(cfg *Config, sentBy []uint64) []Expectation {
 		}
 	}
 	return expect
+}
+
+// mallocs returns the heap allocations this process made so far (a brief
+// stop of the world: called twice per run).
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
 }

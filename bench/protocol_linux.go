@@ -115,13 +115,29 @@ func (l *loop) packet(c *conn, h codec.FixedHeader, body []byte, now int64) {
 // ready marks c usable and records its connect latency.
 func (l *loop) ready(c *conn, now int64) {
 	c.state = stReady
+	l.dialing--
 	l.connLat.Record(now - c.dialAt)
+	if l.r.cfg.Scenario == ScenarioConn {
+		// A full listen queue drops SYNs and the kernel retries after 1 s,
+		// 3 s…: count the clients that met it, so a p99 of about a second
+		// is explained. (One getsockopt per client: conn scenario only.)
+		if ti, err := unix.GetsockoptTCPInfo(c.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && ti.Total_retrans > 0 {
+			l.retransConns++
+		}
+	}
 	l.stats.connected.Add(1)
 }
 
 // deliver accounts one received PUBLISH and acknowledges it.
 func (l *loop) deliver(c *conn, p *codec.Publish, now int64) {
-	pub, seq, at, ok := ParseHeader(p.Payload)
+	run, pub, seq, at, ok := ParseHeader(p.Payload)
+	// Another run's messages on the same topics (another harness, an
+	// earlier step still draining) are foreign: counted, never credited.
+	// A standalone subscriber cannot know its publishers' run and takes
+	// any.
+	if ok && run != l.r.runID && l.r.cfg.Scenario != ScenarioSub {
+		ok = false
+	}
 	if !ok {
 		l.stats.foreign.Add(1)
 	} else {
@@ -211,13 +227,16 @@ func (c *conn) takeID() uint16 {
 // disconnectAll sends DISCONNECT on every ready connection and closes all.
 func (l *loop) disconnectAll() {
 	var d codec.Disconnect
+	l.flushDirty()
 	for _, c := range l.conns {
 		if c == nil {
 			continue
 		}
-		if c.state == stReady && len(c.out) == 0 {
+		if c.state == stReady && !c.wantOut {
 			l.enc = d.Append(l.enc[:0], l.r.cfg.Protocol)
-			unix.Write(c.fd, l.enc)
+			l.write(c, l.enc, 0)
+			c.dirty = false
+			l.flush(c) // one attempt; a full socket just closes
 		}
 		l.closeConn(c)
 	}

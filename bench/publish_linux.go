@@ -3,6 +3,8 @@
 package bench
 
 import (
+	"time"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/ternmq/tern/codec"
@@ -80,7 +82,7 @@ func (l *loop) publishDue(now int64) {
 		l.requeue[i] = nil
 	}
 	l.requeue = l.requeue[:0]
-	l.arm()
+	l.arm(now)
 }
 
 // outFull reports whether publisher c has too much output buffered to send
@@ -89,15 +91,16 @@ func (l *loop) publishDue(now int64) {
 // then wait in the harness's own buffer.
 func (l *loop) outFull(c *conn) bool {
 	if l.r.cfg.ClosedLoop {
-		return len(c.out) > 0
+		return c.wantOut
 	}
 	return len(c.out) > l.r.cfg.MaxOutbound
 }
 
-// publish writes up to burstMax due messages of c in one write.
+// publish queues up to burstMax due messages of c, written with the rest
+// of c's output at the end of the turn.
 func (l *loop) publish(c *conn, now int64) {
 	cfg := &l.r.cfg
-	l.enc = l.enc[:0]
+	n0 := len(c.out)
 	due := c.sched.Due(now, burstMax)
 	for i := 0; i < due; i++ {
 		if c.role != rolePub || c.state != stReady {
@@ -124,24 +127,28 @@ func (l *loop) publish(c *conn, now int64) {
 			continue // deliberately never written: must show up as lost
 		}
 		l.stats.written.Add(1)
-		PutHeader(l.pay, c.pubID, seq, at)
+		PutHeader(l.pay, l.r.runID, c.pubID, seq, at)
 		p := codec.Publish{QoS: cfg.QoS, Topic: c.topic, Payload: l.pay}
 		if cfg.QoS > 0 {
 			p.PacketID = c.takeID()
 			c.inflt++
 		}
-		l.enc = p.Append(l.enc, cfg.Protocol)
+		c.out = p.Append(c.out, cfg.Protocol) // encoded in place: no copy
 		l.lag.Record(now - at)
 	}
-	if len(l.enc) > 0 {
-		l.write(c, l.enc, now)
+	if len(c.out) > n0 {
+		l.markDirty(c, now)
 	}
 }
 
 // arm sets the timerfd to the next due publication (absolute, realtime).
-func (l *loop) arm() {
+// When that is already due at now (a closed-loop publisher always is), the
+// timer is left alone and the loop polls without waiting instead
+// (loop.due): reprogramming the timerfd every turn cost a syscall per turn.
+func (l *loop) arm(now int64) {
 	at, _, _ := l.queue.Peek() // 0 when empty: disarms
-	if at == l.armedAt {
+	l.due = at > 0 && at <= now
+	if l.due || at == l.armedAt {
 		return
 	}
 	l.armedAt = at
@@ -171,7 +178,7 @@ func (l *loop) startPublishing(start int64, lo, hi int64) {
 		}
 		l.enqueue(c)
 	}
-	l.arm()
+	l.arm(time.Now().UnixNano())
 }
 
 // stopPublishing freezes every schedule and records what was sent.
@@ -185,7 +192,7 @@ func (l *loop) stopPublishing() {
 		l.recordSent(c)
 	}
 	l.pubsDone = true
-	l.arm()
+	l.arm(time.Now().UnixNano())
 }
 
 // recordSent remembers how many sequence numbers publisher c spent.

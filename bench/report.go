@@ -43,6 +43,12 @@ type Report struct {
 	// (duration minus warm-up), for messages intended in that window.
 	SendRate float64 `json:"send_rate_per_s"`
 	RecvRate float64 `json:"recv_rate_per_s"`
+	// ArrivalRate is the deliveries that arrived during the measured
+	// window, per second, whatever their intended time. RecvRate also
+	// credits messages of the window that arrived in the drain after it,
+	// so a broker falling behind shows here first: ArrivalRate below
+	// SendRate (× receivers) means a growing backlog.
+	ArrivalRate float64 `json:"arrival_rate_per_s"`
 	// Latency is end-to-end, from the intended send time in the payload to
 	// receipt (no coordinated omission). SendLag is how late the harness
 	// wrote messages after their intended time: when it is a large part of
@@ -54,6 +60,18 @@ type Report struct {
 
 	Harness ProcReport  `json:"harness"`
 	Broker  *ProcReport `json:"broker,omitempty"`
+	// HarnessCPUPerMsgUs and BrokerCPUPerMsgUs are CPU microseconds per
+	// message delivered in the measured window (RecvRate's messages), of
+	// the harness process (getrusage) and of the broker (/proc/PID/stat,
+	// 10 ms ticks; 0 when the broker is not sampled). When the harness's
+	// number approaches the broker's on a shared machine, the harness
+	// limits the measurement.
+	HarnessCPUPerMsgUs float64 `json:"harness_cpu_per_msg_us,omitempty"`
+	BrokerCPUPerMsgUs  float64 `json:"broker_cpu_per_msg_us,omitempty"`
+	// HarnessAllocsPerMsg is the harness's heap allocations per delivered
+	// message over the window (runtime.MemStats): its hot path is meant to
+	// allocate nothing per message, so this stays near 0.
+	HarnessAllocsPerMsg float64 `json:"harness_allocs_per_msg"`
 
 	// Series has one entry per second of the publishing phase and the
 	// drain (of the hold, for idle connections).
@@ -81,6 +99,36 @@ type ConnectReport struct {
 	Dropped   int            `json:"dropped"`            // closed after connecting, before the end
 	RatePerS  float64        `json:"rate_per_s"`         // achieved connections per second
 	Latency   Summary        `json:"latency"`            // TCP connect → CONNACK (→ SUBACK)
+	// Parallel is Config.Parallel: the most clients in their connect
+	// phase at once (0: bounded by the rate only).
+	Parallel int `json:"parallel,omitempty"`
+	// MaxInFlight is the most clients that were in their connect phase at
+	// once (summed over the event loops' own maxima: an upper bound).
+	MaxInFlight int `json:"max_in_flight"`
+	// BrokerCPUPerConnUs and HarnessCPUPerConnUs are the CPU the broker
+	// (when sampled; /proc ticks of 10 ms) and the harness used during the
+	// connect phase, per client connected: a connect storm's cost.
+	BrokerCPUPerConnUs  float64 `json:"broker_cpu_per_conn_us,omitempty"`
+	HarnessCPUPerConnUs float64 `json:"harness_cpu_per_conn_us,omitempty"`
+	// Retransmitted counts (conn scenario) the clients whose connect phase
+	// needed a TCP retransmission (TCP_INFO): typically a SYN dropped by a
+	// full listen queue, retried after 1 s — the usual cause of a CONNACK
+	// p99 near a second in a storm.
+	Retransmitted int64 `json:"retransmitted,omitempty"`
+	// TLS describes the handshakes when the clients used TLS.
+	TLS *TLSReport `json:"tls,omitempty"`
+}
+
+// TLSReport counts a run's TLS handshakes and their latency (TCP connected
+// → handshake done; Latency above includes it).
+type TLSReport struct {
+	Full    int64 `json:"full_handshakes"`
+	Resumed int64 `json:"resumed_handshakes"` // session tickets accepted
+	// Groups counts handshakes by negotiated key exchange and TLS version
+	// (e.g. "X25519MLKEM768 TLS 1.3"): a post-quantum exchange costs the
+	// broker more, so compare brokers on the same one (Config.TLSOptions.Curves).
+	Groups  map[string]int64 `json:"groups,omitempty"`
+	Latency Summary          `json:"handshake_latency"`
 }
 
 // ProcReport is CPU and memory of a process during the measured window.
@@ -112,6 +160,20 @@ func (r *Report) WriteText(w io.Writer) {
 	c := r.Connect
 	fmt.Fprintf(b, "connections  %d/%d connected, %d failed, %d dropped; %.0f/s; connect p50 %s p99 %s max %s\n",
 		c.Connected, c.Attempted, c.Failed, c.Dropped, c.RatePerS, us(c.Latency.P50Us), us(c.Latency.P99Us), us(c.Latency.MaxUs))
+	if c.Retransmitted > 0 {
+		fmt.Fprintf(b, "  %d clients needed a TCP retransmission to connect (a full listen queue drops SYNs; retried after 1 s)\n", c.Retransmitted)
+	}
+	if c.HarnessCPUPerConnUs > 0 {
+		fmt.Fprintf(b, "connect cpu  harness %.0fµs", c.HarnessCPUPerConnUs)
+		if r.Broker != nil {
+			fmt.Fprintf(b, ", broker %.0fµs", c.BrokerCPUPerConnUs)
+		}
+		b.WriteString(" per client connected\n")
+	}
+	if t := c.TLS; t != nil {
+		fmt.Fprintf(b, "tls          %d full + %d resumed handshakes; handshake p50 %s p99 %s max %s; %v\n",
+			t.Full, t.Resumed, us(t.Latency.P50Us), us(t.Latency.P99Us), us(t.Latency.MaxUs), t.Groups)
+	}
 	reasons := make([]string, 0, len(c.Failures))
 	for k := range c.Failures {
 		reasons = append(reasons, k)
@@ -147,6 +209,13 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(b, "broker       pid %d cpu %.0f%% (%.2fs), rss %s (min %s, peak %s), %s/conn\n",
 			br.PID, br.CPUPercent, br.CPUSeconds, bytesStr(float64(br.RSSBytes)), bytesStr(float64(br.RSSMinBytes)),
 			bytesStr(float64(br.RSSPeakBytes)), bytesStr(br.RSSPerConnBytes))
+	}
+	if r.HarnessCPUPerMsgUs > 0 {
+		fmt.Fprintf(b, "cpu/msg      harness %.2fµs (%.3f allocations)", r.HarnessCPUPerMsgUs, r.HarnessAllocsPerMsg)
+		if r.Broker != nil {
+			fmt.Fprintf(b, ", broker %.2fµs", r.BrokerCPUPerMsgUs)
+		}
+		b.WriteString(" per message delivered in the window\n")
 	}
 	io.WriteString(w, b.String())
 }

@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -24,6 +25,7 @@ type runner struct {
 	closing atomic.Bool
 	issued  int
 	ser     series // per-second record; Run's goroutine only
+	runID   uint32 // random, in every payload: other runs' messages are foreign
 }
 
 // Run executes the scenario cfg describes and returns its report. It
@@ -40,6 +42,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.TLS {
+		if err := prepareTLS(ctx, &cfg, brokers); err != nil {
+			return nil, err
+		}
+	}
 	r, err := startLoops(cfg)
 	if err != nil {
 		return nil, err
@@ -49,7 +56,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := newReport(&cfg, len(r.loops))
 	u := newUsage(&cfg) // baselines before any client exists
 	subs, pubs := clientSpecs(&cfg, brokers, sources)
+	u.beginConnect()
 	connected := r.connectAll(ctx, rep, subs, pubs)
+	u.endConnect(rep, connected)
 
 	prog := newProgress(r, cfg)
 	var w window
@@ -75,13 +84,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Delivery = ledger.Tally(expectations(&cfg, sentBy))
 		rep.Lost = rep.Delivery.Lost
 	}
-	u.report(rep, w.measured.Seconds(), float64(sentIn+recvIn), connected)
+	u.report(rep, w.measured.Seconds(), float64(sentIn+recvIn), float64(recvIn), connected)
 	return rep, nil
+}
+
+// target is one broker address resolved, with its TLS configuration.
+type target struct {
+	sa   unix.Sockaddr
+	addr string
+	conf *tlsTarget // nil: plain TCP
 }
 
 // prepare completes cfg (defaults, a client id prefix) and resolves the
 // broker and source addresses.
-func prepare(cfg Config) (Config, [][]unix.Sockaddr, []unix.Sockaddr, error) {
+func prepare(cfg Config) (Config, [][]target, []unix.Sockaddr, error) {
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, nil, err
@@ -96,14 +112,14 @@ func prepare(cfg Config) (Config, [][]unix.Sockaddr, []unix.Sockaddr, error) {
 		}
 	}
 	// brokers[0]: every client (subscribers); brokers[1]: publishers.
-	brokers := make([][]unix.Sockaddr, 2)
+	brokers := make([][]target, 2)
 	for k, list := range [][]string{cfg.Brokers, cfg.PubBrokers} {
 		for _, b := range list {
 			sa, err := resolve(b)
 			if err != nil {
 				return cfg, nil, nil, fmt.Errorf("bench: broker %s: %w", b, err)
 			}
-			brokers[k] = append(brokers[k], sa)
+			brokers[k] = append(brokers[k], target{sa: sa, addr: b})
 		}
 	}
 	if len(brokers[1]) == 0 {
@@ -119,13 +135,19 @@ func prepare(cfg Config) (Config, [][]unix.Sockaddr, []unix.Sockaddr, error) {
 // startLoops creates the event loops (Config.Loops, or GOMAXPROCS) and
 // starts their goroutines.
 func startLoops(cfg Config) (*runner, error) {
-	r := &runner{cfg: cfg}
+	var id [4]byte
+	rand.Read(id[:])
+	r := &runner{cfg: cfg, runID: binary.BigEndian.Uint32(id[:])}
 	n := cfg.Loops
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
 	for i := 0; i < n; i++ {
 		l, err := newLoop(r)
+		if err == nil && cfg.Parallel > 0 {
+			// Spread the connect slots over the loops (at least one each).
+			l.budget = max(1, cfg.Parallel/n+btoi(i < cfg.Parallel%n))
+		}
 		if err != nil {
 			for _, l := range r.loops {
 				l.closeFDs()
@@ -158,9 +180,9 @@ func newReport(cfg *Config, loops int) *Report {
 // clientSpecs lists the clients to open: subscribers (or, for the conn
 // scenario, idle clients) and publishers, spread round-robin over the
 // brokers and source addresses.
-func clientSpecs(cfg *Config, brokerSets [][]unix.Sockaddr, sources []unix.Sockaddr) (subs, pubs []spec) {
+func clientSpecs(cfg *Config, brokerSets [][]target, sources []unix.Sockaddr) (subs, pubs []spec) {
 	brokers := brokerSets[0]
-	pick := func(i int) (unix.Sockaddr, unix.Sockaddr) {
+	pick := func(i int) (target, unix.Sockaddr) {
 		var src unix.Sockaddr
 		if len(sources) > 0 {
 			src = sources[i%len(sources)]
@@ -170,7 +192,7 @@ func clientSpecs(cfg *Config, brokerSets [][]unix.Sockaddr, sources []unix.Socka
 	if cfg.Scenario == ScenarioConn {
 		for i := 0; i < cfg.Conns; i++ {
 			b, s := pick(i)
-			sp := spec{role: roleIdle, idx: i, broker: b, source: s}
+			sp := spec{role: roleIdle, idx: i, broker: b.sa, conf: b.conf, source: s}
 			if cfg.Subscribe {
 				sp.filter = []byte(cfg.filterFor(i))
 			}
@@ -184,12 +206,12 @@ func clientSpecs(cfg *Config, brokerSets [][]unix.Sockaddr, sources []unix.Socka
 		if cfg.Scenario == ScenarioShared {
 			rcv = 0 // the group is the receiver
 		}
-		subs = append(subs, spec{role: roleSub, idx: i, rcv: rcv, broker: b, source: s, filter: []byte(cfg.filterFor(i))})
+		subs = append(subs, spec{role: roleSub, idx: i, rcv: rcv, broker: b.sa, conf: b.conf, source: s, filter: []byte(cfg.filterFor(i))})
 	}
 	brokers = brokerSets[1]
 	for i := 0; i < cfg.Pubs; i++ {
 		b, s := pick(cfg.Subs + i)
-		pubs = append(pubs, spec{role: rolePub, idx: i, broker: b, source: s, topic: []byte(expand(cfg.Topic, i))})
+		pubs = append(pubs, spec{role: rolePub, idx: i, broker: b.sa, conf: b.conf, source: s, topic: []byte(expand(cfg.Topic, i))})
 	}
 	return subs, pubs
 }
@@ -238,10 +260,8 @@ func (r *runner) connect(ctx context.Context, specs []spec) {
 				}
 				b := per[k]
 				l.post(func(l *loop) {
-					now := time.Now().UnixNano()
-					for i := range b {
-						l.dial(&b[i], now)
-					}
+					l.pending = append(l.pending, b...)
+					l.dialPending(time.Now().UnixNano())
 				})
 			}
 			issued += batch
@@ -251,11 +271,19 @@ func (r *runner) connect(ctx context.Context, specs []spec) {
 		}
 	}
 	r.issued += issued
-	deadline := time.Now().Add(r.cfg.ConnectTimeout + 2*time.Second)
+	// Every client is ready or failed within ConnectTimeout of its dial,
+	// but with Config.Parallel the last dials wait for earlier clients:
+	// give up only when nothing completed for a whole timeout.
+	patience := r.cfg.ConnectTimeout + 2*time.Second
+	deadline := time.Now().Add(patience)
+	last := int64(-1)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		done := r.sum(func(s *loopStats) int64 { return s.connected.Load() + s.failed.Load() })
 		if done-done0 >= int64(issued) {
 			return
+		}
+		if done != last {
+			last, deadline = done, time.Now().Add(patience)
 		}
 		sleepCtx(ctx, 5*time.Millisecond)
 	}
@@ -305,4 +333,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

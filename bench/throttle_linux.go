@@ -2,6 +2,8 @@
 
 package bench
 
+import "time"
+
 // Throttled subscribers (Config.SubRate, SubStopAfter). A throttled
 // subscriber processes a PUBLISH only when its readLimit admits it; when
 // it does not, the loop keeps the unprocessed bytes in the connection's
@@ -21,7 +23,7 @@ func (l *loop) admit(c *conn, now int64) bool {
 	}
 	if !c.lim.paused {
 		c.lim.paused = true
-		l.setInterest(c, len(c.out) > 0)
+		l.setInterest(c, c.wantOut)
 	}
 	if resume > 0 && c.queueIdx < 0 {
 		l.queue.Push(resume, c)
@@ -36,8 +38,11 @@ func (l *loop) resumeRead(c *conn) {
 		return
 	}
 	c.lim.paused = false
-	l.setInterest(c, len(c.out) > 0)
+	l.setInterest(c, c.wantOut)
 	l.consume(c, nil) // may pause it again
+	if c.tls != nil && c.state == stReady {
+		l.tlsRead(c, nil, time.Now().UnixNano()) // records decrypted no further while paused
+	}
 }
 
 // throttleSubscribers gives every ready subscriber its readLimit when the

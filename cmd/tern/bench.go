@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,6 +30,9 @@ Usage:
                                publishers and subscribers together, delivery checked
   tern bench compare --broker NAME=HOST:PORT [--broker …] [--rounds 3] [--markdown FILE] -- <run|conn> [flags]
                                the same scenario against each broker, interleaved rounds
+  tern bench sweep --scenario p2p|fan-in|fan-out|shared --rate R [--factor 1.5] [--max-p99 D] [flags]
+                               capacity: step the offered rate (×factor, --duration per step) until
+                               loss or a latency knee; prints every step and the last sustainable rate
 
 Examples:
   tern bench run --scenario p2p --broker 127.0.0.1:1883 --pubs 100 --subs 100 --qos 1 --rate 100 --duration 10s --json
@@ -36,6 +40,8 @@ Examples:
   tern bench run --pubs 20 --subs 20 --qos 1 --closed-loop --duration 30s      # as fast as the window allows
   tern bench run --pubs 1 --subs 1 --qos 1 --rate 50000 --sub-rate 1000 --series   # a slow consumer
   tern bench compare --broker tern=127.0.0.1:1883 --broker mosquitto=127.0.0.1:1884 -- run --scenario fan-out --subs 1000
+  tern bench sweep --scenario p2p --pubs 20 --subs 20 --qos 1 --rate 500 --duration 5s --max-p99 50ms
+  tern bench conn --conns 19000 --connect-rate -1 --parallel 256 --tls --cafile ca.pem --tls-resume   # a TLS reconnect storm
 
 Run "tern bench <command> --help" for the flags.
 `
@@ -57,6 +63,8 @@ func benchCmd(args []string) int {
 		return benchRun(ctx, args[0], args[1:], os.Stdout, os.Stderr)
 	case "compare":
 		return benchCompare(ctx, args[1:], os.Stdout, os.Stderr)
+	case "sweep":
+		return benchSweep(ctx, args[1:], os.Stdout, os.Stderr)
 	default:
 		fmt.Fprintf(os.Stderr, "tern bench: unknown command %q\n\n%s", args[0], benchUsage)
 		return 2
@@ -88,6 +96,8 @@ type benchFlags struct {
 	quiet      bool
 	failOnLoss bool
 	series     bool
+	cpuProfile string    // --cpuprofile: a pprof CPU profile of the harness
+	curves     benchList // --tls-curves
 }
 
 func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
@@ -96,7 +106,7 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.SetOutput(errOut)
 	c := &f.cfg
 	fs.Var(&f.brokers, "broker", "broker `HOST:PORT` (repeat or comma-separate to spread clients; default 127.0.0.1:1883)")
-	if cmd == "run" {
+	if cmd == "run" || cmd == "sweep" {
 		fs.StringVar(&c.Scenario, "scenario", "p2p", "p2p | fan-in | fan-out | shared")
 		fs.Var(&f.pubBrokers, "pub-broker", "`HOST:PORT` for the publishers only (repeat or comma-separate), subscribers staying on --broker: e.g. two nodes of a cluster")
 	}
@@ -106,9 +116,18 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.IntVar(&c.Conns, "conns", 1000, "connections (conn)")
 	fs.BoolVar(&c.Subscribe, "subscribe", false, "conn: every connection subscribes to its own topic")
 	fs.Float64Var(&c.ConnectRate, "connect-rate", 2000, "new connections per second (negative: as fast as possible)")
+	fs.IntVar(&c.Parallel, "parallel", 0, "at most this many clients in their connect phase (TCP, TLS, CONNACK, SUBACK) at once; with --connect-rate -1 a connect storm (0: no bound)")
+	fs.BoolVar(&c.TLS, "tls", false, "connect over TLS")
+	fs.StringVar(&c.TLSOptions.CAFile, "cafile", "", "PEM `FILE` of the CAs the broker certificate must chain to (--tls; default: system roots)")
+	fs.StringVar(&c.TLSOptions.CertFile, "cert", "", "PEM client certificate `FILE` for mutual TLS (with --key)")
+	fs.StringVar(&c.TLSOptions.KeyFile, "key", "", "PEM client key `FILE` for mutual TLS (with --cert)")
+	fs.BoolVar(&c.TLSOptions.Insecure, "insecure", false, "--tls without verifying the broker's certificate")
+	fs.StringVar(&c.TLSOptions.ServerName, "server-name", "", "TLS server name to verify and send (default: the host of --broker)")
+	fs.Var(&f.curves, "tls-curves", "key exchanges to offer, in order (X25519MLKEM768, X25519, P256, P384, P521; comma-separated; default crypto/tls's, post-quantum first)")
+	fs.BoolVar(&c.TLSOptions.Resume, "tls-resume", false, "TLS session resumption: one full handshake per broker primes a shared ticket cache, every client then resumes (a fleet reconnecting)")
 	fs.Float64Var(&c.Rate, "rate", 10, "messages per second per publisher (open loop)")
 	fs.UintVar(&f.qos, "qos", 0, "QoS of publications and subscriptions: 0, 1 or 2")
-	fs.IntVar(&c.Size, "size", 64, "payload bytes (at least the 22-byte bench header)")
+	fs.IntVar(&c.Size, "size", 64, "payload bytes (at least the 26-byte bench header)")
 	fs.StringVar(&c.Topic, "topic", "", "publish topic; %i = publisher index (default bench/<scenario>/%i)")
 	fs.StringVar(&c.Filter, "filter", "", "subscription filter; %i = subscriber index (default derived from --topic)")
 	fs.StringVar(&c.Group, "group", "bench", "shared-subscription group name (shared)")
@@ -132,6 +151,7 @@ func newBenchFlags(cmd string, errOut io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.BoolVar(&f.series, "series", false, "also print one line per second (sent/s, recv/s, p99 of that second, connections, broker RSS)")
 	fs.IntVar(&c.DropEvery, "drop-every", 0, "self-test: skip writing every Nth message while counting it as sent")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the harness (whole run) to `FILE`, for go tool pprof")
 	fs.BoolVar(&f.quiet, "quiet", false, "no live progress line")
 	fs.BoolVar(&f.failOnLoss, "fail-on-loss", false, "exit 1 if any message was lost or a connection failed")
 	fs.Usage = func() {
@@ -154,6 +174,7 @@ func (f *benchFlags) finish(fs *flag.FlagSet, cmd string) (bench.Config, error) 
 	}
 	c.Brokers = f.brokers
 	c.PubBrokers = f.pubBrokers
+	c.TLSOptions.Curves = f.curves
 	switch f.protocol {
 	case "3.1.1", "311", "4":
 		c.Protocol = codec.Version311
@@ -206,7 +227,13 @@ func benchRun(ctx context.Context, cmd string, args []string, out, errOut io.Wri
 	if !f.quiet && benchIsTerminal(os.Stderr) {
 		cfg.Progress = os.Stderr
 	}
+	stopProfile, err := benchStartProfile(f.cpuProfile)
+	if err != nil {
+		fmt.Fprintf(errOut, "tern bench %s: %v\n", cmd, err)
+		return 1
+	}
 	rep, err := bench.Run(ctx, cfg)
+	stopProfile()
 	if err != nil {
 		fmt.Fprintf(errOut, "tern bench %s: %v\n", cmd, err)
 		return 1
@@ -319,21 +346,9 @@ func benchCompare(ctx context.Context, args []string, out, errOut io.Writer) int
 		fmt.Fprintf(errOut, "tern bench compare: %v\n", err)
 		return 2
 	}
-	if *jsonOut {
-		if e := benchWriteJSON(out, cmp); e != nil {
-			fmt.Fprintf(errOut, "tern bench compare: %v\n", e)
-			return 1
-		}
-	} else {
-		cmp.WriteMarkdown(out)
-	}
-	if *md != "" {
-		var sb strings.Builder
-		cmp.WriteMarkdown(&sb)
-		if e := os.WriteFile(*md, []byte(sb.String()), 0o644); e != nil {
-			fmt.Fprintf(errOut, "tern bench compare: %v\n", e)
-			return 1
-		}
+	if e := benchOutput(out, *jsonOut, *md, cmp, cmp.WriteMarkdown); e != nil {
+		fmt.Fprintf(errOut, "tern bench compare: %v\n", e)
+		return 1
 	}
 	if err != nil {
 		return 1
@@ -360,8 +375,95 @@ func benchCompare(ctx context.Context, args []string, out, errOut io.Writer) int
 	return 0
 }
 
+// benchStartProfile starts a CPU profile into path (nothing when path is
+// empty) and returns the function that stops it and closes the file.
+func benchStartProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// benchOutput prints v as JSON (asJSON) or as markdown, and also writes
+// the markdown to mdPath when it is set.
+func benchOutput(out io.Writer, asJSON bool, mdPath string, v any, markdown func(io.Writer)) error {
+	if asJSON {
+		if err := benchWriteJSON(out, v); err != nil {
+			return err
+		}
+	} else {
+		markdown(out)
+	}
+	if mdPath == "" {
+		return nil
+	}
+	var sb strings.Builder
+	markdown(&sb)
+	return os.WriteFile(mdPath, []byte(sb.String()), 0o644)
+}
+
 func benchWriteJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// benchSweep runs "tern bench sweep": a capacity sweep of one scenario.
+func benchSweep(ctx context.Context, args []string, out, errOut io.Writer) int {
+	fs, f := newBenchFlags("sweep", errOut)
+	factor := fs.Float64("factor", 1.5, "rate multiplier from one step to the next")
+	maxSteps := fs.Int("max-steps", 20, "most steps")
+	maxP99 := fs.Duration("max-p99", 0, "a step whose p99 exceeds this is not sustainable (default: --knee × the first step's p99)")
+	knee := fs.Float64("knee", 10, "without --max-p99: the knee is this many times the first step's p99")
+	minDelivered := fs.Float64("min-delivered", 0.95, "fraction of the expected deliveries per second a sustainable step delivers")
+	retries := fs.Int("retries", 1, "re-run a step that failed only on latency or rate this many times before stopping (−1: never)")
+	md := fs.String("markdown", "", "also write the markdown table to this `file`")
+	fs.Usage = func() {
+		fmt.Fprint(errOut, "Usage: tern bench sweep --scenario S --rate FIRST-RATE-PER-PUB --duration STEP [flags]\n\n"+
+			"Steps the offered rate up (×--factor, each step a fresh run of --duration) until a step loses a message,\n"+
+			"fails a connection, delivers less than --min-delivered of what it should, or its p99 passes the knee.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(errOut, "tern bench sweep: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg, err := f.finish(fs, "run")
+	if err != nil {
+		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
+		return 2
+	}
+	var log io.Writer
+	if !f.quiet {
+		log = errOut
+	}
+	sr, err := bench.Sweep(ctx, bench.SweepOptions{Config: cfg, Factor: *factor, MaxSteps: *maxSteps, MaxP99: *maxP99,
+		KneeFactor: *knee, MinDelivered: *minDelivered, Retries: *retries, Log: log})
+	if err != nil && sr == nil {
+		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
+		return 2
+	}
+	if e := benchOutput(out, f.jsonOut, *md, sr, sr.WriteMarkdown); e != nil {
+		fmt.Fprintf(errOut, "tern bench sweep: %v\n", e)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintf(errOut, "tern bench sweep: %v\n", err)
+		return 1
+	}
+	return 0
 }
