@@ -61,7 +61,7 @@ const (
 	DefaultCompressThreshold     = 1024
 	DefaultMaxGroupBytes         = 4 << 20
 	DefaultMaxPendingBytes       = 64 << 20
-	DefaultMaxInFlightGroups     = 16
+	DefaultMaxInFlightGroups     = 64
 	DefaultRecoveryProgressEvery = 100000
 	DefaultCacheSize             = 8 << 20
 	DefaultMemTableSize          = 16 << 20
@@ -97,7 +97,7 @@ type Options struct {
 	// has not completed yet: the committer applies the next group while
 	// earlier ones sync, and waits (Stats.PipelineWaits) when this many
 	// are in flight; batches queue meanwhile and join the next group.
-	// Default 16; 1 applies one group per fsync, as without pipelining.
+	// Default 64; 1 applies one group per fsync, as without pipelining.
 	MaxInFlightGroups int
 	// RecoveryProgressEvery is how many records Recover reads between two
 	// Visitor.Progress calls (and log lines). Default 100,000.

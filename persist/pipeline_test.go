@@ -74,8 +74,19 @@ func (oc *orderedCommitter) checkOrder(t *testing.T) (acked int) {
 // applied while earlier ones sync, yet every done callback runs in commit
 // order, after its own group's fsync; Close completes what is in flight.
 func TestPipelineCompletesInCommitOrder(t *testing.T) {
+	t.Run("default", func(t *testing.T) { testPipelineOrder(t, 0, 0) })
+	// Two groups in flight and 4 KiB pending at most: the committer and
+	// the callers wait (counted), and the order still holds.
+	t.Run("bounded", func(t *testing.T) { testPipelineOrder(t, 2, 4<<10) })
+}
+
+func testPipelineOrder(t *testing.T, inflight, pendingBytes int) {
 	o, inj := injectedOptions(t)
 	inj.delay.Store(int64(2 * time.Millisecond))
+	o.MaxInFlightGroups = inflight
+	if pendingBytes > 0 {
+		o.MaxGroupBytes, o.MaxPendingBytes = 4<<10, pendingBytes
+	}
 	p := openPebble(t, o)
 	oc := &orderedCommitter{s: p}
 	const workers, each = 32, 20
@@ -101,8 +112,14 @@ func TestPipelineCompletesInCommitOrder(t *testing.T) {
 		t.Fatalf("%d acknowledged, want %d", n, workers*each)
 	}
 	st := p.Stats()
-	t.Logf("%d batches, %d groups, %d fsyncs (%v), at most %d groups in flight, %d pipeline waits",
-		st.Batches, st.Groups, st.Syncs, st.SyncTime, st.MaxInFlight, st.PipelineWaits)
+	t.Logf("%d batches, %d groups, %d fsyncs (%v), at most %d groups in flight, %d pipeline waits, %d commit waits",
+		st.Batches, st.Groups, st.Syncs, st.SyncTime, st.MaxInFlight, st.PipelineWaits, st.CommitWaits)
+	if inflight > 0 && st.PipelineWaits == 0 {
+		t.Errorf("no pipeline wait with %d groups in flight at most", inflight)
+	}
+	if pendingBytes > 0 && st.CommitWaits == 0 {
+		t.Errorf("no commit waited with %d bytes pending at most", pendingBytes)
+	}
 	if st.MaxInFlight < 2 {
 		t.Errorf("at most %d group in flight: the committer waited for each fsync", st.MaxInFlight)
 	}
