@@ -30,8 +30,9 @@ type fatalError struct{ err error }
 // core is the engine-independent part of a store: batches, reference
 // counts, the group committer and recovery.
 //
-// Concurrency: fields under mu are shared by every committing goroutine
-// and the committer; the counters are atomics read by Stats; the
+// Concurrency: fields under mu are shared by every committing goroutine,
+// the committer and (ModeSync) the completer; the counters are atomics
+// read by Stats; the
 // reference counts (shared, dirtyRefs, scratch, live) and ceiling belong to
 // the committer goroutine, and load fills them before it starts; orphans
 // and danglingAtOpen are written by load and only read afterwards.
