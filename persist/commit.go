@@ -130,7 +130,14 @@ func (c *core) committer() {
 			n++
 		}
 		if pipelined {
-			group = make([]*Batch, n) // the completer's from now on
+			// The completer's from now on; slices come back through
+			// c.spare, so steady state allocates none.
+			select {
+			case group = <-c.spare:
+				group = slices.Grow(group[:0], n)[:n]
+			default:
+				group = make([]*Batch, n)
+			}
 		} else {
 			group = slices.Grow(group[:0], n)[:n]
 		}
@@ -180,6 +187,10 @@ func (c *core) completer() {
 		}
 		c.inFlight.Add(-1)
 		c.finishGroup(p.batches, p.size, p.ops, err)
+		select {
+		case c.spare <- p.batches[:0]:
+		default:
+		}
 		<-c.slots
 	}
 }

@@ -78,10 +78,11 @@ type core struct {
 	// The ModeSync pipeline (commit.go): applied groups travel from the
 	// committer to the completer through pipe, in commit order; slots
 	// holds one token per group between the committer cutting it and the
-	// completer finishing it (Options.MaxInFlightGroups). Both nil in the
-	// other modes.
+	// completer finishing it (Options.MaxInFlightGroups). All three nil
+	// in the other modes.
 	pipe  chan pending
 	slots chan struct{}
+	spare chan []*Batch // group slices the completer is done with, for reuse
 
 	inFlight                                atomic.Int64 // groups applied, not yet completed
 	maxInFlight, pipelineWaits, commitWaits atomic.Uint64
@@ -112,6 +113,7 @@ func (c *core) start() {
 	if c.opts.Mode == ModeSync {
 		c.pipe = make(chan pending, c.opts.MaxInFlightGroups)
 		c.slots = make(chan struct{}, c.opts.MaxInFlightGroups)
+		c.spare = make(chan []*Batch, c.opts.MaxInFlightGroups)
 		c.completerDone = make(chan struct{})
 		go c.completer()
 	}
