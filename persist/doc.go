@@ -279,7 +279,9 @@
 // an in-memory filesystem; 2 shared cores at load 20): at 0.5 ms, 58-173k
 // msg/s pipelined against 28-87k with one group per fsync, commit p99
 // 14-46 ms against 32-124 ms; at 2 ms, 42-56k against 40-53k.
-// BenchmarkCommitSync is the same path on the real disk.
+// BenchmarkCommitSync is the same path on the real disk. On the whole
+// broker (tools/commitbench.sh, BENCHMARKS.md) the difference was within
+// the noise of a loaded machine whose fsyncs took 10-18 ms.
 //
 // done must not block, and must not call Commit (the completer frees the
 // space Commit may wait for); it should hand the result to its event loop
