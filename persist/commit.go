@@ -9,8 +9,14 @@ import (
 )
 
 // Group commit: batches built on any goroutine are queued by Commit and
-// merged by one committer goroutine into one engine write (one fsync in
-// ModeSync); in ModePeriodic a syncer goroutine fsyncs on a ticker.
+// merged by one committer goroutine into one engine write per group. In
+// ModeSync the committer does not wait for the fsync: it hands the applied
+// group to the completer goroutine (through the pipe, at most
+// Options.MaxInFlightGroups groups at once) and merges the next one while
+// the disk syncs; the completer waits for each group's sync in order and
+// runs its done callbacks. In ModePeriodic and ModeNone the committer runs
+// the callbacks itself once the group is applied, and in ModePeriodic a
+// syncer goroutine fsyncs on a ticker. See "Group commit" in doc.go.
 
 // NewBatch returns an empty batch bound to this store.
 func (c *core) NewBatch() *Batch {
@@ -49,8 +55,13 @@ func (c *core) Commit(b *Batch, done func(error)) {
 		return
 	}
 	c.mu.Lock()
-	for c.mu.bytes > 0 && c.mu.bytes+len(b.buf) > c.opts.MaxPendingBytes && !c.mu.closed {
-		c.mu.space.Wait()
+	if c.mu.bytes > 0 && c.mu.bytes+len(b.buf) > c.opts.MaxPendingBytes && !c.mu.closed {
+		// Back-pressure: the caller (an event loop) waits until groups
+		// complete and free their bytes.
+		c.commitWaits.Add(1)
+		for c.mu.bytes > 0 && c.mu.bytes+len(b.buf) > c.opts.MaxPendingBytes && !c.mu.closed {
+			c.mu.space.Wait()
+		}
 	}
 	if c.mu.closed {
 		c.mu.Unlock()
@@ -72,10 +83,25 @@ func (c *core) CommitWait(b *Batch) error {
 	return <-ch
 }
 
+// pending is a group applied in ModeSync whose fsync the completer awaits.
+type pending struct {
+	batches []*Batch
+	w       writer // the applied engine write; nil when err is set
+	err     error  // the group failed before or while being applied
+	size    int    // encoded bytes of the batches, counted in mu.bytes
+	ops     int
+}
+
 // committer is the single goroutine that merges queued batches into one
-// engine write (one fsync in ModeSync) and runs their done callbacks.
+// engine write per group. In ModeSync it hands each applied group to the
+// completer without waiting for its fsync; otherwise it runs the group's
+// done callbacks itself.
 func (c *core) committer() {
 	defer close(c.committerDone)
+	pipelined := c.pipe != nil
+	if pipelined {
+		defer close(c.pipe)
+	}
 	var group []*Batch
 	for {
 		c.mu.Lock()
@@ -86,39 +112,132 @@ func (c *core) committer() {
 			c.mu.Unlock()
 			return
 		}
+		if pipelined {
+			// A slot for the group, taken before the group is cut: what
+			// queues while every slot is busy joins this group.
+			select {
+			case c.slots <- struct{}{}:
+			default:
+				c.mu.Unlock()
+				c.pipelineWaits.Add(1)
+				c.slots <- struct{}{}
+				c.mu.Lock()
+			}
+		}
 		n, size := 0, 0
 		for n < len(c.mu.queue) && (n == 0 || size+len(c.mu.queue[n].buf) <= c.opts.MaxGroupBytes) {
 			size += len(c.mu.queue[n].buf)
 			n++
 		}
-		group = append(group[:0], c.mu.queue[:n]...)
+		if pipelined {
+			// The completer's from now on; slices come back through
+			// c.spare, so steady state allocates none.
+			select {
+			case group = <-c.spare:
+				group = slices.Grow(group[:0], n)[:n]
+			default:
+				group = make([]*Batch, n)
+			}
+		} else {
+			group = slices.Grow(group[:0], n)[:n]
+		}
+		copy(group, c.mu.queue[:n])
 		rest := copy(c.mu.queue, c.mu.queue[n:])
 		clear(c.mu.queue[rest:])
 		c.mu.queue = c.mu.queue[:rest]
-		c.mu.bytes -= size
-		c.mu.space.Broadcast()
 		c.mu.Unlock()
 
-		err := c.commitGroup(group)
-		if err != nil {
-			c.failed.Add(uint64(len(group)))
-		} else {
-			c.batches.Add(uint64(len(group)))
-			if g := uint64(len(group)); g > c.maxGroup.Load() {
-				c.maxGroup.Store(g)
+		w, ops, err := c.commitGroup(group)
+		if pipelined {
+			if in := c.inFlight.Add(1); uint64(in) > c.maxInFlight.Load() {
+				c.maxInFlight.Store(uint64(in))
 			}
+			c.pipe <- pending{batches: group, w: w, err: err, size: size, ops: ops}
+			continue
 		}
-		for i, b := range group {
-			done := b.done
-			c.recycle(b)
-			group[i] = nil
-			done(err)
-		}
+		c.finishGroup(group, size, ops, err)
+		clear(group)
 	}
 }
 
-// commitGroup writes the group as one engine batch. Runs on the committer
-// goroutine; a failure makes the store unavailable.
+// completer is the goroutine that, in ModeSync, waits for the fsync of
+// each applied group in commit order and then runs its done callbacks.
+// Completion is strictly ordered: a group is reported only after every
+// group before it. Once a group fails, every later group fails too,
+// whatever its own sync says: after a failed fsync the kernel may have
+// dropped dirty pages, so a later "successful" fsync proves nothing.
+func (c *core) completer() {
+	defer close(c.completerDone)
+	var failed error
+	for p := range c.pipe {
+		err := p.err
+		if err == nil && failed != nil {
+			err = failed
+		}
+		if err == nil {
+			err = c.syncWait(p.w)
+			if err == nil {
+				p.w.release()
+			}
+			// On failure the engine write is abandoned, not released:
+			// Pebble may still hold it.
+		}
+		if err != nil && failed == nil {
+			failed = err
+		}
+		c.inFlight.Add(-1)
+		c.finishGroup(p.batches, p.size, p.ops, err)
+		select {
+		case c.spare <- p.batches[:0]:
+		default:
+		}
+		<-c.slots
+	}
+}
+
+// syncWait waits until w, applied by commitGroup, is durable; a failure
+// makes the store unavailable.
+func (c *core) syncWait(w writer) (err error) {
+	func() {
+		defer c.catchFatal(&err)
+		err = w.syncWait()
+	}()
+	if err != nil {
+		c.degrade(err)
+		return c.errUnavailable()
+	}
+	return nil
+}
+
+// finishGroup counts the group, frees its bytes for Commit and runs its
+// done callbacks in order, with err (nil: durable as the mode promises).
+func (c *core) finishGroup(group []*Batch, size, ops int, err error) {
+	if err != nil {
+		c.failed.Add(uint64(len(group)))
+	} else {
+		c.batches.Add(uint64(len(group)))
+		c.ops.Add(uint64(ops))
+		c.bytesIn.Add(uint64(size))
+		if g := uint64(len(group)); g > c.maxGroup.Load() {
+			c.maxGroup.Store(g)
+		}
+	}
+	c.mu.Lock()
+	c.mu.bytes -= size
+	c.mu.space.Broadcast()
+	c.mu.Unlock()
+	for i, b := range group {
+		done := b.done
+		c.recycle(b)
+		group[i] = nil
+		done(err)
+	}
+}
+
+// commitGroup writes the group as one engine batch and returns, in
+// ModeSync, the applied write whose syncWait the completer calls (its
+// fsync is requested, not awaited). Runs on the committer goroutine; a
+// failure makes the store unavailable.
 //
 // Reference counts change here, batch by batch in group order (refs.go).
 // A batch that needs to read what the batches before it wrote — a
@@ -127,9 +246,9 @@ func (c *core) committer() {
 // without a sync (the final apply's sync covers it). Applies are split
 // only between batches, so each batch is still written atomically, and
 // each carries the count records of the batches in it.
-func (c *core) commitGroup(group []*Batch) (err error) {
+func (c *core) commitGroup(group []*Batch) (applied writer, ops int, err error) {
 	if err := c.errUnavailable(); err != nil {
-		return err
+		return nil, 0, err
 	}
 	defer func() {
 		if err != nil {
@@ -137,21 +256,26 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 			err = c.errUnavailable()
 		}
 	}()
-	defer c.catchFatal(&err)
 	g := &c.group
+	defer func() {
+		// Released here unless handed to the completer; after a failure
+		// the write is abandoned, as Pebble may still hold it.
+		if g.w != nil && err == nil {
+			g.w.release()
+		}
+		g.w = nil
+	}()
+	defer c.catchFatal(&err)
 	g.w = c.eng.newWriter()
-	defer func() { g.w.release(); g.w = nil }()
-	var ops, size int
 	for _, b := range group {
 		ops += b.ops
-		size += len(b.buf)
 		if b.deletesClient {
 			if err := g.flush(); err != nil {
-				return err
+				return nil, 0, err
 			}
 		}
 		if err := c.resolveRefs(b); err != nil {
-			return err
+			return nil, 0, err
 		}
 		w := g.w
 		for rest := b.buf; len(rest) > 0; {
@@ -167,7 +291,7 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 			case opSkip:
 			case opDeleteClient:
 				if err := c.deleteClient(w, b.buf[:at], k); err != nil {
-					return err
+					return nil, 0, err
 				}
 			}
 		}
@@ -178,19 +302,20 @@ func (c *core) commitGroup(group []*Batch) (err error) {
 	}
 	w := g.w
 	c.flushRefsTo(w)
-	sync := c.opts.Mode == ModeSync
-	if err := c.eng.apply(w, sync); err != nil {
-		return err
+	if c.opts.Mode == ModeSync {
+		if err := c.eng.applyNoSyncWait(w); err != nil {
+			return nil, 0, err
+		}
+		g.w = nil // the completer releases it after its sync
+		c.groups.Add(1)
+		return w, ops, nil
+	}
+	if err := c.eng.apply(w, false); err != nil {
+		return nil, 0, err
 	}
 	c.groups.Add(1)
-	c.ops.Add(uint64(ops))
-	c.bytesIn.Add(uint64(size))
-	if sync {
-		c.syncs.Add(1)
-	} else {
-		c.dirty.Store(true)
-	}
-	return nil
+	c.dirty.Store(true)
+	return nil, ops, nil
 }
 
 // groupWriter is the committer's writer for the group being committed,

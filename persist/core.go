@@ -30,8 +30,9 @@ type fatalError struct{ err error }
 // core is the engine-independent part of a store: batches, reference
 // counts, the group committer and recovery.
 //
-// Concurrency: fields under mu are shared by every committing goroutine
-// and the committer; the counters are atomics read by Stats; the
+// Concurrency: fields under mu are shared by every committing goroutine,
+// the committer and (ModeSync) the completer; the counters are atomics
+// read by Stats; the
 // reference counts (shared, dirtyRefs, scratch, live) and ceiling belong to
 // the committer goroutine, and load fills them before it starts; orphans
 // and danglingAtOpen are written by load and only read afterwards.
@@ -74,7 +75,20 @@ type core struct {
 	orphans, danglingAtOpen                                int
 	migrated                                               bool
 
+	// The ModeSync pipeline (commit.go): applied groups travel from the
+	// committer to the completer through pipe, in commit order; slots
+	// holds one token per group between the committer cutting it and the
+	// completer finishing it (Options.MaxInFlightGroups). All three nil
+	// in the other modes.
+	pipe  chan pending
+	slots chan struct{}
+	spare chan []*Batch // group slices the completer is done with, for reuse
+
+	inFlight                                atomic.Int64 // groups applied, not yet completed
+	maxInFlight, pipelineWaits, commitWaits atomic.Uint64
+
 	committerDone chan struct{}
+	completerDone chan struct{}
 	syncStop      chan struct{}
 	syncDone      chan struct{}
 }
@@ -92,9 +106,17 @@ func newCore(opts Options, eng engine) *core {
 	return c
 }
 
-// start launches the committer (and the periodic syncer).
+// start launches the committer (and, in ModeSync, the completer; in
+// ModePeriodic, the syncer).
 func (c *core) start() {
 	c.committerDone = make(chan struct{})
+	if c.opts.Mode == ModeSync {
+		c.pipe = make(chan pending, c.opts.MaxInFlightGroups)
+		c.slots = make(chan struct{}, c.opts.MaxInFlightGroups)
+		c.spare = make(chan []*Batch, c.opts.MaxInFlightGroups)
+		c.completerDone = make(chan struct{})
+		go c.completer()
+	}
 	go c.committer()
 	if c.opts.Mode == ModePeriodic {
 		c.syncStop = make(chan struct{})
@@ -174,6 +196,12 @@ func (c *core) Stats() Stats {
 	s.FailedBatches = c.failed.Load()
 	s.Groups = c.groups.Load()
 	s.Syncs = c.syncs.Load()
+	if n, total, ok := c.eng.walSyncs(); ok {
+		s.Syncs, s.SyncTime = n, total
+	}
+	s.MaxInFlight = c.maxInFlight.Load()
+	s.PipelineWaits = c.pipelineWaits.Load()
+	s.CommitWaits = c.commitWaits.Load()
 	s.Ops = c.ops.Load()
 	s.BytesCommitted = c.bytesIn.Load()
 	s.MaxGroup = c.maxGroup.Load()
@@ -194,7 +222,10 @@ func (c *core) Close() error {
 	c.mu.work.Broadcast()
 	c.mu.space.Broadcast()
 	c.mu.Unlock()
-	<-c.committerDone
+	<-c.committerDone // it drains the queue, then closes the pipe
+	if c.completerDone != nil {
+		<-c.completerDone // every group in flight has its done called
+	}
 	if c.syncStop != nil {
 		close(c.syncStop)
 	}

@@ -207,27 +207,92 @@
 // Event loops build batches on their own goroutine (encoding and
 // compression happen there) and call Commit, which appends the batch to a
 // queue and returns. One committer goroutine takes everything queued (up
-// to Options.MaxGroupBytes), copies it into ONE Pebble batch, applies it
-// with ONE WAL fsync, and then calls every done callback, in submission
-// order, on the committer goroutine. While it waits for the disk the next
-// batches queue up, so the number of fsyncs adapts to the disk's latency:
-// the slower the fsync, the more batches share it. Stats counts batches,
-// groups and syncs (TestGroupCommitMerges: 640 batches from 64 committers
-// in 19 fsyncs with a 1 ms fsync; BenchmarkCommitSync below).
+// to Options.MaxGroupBytes) and copies it into ONE Pebble batch: a group.
+// Stats counts batches, groups and fsyncs.
 //
-//	event loop 1 ─ NewBatch, Put…, Commit ─┐
-//	event loop 2 ─ NewBatch, Put…, Commit ─┼─> queue ─> committer: merge,
-//	event loop N ─ NewBatch, Put…, Commit ─┘            Apply(Sync), done(err)…
+// In ModeSync the groups are pipelined: the committer does not wait for a
+// group's fsync before applying the next one, so merging, the WAL write
+// and the memtable inserts of group N+1 overlap the fsync of group N, and
+// the disk never waits for the committer:
 //
-// Commit blocks only when more than Options.MaxPendingBytes are queued:
-// back-pressure from a disk slower than the publishers. done must not
-// block; it should hand the result to its event loop (which then sends the
-// PUBACK or PUBREC).
+//	event loops ─ Commit ─> queue ─> committer: cut a group, merge,
+//	                                 ApplyNoSyncWait (WAL buffer + memtable,
+//	                                 fsync requested, not awaited)
+//	                                   │ pending{batches, writer}, in order
+//	                                   v
+//	Pebble's WAL flush loop: fsync,    completer: SyncWait of the oldest
+//	then at once one fsync for every   group, then its done callbacks in
+//	group applied meanwhile            commit order; next group
+//
+// The types (commit.go): pending is one applied group (its batches, its
+// Pebble batch, the error it met); the committer hands pendings to the
+// completer through a channel in commit order; slots, a semaphore of
+// Options.MaxInFlightGroups (default 64) tokens, is taken before a group
+// is cut and returned when its callbacks have run.
+//
+// Group boundaries are adaptive, with no timer: the committer cuts a
+// group from whatever is queued when it is free, and Pebble's WAL writer
+// syncs, when an fsync returns, everything applied while it ran. So what
+// accumulates during one fsync goes into the next, and the slower the
+// disk, the more each fsync carries. Under light load a batch is applied
+// at once and waits for one fsync (plus the rest of one in progress).
+//
+// Ordering. A group's callbacks run only after its own fsync returned and
+// after every earlier group's callbacks: the completer waits for groups in
+// the order they were applied, and the WAL is sequential, so an fsync
+// that covers group N covers every group before it. A later group never
+// acknowledges before an earlier one; acknowledgements leave per group,
+// as soon as their fsync covers them, not per burst. What a group applied
+// is readable (ReadOutbound) before it is durable, as it always was with
+// Pebble; nothing is reported to the caller before the fsync.
+//
+// Bounds and back-pressure. At most MaxInFlightGroups groups are cut and
+// not yet reported; when all slots are taken the committer waits
+// (Stats.PipelineWaits) and batches keep queueing, to join the next group.
+// The bytes of queued batches and of groups in flight together are
+// bounded by Options.MaxPendingBytes: Commit blocks its caller (an event
+// loop) while they are over it (Stats.CommitWaits) — back-pressure from a
+// disk slower than the publishers. Stats.MaxInFlight is the most groups
+// seen in flight at once.
+//
+// Failure. Once a group fails — its apply panics or Pebble's Fatalf
+// fires (the committer recovers either), or its fsync fails (SyncWait
+// returns the error) — the store is unavailable, and that group and every
+// later group in flight fail, whatever their own SyncWait reports: after
+// a failed fsync the kernel may have dropped the dirty pages, so a later
+// successful fsync proves nothing. A group before the failed one that its
+// own fsync covered is reported durable, which it is. The committer then
+// fails every queued batch without writing it, and Commit fails new ones
+// synchronously (see Failure below). A failed group's Pebble batch is
+// abandoned rather than closed: Pebble may still refer to it.
+//
+// Pebble marks DB.ApplyNoSyncWait experimental; it is what CockroachDB
+// commits with, and the pinned v2.1.7's semantics are the ones above
+// (commitPipeline.Commit, LogWriter.flushLoop). Options.MaxInFlightGroups
+// = 1 applies one group per fsync, as before pipelining.
+//
+// In ModePeriodic and ModeNone the committer applies each group without a
+// sync and runs its callbacks itself, in order.
+//
+// Measured (BenchmarkCommitWindow: 16 publishers, each with 4 batches of 8
+// QoS 1 messages in flight; WAL fsync simulated at a fixed 0.5 or 2 ms on
+// an in-memory filesystem; 2 shared cores at load 20): at 0.5 ms, 58-173k
+// msg/s pipelined against 28-87k with one group per fsync, commit p99
+// 14-46 ms against 32-124 ms; at 2 ms, 42-56k against 40-53k.
+// BenchmarkCommitSync is the same path on the real disk. On the whole
+// broker (tools/commitbench.sh, BENCHMARKS.md) the difference was within
+// the noise of a loaded machine whose fsyncs took 10-18 ms.
+//
+// done must not block, and must not call Commit (the completer frees the
+// space Commit may wait for); it should hand the result to its event loop
+// (which then sends the PUBACK or PUBREC).
 //
 // # Modes
 //
-//   - ModeSync (default): done runs after the fsync. An acknowledged
-//     message survives SIGKILL and power loss.
+//   - ModeSync (default): done runs after the fsync that covers the
+//     batch. An acknowledged message survives SIGKILL and power loss
+//     (TestPowerLossKeepsAcknowledged cuts power, in effect, while groups
+//     are in flight).
 //   - ModePeriodic: done runs when the group is applied to Pebble (WAL
 //     buffer and memtable), before any fsync; a ticker fsyncs every
 //     Options.SyncInterval (default 100 ms). Risk: up to one interval of
@@ -241,9 +306,11 @@
 // # Failure
 //
 // When a write or fsync fails (disk full, I/O error), Pebble reports it
-// through Logger.Fatalf or a panic in its commit pipeline; the store
-// catches both on its own goroutines, fails the group's done callbacks with
-// an error wrapping ErrStoreUnavailable, and from then on fails every
+// through Logger.Fatalf or a panic in its commit pipeline, or (a WAL
+// fsync in ModeSync) through Batch.SyncWait; the store catches all three
+// on its own goroutines, fails the done callbacks of the group and of
+// every later group (above) with an error wrapping ErrStoreUnavailable,
+// and from then on fails every
 // Commit immediately (synchronously) with the same error until the process
 // restarts. Retrying is unsafe: after a failed fsync the kernel may have
 // dropped the dirty pages and a second fsync can report success for data
@@ -322,7 +389,8 @@
 // schema and record encodings above), batch.go (building a batch), then
 // the shared core: core.go (its state, failure handling, Close), open.go
 // (loading counts and the id allocator at open, the schema-1 migration),
-// commit.go (Commit, the group committer, the periodic syncer), refs.go
+// commit.go (Commit, the group committer, the ModeSync completer, the
+// periodic syncer), refs.go
 // (reference counts), recover.go (Recover, ExpireSessions), read.go
 // (ReadOutbound, DiskUsage), inspect.go (Usage, Inspect). The engines
 // under the core: engine.go (the interface), pebble.go (Open, Pebble),

@@ -1,5 +1,7 @@
 package persist
 
+import "time"
+
 // engine is the key-value layer under core: Pebble on disk, or maps in
 // memory. Only the committer goroutine writes; readers may run concurrently.
 type engine interface {
@@ -7,8 +9,17 @@ type engine interface {
 	// apply writes w atomically; with sync, the WAL is fsynced before it
 	// returns (which also makes every earlier apply durable).
 	apply(w writer, sync bool) error
+	// applyNoSyncWait writes w atomically, makes it readable and requests
+	// the WAL fsync that makes it durable, without waiting for it:
+	// w.syncWait waits. Writes applied later are synced by the same fsync
+	// or a later one, never an earlier one (the WAL is sequential), so
+	// waiting in apply order completes in apply order.
+	applyNoSyncWait(w writer) error
 	// syncWAL makes every applied write durable.
 	syncWAL() error
+	// walSyncs returns the WAL fsyncs performed since open and the time
+	// they took; ok is false when the engine has no WAL.
+	walSyncs() (n uint64, total time.Duration, ok bool)
 	// newIter returns an iterator over [lower, upper); nil bounds are open.
 	// It reads a consistent snapshot.
 	newIter(lower, upper []byte) (iterator, error)
@@ -46,6 +57,9 @@ type writer interface {
 	del(k []byte)
 	delRange(lo, hi []byte)
 	count() int
+	// syncWait waits for the fsync applyNoSyncWait requested for this
+	// write. Call it once, before release.
+	syncWait() error
 	release()
 }
 

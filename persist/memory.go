@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Memory is the in-memory Store (ModeNone): the same batches, reference
@@ -68,8 +69,9 @@ func (w *memWriter) del(k []byte) { w.ops = append(w.ops, memOp{kind: opDelete, 
 func (w *memWriter) delRange(lo, hi []byte) {
 	w.ops = append(w.ops, memOp{kind: opDeleteRange, k: bytes.Clone(lo), hi: bytes.Clone(hi)})
 }
-func (w *memWriter) count() int { return len(w.ops) }
-func (w *memWriter) release()   { w.ops = nil }
+func (w *memWriter) count() int      { return len(w.ops) }
+func (w *memWriter) syncWait() error { return nil } // nothing to sync
+func (w *memWriter) release()        { w.ops = nil }
 
 // clientPrefixOf returns the client prefix (0x03 | len | id) k starts with.
 func clientPrefixOf(k []byte) (string, bool) {
@@ -203,6 +205,10 @@ func (e *memEngine) space() (used, free uint64, err error) {
 }
 
 func (e *memEngine) syncWAL() error { return nil }
+
+func (e *memEngine) applyNoSyncWait(w writer) error { return e.apply(w, true) }
+
+func (e *memEngine) walSyncs() (uint64, time.Duration, bool) { return 0, 0, false }
 
 type memKV struct{ k, v []byte }
 

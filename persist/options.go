@@ -61,6 +61,7 @@ const (
 	DefaultCompressThreshold     = 1024
 	DefaultMaxGroupBytes         = 4 << 20
 	DefaultMaxPendingBytes       = 64 << 20
+	DefaultMaxInFlightGroups     = 64
 	DefaultRecoveryProgressEvery = 100000
 	DefaultCacheSize             = 8 << 20
 	DefaultMemTableSize          = 16 << 20
@@ -87,10 +88,17 @@ type Options struct {
 	// queued batches once the merged batch reaches this size (a single
 	// larger batch is still committed alone). Default 4 MiB.
 	MaxGroupBytes int
-	// MaxPendingBytes bounds the batches queued for the committer; Commit
-	// blocks its caller while the queue is over this size, so a disk slower
-	// than the publishers pushes back instead of growing memory. Default 64 MiB.
+	// MaxPendingBytes bounds the batches queued for the committer or
+	// applied and awaiting their fsync; Commit blocks its caller while they
+	// are over this size (Stats.CommitWaits), so a disk slower than the
+	// publishers pushes back instead of growing memory. Default 64 MiB.
 	MaxPendingBytes int
+	// MaxInFlightGroups bounds the groups applied in ModeSync whose fsync
+	// has not completed yet: the committer applies the next group while
+	// earlier ones sync, and waits (Stats.PipelineWaits) when this many
+	// are in flight; batches queue meanwhile and join the next group.
+	// Default 64; 1 applies one group per fsync, as without pipelining.
+	MaxInFlightGroups int
 	// RecoveryProgressEvery is how many records Recover reads between two
 	// Visitor.Progress calls (and log lines). Default 100,000.
 	RecoveryProgressEvery int
@@ -131,6 +139,9 @@ func (o *Options) EnsureDefaults() *Options {
 	}
 	if o.MaxPendingBytes == 0 {
 		o.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if o.MaxInFlightGroups == 0 {
+		o.MaxInFlightGroups = DefaultMaxInFlightGroups
 	}
 	if o.RecoveryProgressEvery == 0 {
 		o.RecoveryProgressEvery = DefaultRecoveryProgressEvery
@@ -177,6 +188,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxPendingBytes < o.MaxGroupBytes {
 		bad("MaxPendingBytes %d below MaxGroupBytes %d", o.MaxPendingBytes, o.MaxGroupBytes)
+	}
+	if o.MaxInFlightGroups < 1 || o.MaxInFlightGroups > 1024 {
+		bad("MaxInFlightGroups %d outside [1, 1024]", o.MaxInFlightGroups)
 	}
 	if o.RecoveryProgressEvery < 1 {
 		bad("RecoveryProgressEvery %d below 1", o.RecoveryProgressEvery)

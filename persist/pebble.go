@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Pebble is the on-disk Store (ModeSync and ModePeriodic), on one Pebble
@@ -70,6 +73,7 @@ func OpenPebble(opts Options) (*Pebble, error) {
 		return nil, fmt.Errorf("persist: open %s: %w", opts.Dir, err)
 	}
 	eng.db = db
+	eng.fsyncs = db.Metrics().LogWriter.FsyncLatency
 	if err := c.load(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("persist: open %s: %w", opts.Dir, err)
@@ -113,6 +117,9 @@ type pebbleEngine struct {
 	db  *pebble.DB
 	fs  vfs.FS
 	dir string
+	// fsyncs is Pebble's WAL fsync-latency histogram (the same one for
+	// every WAL file of the open database).
+	fsyncs prometheus.Histogram
 }
 
 type pebbleWriter struct{ b *pebble.Batch }
@@ -123,6 +130,7 @@ func (w *pebbleWriter) set(k, v []byte)        { _ = w.b.Set(k, v, nil) }
 func (w *pebbleWriter) del(k []byte)           { _ = w.b.Delete(k, nil) }
 func (w *pebbleWriter) delRange(lo, hi []byte) { _ = w.b.DeleteRange(lo, hi, nil) }
 func (w *pebbleWriter) count() int             { return int(w.b.Count()) }
+func (w *pebbleWriter) syncWait() error        { return w.b.SyncWait() }
 func (w *pebbleWriter) release() {
 	if w.b != nil {
 		_ = w.b.Close()
@@ -145,7 +153,36 @@ func (e *pebbleEngine) apply(w writer, sync bool) error {
 	return e.db.Apply(b, opts)
 }
 
+// applyNoSyncWait uses Pebble's ApplyNoSyncWait: the batch is written to
+// the WAL buffer and the memtable, and joins the WAL writer's queue of
+// sync requests; Batch.SyncWait returns once an fsync covered it. Pebble's
+// flush loop syncs, after each fsync, everything queued meanwhile, so the
+// fsyncs are as large as the disk's latency makes them. A group with
+// nothing left to write (its batches were applied by earlier flushes, or
+// held only skipped operations) still needs that fsync: it carries an
+// empty LogData record, as syncWAL does.
+func (e *pebbleEngine) applyNoSyncWait(w writer) error {
+	b := w.(*pebbleWriter).b
+	if b.Empty() {
+		_ = b.LogData(nil, nil)
+	}
+	return e.db.ApplyNoSyncWait(b, pebble.Sync)
+}
+
 func (e *pebbleEngine) syncWAL() error { return e.db.LogData(nil, pebble.Sync) }
+
+// walSyncs reads Pebble's WAL fsync-latency histogram: its sample count is
+// the number of fsyncs, its sum their duration in nanoseconds.
+func (e *pebbleEngine) walSyncs() (uint64, time.Duration, bool) {
+	if e.fsyncs == nil {
+		return 0, 0, false
+	}
+	var m dto.Metric
+	if err := e.fsyncs.Write(&m); err != nil || m.Histogram == nil {
+		return 0, 0, false
+	}
+	return m.Histogram.GetSampleCount(), time.Duration(m.Histogram.GetSampleSum()), true
+}
 
 func (e *pebbleEngine) newIter(lower, upper []byte) (iterator, error) {
 	return e.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})

@@ -18,12 +18,14 @@ type Store interface {
 	// NewBatch returns an empty batch bound to this store.
 	NewBatch() *Batch
 	// Commit applies b atomically and durably according to the mode, then
-	// calls done exactly once. done runs on the store's committer goroutine
-	// after the group holding b is synced (ModeSync) or applied
+	// calls done exactly once. done runs on one of the store's goroutines
+	// (the completer in ModeSync, the committer otherwise), in commit
+	// order, after the group holding b is synced (ModeSync) or applied
 	// (ModePeriodic, ModeNone); or synchronously, before Commit returns,
 	// when the store is closed or unavailable or b is invalid. done must not
 	// block: hand the result to your event loop and return. Commit blocks
-	// only while more than Options.MaxPendingBytes are queued.
+	// only while more than Options.MaxPendingBytes are queued or awaiting
+	// their sync (Stats.CommitWaits counts it).
 	Commit(b *Batch, done func(error))
 	// CommitWait is Commit followed by waiting for done; for startup,
 	// tools and tests, never for an event loop.
@@ -94,10 +96,25 @@ type Stats struct {
 	Batches        uint64 // batches committed successfully
 	FailedBatches  uint64 // batches whose done got an error
 	Groups         uint64 // merged commits (one engine write each)
-	Syncs          uint64 // WAL fsyncs (group commits in ModeSync, ticks in ModePeriodic)
 	Ops            uint64 // operations committed
 	BytesCommitted uint64 // encoded batch bytes committed
 	MaxGroup       uint64 // most batches merged into one group
+	// Syncs counts the WAL fsyncs the engine performed (Pebble's own
+	// count: in ModeSync one fsync covers every group applied while the
+	// previous one ran, so Syncs <= Groups; in ModePeriodic about one per
+	// tick that found writes). SyncTime is the time they took in total.
+	Syncs    uint64
+	SyncTime time.Duration
+	// MaxInFlight is the most groups applied and awaiting their fsync at
+	// once (ModeSync; at most Options.MaxInFlightGroups).
+	MaxInFlight uint64
+	// PipelineWaits counts the times the committer had a group to apply
+	// but all Options.MaxInFlightGroups slots were taken (ModeSync).
+	PipelineWaits uint64
+	// CommitWaits counts Commit calls that blocked their caller because
+	// Options.MaxPendingBytes were queued or in flight: back-pressure from
+	// a disk slower than the publishers.
+	CommitWaits uint64
 	// LiveMessages is the number of message records with references, as
 	// committed (kept in a meta record, so it needs no scan at open).
 	LiveMessages int

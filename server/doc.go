@@ -139,7 +139,8 @@
 //	expiryMu and willTimers.mu are leaves: released before session.mu is taken
 //
 // A goroutine holds at most one session.mu at a time (route locks each
-// target session in turn). The store's committer calls back without locks;
+// target session in turn). The store calls back without locks (from its
+// completer goroutine with durability sync, its committer otherwise);
 // completions are posted to the loop that owns the connection.
 //
 // # Durability
@@ -153,7 +154,11 @@
 // persist.Batch. At the end of a read event the batch is committed and the
 // replies the event produced (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
 // CONNACK…) are held until the store calls done; the store merges the
-// batches of all loops queued at that moment into one fsync. Replies of later
+// batches of all loops queued at that moment into one group, applies it
+// while earlier groups are still being fsynced, and calls done for each
+// group, in commit order, once an fsync covers it (persist's "Group
+// commit": pipelined, one fsync for all groups applied during the
+// previous one). Replies of later
 // events on the same connection queue behind pending ones, so
 // acknowledgements leave in the order the packets came [MQTT-4.6.0-2].
 //

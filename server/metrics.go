@@ -68,7 +68,12 @@ var (
 	storeFamilies = []brokerFamily{
 		{newBrokerMetric("tern_store_batches_total", "Store batches committed.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.st.Store.Batches) }},
 		{newBrokerMetric("tern_store_failed_batches_total", "Store batches that failed.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.st.Store.FailedBatches) }},
-		{newBrokerMetric("tern_store_syncs_total", "Store fsyncs (group commits).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.st.Store.Syncs) }},
+		{newBrokerMetric("tern_store_syncs_total", "WAL fsyncs (one covers every group applied while the previous one ran).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.st.Store.Syncs) }},
+		{newBrokerMetric("tern_store_sync_seconds_total", "Time spent in WAL fsyncs.", prometheus.CounterValue), func(c *scrape) float64 { return c.st.Store.SyncTime.Seconds() }},
+		{newBrokerMetric("tern_store_groups_total", "Group commits: merged batches applied as one engine write.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.st.Store.Groups) }},
+		{newBrokerMetric("tern_store_groups_in_flight_max", "Most groups applied and awaiting their fsync at once (durability sync).", prometheus.GaugeValue), func(c *scrape) float64 { return float64(c.st.Store.MaxInFlight) }},
+		{newBrokerMetric("tern_store_pipeline_waits_total", "Times the committer waited because the most groups allowed were awaiting their fsync.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.st.Store.PipelineWaits) }},
+		{newBrokerMetric("tern_store_commit_waits_total", "Times an event loop waited to commit because the store's pending bytes were at their bound (back-pressure).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.st.Store.CommitWaits) }},
 		{newBrokerMetric("tern_store_live_messages", "Stored messages with references.", prometheus.GaugeValue), func(c *scrape) float64 { return float64(c.st.Store.LiveMessages) }},
 		{newBrokerMetric("tern_store_available", "1 while the store accepts writes.", prometheus.GaugeValue), func(c *scrape) float64 { return boolFloat(c.st.Store.Unavailable == nil) }},
 		{newBrokerMetric("tern_store_corrupt_total", "Stored records that do not decode or whose message is missing: skipped at recovery, deleted when a backlog reaches them.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.s.stats.corrupt.Load()) }},

@@ -123,6 +123,8 @@ func TestMetricsFamiliesAndRuntimeCollectors(t *testing.T) {
 		"tern_bytes_received_total": "COUNTER", "tern_connects_total": "COUNTER", "tern_uptime_seconds": "GAUGE",
 		"tern_store_batches_total": "COUNTER", "tern_store_failed_batches_total": "COUNTER", "tern_store_syncs_total": "COUNTER",
 		"tern_store_live_messages": "GAUGE", "tern_store_available": "GAUGE",
+		"tern_store_sync_seconds_total": "COUNTER", "tern_store_groups_total": "COUNTER", "tern_store_groups_in_flight_max": "GAUGE",
+		"tern_store_pipeline_waits_total": "COUNTER", "tern_store_commit_waits_total": "COUNTER",
 		"tern_stdnet_connections": "GAUGE", "tern_stdnet_accepted_total": "COUNTER", "tern_stdnet_accept_errors_total": "COUNTER",
 		"tern_stdnet_write_timeouts_total": "COUNTER", "tern_tls_handshake_failures_total": "COUNTER",
 		"tern_websocket_origin_refused_total": "COUNTER", "tern_websocket_not_found_total": "COUNTER", "tern_websocket_bad_requests_total": "COUNTER",
