@@ -367,13 +367,21 @@ func ownsFDs(el gnet.EventLoop) bool {
 	return t.PkgPath() == gnetPkg
 }
 
-// closeConn closes c on its loop el at once. A TLS connection of
-// server/tlsloop wraps the gnet connection gnet's loop knows: that one is
-// closed (gnet then calls OnClose, which reaches the broker with the
-// wrapper).
+// closeConn closes c on its loop el at once. A connection of server/tlsloop
+// or server/wsloop wraps the gnet connection gnet's loop knows (a wss://
+// one wraps twice): that one is closed (gnet then calls OnClose, which
+// reaches the broker with the outer wrapper). A wrapper with BeforeClose
+// (wsloop: the WebSocket close frame) says goodbye first, while the layers
+// below can still write.
 func closeConn(el gnet.EventLoop, c gnet.Conn) error {
-	if u, ok := c.(interface{ Unwrap() gnet.Conn }); ok {
+	for {
+		if b, ok := c.(interface{ BeforeClose() }); ok {
+			b.BeforeClose()
+		}
+		u, ok := c.(interface{ Unwrap() gnet.Conn })
+		if !ok {
+			return el.Close(c)
+		}
 		c = u.Unwrap()
 	}
-	return el.Close(c)
 }
