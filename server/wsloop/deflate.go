@@ -111,6 +111,7 @@ func (c *conn) inflate(limit int) error {
 	start := len(c.in)
 	for {
 		if len(c.in)-start > limit {
+			c.in = c.in[:start] // none of it reaches the broker
 			c.releaseZ()
 			return c.tooBig("message inflating past " + itoa(uint64(limit)) + " bytes")
 		}
@@ -125,12 +126,14 @@ func (c *conn) inflate(limit int) error {
 			break
 		}
 		if err != nil {
+			c.in = c.in[:start]
 			c.releaseZ()
 			c.e.protoErr.Add(1)
 			return &wsError{code: CloseInvalidPayload, why: "bad deflate data"}
 		}
 	}
 	if len(c.in)-start > limit {
+		c.in = c.in[:start]
 		c.releaseZ()
 		return c.tooBig("message inflating past " + itoa(uint64(limit)) + " bytes")
 	}
