@@ -3,8 +3,9 @@
 // Stats). Its leaves live in sub-packages that never import it:
 // server/auth (password file, ACL, SCRAM), server/stdnet (TLS and
 // WebSocket on the standard library, adapted to gnet's interfaces; client
-// certificates and their reload) and server/tlsloop (TLS on the gnet event
-// loops, tls_engine: loops).
+// certificates and their reload), server/tlsloop (TLS on the gnet event
+// loops, tls_engine: loops) and server/wsloop (WebSocket on the gnet event
+// loops, websocket_engine: loops; wss:// over server/tlsloop).
 //
 // # Embedding: the model
 //
@@ -108,7 +109,10 @@
 // server/stdnet's task loops, which give the same single-owner guarantee;
 // with tls_engine: loops, TLS connections run on the gnet loops themselves
 // (server/tlsloop wraps the handler and hands the broker a gnet.Conn of
-// plaintext; el.Close goes through closeConn to reach the raw connection).
+// plaintext; el.Close goes through closeConn to reach the raw connection),
+// and with websocket_engine: loops (the default) so do WebSocket ones
+// (server/wsloop, a gnet.Conn of the MQTT byte stream; for wss:// it wraps
+// tlsloop's conn: gnet → tlsloop → wsloop → broker).
 //
 //	client   one per connection; owned by its loop goroutine. Other loops
 //	         touch only its atomics (wakeQueued, takenOver).
