@@ -370,14 +370,14 @@ func ownsFDs(el gnet.EventLoop) bool {
 // closeConn closes c on its loop el at once. A connection of server/tlsloop
 // or server/wsloop wraps the gnet connection gnet's loop knows (a wss://
 // one wraps twice): that one is closed (gnet then calls OnClose, which
-// reaches the broker with the outer wrapper). A wrapper with BeforeClose
-// (wsloop: the WebSocket close frame) says goodbye first, while the layers
-// below can still write.
+// reaches the broker with the outer wrapper). A wsloop connection closes
+// the WebSocket way instead (CloseHandshake: close frame, OnClose at once,
+// the socket kept until the peer answers).
 func closeConn(el gnet.EventLoop, c gnet.Conn) error {
+	if w, ok := c.(interface{ CloseHandshake() bool }); ok && w.CloseHandshake() {
+		return nil
+	}
 	for {
-		if b, ok := c.(interface{ BeforeClose() }); ok {
-			b.BeforeClose()
-		}
 		u, ok := c.(interface{ Unwrap() gnet.Conn })
 		if !ok {
 			return el.Close(c)

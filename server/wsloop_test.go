@@ -357,9 +357,23 @@ func TestWSLoopFrameErrorsAndClose(t *testing.T) {
 		}
 		w.expectClose(t, tc.want)
 	}
+	// After DISCONNECT the broker starts the closing handshake (§7.1.2):
+	// its close frame, then the socket stays until the client answers,
+	// and closes as soon as it does.
 	w := connected("bye")
 	_ = mqtttest.New(w).Send(&codec.Disconnect{})
-	w.expectClose(t, 1000)
+	_ = w.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if op, _, _, p, err := w.readFrame(); err != nil || op != 0x8 || binary.BigEndian.Uint16(p) != 1000 {
+		t.Fatalf("after DISCONNECT: op %#x %x %v, want close 1000", op, p, err)
+	}
+	answered := time.Now()
+	_, _ = w.Conn.Write(wsFrame(0x8, true, false, false, []byte{0x03, 0xE8}))
+	if _, err := w.br.ReadByte(); err == nil {
+		t.Fatal("the broker sent more after its close frame")
+	}
+	if d := time.Since(answered); d > time.Second {
+		t.Fatalf("socket closed %v after the client's close frame, want at once", d)
+	}
 	if n := srv.Refused()["websocket_message_size"]; n != 1 {
 		t.Fatalf("websocket_message_size refusals %d, want 1", n)
 	}

@@ -17,7 +17,8 @@ type connState uint8
 const (
 	stateHTTP    connState = iota // reading upgrade requests
 	stateOpen                     // upgraded: frames
-	stateClosed                   // closing or closed: no more traffic
+	stateClosing                  // the broker closed it: our close frame sent, waiting for the peer's (closeLinger)
+	stateClosed                   // closed: no more traffic
 	stateRefused                  // the broker's OnOpen refused it: no OnClose for the broker
 )
 
@@ -53,6 +54,9 @@ const (
 	// compressMin is the smallest Write compressed with permessage-deflate:
 	// below it the block overhead and CPU buy nothing.
 	compressMin = 256
+	// closeLinger bounds the closing handshake of a close the broker
+	// decided: after it the socket closes whether or not the peer answered.
+	closeLinger = 2 * time.Second
 )
 
 var plainPool = sync.Pool{New: func() any { b := make([]byte, 0, plainBufSize); return &b }}
@@ -172,18 +176,26 @@ func (c *conn) stopTimer() {
 	}
 }
 
-// timedOut runs on the loop when the header timer fires.
+// timedOut runs on the loop when the timer fires: the header (or idle)
+// timeout of a connection still reading HTTP, or the end of a closing
+// handshake the peer did not finish.
 func (c *conn) timedOut() {
-	if c.state != stateHTTP || c.timer == nil {
+	if c.timer == nil {
 		return // upgraded or closed meanwhile
 	}
-	c.e.hdrTimeout.Add(1)
-	what := "no complete upgrade request within the header timeout " + c.l.headerTimeout.String()
-	if c.idle {
-		what = "keep-alive HTTP connection idle for " + c.l.idleTimeout.String()
+	switch c.state {
+	case stateHTTP:
+		c.e.hdrTimeout.Add(1)
+		what := "no complete upgrade request within the header timeout " + c.l.headerTimeout.String()
+		if c.idle {
+			what = "keep-alive HTTP connection idle for " + c.l.idleTimeout.String()
+		}
+		c.refuse(LimitHeaderTimeout, what)
+		c.state = stateClosed // no close frame: it never was a WebSocket
+	case stateClosing:
+	default:
+		return
 	}
-	c.refuse(LimitHeaderTimeout, what)
-	c.state = stateClosed // OnClose must not treat it as open, and no close frame
 	_ = c.EventLoop().Close(c.raw())
 }
 
@@ -193,13 +205,14 @@ func (c *conn) refuse(limit, detail string) {
 	}
 }
 
-// closed runs in OnClose, before the broker's. Loop only.
+// closed runs in OnClose, before the broker's (which does not run again
+// for a connection in stateClosing: CloseHandshake ran it). Loop only.
 func (c *conn) closed() {
 	c.stopTimer()
 	c.holdHeader(0)
 	if c.state == stateOpen {
 		c.e.open.Add(-1)
-		if !c.closeSent { // the broker closed it (or gnet is stopping): say why
+		if !c.closeSent { // gnet is stopping, or the peer went: say why if it can hear
 			code, reason := c.closeStatus()
 			c.sendClose(code, reason)
 		}
@@ -222,15 +235,30 @@ func (c *conn) closeStatus() (int, string) {
 	return CloseNormal, ""
 }
 
-// BeforeClose sends the close frame for a close the broker decided,
-// before it closes the connection through gnet.EventLoop.Close (which
-// would reach tlsloop's OnClose first, where nothing can be written any
-// more). Loop only.
-func (c *conn) BeforeClose() {
-	if c.state == stateOpen && !c.closeSent {
+// CloseHandshake closes the connection as the broker asked, the WebSocket
+// way (RFC 6455 §7.1.2): it sends the close frame (Config.CloseStatus
+// picks the code), runs the handler's OnClose at once — for the broker the
+// connection is gone, as after gnet.EventLoop.Close — and keeps the socket
+// until the peer answers with its close frame (or closes), at most
+// closeLinger, discarding what else arrives. A peer that is still writing
+// when the socket closes would otherwise get a reset instead of a clean
+// close (MQTT.js reports EPIPE). It returns false, having done nothing, if
+// the connection is not an open WebSocket (the caller then closes it).
+// Loop only.
+func (c *conn) CloseHandshake() bool {
+	if c.state != stateOpen {
+		return false
+	}
+	if !c.closeSent {
 		code, reason := c.closeStatus()
 		c.sendClose(code, reason)
 	}
+	c.state = stateClosing
+	c.e.open.Add(-1)
+	c.release()
+	c.armTimer(closeLinger)
+	c.e.cfg.Handler.OnClose(c, nil)
+	return true
 }
 
 // sendClose writes a close frame (once).
@@ -259,6 +287,14 @@ func (c *conn) onTraffic() gnet.Action {
 	case stateOpen:
 		c.more = true
 		return c.traffic()
+	case stateClosing: // until the peer's close frame: read frames, drop data
+		c.more = true
+		err := c.decode()
+		c.release()
+		if err != nil {
+			return gnet.Close
+		}
+		return gnet.None
 	}
 	_, _ = c.Conn.Discard(-1)
 	return gnet.None
@@ -275,7 +311,9 @@ func (c *conn) traffic() gnet.Action {
 		}
 		c.releaseIfEmpty()
 		if act != gnet.None {
-			c.BeforeClose()
+			if c.CloseHandshake() {
+				return gnet.None
+			}
 			return act
 		}
 		if err != nil {
@@ -345,7 +383,7 @@ func protoErr(why string) error { return &wsError{code: CloseProtocolError, why:
 // none is left or MaxPlaintext is held, answering control frames. A
 // non-nil error ends the connection (with its close code). Loop only.
 func (c *conn) decode() error {
-	if !c.more || c.state != stateOpen {
+	if !c.more || (c.state != stateOpen && c.state != stateClosing) {
 		return nil
 	}
 	limit := c.e.cfg.MaxPacketSize + slack

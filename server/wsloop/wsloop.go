@@ -45,7 +45,11 @@
 //   - ping is answered by pong with the same payload, pong is ignored, and
 //     a close frame is answered with a close frame and ends the connection
 //     (§5.5.1); the broker's own closes send a close frame whose code says
-//     why (Config.CloseStatus), 1001 while the engine stops.
+//     why (Config.CloseStatus), 1001 while the engine stops, and start the
+//     closing handshake (§7.1.2, conn.CloseHandshake): the broker's OnClose
+//     runs at once, the socket stays until the peer's close frame arrives
+//     (then closes at once) or for at most 2 s, reading and dropping
+//     frames; a peer still writing would otherwise get a reset.
 //
 // # permessage-deflate (RFC 7692)
 //
@@ -417,8 +421,8 @@ func (h *handler) OnClose(lower gnet.Conn, err error) gnet.Action {
 	}
 	prev := c.state
 	c.closed()
-	if prev == stateRefused {
-		return gnet.None // refused in OnOpen: the broker never admitted it
+	if prev == stateRefused || prev == stateClosing {
+		return gnet.None // refused in OnOpen, or the broker's OnClose ran already (CloseHandshake)
 	}
 	return h.inner.OnClose(c, err)
 }
