@@ -393,9 +393,11 @@ const lingerMaxOutbound = 64 << 10
 // linger starts the close described above and returns the action for the
 // current event. Standard-library connections (TLS, WebSocket) have no
 // descriptor to half-close and server/stdnet flushes and lingers on its
-// own, so they are closed at once.
+// own, so they are closed at once; so are server/wsloop's, which linger
+// on their own with the WebSocket closing handshake (a half-close would
+// come before their close frame).
 func (c *client) linger() gnet.Action {
-	if !c.loop.fds || c.conn.OutboundBuffered() > lingerMaxOutbound {
+	if _, ws := c.conn.(interface{ CloseHandshake() bool }); ws || !c.loop.fds || c.conn.OutboundBuffered() > lingerMaxOutbound {
 		return gnet.Close
 	}
 	c.end(nil, stateClosing)

@@ -3,8 +3,9 @@
 // Stats). Its leaves live in sub-packages that never import it:
 // server/auth (password file, ACL, SCRAM), server/stdnet (TLS and
 // WebSocket on the standard library, adapted to gnet's interfaces; client
-// certificates and their reload) and server/tlsloop (TLS on the gnet event
-// loops, tls_engine: loops).
+// certificates and their reload), server/tlsloop (TLS on the gnet event
+// loops, tls_engine: loops) and server/wsloop (WebSocket on the gnet event
+// loops, websocket_engine: loops; wss:// over server/tlsloop).
 //
 // # Embedding: the model
 //
@@ -107,9 +108,12 @@
 // created per plain TCP connection. TLS connections run on the gnet loops
 // themselves (tls_engine: loops, the default: server/tlsloop wraps the
 // handler and hands the broker a gnet.Conn of plaintext; el.Close goes
-// through closeConn to reach the raw connection); WebSocket connections,
-// and TLS ones with tls_engine: stdnet, run on server/stdnet's task loops,
-// which give the same single-owner guarantee.
+// through closeConn to reach the raw connection), and so do WebSocket ones
+// (websocket_engine: loops, the default: server/wsloop, a gnet.Conn of the
+// MQTT byte stream; for wss:// it wraps tlsloop's conn: gnet → tlsloop →
+// wsloop → broker). With tls_engine or websocket_engine stdnet, those
+// connections run on server/stdnet's task loops, which give the same
+// single-owner guarantee.
 //
 //	client   one per connection; owned by its loop goroutine. Other loops
 //	         touch only its atomics (wakeQueued, takenOver).

@@ -368,13 +368,21 @@ func ownsFDs(el gnet.EventLoop) bool {
 	return t.PkgPath() == gnetPkg
 }
 
-// closeConn closes c on its loop el at once. A TLS connection of
-// server/tlsloop wraps the gnet connection gnet's loop knows: that one is
-// closed (gnet then calls OnClose, which reaches the broker with the
-// wrapper).
+// closeConn closes c on its loop el at once. A connection of server/tlsloop
+// or server/wsloop wraps the gnet connection gnet's loop knows (a wss://
+// one wraps twice): that one is closed (gnet then calls OnClose, which
+// reaches the broker with the outer wrapper). A wsloop connection closes
+// the WebSocket way instead (CloseHandshake: close frame, OnClose at once,
+// the socket kept until the peer answers).
 func closeConn(el gnet.EventLoop, c gnet.Conn) error {
-	if u, ok := c.(interface{ Unwrap() gnet.Conn }); ok {
+	if w, ok := c.(interface{ CloseHandshake() bool }); ok && w.CloseHandshake() {
+		return nil
+	}
+	for {
+		u, ok := c.(interface{ Unwrap() gnet.Conn })
+		if !ok {
+			return el.Close(c)
+		}
 		c = u.Unwrap()
 	}
-	return el.Close(c)
 }

@@ -22,6 +22,11 @@ import (
 // tests that compare the engines set Options.TLSEngine themselves.
 var testTLSEngine = os.Getenv("TERN_TEST_TLS_ENGINE")
 
+// testWSEngine is the WebSocket engine startBroker gives every broker
+// (TERN_TEST_WS_ENGINE=stdnet runs the whole suite on server/stdnet's
+// WebSocket path; the default is loops).
+var testWSEngine = os.Getenv("TERN_TEST_WS_ENGINE")
+
 func startBroker(t testing.TB, tweak func(*Options)) (*Server, string) {
 	t.Helper()
 	level := slog.LevelWarn
@@ -35,6 +40,7 @@ func startBroker(t testing.TB, tweak func(*Options)) (*Server, string) {
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
 	opts.TLSEngine = testTLSEngine
+	opts.WebSocketEngine = testWSEngine
 	if tweak != nil {
 		tweak(&opts)
 	}

@@ -157,6 +157,9 @@ const (
 	limitAdminBusy
 	limitHookTimeout
 	limitHookPanic
+	limitWSHeader
+	limitWSHeaderTimeout
+	limitWSMessage
 	numLimits
 )
 
@@ -189,6 +192,10 @@ var limitNames = [numLimits]string{
 	limitAdminBusy:      "admin_busy",
 	limitHookTimeout:    "hook_timeout",
 	limitHookPanic:      "hook_panic",
+	// server/wsloop's (the names are its Limit constants).
+	limitWSHeader:        "websocket_header",
+	limitWSHeaderTimeout: "websocket_header_timeout",
+	limitWSMessage:       "websocket_message_size",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.

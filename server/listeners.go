@@ -24,6 +24,7 @@ import (
 	"github.com/ternmq/tern/codec"
 	"github.com/ternmq/tern/server/stdnet"
 	"github.com/ternmq/tern/server/tlsloop"
+	"github.com/ternmq/tern/server/wsloop"
 )
 
 // TLSListener is one MQTT-over-TLS listener; see stdnet.TLSListener.
@@ -37,26 +38,86 @@ type WebSocketListener = stdnet.WebSocketListener
 // addresses are then in TLSAddrs and WebSocketAddrs. Called once by Serve,
 // before the gnet engine starts. The transport gets as many task loops as
 // gnet has event loops (Options.EventLoops, resolved by EnsureDefaults).
+//
+// With websocket_engine loops, ws:// listeners are server/wsloop's and
+// wss:// ones server/tlsloop's (TLS) handing their decrypted connections
+// to server/wsloop's handler (WebSocket): the handler chain is
+// gnet → tlsloop → wsloop → the broker.
 func (s *Server) startNetListeners() error {
 	tlsListeners, wsListeners := s.proxyListeners()
 	keys, err := s.ticketKeys()
 	if err != nil {
 		return err
 	}
-	if s.opts.TLSEngine == TLSEngineLoops && len(tlsListeners) > 0 {
+	s.wsAddrs = make([]net.Addr, len(wsListeners))
+	var wssOnLoops []int // indexes in wsListeners of wss:// listeners on the loops
+	if s.opts.WebSocketEngine == WebSocketEngineLoops && len(wsListeners) > 0 {
+		var plain []WebSocketListener
+		var plainAt []int
+		for i, l := range wsListeners {
+			if wsloop.IsTLS(l) {
+				wssOnLoops = append(wssOnLoops, i)
+			} else {
+				plain, plainAt = append(plain, l), append(plainAt, i)
+			}
+		}
+		w, err := wsloop.Listen(wsloop.Config{
+			Handler:             &handler{s: s},
+			Logger:              s.log,
+			MaxPacketSize:       s.opts.MaxPacketSize,
+			MaxPlaintext:        2*s.opts.MaxPacketSize + 64<<10,
+			HeaderTimeout:       s.opts.ConnectTimeout,
+			MaxHeaderBytesTotal: s.opts.Limits.MaxPartialBytes,
+			CloseStatus:         wsCloseStatus,
+			Refused:             s.wsRefused,
+			ProxyRefused:        s.proxyRefused,
+		}, plain)
+		if err != nil {
+			return err
+		}
+		s.wsL = w
+		for k, i := range plainAt {
+			s.wsAddrs[i] = w.Addrs()[k]
+		}
+	}
+	var onLoops []TLSListener // what server/tlsloop serves: TLS listeners, then wss:// ones
+	nTLS := 0
+	if s.opts.TLSEngine == TLSEngineLoops {
+		onLoops, nTLS, tlsListeners = tlsListeners, len(tlsListeners), nil
+	}
+	for _, i := range wssOnLoops {
+		l := wsListeners[i]
+		onLoops = append(onLoops, TLSListener{Addr: l.Addr, CertFile: l.CertFile, KeyFile: l.KeyFile,
+			Config: l.Config, MinVersion: l.MinVersion, ProxyProtocol: l.ProxyProtocol})
+	}
+	if len(onLoops) > 0 {
+		var inner gnet.EventHandler = &handler{s: s}
+		if s.wsL != nil {
+			inner = s.wsL.Wrap()
+		}
 		l, err := tlsloop.Listen(tlsloop.Config{
-			Handler:      &handler{s: s},
+			Handler:      inner,
 			Logger:       s.log,
 			MaxPlaintext: 2*s.opts.MaxPacketSize + 64<<10,
 			TicketKeys:   keys,
 			ProxyTimeout: s.opts.ConnectTimeout,
 			ProxyRefused: s.proxyRefused,
-		}, tlsListeners)
+		}, onLoops)
 		if err != nil {
+			s.wsL.Stop()
 			return err
 		}
-		s.tlsL, s.tlsAddrs = l, l.Addrs()
-		tlsListeners = nil // the loops serve them
+		s.tlsL = l
+		addrs := l.Addrs()
+		s.tlsAddrs = addrs[:nTLS]
+		for k, i := range wssOnLoops {
+			s.wsAddrs[i] = addrs[nTLS+k]
+			s.wsL.AddTLSListener(wsListeners[i], addrs[nTLS+k])
+		}
+	}
+	var stdWS []WebSocketListener
+	if s.wsL == nil {
+		stdWS = wsListeners
 	}
 	t, err := stdnet.Start(stdnet.Config{
 		Handler:          &handler{s: s},
@@ -67,16 +128,19 @@ func (s *Server) startNetListeners() error {
 		CloseStatus:      wsCloseStatus,
 		TicketKeys:       keys,
 		ProxyRefused:     s.proxyRefused,
-	}, tlsListeners, wsListeners)
+	}, tlsListeners, stdWS)
 	if err != nil {
 		s.tlsL.Stop()
+		s.wsL.Stop()
 		return err
 	}
 	s.tlsT = t
-	if s.tlsL == nil {
+	if s.opts.TLSEngine != TLSEngineLoops {
 		s.tlsAddrs = t.TLSAddrs()
 	}
-	s.wsAddrs = t.WebSocketAddrs()
+	if s.wsL == nil {
+		s.wsAddrs = t.WebSocketAddrs()
+	}
 	for i, a := range s.tlsAddrs { // ratelimit.go: per-listener settings, by bound address
 		s.bindListenerSettings(s.opts.TLSListeners[i].Addr, a, false)
 	}
@@ -87,13 +151,31 @@ func (s *Server) startNetListeners() error {
 }
 
 // stopNetListeners stops accepting TLS and WebSocket connections and
-// closes those of server/stdnet (the event loops' TLS connections close
-// with the loops).
+// closes those of server/stdnet (the event loops' TLS and WebSocket
+// connections close with the loops).
 func (s *Server) stopNetListeners() {
+	s.wsL.Stop()
 	s.tlsL.Stop()
 	if s.tlsT != nil {
 		s.tlsT.Stop()
 	}
+}
+
+// wsRefused counts and logs (rate-limited) a WebSocket connection that
+// server/wsloop refused by one of its limits. Runs on the connection's loop.
+func (s *Server) wsRefused(limit string, remote net.Addr, detail string) {
+	id := limitWSMessage
+	switch limit {
+	case wsloop.LimitHeader:
+		id = limitWSHeader
+	case wsloop.LimitHeaderTimeout:
+		id = limitWSHeaderTimeout
+	}
+	r := ""
+	if remote != nil {
+		r = remote.String()
+	}
+	s.refuse(id, "", "", r, detail)
 }
 
 // ticketKeyFile is where the TLS session ticket key lives in the data
@@ -271,6 +353,10 @@ func wsReason(rc codec.ReasonCode) string {
 // tlsOpen is how many TLS connections (and, on server/stdnet, WebSocket
 // ones) are open past their handshake, on either engine.
 func (s *Server) tlsOpen() int64 { return s.tlsT.Stats().Open + s.tlsL.Stats().Open }
+
+// wsOpen is how many WebSocket connections server/wsloop has upgraded and
+// not closed.
+func (s *Server) wsOpen() int64 { return s.wsL.Stats().Open }
 
 // tlsHandshakeFailures counts failed TLS handshakes on either engine.
 func (s *Server) tlsHandshakeFailures() uint64 {

@@ -11,6 +11,7 @@ import (
 	"github.com/ternmq/tern/server/auth"
 	"github.com/ternmq/tern/server/stdnet"
 	"github.com/ternmq/tern/server/tlsloop"
+	"github.com/ternmq/tern/server/wsloop"
 )
 
 // /metrics is served by prometheus/client_golang from a registry of the
@@ -37,6 +38,7 @@ type scrape struct {
 	st Stats
 	ns stdnet.Stats
 	ls tlsloop.Stats
+	ws wsloop.Stats
 }
 
 // brokerFamily is a family and how to read its value.
@@ -101,6 +103,16 @@ var (
 		{newBrokerMetric("tern_tls_record_layer_total", "Of those, TLS 1.3 connections handed from crypto/tls to tlsloop's own record layer (the rest stay on crypto/tls's).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.RecordLayer) }},
 		{newBrokerMetric("tern_tls_accept_errors_total", "Failed accepts on the event-loop TLS listeners (each backs off).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ls.AcceptErrors) }},
 	}
+	// With WebSocket listeners on the event loops (server/wsloop). Origin,
+	// path and bad-request refusals add to the tern_websocket_* families above.
+	wsLoopFamilies = []brokerFamily{
+		{newBrokerMetric("tern_websocket_connections", "WebSocket connections on the event loops (upgrade done).", prometheus.GaugeValue), func(c *scrape) float64 { return float64(c.ws.Open) }},
+		{newBrokerMetric("tern_websocket_upgrades_total", "Completed WebSocket upgrades on the event-loop listeners.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ws.Upgrades) }},
+		{newBrokerMetric("tern_websocket_header_timeouts_total", "WebSocket connections closed for not completing an upgrade request in time (or idle keep-alive).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ws.HeaderTimeouts) }},
+		{newBrokerMetric("tern_websocket_too_big_total", "WebSocket connections closed (1009) for a frame or message, inflated or not, over max_packet_size.", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ws.TooBig) }},
+		{newBrokerMetric("tern_websocket_protocol_errors_total", "WebSocket connections closed for a framing error (1002, 1003, 1007).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ws.ProtocolErrors) }},
+		{newBrokerMetric("tern_websocket_accept_errors_total", "Failed accepts on the event-loop WebSocket listeners (each backs off).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ws.AcceptErrors) }},
+	}
 	// Labelled families.
 	limitRefused = newBrokerMetric("tern_limit_refused_total", "Things a limit refused, by limit (see README, Limits and security).", prometheus.CounterValue, "limit")
 	authFamilies = []struct {
@@ -123,7 +135,7 @@ type brokerCollector struct{ s *Server }
 // Describe sends every family the broker may expose; Collect leaves out
 // those of features not configured (a registry allows that).
 func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, fams := range [][]brokerFamily{coreFamilies, storeFamilies, stdnetFamilies, tlsFamilies, tlsLoopFamilies} {
+	for _, fams := range [][]brokerFamily{coreFamilies, storeFamilies, stdnetFamilies, tlsFamilies, tlsLoopFamilies, wsLoopFamilies} {
 		for _, f := range fams {
 			ch <- f.m.desc
 		}
@@ -147,11 +159,18 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.store != nil {
 		emit(storeFamilies)
 	}
-	if s.tlsT != nil {
-		sc.ns = s.tlsT.Stats()
+	if s.wsL != nil {
+		sc.ws = s.wsL.Stats()
+		emit(wsLoopFamilies)
+	}
+	if s.tlsT != nil || s.wsL != nil {
+		sc.ns = s.tlsT.Stats() // nil-safe
+		sc.ns.WebSocketOriginRefused += sc.ws.OriginRefused
+		sc.ns.WebSocketNotFound += sc.ws.NotFound
+		sc.ns.WebSocketBadRequest += sc.ws.BadRequest
 		emit(stdnetFamilies)
 	}
-	if s.tlsT != nil || s.tlsL != nil {
+	if s.tlsT != nil || s.tlsL != nil || s.wsL != nil {
 		emit(tlsFamilies)
 	}
 	if s.tlsL != nil {

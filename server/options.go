@@ -51,6 +51,9 @@ const (
 	// (server/tlsloop): no goroutine per connection, ~1.6 KB per idle
 	// connection against stdnet's ~24 KB and two goroutines.
 	DefaultTLSEngine = TLSEngineLoops
+	// DefaultWebSocketEngine serves WebSocket listeners on the event loops
+	// (server/wsloop).
+	DefaultWebSocketEngine = WebSocketEngineLoops
 	// DefaultTLSClientAuth is a TLS listener's client certificate mode:
 	// none asked for.
 	DefaultTLSClientAuth = stdnet.ClientAuthNone
@@ -63,6 +66,12 @@ const (
 const (
 	TLSEngineStdnet = "stdnet" // goroutines per connection (server/stdnet)
 	TLSEngineLoops  = "loops"  // the gnet event loops (server/tlsloop)
+)
+
+// WebSocket engines (Options.WebSocketEngine).
+const (
+	WebSocketEngineStdnet = "stdnet" // net/http and gorilla/websocket, goroutines per connection (server/stdnet)
+	WebSocketEngineLoops  = "loops"  // the gnet event loops (server/wsloop; wss:// over server/tlsloop)
 )
 
 // Limits Validate enforces. The packet size bounds come from the protocol:
@@ -115,9 +124,16 @@ type Options struct {
 	// created with one random key. Give brokers behind one address the
 	// same file so that each resumes the others' sessions.
 	TLSTicketKeyFile string `yaml:"tls_ticket_key_file"`
-	// WebSocketListeners accept MQTT over WebSocket (ws:// or wss://), on
-	// the same standard-library transport. Default: none.
+	// WebSocketListeners accept MQTT over WebSocket (ws:// or wss://),
+	// served by WebSocketEngine. Default: none.
 	WebSocketListeners []WebSocketListener `yaml:"websocket_listeners"`
+	// WebSocketEngine says what serves WebSocketListeners:
+	// WebSocketEngineLoops (default: server/wsloop on the gnet event
+	// loops, no goroutine per connection; wss:// does its TLS on
+	// server/tlsloop whatever TLSEngine says) or WebSocketEngineStdnet
+	// (server/stdnet: net/http, gorilla/websocket, two goroutines and a
+	// read buffer per connection).
+	WebSocketEngine string `yaml:"websocket_engine"`
 	// ListenerSettings are per-listener options, keyed by the listener's
 	// address exactly as Listeners, TLSListeners or WebSocketListeners give
 	// it: PROXY protocol (plain TCP listeners), a connection cap and a
@@ -365,6 +381,9 @@ func (o *Options) EnsureDefaults() {
 	if o.TLSEngine == "" {
 		o.TLSEngine = DefaultTLSEngine
 	}
+	if o.WebSocketEngine == "" {
+		o.WebSocketEngine = DefaultWebSocketEngine
+	}
 	if o.Durability == "" {
 		o.Durability = DefaultDurability
 	}
@@ -479,6 +498,11 @@ func (o *Options) Validate() error {
 	case TLSEngineStdnet, TLSEngineLoops:
 	default:
 		bad("tls_engine", "must be stdnet or loops, got %q", o.TLSEngine)
+	}
+	switch o.WebSocketEngine {
+	case WebSocketEngineStdnet, WebSocketEngineLoops:
+	default:
+		bad("websocket_engine", "must be stdnet or loops, got %q", o.WebSocketEngine)
 	}
 	o.validateListenerSettings(bad) // ratelimit.go
 	for i, l := range o.WebSocketListeners {

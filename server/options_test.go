@@ -61,6 +61,7 @@ func TestEnsureDefaultsResolvesEveryDefaultOnce(t *testing.T) {
 	want := Options{
 		Listeners:              []string{DefaultListener},
 		TLSEngine:              DefaultTLSEngine,
+		WebSocketEngine:        DefaultWebSocketEngine,
 		DataDir:                DefaultDataDir,
 		Durability:             DefaultDurability,
 		SyncInterval:           DefaultSyncInterval,

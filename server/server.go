@@ -17,6 +17,7 @@ import (
 	"github.com/ternmq/tern/server/auth"
 	"github.com/ternmq/tern/server/stdnet"
 	"github.com/ternmq/tern/server/tlsloop"
+	"github.com/ternmq/tern/server/wsloop"
 	"github.com/ternmq/tern/trie"
 )
 
@@ -48,6 +49,7 @@ type Server struct {
 	started        time.Time
 	tlsT           *stdnet.Transport // TLS and WebSocket listeners (listeners.go)
 	tlsL           *tlsloop.Engine   // TLS listeners on the event loops (tls_engine: loops; listeners.go)
+	wsL            *wsloop.Engine    // WebSocket listeners on the event loops (websocket_engine: loops; listeners.go)
 	tlsAddrs       []net.Addr
 	wsAddrs        []net.Addr
 	adminAddr      net.Addr // the admin HTTP listener's bound address (introspect.go)
@@ -212,6 +214,11 @@ func (s *Server) Serve() error {
 		// tlsloop.Engine.GnetOptions).
 		h = s.tlsL.Wrap()
 		opts = append(opts, s.tlsL.GnetOptions()...)
+	} else if s.wsL != nil {
+		// ws:// connections join the loops the same way (wsloop); with
+		// tlsloop too, its handler wraps wsloop's (listeners.go).
+		h = s.wsL.Wrap()
+		opts = append(opts, s.wsL.GnetOptions()...)
 	}
 	err := gnet.Rotate(h, addrs, opts...)
 	select {

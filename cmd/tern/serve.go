@@ -122,6 +122,7 @@ Flags:
 	fs.StringVar(&sf.tlsMinVersion, "tls-min-version", "", "oldest TLS version on --tls-listen: 1.2 (default) or 1.3")
 	fs.Var(&sf.wsListen, "ws-listen", "`HOST:PORT` to accept MQTT over WebSocket on (path /mqtt); repeatable; replaces the file's websocket_listeners")
 	fs.StringVar(&c.TLSEngine, "tls-engine", c.TLSEngine, "what serves TLS listeners: stdnet (goroutines per connection) or loops (the event loops)")
+	fs.StringVar(&c.WebSocketEngine, "websocket-engine", c.WebSocketEngine, "what serves WebSocket listeners: loops (the event loops) or stdnet (goroutines per connection)")
 	fs.StringVar(&c.DataDir, "data", c.DataDir, "`DIR` for durable state")
 	fs.Var(stringValue[server.Durability]{&c.Durability}, "durability", "`MODE`: sync (acknowledge only what is fsynced), periodic (fsync every --sync-interval; a crash may lose that much acknowledged data), none (memory only)")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", c.SyncInterval, "fsync period for --durability periodic")

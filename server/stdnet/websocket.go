@@ -161,9 +161,9 @@ type wsHandler struct {
 	compress     bool // permessage-deflate negotiated with clients that offer it
 }
 
-// wsPaths is the listener's path list: Path then Paths, without
+// RequestPaths is the listener's path list: Path then Paths, without
 // duplicates; "/mqtt" when both are empty.
-func wsPaths(l WebSocketListener) []string {
+func (l WebSocketListener) RequestPaths() []string {
 	var out []string
 	for _, p := range append([]string{l.Path}, l.Paths...) {
 		if p != "" && !slices.Contains(out, p) {
@@ -178,7 +178,7 @@ func wsPaths(l WebSocketListener) []string {
 
 // listenWebSocket opens one WebSocket listener.
 func (t *Transport) listenWebSocket(l WebSocketListener) error {
-	h := &wsHandler{t: t, paths: wsPaths(l), allowed: l.AllowedOrigins, check: l.CheckOrigin, writeTimeout: l.WriteTimeout,
+	h := &wsHandler{t: t, paths: l.RequestPaths(), allowed: l.AllowedOrigins, check: l.CheckOrigin, writeTimeout: l.WriteTimeout,
 		compress: l.Compression}
 	if h.writeTimeout <= 0 {
 		h.writeTimeout = DefaultWriteTimeout
@@ -305,8 +305,14 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // originAllowed applies the listener's Origin rule (see AllowedOrigins).
 func (h *wsHandler) originAllowed(r *http.Request) bool {
-	if h.check != nil {
-		return h.check(r)
+	return WebSocketListener{AllowedOrigins: h.allowed, CheckOrigin: h.check}.OriginAllowed(r)
+}
+
+// OriginAllowed applies the listener's Origin rule to an upgrade request
+// (see AllowedOrigins and CheckOrigin). Both WebSocket engines use it.
+func (l WebSocketListener) OriginAllowed(r *http.Request) bool {
+	if l.CheckOrigin != nil {
+		return l.CheckOrigin(r)
 	}
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -316,7 +322,7 @@ func (h *wsHandler) originAllowed(r *http.Request) bool {
 	if err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
-	for _, a := range h.allowed {
+	for _, a := range l.AllowedOrigins {
 		switch {
 		case a == "*", strings.EqualFold(a, origin):
 			return true
