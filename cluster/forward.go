@@ -94,10 +94,11 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 		}
 		n.fmu.Lock()
 		n.fseq++
-		seq = n.fseq
+		seq = n.origin(n.fseq)
 		n.pend[seq] = p
 		n.fmu.Unlock()
 		wait = true
+		m.Origin = seq
 	}
 	now := time.Now().UnixNano()
 	shard := topicShard(m.Topic)
@@ -108,6 +109,13 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 	}
 	return localGroups, wait
 }
+
+// origin makes a message's cluster-wide name (ClusterMessage.Origin) of
+// this node's forwarding sequence k: the node's name hash above, the low 32
+// bits of k below (k starts at a random point each incarnation, and a move
+// compares origins over seconds, not billions of messages). Also the key
+// of its confirmations.
+func (n *Node) origin(k uint64) uint64 { return uint64(n.hash)<<32 | uint64(uint32(k)) }
 
 // recvShards is how many subscriptions (goroutines) a node receives
 // forwarded messages on.
@@ -134,7 +142,8 @@ func contains(list []string, s string) bool {
 
 // onMessage delivers the messages of a batch another node forwarded here
 // and confirms, once durable, those that ask for it.
-func (n *Node) onMessage(msg *nats.Msg) {
+// k is the receive shard the batch came on.
+func (n *Node) onMessage(msg *nats.Msg, k int) {
 	r := reader{b: msg.Data}
 	now := time.Now().UnixNano()
 	var d decoded
@@ -144,11 +153,16 @@ func (n *Node) onMessage(msg *nats.Msg) {
 			n.stats.decodeErrors.Add(1)
 			return
 		}
+		if len(frame) > 0 && frame[0] == frameFence {
+			n.onFenceFrame(frame[1:], k) // fence.go: everything before it was delivered
+			continue
+		}
 		if err := decodeMessage(frame, now, &d); err != nil {
 			n.stats.decodeErrors.Add(1)
 			n.log.Warn("cluster: undecodable message", "subject", msg.Subject, "err", err)
 			continue
 		}
+		d.m.Origin = d.seq
 		reply, seq := msg.Reply, d.seq
 		if reply == "" || seq == 0 {
 			n.srv.RemoteDeliver(&d.m, d.groups, ignoreDone)

@@ -60,7 +60,8 @@ type Node struct {
 	peers map[string]*peer
 	table *trie.Trie[string] // every node's filters, self included; the subscriber is the node's name
 
-	// Forwarding (forward.go).
+	// Forwarding (forward.go): hash names this node in message origins.
+	hash uint32
 	fmu  sync.Mutex
 	fseq uint64
 	pend map[uint64]*pending
@@ -76,6 +77,11 @@ type Node struct {
 	scratch              []byte
 	flushc               chan struct{}
 
+	// Session-move fences (fence.go): femu guards fences.
+	femu     sync.Mutex
+	fences   map[string]*fenceState
+	fenceSeq atomic.Uint64
+
 	// Retained (retained.go): rmu guards rver.
 	rmu  sync.Mutex
 	rver map[string]version
@@ -89,6 +95,7 @@ type Node struct {
 	stats struct {
 		forwarded, oversize, remoteDrops, decodeErrors, claimsRefused          atomic.Uint64
 		confirmTimeouts, retainedIn, snapshots, unconfirmedGone, sessionsMoved atomic.Uint64
+		fenceTimeouts, moveCopiesDropped                                       atomic.Uint64
 	}
 }
 
@@ -203,7 +210,10 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		outReply: make(map[outKey]bool), spareReply: make(map[outKey]bool),
 		outAcks: make(map[string][]byte), spareAcks: make(map[string][]byte),
 		flushc: make(chan struct{}, 1),
+		fences: make(map[string]*fenceState),
 	}
+	n.hash = nodeHash(opts.Node)
+	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -247,7 +257,7 @@ func (n *Node) Attach(srv *server.Server) error {
 		n.subs = append(n.subs, sub)
 	}
 	for k := range recvShards {
-		sub, err := n.nc.Subscribe(n.subj.msgShard(n.self, k), n.onMessage)
+		sub, err := n.nc.Subscribe(n.subj.msgShard(n.self, k), func(msg *nats.Msg) { n.onMessage(msg, k) })
 		if err != nil {
 			return fmt.Errorf("cluster: subscribe: %w", err)
 		}
@@ -294,6 +304,7 @@ func (n *Node) tick() {
 				n.checkPeers(now)
 				n.purgeClaims(now)
 				n.purgeTombstones(now)
+				n.purgeFences(now)
 			}
 			n.expirePending(now)
 			n.expireBallots(now)
@@ -367,11 +378,24 @@ func (n *Node) Metrics() []server.ClusterMetric {
 		c("tern_cluster_confirm_expired_total", "Forwarded messages whose confirmations did not all come in time.", n.stats.confirmTimeouts.Load()),
 		c("tern_cluster_unconfirmed_gone_total", "Forwarded messages acknowledged without the confirmation of a node that went silent meanwhile.", n.stats.unconfirmedGone.Load()),
 		c("tern_cluster_sessions_moved_total", "Persistent sessions moved here from another node (takeover).", n.stats.sessionsMoved.Load()),
+		c("tern_cluster_move_copies_dropped_total", "Deliveries of a moving session that reached it on both nodes, kept once.", n.stats.moveCopiesDropped.Load()),
+		c("tern_cluster_fence_timeouts_total", "Session moves whose fence did not complete in time (moved on without it).", n.stats.fenceTimeouts.Load()),
 		c("tern_cluster_errors_total", "Backplane errors: slow-consumer drops and undecodable messages.", n.stats.remoteDrops.Load()+n.stats.decodeErrors.Load()),
 		c("tern_cluster_claims_refused_total", "CONNECTs refused because the cluster did not give this node the client id.", n.stats.claimsRefused.Load()),
 		c("tern_cluster_retained_received_total", "Retained updates applied from other nodes.", n.stats.retainedIn.Load()),
 		c("tern_cluster_snapshots_total", "Interest snapshots fetched from other nodes (joins, restarts, gaps).", n.stats.snapshots.Load()),
 	}
+}
+
+// nodeHash is the 32-bit FNV-1a hash of a node's name, never 0 (an
+// origin of 0 means none). Two nodes whose names hash alike are reported
+// when they meet (onHeartbeat).
+func nodeHash(name string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint32(name[i])) * 16777619
+	}
+	return h | 1
 }
 
 // randomToken returns 32 random hex digits.

@@ -79,6 +79,11 @@ type ClusterMessage struct {
 	ExpiresAt int64
 	QoS       byte
 	Retain    bool
+	// Origin names a QoS 1/2 message cluster-wide (its publishing node and
+	// that node's sequence): Forward sets it when it sends the message to
+	// another node, RemoteDeliver receives it. 0: none. A session moving
+	// between nodes drops the second copy of a message by it.
+	Origin uint64
 }
 
 // ErrNoCluster is returned by the Remote… methods of a server that has no
@@ -179,6 +184,10 @@ func (s *Server) forward(t *txn, m *message, subs []trie.Sub[*session]) []trie.S
 	if w != nil && !wait {
 		t.cwait.pending.Add(-1)
 	}
+	// Not yet shared with anyone (route runs before the retained index or
+	// a queue sees m): the local deliveries carry the origin the other
+	// nodes see.
+	m.origin = cm.Origin
 	return keepGroups(subs, groups)
 }
 
@@ -234,6 +243,7 @@ func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(er
 	if cm.ExpiresAt != 0 {
 		m.expiresAt = cm.ExpiresAt
 	}
+	m.origin = cm.Origin
 	s.stats.clusterIn.Add(1)
 	subs := keepGroups(s.subs.Match(m.topic, nil), groups)
 	if m.qos > 0 && s.store != nil {
@@ -246,6 +256,30 @@ func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(er
 	var t txn
 	s.deliverAll(nil, &t, m, subs)
 	s.submit(nil, &t, done)
+}
+
+// SyncLoops returns once every event loop has run a task posted now, so
+// every route a loop had begun has handed its messages to the cluster
+// (Forward), or after timeout (false). Safe from any goroutine but a loop's.
+func (s *Server) SyncLoops(timeout time.Duration) bool {
+	p := s.loopSet.Load()
+	if p == nil {
+		return true
+	}
+	done := make(chan struct{}, len(*p))
+	for _, l := range *p {
+		l.post(func() { done <- struct{}{} })
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for range *p {
+		select {
+		case <-done:
+		case <-t.C:
+			return false
+		}
+	}
+	return true
 }
 
 // RemoteRetain applies a retained message set (non-empty Payload) or
