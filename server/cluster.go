@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,8 +66,11 @@ type ClusterMetric struct {
 	Value            float64
 }
 
-// ClusterAcker receives a forwarded message's confirmation.
-type ClusterAcker interface{ Ack(ok bool) }
+// ClusterAcker receives a forwarded message's outcome: nil once every node
+// that must store it did, ErrQuotaExceeded when one refused it for its
+// store quota (and none failed), another error when one did not store it
+// or did not answer in time. ref is the message's ClusterMessage.Ref.
+type ClusterAcker interface{ Ack(ref uint64, err error) }
 
 // ClusterMessage is a message as it crosses nodes. Its slices are
 // read-only views: the receiver copies what it keeps.
@@ -79,6 +83,10 @@ type ClusterMessage struct {
 	ExpiresAt int64
 	QoS       byte
 	Retain    bool
+	// Ref is the server's own tag of a message (the PUBLISH's packet id
+	// and QoS), handed back with its outcome (ClusterAcker); the cluster
+	// does not read it.
+	Ref uint64
 	// Origin names a QoS 1/2 message cluster-wide (its publishing node and
 	// that node's sequence): Forward sets it when it sends the message to
 	// another node, RemoteDeliver receives it. 0: none. A session moving
@@ -129,19 +137,36 @@ func (s *Server) unsubscribeTrie(filter string, sess *session) {
 // at one for the event itself, released by arm.
 type clusterWait struct {
 	pending atomic.Int64
-	failed  atomic.Bool
-	done    func(ok bool)
+	failed  atomic.Bool // a node did not store a message
+	mu      sync.Mutex
+	refused []uint64 // refs of the messages a node refused for its quota (rare)
+	done    func(w *clusterWait)
 }
 
-// Ack is one forwarded message's confirmation; called by the cluster from
-// any goroutine.
-func (w *clusterWait) Ack(ok bool) {
-	if !ok {
+// Ack is one forwarded message's outcome; called by the cluster from any
+// goroutine.
+func (w *clusterWait) Ack(ref uint64, err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrQuotaExceeded):
+		w.mu.Lock()
+		w.refused = append(w.refused, ref)
+		w.mu.Unlock()
+	default:
 		w.failed.Store(true)
 	}
 	if w.pending.Add(-1) == 0 && w.done != nil {
-		w.done(!w.failed.Load())
+		w.done(w)
 	}
+}
+
+// takeRefused returns the refs of the refused messages.
+func (w *clusterWait) takeRefused() []uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.refused
+	w.refused = nil
+	return r
 }
 
 // takeClusterWait returns the event's confirmations to wait for and clears
@@ -151,16 +176,21 @@ func (t *txn) takeClusterWait() *clusterWait {
 	w := t.cwait
 	t.cwait = nil
 	if w != nil && w.pending.Load() == 1 && !w.failed.Load() {
-		return nil // only the event's own count: nothing was sent to wait for
+		w.mu.Lock()
+		none := len(w.refused) == 0
+		w.mu.Unlock()
+		if none {
+			return nil // only the event's own count: nothing was sent to wait for
+		}
 	}
 	return w
 }
 
 // arm sets what runs once every confirmation is in, and releases the
 // event's own count (done may run at once, on this goroutine).
-func (w *clusterWait) arm(done func(ok bool)) {
+func (w *clusterWait) arm(done func(w *clusterWait)) {
 	w.done = done
-	w.Ack(true)
+	w.Ack(0, nil)
 }
 
 // forward hands m to the cluster and drops from subs the $share groups
@@ -170,7 +200,7 @@ func (s *Server) forward(t *txn, m *message, subs []trie.Sub[*session]) []trie.S
 	if isSysTopic(m.topic) {
 		return subs // $SYS is each node's own
 	}
-	cm := ClusterMessage{Topic: m.topic, Payload: m.payload, Props: m.props, ExpiresAt: m.expiresAt, QoS: m.qos, Retain: m.retain}
+	cm := ClusterMessage{Topic: m.topic, Payload: m.payload, Props: m.props, ExpiresAt: m.expiresAt, QoS: m.qos, Retain: m.retain, Ref: t.ref}
 	var w ClusterAcker
 	if m.qos > 0 {
 		if t.cwait == nil {
@@ -215,22 +245,89 @@ func containsString(list []string, s string) bool {
 // armClusterWait makes the replies p of c's event wait for the cluster's
 // confirmations gathered in cw: released when all came, and the connection
 // closed when one did not (nothing is acknowledged that a node did not
-// store; the client sends it again [MQTT-4.4.0-1]). Runs on c's loop.
+// store; the client sends it again [MQTT-4.4.0-1]). A message a node
+// refused for its store quota is refused to its publisher as on one node
+// (clusterRefused). Runs on c's loop.
 func (c *client) armClusterWait(cw *clusterWait, p *pendingReplies) {
 	l := c.loop
-	cw.arm(func(ok bool) {
+	cw.arm(func(w *clusterWait) {
+		failed, refused := w.failed.Load(), w.takeRefused()
 		l.post(func() {
 			if c.state == stateClosed {
 				return
 			}
-			if !ok {
+			if failed {
 				c.loop.srv.stats.clusterTimeouts.Add(1)
 				c.closeNow(codec.UnspecifiedError, "a cluster node did not confirm a message in time")
+				return
+			}
+			if len(refused) > 0 && c.clusterRefused(p, refused) {
 				return
 			}
 			c.releaseReplies(p)
 		})
 	})
+}
+
+// clusterRefused turns the held acknowledgements of the messages another
+// node refused for its store quota (a persistent session's backlog, or its
+// store, is full) into refusals, as on one node (publish.go quotaRefused):
+// 5.0 PUBACK/PUBREC with Quota exceeded (0x97), the QoS 2 flow ended;
+// 3.1.1 has no refusal code, so the connection closes with those messages
+// unacknowledged (the client sends them again later). Unlike on one node,
+// the subscribers on the other nodes may have the message already. It
+// reports whether it closed the connection. Runs on c's loop.
+func (c *client) clusterRefused(p *pendingReplies, refs []uint64) bool {
+	srv, s := c.loop.srv, c.sess
+	ids := make(map[uint16]bool, len(refs))
+	for _, ref := range refs {
+		if ref == 0 {
+			continue // not a PUBLISH of this client's (a will): nobody to tell
+		}
+		id, q := uint16(ref), byte(ref>>16)
+		ids[id] = true
+		srv.refuse(limitRemoteQuota, c.id, c.username(), c.remote(), "message refused by another cluster node: a persistent session's store quota is full")
+		if q == 2 {
+			s.mu.Lock()
+			if s.flowLocked(&srv.opts).inbound.Release(id) && s.storable() && srv.store != nil {
+				c.loop.tx.batch(srv).DeleteInbound(s.id, id) // a failed PUBREC ends the flow
+			}
+			s.mu.Unlock()
+		}
+	}
+	if len(ids) == 0 {
+		return false
+	}
+	if c.version < codec.Version5 {
+		c.closeNow(codec.QuotaExceeded, "store quota exceeded on another cluster node")
+		return true
+	}
+	p.out = c.refuseAcks(p.out, ids)
+	return false
+}
+
+// refuseAcks rewrites, in the encoded replies out, the PUBACK or PUBREC of
+// each packet id in ids as a Quota exceeded refusal (5.0).
+func (c *client) refuseAcks(out []byte, ids map[uint16]bool) []byte {
+	res := make([]byte, 0, len(out)+32*len(ids))
+	for len(out) > 0 {
+		h, body, total, err := codec.ReadPacket(out, 0)
+		if err != nil { // our own encoding: cannot happen; keep the rest as it is
+			return append(res, out...)
+		}
+		if (h.Type == codec.PUBACK || h.Type == codec.PUBREC) && len(body) >= 2 {
+			if id := uint16(body[0])<<8 | uint16(body[1]); ids[id] {
+				a := codec.Ack{Type: h.Type, PacketID: id, ReasonCode: codec.QuotaExceeded}
+				c.setReason(&a.Props, "quota exceeded on another cluster node")
+				res = a.Append(res, c.version)
+				out = out[total:]
+				continue
+			}
+		}
+		res = append(res, out[:total]...)
+		out = out[total:]
+	}
+	return res
 }
 
 // RemoteDeliver delivers a message another node forwarded to this node's

@@ -157,6 +157,7 @@ const (
 	limitAdminBusy
 	limitHookTimeout
 	limitHookPanic
+	limitRemoteQuota
 	numLimits
 )
 
@@ -189,6 +190,7 @@ var limitNames = [numLimits]string{
 	limitAdminBusy:      "admin_busy",
 	limitHookTimeout:    "hook_timeout",
 	limitHookPanic:      "hook_panic",
+	limitRemoteQuota:    "cluster_remote_quota",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.
