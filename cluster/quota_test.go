@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // TestClusterRemoteQuotaRefused: a QoS 1/2 message that another node
