@@ -480,3 +480,42 @@ func TestClusterQoS2ExactlyOnceWhileSessionsMove(t *testing.T) {
 		t.Errorf("%d messages delivered twice", r.dups)
 	}
 }
+
+// TestClusterSysPerNode: each node publishes its $SYS values also under
+// $SYS/nodes/<node>/..., and those reach subscribers on every node; the
+// plain $SYS/broker/... topics stay each node's own. $ topics are matched
+// only by filters naming them [MQTT-4.7.2-1].
+func TestClusterSysPerNode(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "sys.yaml")
+	if err := os.WriteFile(cfg, []byte("sys_interval: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, 3, "--config", cfg)
+	var per, own inbox
+	c := connect(t, nodes[1].mqtt, "sys-watch")
+	wait(t, c.Subscribe("$SYS/nodes/+/broker/uptime", 0, per.handler), "subscribe")
+	wait(t, c.Subscribe("$SYS/broker/uptime", 0, own.handler), "subscribe")
+	waitInterest(t, []*node{nodes[0], nodes[2]}, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		seen := map[string]bool{}
+		for _, m := range per.snapshot() {
+			seen[m.topic] = true
+		}
+		if len(seen) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("per-node uptime topics seen on n2: %v, want n1, n2 and n3", seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, m := range own.snapshot() {
+		if m.topic != "$SYS/broker/uptime" {
+			t.Errorf("$SYS/broker/uptime subscription got %q", m.topic)
+		}
+	}
+	if n := len(own.snapshot()); n == 0 || n > len(per.snapshot()) {
+		t.Errorf("n2's own uptime arrived %d times (per-node topics %d): another node's $SYS/broker leaked in?", n, len(per.snapshot()))
+	}
+}

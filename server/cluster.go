@@ -197,8 +197,8 @@ func (w *clusterWait) arm(done func(w *clusterWait)) {
 // whose member was chosen on another node. A QoS 1/2 message that other
 // nodes must confirm adds to the txn's wait.
 func (s *Server) forward(t *txn, m *message, subs []trie.Sub[*session]) []trie.Sub[*session] {
-	if isSysTopic(m.topic) {
-		return subs // $SYS is each node's own
+	if isSysTopic(m.topic) && !isNodeSysTopic(m.topic) {
+		return subs // $SYS/broker/... is each node's own
 	}
 	cm := ClusterMessage{Topic: m.topic, Payload: m.payload, Props: m.props, ExpiresAt: m.expiresAt, QoS: m.qos, Retain: m.retain, Ref: t.ref}
 	var w ClusterAcker
@@ -342,6 +342,9 @@ func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(er
 	}
 	m.origin = cm.Origin
 	s.stats.clusterIn.Add(1)
+	if m.retain && isNodeSysTopic(m.topic) {
+		s.retained.Set(string(m.topic), m) // another node's $SYS value: in memory, as this node's own
+	}
 	subs := keepGroups(s.subs.Match(m.topic, nil), groups)
 	if m.qos > 0 && s.store != nil {
 		if why := s.quotaRefusal(subs, m); why != 0 {
@@ -353,6 +356,19 @@ func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(er
 	var t txn
 	s.deliverAll(nil, &t, m, subs)
 	s.submit(nil, &t, done)
+}
+
+// nodeSysPrefix starts the $SYS topics a cluster node publishes for the
+// whole cluster: each $SYS/broker/... value of node n is also published,
+// retained in memory, as $SYS/nodes/<n>/broker/... and reaches the nodes
+// with a matching subscription, which retain it in memory too. A client on
+// any node subscribes to $SYS/nodes/+/broker/uptime, say, to watch every
+// node; $SYS/broker/... stays the node's own.
+const nodeSysPrefix = "$SYS/nodes/"
+
+// isNodeSysTopic reports whether topic is under nodeSysPrefix.
+func isNodeSysTopic(topic []byte) bool {
+	return len(topic) > len(nodeSysPrefix) && string(topic[:len(nodeSysPrefix)]) == nodeSysPrefix
 }
 
 // SyncLoops returns once every event loop has run a task posted now, so
