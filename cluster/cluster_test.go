@@ -408,20 +408,36 @@ func TestClusterPersistentSessionMoves(t *testing.T) {
 }
 
 // TestClusterMinorityRefusesConnects: a node that cannot reach a majority
-// of the configured nodes (here: the other two are dead) refuses new
-// CONNECTs with Server unavailable (3.1.1 return code 3 [MQTT-3.2.2-6]),
-// so no client id can be taken on both sides of a partition, and keeps the
-// connections it has.
+// of the configured nodes (here: the other two are dead, as seen from a
+// partition's minority side) refuses new CONNECTs with Server unavailable
+// (3.1.1 return code 3 [MQTT-3.2.2-6]) and closes the connections it has
+// (their client ids may be taken on the majority side), so no client id
+// stays connected on both sides of a partition; the will of a closed
+// connection is published [MQTT-3.1.2-8]. Once a majority is back it admits
+// CONNECTs again.
 func TestClusterMinorityRefusesConnects(t *testing.T) {
 	nodes := startCluster(t, 3)
 	n1 := nodes[0]
 	lost := make(chan struct{}, 1)
-	kept := connect(t, n1.mqtt, "minority-kept", func(o *mqtt.ClientOptions) {
+	var wills inbox
+	w := connect(t, n1.mqtt, "minority-will-watch", func(o *mqtt.ClientOptions) { o.SetDefaultPublishHandler(wills.handler) })
+	wait(t, w.Subscribe("minority/will", 1, nil), "subscribe")
+	connect(t, n1.mqtt, "minority-kept", func(o *mqtt.ClientOptions) {
+		o.SetWill("minority/will", "gone", 1, false)
 		o.SetConnectionLostHandler(func(mqtt.Client, error) { lost <- struct{}{} })
 	})
 	nodes[1].stop(syscall.SIGKILL)
 	nodes[2].stop(syscall.SIGKILL)
 	n1.waitMetric(t, "tern_cluster_peers", func(v float64) bool { return v == 0 })
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a connection on the node without a majority stayed open")
+	}
+	n1.waitMetric(t, "tern_cluster_majority", func(v float64) bool { return v == 0 })
+	if v, _ := n1.metric("tern_cluster_minority_closed_total"); v < 2 {
+		t.Errorf("minority closed = %v, want 2", v)
+	}
 	_, err := tryConnect(n1.mqtt, "minority-new")
 	if err == nil || err.Error() != "server Unavailable" {
 		t.Fatalf("CONNECT on a node without a majority: err %v, want server unavailable", err)
@@ -429,12 +445,10 @@ func TestClusterMinorityRefusesConnects(t *testing.T) {
 	if v, _ := n1.metric("tern_cluster_claims_refused_total"); v < 1 {
 		t.Errorf("claims refused = %v", v)
 	}
-	select {
-	case <-lost:
-		t.Fatal("an existing connection was closed")
-	default:
-	}
-	wait(t, kept.Publish("still/here", 0, false, "x"), "publish on the minority node")
+
+	nodes[1].start(t)
+	n1.waitMetric(t, "tern_cluster_majority", func(v float64) bool { return v == 1 })
+	connect(t, n1.mqtt, "minority-after")
 }
 
 // TestClusterSecret: with cluster.secret set, nodes that share it form the

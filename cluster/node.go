@@ -92,10 +92,12 @@ type Node struct {
 	votes  map[uint64]*ballot
 	cseq   atomic.Int64 // last claim timestamp: strictly increasing on this node
 
+	minority atomic.Bool // without a majority since the last tick (checkMajority)
+
 	stats struct {
 		forwarded, oversize, remoteDrops, decodeErrors, claimsRefused          atomic.Uint64
 		confirmTimeouts, retainedIn, snapshots, unconfirmedGone, sessionsMoved atomic.Uint64
-		fenceTimeouts, moveCopiesDropped                                       atomic.Uint64
+		fenceTimeouts, moveCopiesDropped, minorityClosed                       atomic.Uint64
 	}
 }
 
@@ -302,6 +304,7 @@ func (n *Node) tick() {
 				last = now
 				n.beat()
 				n.checkPeers(now)
+				n.checkMajority()
 				n.purgeClaims(now)
 				n.purgeTombstones(now)
 				n.purgeFences(now)
@@ -317,6 +320,32 @@ func (n *Node) beat() {
 	b, _ := json.Marshal(heartbeat{Node: n.self, Inc: n.inc, Ver: n.iver})
 	n.imu.Unlock()
 	_ = n.nc.Publish(n.subj.hb, b)
+}
+
+// checkMajority closes this node's client connections when it finds itself
+// without a majority of the configured nodes (the others silent for three
+// heartbeats: a partition, or most nodes down). On the other side of a
+// partition the majority admits CONNECTs and so may take any client id
+// this node holds: closing them here bounds the time one id is connected on
+// both sides to the detection delay (three heartbeats), and the clients
+// reconnect on the majority side. While in the minority, CONNECTs are
+// refused (Claim), so none stays. Runs on the tick goroutine.
+func (n *Node) checkMajority() {
+	if time.Since(time.Unix(0, n.inc)) < 3*n.opts.Heartbeat {
+		return // just started: the peers are not heard from yet
+	}
+	minority := n.alivePeers()+1 < n.size/2+1
+	was := n.minority.Swap(minority)
+	if !minority || was {
+		if was && !minority {
+			n.log.Info("cluster: a majority of the nodes is reachable again; accepting CONNECTs")
+		}
+		return
+	}
+	k := n.srv.CloseClients("this cluster node lost the majority of its cluster (partition or nodes down)")
+	n.stats.minorityClosed.Add(uint64(k))
+	n.log.Warn("cluster: this node lost the majority of its cluster; its client connections are closed and CONNECTs refused until it is back",
+		"reachable_nodes", n.alivePeers()+1, "nodes", n.size, "closed", k)
 }
 
 // alivePeers counts the other nodes heard from recently.
@@ -369,6 +398,7 @@ func (n *Node) Metrics() []server.ClusterMetric {
 	return []server.ClusterMetric{
 		g("tern_cluster_nodes", "Nodes configured in the cluster (this one included).", float64(n.size)),
 		g("tern_cluster_peers", "Other nodes heard from within three heartbeats.", float64(alive)),
+		g("tern_cluster_majority", "1 while this node reaches a majority of the configured nodes (it admits CONNECTs), 0 in a minority.", b2f(!n.minority.Load())),
 		g("tern_cluster_routes", "NATS routes up to other nodes.", float64(n.ns.NumRoutes())),
 		g("tern_cluster_remote_interest_entries", "Filters of other nodes in this node's table.", float64(entries)),
 		g("tern_cluster_local_filters", "Distinct filters of this node announced to the others.", float64(localFilters)),
@@ -379,12 +409,20 @@ func (n *Node) Metrics() []server.ClusterMetric {
 		c("tern_cluster_unconfirmed_gone_total", "Forwarded messages acknowledged without the confirmation of a node that went silent meanwhile.", n.stats.unconfirmedGone.Load()),
 		c("tern_cluster_sessions_moved_total", "Persistent sessions moved here from another node (takeover).", n.stats.sessionsMoved.Load()),
 		c("tern_cluster_move_copies_dropped_total", "Deliveries of a moving session that reached it on both nodes, kept once.", n.stats.moveCopiesDropped.Load()),
+		c("tern_cluster_minority_closed_total", "Client connections closed because this node lost the majority of its cluster.", n.stats.minorityClosed.Load()),
 		c("tern_cluster_fence_timeouts_total", "Session moves whose fence did not complete in time (moved on without it).", n.stats.fenceTimeouts.Load()),
 		c("tern_cluster_errors_total", "Backplane errors: slow-consumer drops and undecodable messages.", n.stats.remoteDrops.Load()+n.stats.decodeErrors.Load()),
 		c("tern_cluster_claims_refused_total", "CONNECTs refused because the cluster did not give this node the client id.", n.stats.claimsRefused.Load()),
 		c("tern_cluster_retained_received_total", "Retained updates applied from other nodes.", n.stats.retainedIn.Load()),
 		c("tern_cluster_snapshots_total", "Interest snapshots fetched from other nodes (joins, restarts, gaps).", n.stats.snapshots.Load()),
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // nodeHash is the 32-bit FNV-1a hash of a node's name, never 0 (an

@@ -159,6 +159,19 @@ func moveWhilePublishing(t *testing.T, nodes []*node, sessions int, qos byte) mo
 			break
 		}
 	}
+	shown := 0
+	acked.Range(func(k, _ any) bool {
+		mu.Lock()
+		_, ok := got[k.(string)]
+		mu.Unlock()
+		if !ok && shown < 10 {
+			shown++
+			t.Logf("acknowledged, never delivered: %q", k)
+		}
+		return true
+	})
+	for range 0 {
+	}
 	time.Sleep(500 * time.Millisecond) // a duplicate would come now
 	r.acked, r.dups, r.resent = int(nAcked.Load()), int(dups.Load()), int(resent.Load())
 	mv, _ := n2.metric("tern_cluster_sessions_moved_total")

@@ -468,6 +468,32 @@ func (s *Server) RemoteTakeover(clientID, node string, discard bool) bool {
 	return true
 }
 
+// CloseClients closes every client connection of this node with reason
+// (5.0: DISCONNECT Use another server, 0x9C); wills are published as for
+// any connection the server closes. The cluster calls it when this node
+// lost the majority: the client ids it holds may be taken on the other
+// side of a partition, so its clients go and reconnect where a majority
+// is. It returns how many it closed. Safe from any goroutine.
+func (s *Server) CloseClients(reason string) int {
+	var owners []*client
+	for i := range s.sessions.shards {
+		sh := &s.sessions.shards[i]
+		sh.mu.Lock()
+		for _, sess := range sh.m {
+			sess.mu.Lock()
+			if c := sess.owner; c != nil {
+				owners = append(owners, c)
+			}
+			sess.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	for _, c := range owners {
+		c.loop.post(func() { c.closeNow(codec.UseAnotherServer, reason) })
+	}
+	return len(owners)
+}
+
 // discardWhenOffline ends sess once its connection let go of it (at most
 // two seconds).
 func (s *Server) discardWhenOffline(sess *session) {

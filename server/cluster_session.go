@@ -216,12 +216,25 @@ func (s *Server) ExportSession(clientID string, from uint64, final bool) (*Sessi
 		}
 		s.sessions.removeIf(clientID, sess)
 	}
-	// The deliveries [from, Next) were all written before we looked;
-	// batches still in the group commit are waited for (bounded).
-	for try := 0; ; try++ {
+	// The deliveries [from, Next) all took their sequence numbers before
+	// we looked; their batches may still be on their way to the store. Let
+	// the loops finish the events that made them (their batches are then
+	// submitted) and wait until everything submitted is applied; then read,
+	// waiting (bounded) for stragglers from other goroutines. The final
+	// round's range has no holes (the session was offline all along), so it
+	// must be complete; the first round's may (acknowledged deliveries).
+	s.SyncLoops(2 * time.Second)
+	if err := s.storeBarrier(clientID); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
 		st.Deliveries = st.Deliveries[:0]
 		last := uint64(0)
 		_, _, err := s.store.ReadOutbound(clientID, from, int(min(st.Next-min(from, st.Next), 1<<20)), func(seq uint64, o persist.Outbound, rec *persist.Message, bad error) error {
+			if seq >= st.Next {
+				return errMoveRead // a later delivery: the final round's
+			}
 			last = seq
 			if bad != nil { // a record that does not decode does not move (backlog.go drops it too)
 				s.log.Warn("stored delivery does not decode; not moved", "client_id", clientID, "seq", seq, "err", bad)
@@ -230,10 +243,21 @@ func (s *Server) ExportSession(clientID string, from uint64, final bool) (*Sessi
 			st.Deliveries = append(st.Deliveries, MovedDelivery{Seq: seq, Out: o, Msg: rec, Origin: log.origin(seq)})
 			return nil
 		})
-		if err != nil {
+		if err != nil && err != errMoveRead {
 			return nil, err
 		}
-		if st.Next <= from || last+1 >= st.Next || try == 50 {
+		complete := st.Next <= from || last+1 >= st.Next
+		if final {
+			complete = st.Next <= from || uint64(len(st.Deliveries)) >= st.Next-from
+		}
+		if complete {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.log.Error("a moving session's stored deliveries are not all readable in time; the missing ones stay behind", "client_id", clientID, "from", from, "next", st.Next, "read", len(st.Deliveries))
+			if final {
+				return nil, errors.New("the session's stored deliveries are not all readable in time")
+			}
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -250,6 +274,18 @@ func (s *Server) ExportSession(clientID string, from uint64, final bool) (*Sessi
 		s.log.Info("session moved to another node", "client_id", clientID, "deliveries", len(st.Deliveries))
 	}
 	return st, nil
+}
+
+// errMoveRead ends an ExportSession read at the end of its range.
+var errMoveRead = errors.New("end of the range")
+
+// storeBarrier returns once every batch submitted before it is applied
+// (the store applies batches in submission order): a batch that writes
+// nothing real (a delete of a key no delivery uses).
+func (s *Server) storeBarrier(clientID string) error {
+	var t txn
+	t.batch(s).DeleteOutbound(clientID, ^uint64(0))
+	return s.submitWait(&t)
 }
 
 // ImportSession stores a session another node exported, with its
