@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -9,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,6 +193,13 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 	}
 	if opts.Secret != "" {
 		nopts.Cluster.Username, nopts.Cluster.Password = routeUser, opts.Secret
+	}
+	if opts.TLS.Enabled() {
+		cfg, err := routeTLS(opts.TLS)
+		if err != nil {
+			return nil, err
+		}
+		nopts.Cluster.TLSConfig, nopts.Cluster.TLSTimeout = cfg, 5
 	}
 	ns, err := natsserver.NewServer(nopts)
 	if err != nil {
@@ -434,6 +444,27 @@ func nodeHash(name string) uint32 {
 		h = (h ^ uint32(name[i])) * 16777619
 	}
 	return h | 1
+}
+
+// routeTLS builds the TLS configuration of the routes: this node's
+// certificate for both directions, peers verified against the CA both ways
+// (a node dialled must present a certificate naming the address dialled;
+// one dialling in must present one the CA signed).
+func routeTLS(t server.ClusterTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.tls: %w", err)
+	}
+	pem, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.tls.ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("cluster.tls.ca: no certificate in %s", t.CA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
 }
 
 // randomToken returns 32 random hex digits.

@@ -641,9 +641,13 @@ type ClusterOptions struct {
 	Peers []string `yaml:"peers"`
 	// Secret, when set, is required of every node connecting to Listen
 	// (the same on every node): without it anyone who reaches the port can
-	// join the cluster. It travels in clear (no TLS on routes yet).
+	// join the cluster. It travels in clear unless TLS is set.
 	// Default: "" (no check; bind Listen to a private network).
 	Secret string `yaml:"secret"`
+	// TLS, when set (all three files), encrypts the routes between nodes
+	// and verifies both ends: a node joins only with a certificate the CA
+	// signed, and checks that the peer it dials has one naming its address.
+	TLS ClusterTLS `yaml:"tls"`
 	// ConfirmTimeout bounds the wait for the nodes that must store a QoS
 	// 1/2 message; past it the publisher is disconnected without an
 	// acknowledgement (it sends the message again). Default: DefaultConfirmTimeout.
@@ -655,6 +659,21 @@ type ClusterOptions struct {
 	// Heartbeat is how often a node announces itself. Default: DefaultHeartbeat.
 	Heartbeat time.Duration `yaml:"heartbeat"`
 }
+
+// ClusterTLS names the PEM files of TLS on cluster routes.
+type ClusterTLS struct {
+	// Cert is this node's certificate; it serves both as the server's
+	// (peers dialling in verify it against CA and the address they dial)
+	// and as the client's (the peer it dials requires it). Default: "".
+	Cert string `yaml:"cert"`
+	// Key is Cert's private key. Default: "".
+	Key string `yaml:"key"`
+	// CA is the bundle that signed every node's certificate. Default: "".
+	CA string `yaml:"ca"`
+}
+
+// Enabled reports whether TLS on routes is configured.
+func (t *ClusterTLS) Enabled() bool { return t.Cert != "" || t.Key != "" || t.CA != "" }
 
 // Enabled reports whether these options start a cluster.
 func (o *ClusterOptions) Enabled() bool { return o.Listen != "" }
@@ -698,6 +717,9 @@ func (o *ClusterOptions) validate(bad func(key, format string, args ...any)) {
 		return
 	}
 	checkAddr(bad, "cluster.listen", o.Listen)
+	if o.TLS.Enabled() && (o.TLS.Cert == "" || o.TLS.Key == "" || o.TLS.CA == "") {
+		bad("cluster.tls", "needs cert, key and ca together, got cert %q key %q ca %q", o.TLS.Cert, o.TLS.Key, o.TLS.CA)
+	}
 	if !validNodeName(o.Node) {
 		bad("cluster.node", "must be 1-64 letters, digits, '-' or '_' (it names the node in the cluster), got %q", o.Node)
 	}
