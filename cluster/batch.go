@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/binary"
+	"errors"
 
 	"github.com/ternmq/tern/server"
 )
@@ -53,19 +54,33 @@ func (n *Node) batchMessage(node string, shard int, m *server.ClusterMessage, se
 	return true
 }
 
+// Confirmation codes on the wire (one byte after each sequence).
+const (
+	ackFailed byte = 0 // not stored (store error, undecodable)
+	ackOK     byte = 1 // stored (synced under durability sync)
+	ackQuota  byte = 2 // refused: a matching persistent session's backlog or the store is full
+)
+
+// ackCode is the confirmation of a RemoteDeliver outcome.
+func ackCode(err error) byte {
+	switch {
+	case err == nil:
+		return ackOK
+	case errors.Is(err, server.ErrQuotaExceeded):
+		return ackQuota
+	}
+	return ackFailed
+}
+
 // batchAck appends one confirmation for reply.
-func (n *Node) batchAck(reply string, seq uint64, ok bool) {
+func (n *Node) batchAck(reply string, seq uint64, code byte) {
 	n.omu.Lock()
 	buf := n.outAcks[reply]
 	if len(buf) == 0 {
 		buf = appendBytes(buf, []byte(n.self))
 	}
 	buf = binary.AppendUvarint(buf, seq)
-	b := byte(0)
-	if ok {
-		b = 1
-	}
-	buf = append(buf, b)
+	buf = append(buf, code)
 	n.outAcks[reply] = buf
 	n.omu.Unlock()
 	n.kick()

@@ -408,20 +408,36 @@ func TestClusterPersistentSessionMoves(t *testing.T) {
 }
 
 // TestClusterMinorityRefusesConnects: a node that cannot reach a majority
-// of the configured nodes (here: the other two are dead) refuses new
-// CONNECTs with Server unavailable (3.1.1 return code 3 [MQTT-3.2.2-6]),
-// so no client id can be taken on both sides of a partition, and keeps the
-// connections it has.
+// of the configured nodes (here: the other two are dead, as seen from a
+// partition's minority side) refuses new CONNECTs with Server unavailable
+// (3.1.1 return code 3 [MQTT-3.2.2-6]) and closes the connections it has
+// (their client ids may be taken on the majority side), so no client id
+// stays connected on both sides of a partition; the will of a closed
+// connection is published [MQTT-3.1.2-8]. Once a majority is back it admits
+// CONNECTs again.
 func TestClusterMinorityRefusesConnects(t *testing.T) {
 	nodes := startCluster(t, 3)
 	n1 := nodes[0]
 	lost := make(chan struct{}, 1)
-	kept := connect(t, n1.mqtt, "minority-kept", func(o *mqtt.ClientOptions) {
+	var wills inbox
+	w := connect(t, n1.mqtt, "minority-will-watch", func(o *mqtt.ClientOptions) { o.SetDefaultPublishHandler(wills.handler) })
+	wait(t, w.Subscribe("minority/will", 1, nil), "subscribe")
+	connect(t, n1.mqtt, "minority-kept", func(o *mqtt.ClientOptions) {
+		o.SetWill("minority/will", "gone", 1, false)
 		o.SetConnectionLostHandler(func(mqtt.Client, error) { lost <- struct{}{} })
 	})
 	nodes[1].stop(syscall.SIGKILL)
 	nodes[2].stop(syscall.SIGKILL)
 	n1.waitMetric(t, "tern_cluster_peers", func(v float64) bool { return v == 0 })
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a connection on the node without a majority stayed open")
+	}
+	n1.waitMetric(t, "tern_cluster_majority", func(v float64) bool { return v == 0 })
+	if v, _ := n1.metric("tern_cluster_minority_closed_total"); v < 2 {
+		t.Errorf("minority closed = %v, want 2", v)
+	}
 	_, err := tryConnect(n1.mqtt, "minority-new")
 	if err == nil || err.Error() != "server Unavailable" {
 		t.Fatalf("CONNECT on a node without a majority: err %v, want server unavailable", err)
@@ -429,12 +445,10 @@ func TestClusterMinorityRefusesConnects(t *testing.T) {
 	if v, _ := n1.metric("tern_cluster_claims_refused_total"); v < 1 {
 		t.Errorf("claims refused = %v", v)
 	}
-	select {
-	case <-lost:
-		t.Fatal("an existing connection was closed")
-	default:
-	}
-	wait(t, kept.Publish("still/here", 0, false, "x"), "publish on the minority node")
+
+	nodes[1].start(t)
+	n1.waitMetric(t, "tern_cluster_majority", func(v float64) bool { return v == 1 })
+	connect(t, n1.mqtt, "minority-after")
 }
 
 // TestClusterSecret: with cluster.secret set, nodes that share it form the
@@ -459,5 +473,63 @@ func TestClusterSecret(t *testing.T) {
 	}
 	if v, _ := nodes[0].metric("tern_cluster_peers"); v != 2 {
 		t.Fatalf("n1 hears %v nodes, want 2", v)
+	}
+}
+
+// TestClusterQoS2ExactlyOnceWhileSessionsMove: persistent QoS 2 sessions
+// move from one node to another while publishers on all three nodes send
+// to them: nothing acknowledged is lost and nothing is delivered twice
+// [MQTT-4.3.3-2] — a message that reached a session on both nodes during
+// its move is kept once (origin dedupe), and none reaches the old node
+// alone after it let go (the fence).
+func TestClusterQoS2ExactlyOnceWhileSessionsMove(t *testing.T) {
+	r := moveWhilePublishing(t, startCluster(t, 3), 150, 2)
+	if r.acked < 300 {
+		t.Errorf("only %d messages acknowledged: the test did not exercise the move", r.acked)
+	}
+	if r.lost > 0 {
+		t.Errorf("%d acknowledged messages were never delivered", r.lost)
+	}
+	if r.dups > 0 {
+		t.Errorf("%d messages delivered twice", r.dups)
+	}
+}
+
+// TestClusterSysPerNode: each node publishes its $SYS values also under
+// $SYS/nodes/<node>/..., and those reach subscribers on every node; the
+// plain $SYS/broker/... topics stay each node's own. $ topics are matched
+// only by filters naming them [MQTT-4.7.2-1].
+func TestClusterSysPerNode(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "sys.yaml")
+	if err := os.WriteFile(cfg, []byte("sys_interval: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, 3, "--config", cfg)
+	var per, own inbox
+	c := connect(t, nodes[1].mqtt, "sys-watch")
+	wait(t, c.Subscribe("$SYS/nodes/+/broker/uptime", 0, per.handler), "subscribe")
+	wait(t, c.Subscribe("$SYS/broker/uptime", 0, own.handler), "subscribe")
+	waitInterest(t, []*node{nodes[0], nodes[2]}, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		seen := map[string]bool{}
+		for _, m := range per.snapshot() {
+			seen[m.topic] = true
+		}
+		if len(seen) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("per-node uptime topics seen on n2: %v, want n1, n2 and n3", seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, m := range own.snapshot() {
+		if m.topic != "$SYS/broker/uptime" {
+			t.Errorf("$SYS/broker/uptime subscription got %q", m.topic)
+		}
+	}
+	if n := len(own.snapshot()); n == 0 || n > len(per.snapshot()) {
+		t.Errorf("n2's own uptime arrived %d times (per-node topics %d): another node's $SYS/broker leaked in?", n, len(per.snapshot()))
 	}
 }

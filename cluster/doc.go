@@ -16,6 +16,7 @@
 //	ret           retained set / cleared, with its version
 //	rsync.<node>  request: the node's retained messages and tombstones
 //	claim         a CONNECT's claim on a client id (replies: vote.<node>)
+//	sess.<node>   request: a persistent session moving away from the node
 //
 // # Routing by interest tables
 //
@@ -42,7 +43,27 @@
 // for every node it sent to (forward.go; on the server side, the event's
 // held replies get one more condition). ConfirmTimeout without an answer
 // disconnects the publisher unacknowledged; a node declared gone (three
-// silent heartbeats) is no longer waited for.
+// silent heartbeats) is no longer waited for. A node that refuses a message
+// for a store quota answers so (a code, not just "failed"), and the
+// publisher gets Quota exceeded as from one node.
+//
+// The sequence number is also the message's origin: the node's name hash
+// in the high 32 bits, a counter starting at the incarnation's clock below
+// (ClusterMessage.Origin). The publishing node's own deliveries carry the
+// same origin, so two copies of one publish are recognised anywhere.
+//
+// # Moving a session
+//
+// session.go and server/cluster_session.go: the node that won the claim
+// imports the session in two rounds; between them the session is
+// subscribed on both nodes. The new node numbers its own deliveries past a
+// gap (server moveGap) and logs their origins; the old node logs the
+// origins of what it stores after the first round. Before the final round
+// the fence (fence.go) makes sure every node sends the session's messages
+// to the new node and has delivered to the old node everything it sent it
+// before; the old node then hands over the rest and the new node drops the
+// copies it already has. QoS 2 stays exactly once, nothing acknowledged is
+// lost, each publisher's order holds.
 //
 // # Client ids
 //
@@ -51,7 +72,9 @@
 // newest claim it has seen and closes its own connection of that id
 // (server.RemoteTakeover). After attaching, the server checks Owns: a newer
 // claim that arrived meanwhile wins. In a partition only the majority side
-// admits CONNECTs.
+// admits CONNECTs, and a node that finds itself without a majority for
+// three heartbeats closes its client connections (checkMajority), so one
+// client id is never connected on both sides for longer than that.
 //
 // # Retained messages
 //
@@ -88,10 +111,8 @@
 //     applied commit sequence), which needs a majority of copies to
 //     answer; QoS 2 state travels with it, so exactly-once holds.
 //   - Moving a live session (takeover to another node) is the same path
-//     with the old owner as the source: it stops delivering, ships what is
-//     left, and deletes its copy only after the new owner confirmed it
-//     stored it. Messages forwarded to the old owner during the move carry
-//     (origin node, sequence) so the new owner drops duplicates.
+//     with the old owner as the source, as today's move (fence, origins,
+//     the old copy deleted only after the new owner stored it).
 //   - Rebalancing when nodes join or leave copies sessions to their new
 //     replicas in the background, bounded in bytes per second.
 //

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,9 +25,25 @@ import (
 // pending is a forwarded QoS 1/2 message waiting for its confirmations.
 type pending struct {
 	left     []string // nodes that have not confirmed
-	failed   bool
+	code     byte     // the worst confirmation so far (ackOK, ackQuota, ackFailed)
 	w        server.ClusterAcker
+	ref      uint64 // ClusterMessage.Ref, handed back to w
 	deadline time.Time
+}
+
+// errUnconfirmed is a forwarded message's outcome when a node did not
+// store it (or did not answer in time).
+var errUnconfirmed = errors.New("a cluster node did not confirm a message")
+
+// err is the outcome pending's acker gets.
+func (p *pending) err() error {
+	switch p.code {
+	case ackOK:
+		return nil
+	case ackQuota:
+		return server.ErrQuotaExceeded
+	}
+	return errUnconfirmed
 }
 
 // target is one node a message goes to, and the $share groups it serves.
@@ -88,26 +105,34 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 	}
 	var seq uint64
 	if w != nil && m.QoS > 0 {
-		p := &pending{w: w, deadline: time.Now().Add(n.opts.ConfirmTimeout)}
+		p := &pending{w: w, ref: m.Ref, code: ackOK, deadline: time.Now().Add(n.opts.ConfirmTimeout)}
 		for _, t := range targets {
 			p.left = append(p.left, t.node)
 		}
 		n.fmu.Lock()
 		n.fseq++
-		seq = n.fseq
+		seq = n.origin(n.fseq)
 		n.pend[seq] = p
 		n.fmu.Unlock()
 		wait = true
+		m.Origin = seq
 	}
 	now := time.Now().UnixNano()
 	shard := topicShard(m.Topic)
 	for _, t := range targets {
 		if !n.batchMessage(t.node, shard, m, seq, t.groups, now) && seq != 0 {
-			n.confirm(seq, t.node, false)
+			n.confirm(seq, t.node, ackFailed)
 		}
 	}
 	return localGroups, wait
 }
+
+// origin makes a message's cluster-wide name (ClusterMessage.Origin) of
+// this node's forwarding sequence k: the node's name hash above, the low 32
+// bits of k below (k starts at a random point each incarnation, and a move
+// compares origins over seconds, not billions of messages). Also the key
+// of its confirmations.
+func (n *Node) origin(k uint64) uint64 { return uint64(n.hash)<<32 | uint64(uint32(k)) }
 
 // recvShards is how many subscriptions (goroutines) a node receives
 // forwarded messages on.
@@ -134,7 +159,8 @@ func contains(list []string, s string) bool {
 
 // onMessage delivers the messages of a batch another node forwarded here
 // and confirms, once durable, those that ask for it.
-func (n *Node) onMessage(msg *nats.Msg) {
+// k is the receive shard the batch came on.
+func (n *Node) onMessage(msg *nats.Msg, k int) {
 	r := reader{b: msg.Data}
 	now := time.Now().UnixNano()
 	var d decoded
@@ -144,17 +170,22 @@ func (n *Node) onMessage(msg *nats.Msg) {
 			n.stats.decodeErrors.Add(1)
 			return
 		}
+		if len(frame) > 0 && frame[0] == frameFence {
+			n.onFenceFrame(frame[1:], k) // fence.go: everything before it was delivered
+			continue
+		}
 		if err := decodeMessage(frame, now, &d); err != nil {
 			n.stats.decodeErrors.Add(1)
 			n.log.Warn("cluster: undecodable message", "subject", msg.Subject, "err", err)
 			continue
 		}
+		d.m.Origin = d.seq
 		reply, seq := msg.Reply, d.seq
 		if reply == "" || seq == 0 {
 			n.srv.RemoteDeliver(&d.m, d.groups, ignoreDone)
 			continue
 		}
-		n.srv.RemoteDeliver(&d.m, d.groups, func(err error) { n.batchAck(reply, seq, err == nil) })
+		n.srv.RemoteDeliver(&d.m, d.groups, func(err error) { n.batchAck(reply, seq, ackCode(err)) })
 	}
 }
 
@@ -181,11 +212,11 @@ func (n *Node) onAck(msg *nats.Msg) {
 	node := string(r.bytes())
 	for r.err == nil && len(r.b) > 0 {
 		seq := r.uvarint()
-		ok := r.byte() == 1
+		code := r.byte()
 		if r.err != nil {
 			break
 		}
-		n.confirm(seq, node, ok)
+		n.confirm(seq, node, code)
 	}
 	if r.err != nil {
 		n.stats.decodeErrors.Add(1)
@@ -193,8 +224,9 @@ func (n *Node) onAck(msg *nats.Msg) {
 }
 
 // confirm records node's confirmation of seq; the last one acknowledges
-// the publisher.
-func (n *Node) confirm(seq uint64, node string, ok bool) {
+// the publisher (with the worst outcome: a failure over a quota refusal
+// over success).
+func (n *Node) confirm(seq uint64, node string, code byte) {
 	n.fmu.Lock()
 	p := n.pend[seq]
 	if p == nil {
@@ -207,8 +239,12 @@ func (n *Node) confirm(seq uint64, node string, ok bool) {
 			break
 		}
 	}
-	if !ok {
-		p.failed = true
+	switch {
+	case code == ackOK:
+	case code == ackQuota && p.code == ackOK:
+		p.code = ackQuota
+	case code != ackQuota:
+		p.code = ackFailed
 	}
 	done := len(p.left) == 0
 	if done {
@@ -216,7 +252,7 @@ func (n *Node) confirm(seq uint64, node string, ok bool) {
 	}
 	n.fmu.Unlock()
 	if done {
-		p.w.Ack(!p.failed)
+		p.w.Ack(p.ref, p.err())
 	}
 }
 
@@ -243,7 +279,7 @@ func (n *Node) peerGone(node string) {
 	}
 	n.fmu.Unlock()
 	for _, p := range done {
-		p.w.Ack(!p.failed)
+		p.w.Ack(p.ref, p.err())
 	}
 }
 
@@ -261,6 +297,6 @@ func (n *Node) expirePending(now time.Time) {
 	for _, p := range late {
 		n.stats.confirmTimeouts.Add(1)
 		n.log.Warn("cluster: a forwarded message was not confirmed in time", "nodes", p.left)
-		p.w.Ack(false)
+		p.w.Ack(p.ref, errUnconfirmed)
 	}
 }

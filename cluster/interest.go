@@ -29,6 +29,10 @@ type delta struct {
 	Ver    uint64 `json:"ver"`
 	Add    bool   `json:"add,omitempty"`
 	Filter string `json:"f"`
+	// A fence (fence.go) instead of a change: its token, and the node
+	// the moving session leaves.
+	Fence string `json:"fence,omitempty"`
+	To    string `json:"to,omitempty"`
 }
 
 // snapshot is a node's whole filter set at version Ver, sent in chunks;
@@ -84,6 +88,10 @@ func (n *Node) onInterest(msg *nats.Msg) {
 		return
 	}
 	if d.Node == n.self {
+		return
+	}
+	if d.Fence != "" {
+		go n.onFence(d)
 		return
 	}
 	n.imu.Lock()
@@ -154,6 +162,11 @@ func (n *Node) onHeartbeat(msg *nats.Msg) {
 		}
 		p.inc, p.alive, fresh = hb.Inc, true, true
 		n.log.Info("cluster: node joined", "node", hb.Node)
+		if nodeHash(hb.Node) == n.hash {
+			// Message origins would collide: a session moving between
+			// nodes could drop a message as a copy of another.
+			n.log.Error("cluster: two node names hash alike; rename one of them", "node", hb.Node, "this_node", n.self)
+		}
 	}
 	p.lastSeen = now
 	need := !p.syncing && (fresh || p.ver != hb.Ver)

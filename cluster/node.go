@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -9,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,7 +63,8 @@ type Node struct {
 	peers map[string]*peer
 	table *trie.Trie[string] // every node's filters, self included; the subscriber is the node's name
 
-	// Forwarding (forward.go).
+	// Forwarding (forward.go): hash names this node in message origins.
+	hash uint32
 	fmu  sync.Mutex
 	fseq uint64
 	pend map[uint64]*pending
@@ -76,6 +80,11 @@ type Node struct {
 	scratch              []byte
 	flushc               chan struct{}
 
+	// Session-move fences (fence.go): femu guards fences.
+	femu     sync.Mutex
+	fences   map[string]*fenceState
+	fenceSeq atomic.Uint64
+
 	// Retained (retained.go): rmu guards rver.
 	rmu  sync.Mutex
 	rver map[string]version
@@ -86,9 +95,12 @@ type Node struct {
 	votes  map[uint64]*ballot
 	cseq   atomic.Int64 // last claim timestamp: strictly increasing on this node
 
+	minority atomic.Bool // without a majority since the last tick (checkMajority)
+
 	stats struct {
 		forwarded, oversize, remoteDrops, decodeErrors, claimsRefused          atomic.Uint64
 		confirmTimeouts, retainedIn, snapshots, unconfirmedGone, sessionsMoved atomic.Uint64
+		fenceTimeouts, moveCopiesDropped, minorityClosed                       atomic.Uint64
 	}
 }
 
@@ -182,6 +194,13 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 	if opts.Secret != "" {
 		nopts.Cluster.Username, nopts.Cluster.Password = routeUser, opts.Secret
 	}
+	if opts.TLS.Enabled() {
+		cfg, err := routeTLS(opts.TLS)
+		if err != nil {
+			return nil, err
+		}
+		nopts.Cluster.TLSConfig, nopts.Cluster.TLSTimeout = cfg, 5
+	}
 	ns, err := natsserver.NewServer(nopts)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -203,7 +222,10 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		outReply: make(map[outKey]bool), spareReply: make(map[outKey]bool),
 		outAcks: make(map[string][]byte), spareAcks: make(map[string][]byte),
 		flushc: make(chan struct{}, 1),
+		fences: make(map[string]*fenceState),
 	}
+	n.hash = nodeHash(opts.Node)
+	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -247,7 +269,7 @@ func (n *Node) Attach(srv *server.Server) error {
 		n.subs = append(n.subs, sub)
 	}
 	for k := range recvShards {
-		sub, err := n.nc.Subscribe(n.subj.msgShard(n.self, k), n.onMessage)
+		sub, err := n.nc.Subscribe(n.subj.msgShard(n.self, k), func(msg *nats.Msg) { n.onMessage(msg, k) })
 		if err != nil {
 			return fmt.Errorf("cluster: subscribe: %w", err)
 		}
@@ -292,8 +314,10 @@ func (n *Node) tick() {
 				last = now
 				n.beat()
 				n.checkPeers(now)
+				n.checkMajority()
 				n.purgeClaims(now)
 				n.purgeTombstones(now)
+				n.purgeFences(now)
 			}
 			n.expirePending(now)
 			n.expireBallots(now)
@@ -306,6 +330,32 @@ func (n *Node) beat() {
 	b, _ := json.Marshal(heartbeat{Node: n.self, Inc: n.inc, Ver: n.iver})
 	n.imu.Unlock()
 	_ = n.nc.Publish(n.subj.hb, b)
+}
+
+// checkMajority closes this node's client connections when it finds itself
+// without a majority of the configured nodes (the others silent for three
+// heartbeats: a partition, or most nodes down). On the other side of a
+// partition the majority admits CONNECTs and so may take any client id
+// this node holds: closing them here bounds the time one id is connected on
+// both sides to the detection delay (three heartbeats), and the clients
+// reconnect on the majority side. While in the minority, CONNECTs are
+// refused (Claim), so none stays. Runs on the tick goroutine.
+func (n *Node) checkMajority() {
+	if time.Since(time.Unix(0, n.inc)) < 3*n.opts.Heartbeat {
+		return // just started: the peers are not heard from yet
+	}
+	minority := n.alivePeers()+1 < n.size/2+1
+	was := n.minority.Swap(minority)
+	if !minority || was {
+		if was && !minority {
+			n.log.Info("cluster: a majority of the nodes is reachable again; accepting CONNECTs")
+		}
+		return
+	}
+	k := n.srv.CloseClients("this cluster node lost the majority of its cluster (partition or nodes down)")
+	n.stats.minorityClosed.Add(uint64(k))
+	n.log.Warn("cluster: this node lost the majority of its cluster; its client connections are closed and CONNECTs refused until it is back",
+		"reachable_nodes", n.alivePeers()+1, "nodes", n.size, "closed", k)
 }
 
 // alivePeers counts the other nodes heard from recently.
@@ -358,6 +408,7 @@ func (n *Node) Metrics() []server.ClusterMetric {
 	return []server.ClusterMetric{
 		g("tern_cluster_nodes", "Nodes configured in the cluster (this one included).", float64(n.size)),
 		g("tern_cluster_peers", "Other nodes heard from within three heartbeats.", float64(alive)),
+		g("tern_cluster_majority", "1 while this node reaches a majority of the configured nodes (it admits CONNECTs), 0 in a minority.", b2f(!n.minority.Load())),
 		g("tern_cluster_routes", "NATS routes up to other nodes.", float64(n.ns.NumRoutes())),
 		g("tern_cluster_remote_interest_entries", "Filters of other nodes in this node's table.", float64(entries)),
 		g("tern_cluster_local_filters", "Distinct filters of this node announced to the others.", float64(localFilters)),
@@ -367,11 +418,53 @@ func (n *Node) Metrics() []server.ClusterMetric {
 		c("tern_cluster_confirm_expired_total", "Forwarded messages whose confirmations did not all come in time.", n.stats.confirmTimeouts.Load()),
 		c("tern_cluster_unconfirmed_gone_total", "Forwarded messages acknowledged without the confirmation of a node that went silent meanwhile.", n.stats.unconfirmedGone.Load()),
 		c("tern_cluster_sessions_moved_total", "Persistent sessions moved here from another node (takeover).", n.stats.sessionsMoved.Load()),
+		c("tern_cluster_move_copies_dropped_total", "Deliveries of a moving session that reached it on both nodes, kept once.", n.stats.moveCopiesDropped.Load()),
+		c("tern_cluster_minority_closed_total", "Client connections closed because this node lost the majority of its cluster.", n.stats.minorityClosed.Load()),
+		c("tern_cluster_fence_timeouts_total", "Session moves whose fence did not complete in time (moved on without it).", n.stats.fenceTimeouts.Load()),
 		c("tern_cluster_errors_total", "Backplane errors: slow-consumer drops and undecodable messages.", n.stats.remoteDrops.Load()+n.stats.decodeErrors.Load()),
 		c("tern_cluster_claims_refused_total", "CONNECTs refused because the cluster did not give this node the client id.", n.stats.claimsRefused.Load()),
 		c("tern_cluster_retained_received_total", "Retained updates applied from other nodes.", n.stats.retainedIn.Load()),
 		c("tern_cluster_snapshots_total", "Interest snapshots fetched from other nodes (joins, restarts, gaps).", n.stats.snapshots.Load()),
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// nodeHash is the 32-bit FNV-1a hash of a node's name, never 0 (an
+// origin of 0 means none). Two nodes whose names hash alike are reported
+// when they meet (onHeartbeat).
+func nodeHash(name string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint32(name[i])) * 16777619
+	}
+	return h | 1
+}
+
+// routeTLS builds the TLS configuration of the routes: this node's
+// certificate for both directions, peers verified against the CA both ways
+// (a node dialled must present a certificate naming the address dialled;
+// one dialling in must present one the CA signed).
+func routeTLS(t server.ClusterTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.tls: %w", err)
+	}
+	pem, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.tls.ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("cluster.tls.ca: no certificate in %s", t.CA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
 }
 
 // randomToken returns 32 random hex digits.

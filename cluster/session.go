@@ -20,6 +20,7 @@ type sessionReq struct {
 	ID    string `json:"id"`
 	From  uint64 `json:"from"`
 	Final bool   `json:"final,omitempty"`
+	Fence string `json:"fence,omitempty"` // fence.go: waited for before the final round
 }
 
 // sessionResp is the answer: the state, or why not.
@@ -34,15 +35,20 @@ func (n *Node) moveSession(id, holder string) error {
 	if err != nil {
 		return err
 	}
-	if err := n.srv.ImportSession(first, false); err != nil {
+	if _, err := n.srv.ImportSession(first, false); err != nil {
 		return err
 	}
-	rest, err := n.requestSession(holder, sessionReq{ID: id, From: first.Next, Final: true})
+	// The session is subscribed here now: the old node stops taking its
+	// messages only once every node sends them here too (fence.go).
+	token := n.announceFence(holder)
+	rest, err := n.requestSession(holder, sessionReq{ID: id, From: first.Next, Final: true, Fence: token})
 	if err != nil {
 		return err
 	}
 	n.stats.sessionsMoved.Add(1)
-	return n.srv.ImportSession(rest, true)
+	dropped, err := n.srv.ImportSession(rest, true)
+	n.stats.moveCopiesDropped.Add(uint64(dropped))
+	return err
 }
 
 func (n *Node) requestSession(holder string, req sessionReq) (*server.SessionState, error) {
@@ -75,6 +81,9 @@ func (n *Node) onSessionRequest(msg *nats.Msg) {
 	}
 	reply := msg.Reply
 	go func() {
+		if req.Final && req.Fence != "" {
+			n.waitFence(req.Fence)
+		}
 		st, err := n.srv.ExportSession(req.ID, req.From, req.Final)
 		var resp sessionResp
 		if err != nil {

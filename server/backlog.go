@@ -46,6 +46,9 @@ func (s *Server) deliverDurableLocked(l *loop, t *txn, target *session, f *flow,
 	m := om.m
 	om.seq = f.nextSeq
 	f.nextSeq++
+	if s.moves.n.Load() != 0 {
+		s.moves.record(target, om.seq, m.origin) // cluster_session.go: the session moves between nodes
+	}
 	s.storeDelivery(t, target, &om, q) // sets stored and the ticket
 	f.lastTk = om.ticket
 	f.diskBytes += int64(m.size())

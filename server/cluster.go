@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,8 +66,11 @@ type ClusterMetric struct {
 	Value            float64
 }
 
-// ClusterAcker receives a forwarded message's confirmation.
-type ClusterAcker interface{ Ack(ok bool) }
+// ClusterAcker receives a forwarded message's outcome: nil once every node
+// that must store it did, ErrQuotaExceeded when one refused it for its
+// store quota (and none failed), another error when one did not store it
+// or did not answer in time. ref is the message's ClusterMessage.Ref.
+type ClusterAcker interface{ Ack(ref uint64, err error) }
 
 // ClusterMessage is a message as it crosses nodes. Its slices are
 // read-only views: the receiver copies what it keeps.
@@ -79,6 +83,15 @@ type ClusterMessage struct {
 	ExpiresAt int64
 	QoS       byte
 	Retain    bool
+	// Ref is the server's own tag of a message (the PUBLISH's packet id
+	// and QoS), handed back with its outcome (ClusterAcker); the cluster
+	// does not read it.
+	Ref uint64
+	// Origin names a QoS 1/2 message cluster-wide (its publishing node and
+	// that node's sequence): Forward sets it when it sends the message to
+	// another node, RemoteDeliver receives it. 0: none. A session moving
+	// between nodes drops the second copy of a message by it.
+	Origin uint64
 }
 
 // ErrNoCluster is returned by the Remote… methods of a server that has no
@@ -124,19 +137,36 @@ func (s *Server) unsubscribeTrie(filter string, sess *session) {
 // at one for the event itself, released by arm.
 type clusterWait struct {
 	pending atomic.Int64
-	failed  atomic.Bool
-	done    func(ok bool)
+	failed  atomic.Bool // a node did not store a message
+	mu      sync.Mutex
+	refused []uint64 // refs of the messages a node refused for its quota (rare)
+	done    func(w *clusterWait)
 }
 
-// Ack is one forwarded message's confirmation; called by the cluster from
-// any goroutine.
-func (w *clusterWait) Ack(ok bool) {
-	if !ok {
+// Ack is one forwarded message's outcome; called by the cluster from any
+// goroutine.
+func (w *clusterWait) Ack(ref uint64, err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrQuotaExceeded):
+		w.mu.Lock()
+		w.refused = append(w.refused, ref)
+		w.mu.Unlock()
+	default:
 		w.failed.Store(true)
 	}
 	if w.pending.Add(-1) == 0 && w.done != nil {
-		w.done(!w.failed.Load())
+		w.done(w)
 	}
+}
+
+// takeRefused returns the refs of the refused messages.
+func (w *clusterWait) takeRefused() []uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.refused
+	w.refused = nil
+	return r
 }
 
 // takeClusterWait returns the event's confirmations to wait for and clears
@@ -146,26 +176,31 @@ func (t *txn) takeClusterWait() *clusterWait {
 	w := t.cwait
 	t.cwait = nil
 	if w != nil && w.pending.Load() == 1 && !w.failed.Load() {
-		return nil // only the event's own count: nothing was sent to wait for
+		w.mu.Lock()
+		none := len(w.refused) == 0
+		w.mu.Unlock()
+		if none {
+			return nil // only the event's own count: nothing was sent to wait for
+		}
 	}
 	return w
 }
 
 // arm sets what runs once every confirmation is in, and releases the
 // event's own count (done may run at once, on this goroutine).
-func (w *clusterWait) arm(done func(ok bool)) {
+func (w *clusterWait) arm(done func(w *clusterWait)) {
 	w.done = done
-	w.Ack(true)
+	w.Ack(0, nil)
 }
 
 // forward hands m to the cluster and drops from subs the $share groups
 // whose member was chosen on another node. A QoS 1/2 message that other
 // nodes must confirm adds to the txn's wait.
 func (s *Server) forward(t *txn, m *message, subs []trie.Sub[*session]) []trie.Sub[*session] {
-	if isSysTopic(m.topic) {
-		return subs // $SYS is each node's own
+	if isSysTopic(m.topic) && !isNodeSysTopic(m.topic) {
+		return subs // $SYS/broker/... is each node's own
 	}
-	cm := ClusterMessage{Topic: m.topic, Payload: m.payload, Props: m.props, ExpiresAt: m.expiresAt, QoS: m.qos, Retain: m.retain}
+	cm := ClusterMessage{Topic: m.topic, Payload: m.payload, Props: m.props, ExpiresAt: m.expiresAt, QoS: m.qos, Retain: m.retain, Ref: t.ref}
 	var w ClusterAcker
 	if m.qos > 0 {
 		if t.cwait == nil {
@@ -179,6 +214,10 @@ func (s *Server) forward(t *txn, m *message, subs []trie.Sub[*session]) []trie.S
 	if w != nil && !wait {
 		t.cwait.pending.Add(-1)
 	}
+	// Not yet shared with anyone (route runs before the retained index or
+	// a queue sees m): the local deliveries carry the origin the other
+	// nodes see.
+	m.origin = cm.Origin
 	return keepGroups(subs, groups)
 }
 
@@ -206,22 +245,89 @@ func containsString(list []string, s string) bool {
 // armClusterWait makes the replies p of c's event wait for the cluster's
 // confirmations gathered in cw: released when all came, and the connection
 // closed when one did not (nothing is acknowledged that a node did not
-// store; the client sends it again [MQTT-4.4.0-1]). Runs on c's loop.
+// store; the client sends it again [MQTT-4.4.0-1]). A message a node
+// refused for its store quota is refused to its publisher as on one node
+// (clusterRefused). Runs on c's loop.
 func (c *client) armClusterWait(cw *clusterWait, p *pendingReplies) {
 	l := c.loop
-	cw.arm(func(ok bool) {
+	cw.arm(func(w *clusterWait) {
+		failed, refused := w.failed.Load(), w.takeRefused()
 		l.post(func() {
 			if c.state == stateClosed {
 				return
 			}
-			if !ok {
+			if failed {
 				c.loop.srv.stats.clusterTimeouts.Add(1)
 				c.closeNow(codec.UnspecifiedError, "a cluster node did not confirm a message in time")
+				return
+			}
+			if len(refused) > 0 && c.clusterRefused(p, refused) {
 				return
 			}
 			c.releaseReplies(p)
 		})
 	})
+}
+
+// clusterRefused turns the held acknowledgements of the messages another
+// node refused for its store quota (a persistent session's backlog, or its
+// store, is full) into refusals, as on one node (publish.go quotaRefused):
+// 5.0 PUBACK/PUBREC with Quota exceeded (0x97), the QoS 2 flow ended;
+// 3.1.1 has no refusal code, so the connection closes with those messages
+// unacknowledged (the client sends them again later). Unlike on one node,
+// the subscribers on the other nodes may have the message already. It
+// reports whether it closed the connection. Runs on c's loop.
+func (c *client) clusterRefused(p *pendingReplies, refs []uint64) bool {
+	srv, s := c.loop.srv, c.sess
+	ids := make(map[uint16]bool, len(refs))
+	for _, ref := range refs {
+		if ref == 0 {
+			continue // not a PUBLISH of this client's (a will): nobody to tell
+		}
+		id, q := uint16(ref), byte(ref>>16)
+		ids[id] = true
+		srv.refuse(limitRemoteQuota, c.id, c.username(), c.remote(), "message refused by another cluster node: a persistent session's store quota is full")
+		if q == 2 {
+			s.mu.Lock()
+			if s.flowLocked(&srv.opts).inbound.Release(id) && s.storable() && srv.store != nil {
+				c.loop.tx.batch(srv).DeleteInbound(s.id, id) // a failed PUBREC ends the flow
+			}
+			s.mu.Unlock()
+		}
+	}
+	if len(ids) == 0 {
+		return false
+	}
+	if c.version < codec.Version5 {
+		c.closeNow(codec.QuotaExceeded, "store quota exceeded on another cluster node")
+		return true
+	}
+	p.out = c.refuseAcks(p.out, ids)
+	return false
+}
+
+// refuseAcks rewrites, in the encoded replies out, the PUBACK or PUBREC of
+// each packet id in ids as a Quota exceeded refusal (5.0).
+func (c *client) refuseAcks(out []byte, ids map[uint16]bool) []byte {
+	res := make([]byte, 0, len(out)+32*len(ids))
+	for len(out) > 0 {
+		h, body, total, err := codec.ReadPacket(out, 0)
+		if err != nil { // our own encoding: cannot happen; keep the rest as it is
+			return append(res, out...)
+		}
+		if (h.Type == codec.PUBACK || h.Type == codec.PUBREC) && len(body) >= 2 {
+			if id := uint16(body[0])<<8 | uint16(body[1]); ids[id] {
+				a := codec.Ack{Type: h.Type, PacketID: id, ReasonCode: codec.QuotaExceeded}
+				c.setReason(&a.Props, "quota exceeded on another cluster node")
+				res = a.Append(res, c.version)
+				out = out[total:]
+				continue
+			}
+		}
+		res = append(res, out[:total]...)
+		out = out[total:]
+	}
+	return res
 }
 
 // RemoteDeliver delivers a message another node forwarded to this node's
@@ -234,7 +340,11 @@ func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(er
 	if cm.ExpiresAt != 0 {
 		m.expiresAt = cm.ExpiresAt
 	}
+	m.origin = cm.Origin
 	s.stats.clusterIn.Add(1)
+	if m.retain && isNodeSysTopic(m.topic) {
+		s.retained.Set(string(m.topic), m) // another node's $SYS value: in memory, as this node's own
+	}
 	subs := keepGroups(s.subs.Match(m.topic, nil), groups)
 	if m.qos > 0 && s.store != nil {
 		if why := s.quotaRefusal(subs, m); why != 0 {
@@ -246,6 +356,43 @@ func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(er
 	var t txn
 	s.deliverAll(nil, &t, m, subs)
 	s.submit(nil, &t, done)
+}
+
+// nodeSysPrefix starts the $SYS topics a cluster node publishes for the
+// whole cluster: each $SYS/broker/... value of node n is also published,
+// retained in memory, as $SYS/nodes/<n>/broker/... and reaches the nodes
+// with a matching subscription, which retain it in memory too. A client on
+// any node subscribes to $SYS/nodes/+/broker/uptime, say, to watch every
+// node; $SYS/broker/... stays the node's own.
+const nodeSysPrefix = "$SYS/nodes/"
+
+// isNodeSysTopic reports whether topic is under nodeSysPrefix.
+func isNodeSysTopic(topic []byte) bool {
+	return len(topic) > len(nodeSysPrefix) && string(topic[:len(nodeSysPrefix)]) == nodeSysPrefix
+}
+
+// SyncLoops returns once every event loop has run a task posted now, so
+// every route a loop had begun has handed its messages to the cluster
+// (Forward), or after timeout (false). Safe from any goroutine but a loop's.
+func (s *Server) SyncLoops(timeout time.Duration) bool {
+	p := s.loopSet.Load()
+	if p == nil {
+		return true
+	}
+	done := make(chan struct{}, len(*p))
+	for _, l := range *p {
+		l.post(func() { done <- struct{}{} })
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for range *p {
+		select {
+		case <-done:
+		case <-t.C:
+			return false
+		}
+	}
+	return true
 }
 
 // RemoteRetain applies a retained message set (non-empty Payload) or
@@ -319,6 +466,32 @@ func (s *Server) RemoteTakeover(clientID, node string, discard bool) bool {
 	c.takenOver.Store(true)
 	c.loop.post(func() { c.closeNow(codec.SessionTakenOver, "session taken over by a connection on node "+node) })
 	return true
+}
+
+// CloseClients closes every client connection of this node with reason
+// (5.0: DISCONNECT Use another server, 0x9C); wills are published as for
+// any connection the server closes. The cluster calls it when this node
+// lost the majority: the client ids it holds may be taken on the other
+// side of a partition, so its clients go and reconnect where a majority
+// is. It returns how many it closed. Safe from any goroutine.
+func (s *Server) CloseClients(reason string) int {
+	var owners []*client
+	for i := range s.sessions.shards {
+		sh := &s.sessions.shards[i]
+		sh.mu.Lock()
+		for _, sess := range sh.m {
+			sess.mu.Lock()
+			if c := sess.owner; c != nil {
+				owners = append(owners, c)
+			}
+			sess.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	for _, c := range owners {
+		c.loop.post(func() { c.closeNow(codec.UseAnotherServer, reason) })
+	}
+	return len(owners)
 }
 
 // discardWhenOffline ends sess once its connection let go of it (at most
@@ -468,9 +641,13 @@ type ClusterOptions struct {
 	Peers []string `yaml:"peers"`
 	// Secret, when set, is required of every node connecting to Listen
 	// (the same on every node): without it anyone who reaches the port can
-	// join the cluster. It travels in clear (no TLS on routes yet).
+	// join the cluster. It travels in clear unless TLS is set.
 	// Default: "" (no check; bind Listen to a private network).
 	Secret string `yaml:"secret"`
+	// TLS, when set (all three files), encrypts the routes between nodes
+	// and verifies both ends: a node joins only with a certificate the CA
+	// signed, and checks that the peer it dials has one naming its address.
+	TLS ClusterTLS `yaml:"tls"`
 	// ConfirmTimeout bounds the wait for the nodes that must store a QoS
 	// 1/2 message; past it the publisher is disconnected without an
 	// acknowledgement (it sends the message again). Default: DefaultConfirmTimeout.
@@ -482,6 +659,21 @@ type ClusterOptions struct {
 	// Heartbeat is how often a node announces itself. Default: DefaultHeartbeat.
 	Heartbeat time.Duration `yaml:"heartbeat"`
 }
+
+// ClusterTLS names the PEM files of TLS on cluster routes.
+type ClusterTLS struct {
+	// Cert is this node's certificate; it serves both as the server's
+	// (peers dialling in verify it against CA and the address they dial)
+	// and as the client's (the peer it dials requires it). Default: "".
+	Cert string `yaml:"cert"`
+	// Key is Cert's private key. Default: "".
+	Key string `yaml:"key"`
+	// CA is the bundle that signed every node's certificate. Default: "".
+	CA string `yaml:"ca"`
+}
+
+// Enabled reports whether TLS on routes is configured.
+func (t *ClusterTLS) Enabled() bool { return t.Cert != "" || t.Key != "" || t.CA != "" }
 
 // Enabled reports whether these options start a cluster.
 func (o *ClusterOptions) Enabled() bool { return o.Listen != "" }
@@ -525,6 +717,9 @@ func (o *ClusterOptions) validate(bad func(key, format string, args ...any)) {
 		return
 	}
 	checkAddr(bad, "cluster.listen", o.Listen)
+	if o.TLS.Enabled() && (o.TLS.Cert == "" || o.TLS.Key == "" || o.TLS.CA == "") {
+		bad("cluster.tls", "needs cert, key and ca together, got cert %q key %q ca %q", o.TLS.Cert, o.TLS.Key, o.TLS.CA)
+	}
 	if !validNodeName(o.Node) {
 		bad("cluster.node", "must be 1-64 letters, digits, '-' or '_' (it names the node in the cluster), got %q", o.Node)
 	}

@@ -23,6 +23,9 @@ type txn struct {
 	// cwait gathers the confirmations other cluster nodes owe for the
 	// messages this event forwarded (cluster.go); nil without any.
 	cwait *clusterWait
+	// ref tags the PUBLISH being routed (packet id | QoS<<16) for the
+	// cluster's outcome of it (ClusterMessage.Ref); 0 for other messages.
+	ref uint64
 }
 
 func (t *txn) putHere(id uint64) bool {
@@ -67,7 +70,7 @@ type pendingReplies struct {
 func (s *Server) submit(l *loop, t *txn, done func(error)) {
 	b, tk, wakes := t.b, t.ticket, t.wakes
 	if t.cwait != nil { // nobody waits for these confirmations (finishEvent took its own)
-		t.cwait.arm(func(bool) {})
+		t.cwait.arm(func(*clusterWait) {})
 		t.cwait = nil
 	}
 	var spills []*session

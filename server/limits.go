@@ -160,6 +160,7 @@ const (
 	limitWSHeader
 	limitWSHeaderTimeout
 	limitWSMessage
+	limitRemoteQuota
 	numLimits
 )
 
@@ -196,6 +197,7 @@ var limitNames = [numLimits]string{
 	limitWSHeader:        "websocket_header",
 	limitWSHeaderTimeout: "websocket_header_timeout",
 	limitWSMessage:       "websocket_message_size",
+	limitRemoteQuota:     "cluster_remote_quota",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.

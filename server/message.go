@@ -12,8 +12,6 @@ import (
 type message struct {
 	topic   []byte
 	payload []byte
-	qos     byte
-	retain  bool
 	// props holds the 5.0 properties forwarded to subscribers (payload
 	// format, content type, response topic, correlation data, user
 	// properties), deep-copied; nil when there are none.
@@ -26,9 +24,16 @@ type message struct {
 	// id is the message's store id once written (0: not stored); set by
 	// the one goroutine that routes the message.
 	id uint64
+	// origin names the message cluster-wide (the publishing node and its
+	// sequence, set by the cluster's Forward on the routing goroutine before
+	// any delivery, or by RemoteDeliver); 0 outside a cluster. A session
+	// moving between nodes is deduplicated by it (cluster_session.go).
+	origin uint64
 	// propBytes is what props holds, counted against queue and retained
 	// byte limits like the payload.
-	propBytes int
+	propBytes int32
+	qos       byte
+	retain    bool
 }
 
 // newMessage copies topic and payload into one buffer. props (may be nil)
@@ -40,7 +45,7 @@ func newMessage(topic, payload []byte, qos byte, retain bool, props *codec.Prope
 	m := &message{topic: buf[:n:n], payload: buf[n:], qos: qos, retain: retain, from: from}
 	if props != nil {
 		m.props = forwardProps(props)
-		m.propBytes = propsSize(m.props)
+		m.propBytes = int32(propsSize(m.props))
 		if props.Has(codec.PropMessageExpiry) {
 			m.expiresAt = now + int64(props.MessageExpiry)*1e9
 		}
@@ -69,7 +74,7 @@ func forwardProps(p *codec.Properties) *codec.Properties {
 
 // size is what the message counts against queue and retained byte limits:
 // every byte it holds, 5.0 properties included, plus a fixed overhead.
-func (m *message) size() int { return len(m.topic) + len(m.payload) + m.propBytes + 64 }
+func (m *message) size() int { return len(m.topic) + len(m.payload) + int(m.propBytes) + 64 }
 
 // propsSize is the memory the forwarded properties of a message hold.
 func propsSize(p *codec.Properties) int {

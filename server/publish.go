@@ -77,7 +77,10 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 		}
 		m := newMessage(p.Topic, p.Payload, p.QoS, p.Retain, props, l.now, c.sess)
 		l.paceOn = l.paceOn[:0]
-		if why := srv.publishMessage(l, &l.tx, m); why != 0 {
+		l.tx.ref = uint64(p.PacketID) | uint64(p.QoS)<<16 // cluster.go: a node's refusal names this PUBLISH
+		why := srv.publishMessage(l, &l.tx, m)
+		l.tx.ref = 0
+		if why != 0 {
 			return c.quotaRefused(p, why)
 		}
 		if len(l.paceOn) > 0 {

@@ -98,6 +98,7 @@ type Server struct {
 	inproc    inprocState // in-process clients and their loops (inproc.go)
 	hooks     *hookChain  // Options.Hooks, fixed by New (hooks.go)
 	cluster   Cluster     // nil for a single broker (cluster.go)
+	moves     moveLogs    // sessions moving between cluster nodes (cluster_session.go)
 }
 
 type stats struct {

@@ -32,11 +32,21 @@ func (s *Server) publishSys(now time.Time) {
 		{"$SYS/broker/bytes/received", strconv.FormatUint(s.stats.bytesIn.Load(), 10)},
 		{"$SYS/broker/store/syncs", strconv.FormatUint(st.Store.Syncs, 10)},
 	} {
-		m := newMessage([]byte(kv.topic), []byte(kv.value), 0, true, nil, now.UnixNano(), nil)
-		s.retained.Set(kv.topic, m)
-		var t txn
-		s.route(nil, &t, m) // QoS 0: nothing to store
+		s.publishSysValue(kv.topic, kv.value, now)
+		if s.cluster != nil {
+			// The same under this node's name, for the whole cluster
+			// (cluster.go, nodeSysPrefix).
+			s.publishSysValue(nodeSysPrefix+s.opts.Cluster.Node+kv.topic[len("$SYS"):], kv.value, now)
+		}
 	}
+}
+
+// publishSysValue retains (in memory) and routes one $SYS value.
+func (s *Server) publishSysValue(topic, value string, now time.Time) {
+	m := newMessage([]byte(topic), []byte(value), 0, true, nil, now.UnixNano(), nil)
+	s.retained.Set(topic, m)
+	var t txn
+	s.route(nil, &t, m) // QoS 0: nothing to store
 }
 
 // adminHTTPLimits bounds the admin listener's HTTP connections. A scraper
