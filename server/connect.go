@@ -169,7 +169,7 @@ func (c *client) attachConnect(p *codec.Connect, assigned bool, token uint64) gn
 	}
 
 	// For the introspection API, before attach publishes c as the owner.
-	c.since, c.peer, c.listener = uint32(l.now/1e9), c.remoteAddr(), srv.listenerIndexOf(c.conn.LocalAddr())
+	c.since, c.listener = uint32(l.now/1e9), srv.listenerIndexOf(c.conn.LocalAddr())
 	sess, present, code, why := srv.attach(c, p.CleanStart, expiry, window)
 	if sess == nil {
 		c.will = nil
@@ -225,8 +225,13 @@ func (c *client) attachConnect(p *codec.Connect, assigned bool, token uint64) gn
 		c.resendInflight()
 	}
 	c.drain()
-	if keepAlive > 0 {
-		l.wheel.add(c, l.now/1e9+int64(keepAlive)*3/2+1)
+	// The connection is already on the timing wheel, at its connect
+	// deadline (OnOpen); when that entry comes due, checkDeadline moves it
+	// to the keepalive deadline. A second entry is added only when the
+	// keepalive would expire before that: one entry per connection, not
+	// two for its whole life.
+	if due := l.now/1e9 + int64(keepAlive)*3/2 + 1; keepAlive > 0 && due < int64(c.deadline) {
+		l.wheel.add(c, due)
 	}
 	return gnet.None
 }
@@ -259,7 +264,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 	user := c.username()
 	sh := s.sessions.shard(c.id)
 	sh.mu.Lock()
-	old := sh.m[c.id]
+	old := sh.m.get(c.id)
 	if old != nil {
 		old.mu.Lock()
 		foreign := !old.dead && old.user != user
@@ -285,7 +290,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 		if prev != nil {
 			prev.takenOver.Store(true)
 			old.owner = nil
-			old.online.Store(false)
+			old.setOnline(false)
 		}
 		// A clean session (3.1.1 clean session 1, 5.0 expiry 0) lasts only
 		// as long as its connection and is never reused, even by a takeover
@@ -313,7 +318,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 		if old == nil {
 			s.sessions.count.Add(1)
 		}
-		sh.m[c.id] = sess
+		sh.m.put(sess)
 	}
 	sh.mu.Unlock()
 	for _, sub := range ended {
