@@ -237,4 +237,6 @@ func subFor(s *session, q, opts byte, id uint32) trie.Sub[*session] {
 // subscriberAvailable tells the trie whether a shared-subscription member
 // can take a message now: connected and not congested. When no member can,
 // the trie picks one anyway, which queues it (nothing is dropped).
-func subscriberAvailable(s *session) bool { return s.flags.Load()&(sessOnline|sessCongested) == sessOnline }
+func subscriberAvailable(s *session) bool {
+	return s.flags.Load()&(sessOnline|sessCongested) == sessOnline
+}
