@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -71,6 +73,9 @@ type client struct {
 	throttled      bool // over the publish rate: input not read until it allows more (ratelimit.go)
 	inproc         bool // an in-process Client (inproc.go): trusted, never authenticated
 	listener       uint8
+	// connackHeld: the CONNACK waits for the new persistent session's
+	// store write (connect.go); nothing is delivered before it leaves.
+	connackHeld bool
 
 	wakeQueued atomic.Bool // on its loop's drain list
 	takenOver  atomic.Bool // another connection took the session
@@ -625,7 +630,9 @@ func (c *client) end(err error, to clientState) {
 	// The will's deliveries to clients on this loop were listed locally;
 	// OnClose is not inside a read event, so nothing else would drain them.
 	l.drainLocal()
-	c.loop.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	if c.loop.srv.log.Enabled(context.Background(), slog.LevelInfo) { // the address's formatting is per close
+		c.loop.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	}
 	if hs := c.loop.srv.hooks.onDisconnect; hs != nil {
 		var reason error
 		if !c.graceful || c.closeReason() != "client sent DISCONNECT" {

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -212,9 +214,20 @@ func (c *client) attachConnect(p *codec.Connect, assigned bool, token uint64) gn
 	c.sess = sess
 	srv.stats.connected.Add(1)
 	srv.stats.connects.Add(1)
-	c.flush() // CONNACK goes before any re-sent or queued PUBLISH
-	srv.log.Info("client connected", "client_id", c.id, "remote", remoteString(c.conn),
-		"protocol", versionName(v), "clean", p.CleanStart, "keepalive", keepAlive, "session_present", present)
+	if l.tx.b != nil && !present {
+		// A new persistent session (or a takeover that ended a stored
+		// one): its record must be durable before CONNACK promises it,
+		// so finishEvent holds the CONNACK until the commit is done and
+		// drain sends nothing meanwhile [MQTT-3.2.0-1]. Nothing waits to
+		// be sent to a new session anyway.
+		c.connackHeld = true
+	} else {
+		c.flush() // CONNACK goes before any re-sent or queued PUBLISH
+	}
+	if srv.log.Enabled(context.Background(), slog.LevelInfo) { // the address's formatting is per connect
+		srv.log.Info("client connected", "client_id", c.id, "remote", remoteString(c.conn),
+			"protocol", versionName(v), "clean", p.CleanStart, "keepalive", keepAlive, "session_present", present)
+	}
 	if srv.hooks.onConnect != nil || srv.hooks.onSessCreated != nil || srv.hooks.onSessResumed != nil {
 		srv.hookSession(c, present)
 		for _, f := range srv.hooks.onConnect {
