@@ -46,8 +46,8 @@ func main() {
 	flag.IntVar(&c.parallel, "parallel", 256, "connects in flight at a time")
 	flag.IntVar(&c.rounds, "rounds", 1, "storms: 2 = connect all, close all, connect all again")
 	flag.IntVar(&c.pid, "pid", 0, "broker `PID` for its CPU time (0: not measured)")
-	flag.StringVar(&c.user, "username", "", "MQTT user name")
-	flag.StringVar(&c.pass, "password", "", "MQTT password")
+	flag.StringVar(&c.user, "username", "", "MQTT user name; %i is replaced by the client's index")
+	flag.StringVar(&c.pass, "password", "", "MQTT password; %i is replaced by the client's index")
 	flag.StringVar(&c.prefix, "prefix", "storm", "client id prefix (ids are PREFIX-INDEX)")
 	flag.StringVar(&c.source, "source", "", "local source addresses, comma-separated, used in turn (e.g. 127.0.0.2,127.0.0.3)")
 	flag.BoolVar(&c.persistent, "persistent", false, "clean session 0: a persistent session per client, resumed in round 2")
@@ -150,11 +150,12 @@ func connect(d *net.Dialer, c config, i int) (net.Conn, time.Time, error) {
 	_ = conn.SetDeadline(time.Now().Add(c.timeout))
 	p := codec.Connect{ProtocolName: []byte("MQTT"), ProtocolVersion: codec.Version311, CleanStart: !c.persistent,
 		KeepAlive: 600, ClientID: []byte(c.prefix + "-" + strconv.Itoa(i))}
+	idx := strconv.Itoa(i)
 	if c.user != "" {
-		p.Username, p.UsernameFlag = []byte(c.user), true
+		p.Username, p.UsernameFlag = []byte(strings.ReplaceAll(c.user, "%i", idx)), true
 	}
 	if c.pass != "" {
-		p.Password, p.PasswordFlag = []byte(c.pass), true
+		p.Password, p.PasswordFlag = []byte(strings.ReplaceAll(c.pass, "%i", idx)), true
 	}
 	t1 := time.Now()
 	if _, err := conn.Write(p.Append(nil)); err != nil {
