@@ -30,7 +30,7 @@ trap 'if [ -n "$bpid" ]; then kill "$bpid" 2>/dev/null || true; fi; rm -rf "$wor
 port=$((20000 + RANDOM % 20000))
 src=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5
 
-waitport() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return; sleep 0.1; done; echo "broker did not listen on $port" >&2; exit 1; }
+waitport() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return; sleep 0.1; done; echo "broker did not listen on $port" >&2; cat "$work/mosquitto.log" >&2 2>/dev/null; exit 1; }
 
 if [[ " ${modes[*]} " == *" passwd "* ]]; then
 	for i in $(seq 0 $((n - 1))); do echo "dev-$i:pw-$i"; done >"$work/passwd"
@@ -56,7 +56,7 @@ password_file $work/passwd"
 			"$tern" serve --listen 127.0.0.1:$port "${targs[@]}" >/dev/null 2>&1 &
 		else
 			printf 'listener %d 127.0.0.1\nmax_connections -1\npersistence false\nlog_type none\n%s\n' $port "$mconf" >"$work/mosq.conf"
-			mosquitto -c "$work/mosq.conf" >/dev/null 2>&1 &
+			mosquitto -c "$work/mosq.conf" >"$work/mosquitto.log" 2>&1 &
 		fi
 		bpid=$!
 		waitport
