@@ -76,6 +76,10 @@ type client struct {
 	// connackHeld: the CONNACK waits for the new persistent session's
 	// store write (connect.go); nothing is delivered before it leaves.
 	connackHeld bool
+	// hasProxied: cold.proxied holds the PROXY header's address (set once,
+	// before CONNECT). Readers on other goroutines (peerAddr) test it
+	// rather than c.cold, which the loop may allocate at any time.
+	hasProxied bool
 
 	wakeQueued atomic.Bool // on its loop's drain list
 	takenOver  atomic.Bool // another connection took the session
@@ -658,7 +662,7 @@ func remoteString(conn gnet.Conn) string {
 // remoteAddr is the client's address: the one a PROXY protocol header
 // named (proxyproto.go), else the connection's peer.
 func (c *client) remoteAddr() net.Addr {
-	if c.cold != nil && c.cold.proxied != nil {
+	if c.hasProxied {
 		return c.cold.proxied
 	}
 	return c.conn.RemoteAddr()
@@ -667,10 +671,11 @@ func (c *client) remoteAddr() net.Addr {
 // peerAddr is the client's address for the introspection API, which
 // calls it from any goroutine while holding the session's mu and seeing c
 // as the session's owner. That is safe without a copy in the client: the
-// PROXY header's address (cold.proxied) is written before CONNECT, and
-// gnet clears its Conn's addresses only after OnClose, whose end() first
-// takes the session's mu to drop c as owner; so every such read happens
-// before that write.
+// PROXY header's address (hasProxied, and cold.proxied, whose c.cold
+// never changes once set) is written before CONNECT, and gnet clears its
+// Conn's addresses only after OnClose, whose end() first takes the
+// session's mu to drop c as owner; so every such read happens before that
+// write.
 func (c *client) peerAddr() net.Addr { return c.remoteAddr() }
 
 // ceilSecond is unix nanoseconds ns as a unix second, rounded up.
