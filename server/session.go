@@ -26,7 +26,8 @@ type session struct {
 	// says the session cannot take more now (a clean session over its
 	// queue limit, a persistent one with a backlog on disk), so shared
 	// subscription groups pass it over while another member can
-	// (share.go). See isOnline, setOnline, isCongested, setCongested.
+	// (share.go). See isOnline, setOnline, setCongested and
+	// subscriberAvailable.
 	flags  atomic.Uint32
 	expiry uint32 // seconds the session outlives its connection (capped); under mu
 
@@ -52,8 +53,7 @@ const (
 	sessCongested             // see session.flags
 )
 
-func (s *session) isOnline() bool    { return s.flags.Load()&sessOnline != 0 }
-func (s *session) isCongested() bool { return s.flags.Load()&sessCongested != 0 }
+func (s *session) isOnline() bool { return s.flags.Load()&sessOnline != 0 }
 
 // setOnline and setCongested may be called from any goroutine.
 func (s *session) setOnline(on bool)    { s.setFlag(sessOnline, on) }
