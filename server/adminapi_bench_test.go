@@ -280,9 +280,9 @@ func BenchmarkClientsRegistry(b *testing.B) {
 	for i := range 19_000 {
 		id := fmt.Sprintf("dev-%06d", i)
 		sess := newSession(id, &srv.opts)
-		sess.online.Store(true)
+		sess.setOnline(true)
 		sh := srv.sessions.shard(id)
-		sh.m[id] = sess
+		sh.m.put(sess)
 		srv.sessions.count.Add(1)
 	}
 	for _, tc := range []struct {

@@ -11,6 +11,10 @@ import (
 
 // Authentication off the event loops.
 //
+// (An Authenticator that remembers verified credentials —
+// cachedAuthenticator, the password file — answers a remembered check on
+// the loop instead, in about a microsecond: see authenticateAsync.)
+//
 // An Authenticator may be slow: the password file derives PBKDF2 keys
 // (1–2 ms each), a custom one may ask a database. Run on an event loop,
 // that time would stall every other connection of the loop, and a connect
@@ -69,9 +73,30 @@ func (p *authPool) submit(job func()) bool {
 // racing it.
 func (p *authPool) stop() { p.once.Do(func() { close(p.done) }) }
 
-// authenticateAsync hands the CONNECT p to the pool. Runs on c's loop.
+// cachedAuthenticator is an Authenticator that remembers verified
+// credentials and can answer from that memory without blocking
+// (auth.PasswordFile): a reconnect storm then costs no derivations and no
+// trip through the pool. AuthenticateCached returning false means "ask
+// Authenticate", not "refused".
+type cachedAuthenticator interface {
+	AuthenticateCached(ConnectInfo) bool
+}
+
+// authCacheStats is an Authenticator that counts how its remembered
+// verdicts served (auth.PasswordFile); /metrics exports them.
+type authCacheStats interface {
+	CacheStats() (hits, misses uint64)
+}
+
+// authenticateAsync hands the CONNECT p to the pool, unless the
+// Authenticator remembers these credentials (then the CONNECT completes
+// now, on the loop). Runs on c's loop.
 func (c *client) authenticateAsync(a Authenticator, p *codec.Connect, assigned bool) gnet.Action {
 	srv := c.loop.srv
+	if ca, ok := a.(cachedAuthenticator); ok && ca.AuthenticateCached(ConnectInfo{ClientID: c.id, Username: c.username(),
+		Password: p.Password, Remote: c.remoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: p.ProtocolVersion}) {
+		return c.completeConnect(p, assigned)
+	}
 	cp := cloneConnect(p)
 	info := ConnectInfo{ClientID: c.id, Username: c.username(), Password: cp.Password,
 		Remote: c.remoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: cp.ProtocolVersion}

@@ -67,7 +67,7 @@ func (s *Server) deliverDurableLocked(l *loop, t *txn, target *session, f *flow,
 		if !f.spilled {
 			f.spilled, f.diskFrom = true, om.seq
 		}
-		target.congested.Store(true) // share.go: groups prefer another member
+		target.setCongested(true) // share.go: groups prefer another member
 		if owner != nil && (len(t.spills) == 0 || t.spills[len(t.spills)-1] != target) {
 			t.spills = append(t.spills, target)
 		}

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -26,6 +28,12 @@ const (
 // event loop, except wakeQueued and takenOver (atomics, set from other
 // loops) and the fields written once before the session is published to
 // other loops (version, loop).
+//
+// An idle device costs this struct for its whole connection, so it is
+// kept at 128 bytes (an allocator size class): what most connections
+// never use lives behind cold, sizes are the smallest that hold their
+// values, and the fields are ordered so that no padding is left
+// (TestClientStructSize checks it).
 type client struct {
 	loop *loop
 	conn gnet.Conn
@@ -34,9 +42,23 @@ type client struct {
 	cold *clientCold // rarely used fields, allocated on first use
 	id   string
 
-	lastSeen  int64  // unix nanoseconds of the last packet received
-	deadline  uint32 // unix seconds: stateNew, the connect timeout; stateClosing, the end of the linger
-	partial   int32  // bytes of an incomplete packet counted in Server.partialBytes
+	lastPending *pendingReplies // replies waiting for a commit; later replies queue behind
+	lst         *listenerState  // the listener's settings, when it has any (ratelimit.go)
+	v5          *v5State        // 5.0-only state (v5.go); nil before 5.0
+
+	// lastSeen is the unix second of the last packet received, rounded
+	// up, so that the keepalive check measured from it never fires early.
+	lastSeen uint32
+	deadline uint32 // unix seconds: stateNew, the connect timeout; stateClosing, the end of the linger
+	partial  int32  // bytes of an incomplete packet counted in Server.partialBytes
+	// since (unix seconds) and listener (1 + index in
+	// Server.listenerList, 0: unknown) are set once by CONNECT before the
+	// connection becomes its session's owner (under session.mu), so the
+	// introspection API (introspect.go) may read them from any goroutine
+	// while holding that session's mu and seeing this client as owner. The
+	// client's address is read the same way, through remoteAddr (see
+	// peerAddr).
+	since     uint32
 	keepAlive uint16
 
 	state     clientState
@@ -50,26 +72,17 @@ type client struct {
 	proxyWait      bool // a PROXY protocol header must come first (proxyproto.go)
 	throttled      bool // over the publish rate: input not read until it allows more (ratelimit.go)
 	inproc         bool // an in-process Client (inproc.go): trusted, never authenticated
+	listener       uint8
+	// connackHeld: the CONNACK waits for the new persistent session's
+	// store write (connect.go); nothing is delivered before it leaves.
+	connackHeld bool
+	// hasProxied: cold.proxied holds the PROXY header's address (set once,
+	// before CONNECT). Readers on other goroutines (peerAddr) test it
+	// rather than c.cold, which the loop may allocate at any time.
+	hasProxied bool
 
 	wakeQueued atomic.Bool // on its loop's drain list
 	takenOver  atomic.Bool // another connection took the session
-
-	// since, listener and peer are set once by CONNECT before the
-	// connection becomes its session's owner (under session.mu), so the
-	// introspection API (introspect.go) may read them from any goroutine
-	// while holding that session's mu and seeing this client as owner
-	// (gnet clears its Conn's addresses when the socket closes, so the
-	// client's address, remoteAddr — a PROXY header's if there was one —
-	// is kept here as peer). since (unix seconds) and listener (1 +
-	// index in Server.listenerList, 0: unknown) sit in the struct's
-	// padding: the three cost one interface, 16 bytes.
-	since    uint32
-	listener uint8
-	peer     net.Addr
-
-	lastPending *pendingReplies // replies waiting for a commit; later replies queue behind
-	lst         *listenerState  // the listener's settings, when it has any (ratelimit.go)
-	v5          *v5State        // 5.0-only state (v5.go); nil before 5.0
 }
 
 // clientCold holds what most connections never set, so that an idle
@@ -192,7 +205,7 @@ func (c *client) onTraffic() gnet.Action {
 			break // ratelimit.go: left unread until the rate allows it
 		}
 		off += n
-		c.lastSeen = l.now
+		c.lastSeen = ceilSecond(l.now)
 		if act = c.handle(h, body); act != gnet.None || c.paced || c.authenticating {
 			break
 		}
@@ -527,11 +540,12 @@ func (c *client) checkDeadline(now int64) int64 {
 		return 0
 	}
 	limit := int64(c.keepAlive) * 1500 * 1e6 // 1.5 × keepalive in ns
-	if c.loop.now-c.lastSeen >= limit {
+	end := int64(c.lastSeen)*1e9 + limit     // lastSeen was rounded up: never early
+	if c.loop.now >= end {
 		c.closeNow(codec.KeepAliveTimeout, "keepalive expired")
 		return 0
 	}
-	return (c.lastSeen+limit)/1e9 + 1
+	return end/1e9 + 1
 }
 
 func (c *client) handleDisconnect(h codec.FixedHeader, body []byte) gnet.Action {
@@ -590,7 +604,7 @@ func (c *client) end(err error, to clientState) {
 	mine := s.owner == c
 	if mine {
 		s.owner = nil
-		s.online.Store(false)
+		s.setOnline(false)
 		s.offlineAt = l.now / 1e6
 	}
 	persistent, expiry := s.persistent, s.expiry
@@ -620,7 +634,9 @@ func (c *client) end(err error, to clientState) {
 	// The will's deliveries to clients on this loop were listed locally;
 	// OnClose is not inside a read event, so nothing else would drain them.
 	l.drainLocal()
-	c.loop.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	if c.loop.srv.log.Enabled(context.Background(), slog.LevelInfo) { // the address's formatting is per close
+		c.loop.srv.log.Info("client disconnected", "client_id", c.id, "remote", remoteString(c.conn), "reason", why)
+	}
 	if hs := c.loop.srv.hooks.onDisconnect; hs != nil {
 		var reason error
 		if !c.graceful || c.closeReason() != "client sent DISCONNECT" {
@@ -646,11 +662,24 @@ func remoteString(conn gnet.Conn) string {
 // remoteAddr is the client's address: the one a PROXY protocol header
 // named (proxyproto.go), else the connection's peer.
 func (c *client) remoteAddr() net.Addr {
-	if c.cold != nil && c.cold.proxied != nil {
+	if c.hasProxied {
 		return c.cold.proxied
 	}
 	return c.conn.RemoteAddr()
 }
+
+// peerAddr is the client's address for the introspection API, which
+// calls it from any goroutine while holding the session's mu and seeing c
+// as the session's owner. That is safe without a copy in the client: the
+// PROXY header's address (hasProxied, and cold.proxied, whose c.cold
+// never changes once set) is written before CONNECT, and gnet clears its
+// Conn's addresses only after OnClose, whose end() first takes the
+// session's mu to drop c as owner; so every such read happens before that
+// write.
+func (c *client) peerAddr() net.Addr { return c.remoteAddr() }
+
+// ceilSecond is unix nanoseconds ns as a unix second, rounded up.
+func ceilSecond(ns int64) uint32 { return uint32((ns + 1e9 - 1) / 1e9) }
 
 // remote is remoteAddr as a string for logs ("" if unknown).
 func (c *client) remote() string {

@@ -105,7 +105,7 @@ func (s *Server) SetCluster(c Cluster) {
 	for i := range s.sessions.shards {
 		sh := &s.sessions.shards[i]
 		sh.mu.Lock()
-		for _, sess := range sh.m {
+		for _, sess := range sh.m.all {
 			sess.mu.Lock()
 			for _, sub := range sess.subs {
 				c.Interest(sub.filter, true)

@@ -310,11 +310,11 @@ func (s *Server) ImportSession(st *SessionState, more bool) (dropped int, err er
 		sess.offlineAt = time.Now().UnixMilli()
 		sh := s.sessions.shard(st.ClientID)
 		sh.mu.Lock()
-		if sh.m[st.ClientID] != nil {
+		if sh.m.get(st.ClientID) != nil {
 			sh.mu.Unlock()
 			return 0, errors.New("a session of this client id appeared meanwhile")
 		}
-		sh.m[st.ClientID] = sess
+		sh.m.put(sess)
 		sh.mu.Unlock()
 		s.sessions.count.Add(1)
 		for _, sub := range st.Subs {

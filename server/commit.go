@@ -196,6 +196,11 @@ func (c *client) releaseReplies(p *pendingReplies) {
 		if c.state != stateClosed && len(p.out) > 0 {
 			_, _ = c.conn.Write(p.out)
 		}
+		if c.connackHeld { // the CONNACK that waited for the session's record is out (connect.go)
+			c.connackHeld = false
+			c.drain()
+			c.loop.srv.submit(c.loop, &c.loop.tx, nil)
+		}
 		p = p.next
 	}
 }

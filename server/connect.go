@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -169,7 +171,7 @@ func (c *client) attachConnect(p *codec.Connect, assigned bool, token uint64) gn
 	}
 
 	// For the introspection API, before attach publishes c as the owner.
-	c.since, c.peer, c.listener = uint32(l.now/1e9), c.remoteAddr(), srv.listenerIndexOf(c.conn.LocalAddr())
+	c.since, c.listener = uint32(l.now/1e9), srv.listenerIndexOf(c.conn.LocalAddr())
 	sess, present, code, why := srv.attach(c, p.CleanStart, expiry, window)
 	if sess == nil {
 		c.will = nil
@@ -212,9 +214,20 @@ func (c *client) attachConnect(p *codec.Connect, assigned bool, token uint64) gn
 	c.sess = sess
 	srv.stats.connected.Add(1)
 	srv.stats.connects.Add(1)
-	c.flush() // CONNACK goes before any re-sent or queued PUBLISH
-	srv.log.Info("client connected", "client_id", c.id, "remote", remoteString(c.conn),
-		"protocol", versionName(v), "clean", p.CleanStart, "keepalive", keepAlive, "session_present", present)
+	if l.tx.b != nil && !present {
+		// A new persistent session (or a takeover that ended a stored
+		// one): its record must be durable before CONNACK promises it,
+		// so finishEvent holds the CONNACK until the commit is done and
+		// drain sends nothing meanwhile [MQTT-3.2.0-1]. Nothing waits to
+		// be sent to a new session anyway.
+		c.connackHeld = true
+	} else {
+		c.flush() // CONNACK goes before any re-sent or queued PUBLISH
+	}
+	if srv.log.Enabled(context.Background(), slog.LevelInfo) { // the address's formatting is per connect
+		srv.log.Info("client connected", "client_id", c.id, "remote", remoteString(c.conn),
+			"protocol", versionName(v), "clean", p.CleanStart, "keepalive", keepAlive, "session_present", present)
+	}
 	if srv.hooks.onConnect != nil || srv.hooks.onSessCreated != nil || srv.hooks.onSessResumed != nil {
 		srv.hookSession(c, present)
 		for _, f := range srv.hooks.onConnect {
@@ -225,8 +238,13 @@ func (c *client) attachConnect(p *codec.Connect, assigned bool, token uint64) gn
 		c.resendInflight()
 	}
 	c.drain()
-	if keepAlive > 0 {
-		l.wheel.add(c, l.now/1e9+int64(keepAlive)*3/2+1)
+	// The connection is already on the timing wheel, at its connect
+	// deadline (OnOpen); when that entry comes due, checkDeadline moves it
+	// to the keepalive deadline. A second entry is added only when the
+	// keepalive would expire before that: one entry per connection, not
+	// two for its whole life.
+	if due := l.now/1e9 + int64(keepAlive)*3/2 + 1; keepAlive > 0 && due < int64(c.deadline) {
+		l.wheel.add(c, due)
 	}
 	return gnet.None
 }
@@ -259,7 +277,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 	user := c.username()
 	sh := s.sessions.shard(c.id)
 	sh.mu.Lock()
-	old := sh.m[c.id]
+	old := sh.m.get(c.id)
 	if old != nil {
 		old.mu.Lock()
 		foreign := !old.dead && old.user != user
@@ -285,7 +303,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 		if prev != nil {
 			prev.takenOver.Store(true)
 			old.owner = nil
-			old.online.Store(false)
+			old.setOnline(false)
 		}
 		// A clean session (3.1.1 clean session 1, 5.0 expiry 0) lasts only
 		// as long as its connection and is never reused, even by a takeover
@@ -313,7 +331,7 @@ func (s *Server) attach(c *client, clean bool, expiry uint32, window int) (sess 
 		if old == nil {
 			s.sessions.count.Add(1)
 		}
-		sh.m[c.id] = sess
+		sh.m.put(sess)
 	}
 	sh.mu.Unlock()
 	for _, sub := range ended {

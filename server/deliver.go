@@ -10,7 +10,7 @@ import (
 // and writes them. It runs on the client's loop.
 func (c *client) drain() {
 	c.wakeQueued.Store(false)
-	if c.state != stateConnected {
+	if c.state != stateConnected || c.connackHeld { // connect.go: CONNACK first
 		return
 	}
 	l, s, o := c.loop, c.sess, &c.loop.srv.opts
@@ -98,7 +98,7 @@ func (c *client) drain() {
 		f.lastProgress = l.now
 	}
 	if !f.spilled && !s.overSoftLocked(o) {
-		s.congested.Store(false)
+		s.setCongested(false)
 	}
 	var released []*client
 	if len(f.waiters) > 0 && s.drainedLocked(o) {
@@ -246,7 +246,7 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 		}
 	}
 	if queued && q > 0 && owner != nil && target.overSoftLocked(&s.opts) {
-		target.congested.Store(true) // share.go: groups prefer another member
+		target.setCongested(true) // share.go: groups prefer another member
 		if l != nil {
 			l.paceOn = append(l.paceOn, target) // pace.go: the publisher waits for this queue
 		}

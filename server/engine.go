@@ -121,6 +121,10 @@ func (s *Server) stoppedByItself() error {
 // the engine stop anyway for another reason, Serve returns an error
 // (stoppedByItself) so a supervisor restarts the broker rather than
 // seeing a clean exit.
+//
+// Far from the limit the backlog is raised again (listenbacklog.go): a
+// connect storm would otherwise overflow the short queue and wait for TCP
+// retransmissions.
 
 // resolveMaxConnections sets maxConns and fdGuard from the descriptor
 // limit, once, before any listener accepts. A limit under twice FDReserve
@@ -256,9 +260,12 @@ func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
 		if err := setKeepAlive(fd); err != nil {
 			s.log.Warn("TCP keepalive not set on listener", "listener", l, "err", err)
 		}
+		keep := false
 		if s.backlog > 0 { // listen again on a listening socket only sets its backlog
 			if err := unix.Listen(fd, s.backlog); err != nil {
 				s.log.Warn("listen backlog not lowered", "listener", l, "backlog", s.backlog, "err", err)
+			} else {
+				keep = true // listenbacklog.go: raised while descriptors are plenty
 			}
 		}
 		if sa, err := unix.Getsockname(fd); err == nil {
@@ -274,8 +281,13 @@ func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
 				s.bindListenerSettings(l, bound, true) // ratelimit.go
 			}
 		}
-		_ = unix.Close(fd)
+		if keep {
+			s.keepListenFD(fd)
+		} else {
+			_ = unix.Close(fd)
+		}
 	}
+	s.tuneBacklog()
 	s.log.Info("tern listening", "listeners", s.addrStrings())
 	close(s.ready)
 	return gnet.None
@@ -312,8 +324,12 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	cl.loopback = s.onLoopbackListener(c.LocalAddr()) // connect.go: by the listener's configured address
 	c.SetContext(cl)
 	l.wheel.add(cl, int64(cl.deadline))
+	s.tuneBacklog() // listenbacklog.go
 	return nil, gnet.None
 }
+
+// OnShutdown closes what OnBoot kept of the listeners.
+func (h *handler) OnShutdown(gnet.Engine) { h.s.closeListenFDs() }
 
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	cl, _ := c.Context().(*client)
@@ -331,6 +347,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	h.s.conns.Add(-1)
+	h.s.tuneBacklog() // listenbacklog.go
 	if cl.lst != nil {
 		cl.lst.conns.Add(-1)
 	}

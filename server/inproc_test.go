@@ -222,7 +222,7 @@ func TestInprocSlowHandlerBackPressure(t *testing.T) {
 		t.Fatalf("%d publishes acknowledged while the handler was blocked", s)
 	}
 	srv.sessions.shard("slow").mu.Lock()
-	sess := srv.sessions.shard("slow").m["slow"]
+	sess := srv.sessions.shard("slow").m.get("slow")
 	srv.sessions.shard("slow").mu.Unlock()
 	sess.mu.Lock()
 	queued := sess.f.queue.Len()

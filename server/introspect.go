@@ -160,9 +160,9 @@ func (s *Server) Clients(f ClientFilter) ClientList {
 	for i := range s.sessions.shards {
 		sh := &s.sessions.shards[i]
 		sh.mu.Lock()
-		for id, sess := range sh.m {
+		for id, sess := range sh.m.all {
 			if (f.After != "" && id <= f.After) || !strings.HasPrefix(id, f.IDPrefix) ||
-				(!f.Offline && !sess.online.Load()) || (f.Username != "" && sess.user != f.Username) {
+				(!f.Offline && !sess.isOnline()) || (f.Username != "" && sess.user != f.Username) {
 				continue
 			}
 			if lockFilter {
@@ -211,7 +211,7 @@ func (s *Server) clientMatches(c clientCand, f *ClientFilter) bool {
 	owner, dead := sess.owner, sess.dead
 	var remote net.Addr
 	if owner != nil {
-		remote = owner.peer // written before owner was set; see client.peer
+		remote = owner.peerAddr() // safe under sess.mu while owner is set; see peerAddr
 	}
 	sess.mu.Unlock()
 	if dead || (owner == nil && !f.Offline) {
@@ -280,7 +280,7 @@ func (r *registry) collect(keep func(id string) bool) []clientCand {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
-		for id, sess := range sh.m {
+		for id, sess := range sh.m.all {
 			if keep(id) {
 				out = append(out, clientCand{id, sess})
 			}
@@ -307,7 +307,7 @@ func (s *Server) ClientInfo(id string) (info ClientInfo, ok bool) {
 }
 
 // clientInfoLocked copies what a ClientInfo reports. sess.mu held. The
-// connection's fields it reads (peer, listener, since, keepAlive) are
+// connection's fields it reads (listener, since, keepAlive, its address: see peerAddr) are
 // written once on its loop before the connection becomes the session's
 // owner under sess.mu, so holding sess.mu and seeing owner set orders the
 // reads after those writes.
@@ -322,7 +322,7 @@ func (s *Server) clientInfoLocked(sess *session) ClientInfo {
 	}
 	if c := sess.owner; c != nil {
 		info.Connected = true
-		info.RemoteAddr = addrString(c.peer)
+		info.RemoteAddr = addrString(c.peerAddr())
 		info.Listener = s.listenerName(c.listener)
 		info.ConnectedSince = time.Unix(int64(c.since), 0).UTC()
 		info.KeepAlive = c.keepAlive

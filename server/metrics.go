@@ -114,8 +114,10 @@ var (
 		{newBrokerMetric("tern_websocket_accept_errors_total", "Failed accepts on the event-loop WebSocket listeners (each backs off).", prometheus.CounterValue), func(c *scrape) float64 { return float64(c.ws.AcceptErrors) }},
 	}
 	// Labelled families.
-	limitRefused = newBrokerMetric("tern_limit_refused_total", "Things a limit refused, by limit (see README, Limits and security).", prometheus.CounterValue, "limit")
-	authFamilies = []struct {
+	authCacheHits   = newBrokerMetric("tern_auth_cache_hits_total", "Password checks answered from the remembered verified credentials (no hash derived).", prometheus.CounterValue)
+	authCacheMisses = newBrokerMetric("tern_auth_cache_misses_total", "Password checks that derived the hash (new or changed credentials, failures).", prometheus.CounterValue)
+	limitRefused    = newBrokerMetric("tern_limit_refused_total", "Things a limit refused, by limit (see README, Limits and security).", prometheus.CounterValue, "limit")
+	authFamilies    = []struct {
 		m   brokerMetric
 		val func(auth.LimiterStats) uint64
 	}{
@@ -141,6 +143,8 @@ func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 		}
 	}
 	ch <- limitRefused.desc
+	ch <- authCacheHits.desc
+	ch <- authCacheMisses.desc
 	for _, f := range authFamilies {
 		ch <- f.m.desc
 	}
@@ -179,6 +183,11 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i := range numLimits {
 		ch <- prometheus.MustNewConstMetric(limitRefused.desc, limitRefused.typ, float64(s.refused.count[i].Load()), limitNames[i])
+	}
+	if cs, ok := s.opts.Authenticator.(authCacheStats); ok { // authpool.go
+		hits, misses := cs.CacheStats()
+		ch <- prometheus.MustNewConstMetric(authCacheHits.desc, authCacheHits.typ, float64(hits))
+		ch <- prometheus.MustNewConstMetric(authCacheMisses.desc, authCacheMisses.typ, float64(misses))
 	}
 	for _, a := range s.authLimiters() {
 		st := a.lim.Stats()

@@ -58,6 +58,7 @@ func (c *client) readProxyHeader() (act gnet.Action, done bool) {
 	c.proxyWait = false
 	if addr != nil {
 		c.coldState().proxied = addr
+		c.hasProxied = true
 	}
 	return gnet.None, true
 }

@@ -151,7 +151,7 @@ func (s *Server) recoverSession(id string, rec *persist.Session, now int64) {
 	}
 	sh := s.sessions.shard(id)
 	sh.mu.Lock()
-	sh.m[id] = sess
+	sh.m.put(sess)
 	sh.mu.Unlock()
 	s.sessions.count.Add(1)
 	s.scheduleExpiry(sess, sess.offlineAt+int64(sess.expiry)*1000)

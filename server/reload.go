@@ -171,7 +171,7 @@ func (s *Server) recheckACL() (sessions, removed int) {
 	for i := range s.sessions.shards {
 		sh := &s.sessions.shards[i]
 		sh.mu.Lock()
-		for _, sess := range sh.m {
+		for _, sess := range sh.m.all {
 			all = append(all, sess)
 		}
 		sh.mu.Unlock()

@@ -360,7 +360,7 @@ func BenchmarkReloadACL(b *testing.B) {
 				}
 				sh := srv.sessions.shard(id)
 				sh.mu.Lock()
-				sh.m[id] = sess
+				sh.m.put(sess)
 				sh.mu.Unlock()
 			}
 			b.ResetTimer()

@@ -65,19 +65,20 @@ type Server struct {
 	refused refusals // what each limit refused (limits.go)
 
 	// Connection admission and input bounds (engine.go, client.go).
-	conns           atomic.Int64 // open network connections, every listener
-	maxConns        int64        // Limits.MaxConnections as resolved by Serve
-	fdGuard         int          // OnOpen refuses a descriptor numbered this or higher
-	backlog         int          // listen backlog OnBoot sets (0: the kernel's)
-	partialBytes    atomic.Int64 // bytes all connections hold in incomplete packets
-	partialPeak     atomic.Int64 // partialBytes' high-water mark since the last release
-	partialGC       time.Time    // when releasePartialMemory last ran collections (ticker only)
-	engineErr       engineErrors // gnet's last error lines: why the loops stopped
-	retainQuota     retainQuota  // retained index accounting (publish.go)
-	pacing          pacingSet    // clean sessions holding publishers back (pace.go)
-	storeFull       atomic.Bool  // the store is over MaxStoreBytes or under MinFreeDiskBytes (backlog.go)
-	auth            *authPool    // runs the Authenticator off the loops (authpool.go); nil without one
-	publicPorts     map[int]bool // ports of listeners not bound to loopback (connect.go)
+	conns           atomic.Int64  // open network connections, every listener
+	maxConns        int64         // Limits.MaxConnections as resolved by Serve
+	fdGuard         int           // OnOpen refuses a descriptor numbered this or higher
+	backlog         int           // listen backlog OnBoot sets (0: the kernel's)
+	listenBacklog   listenBacklog // the backlog raised while descriptors are plenty (listenbacklog.go)
+	partialBytes    atomic.Int64  // bytes all connections hold in incomplete packets
+	partialPeak     atomic.Int64  // partialBytes' high-water mark since the last release
+	partialGC       time.Time     // when releasePartialMemory last ran collections (ticker only)
+	engineErr       engineErrors  // gnet's last error lines: why the loops stopped
+	retainQuota     retainQuota   // retained index accounting (publish.go)
+	pacing          pacingSet     // clean sessions holding publishers back (pace.go)
+	storeFull       atomic.Bool   // the store is over MaxStoreBytes or under MinFreeDiskBytes (backlog.go)
+	auth            *authPool     // runs the Authenticator off the loops (authpool.go); nil without one
+	publicPorts     map[int]bool  // ports of listeners not bound to loopback (connect.go)
 	publicPortsOnce sync.Once
 
 	// Reload (reload.go). authz is the Authorizer in force, swapped whole by

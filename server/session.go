@@ -20,20 +20,22 @@ import (
 type session struct {
 	id string
 
-	// online mirrors owner != nil for lock-free readers (shared
-	// subscription member selection in the trie).
-	online atomic.Bool
-	// congested says the session cannot take more now (a clean session over
-	// its queue limit, a persistent one with a backlog on disk): shared
-	// subscription groups pass it over while another member can (share.go).
-	congested atomic.Bool
+	// flags holds two bits for lock-free readers (one word, so that the
+	// struct stays at 112 bytes): sessOnline mirrors owner != nil
+	// (shared subscription member selection in the trie); sessCongested
+	// says the session cannot take more now (a clean session over its
+	// queue limit, a persistent one with a backlog on disk), so shared
+	// subscription groups pass it over while another member can
+	// (share.go). See isOnline, setOnline, setCongested and
+	// subscriberAvailable.
+	flags  atomic.Uint32
+	expiry uint32 // seconds the session outlives its connection (capped); under mu
 
 	mu         sync.Mutex
 	owner      *client // the connection the session is attached to; nil while offline
+	offlineAt  int64   // unix milliseconds it went offline
 	dead       bool    // removed from the registry: deliveries are dropped
 	persistent bool    // survives its connection (clean session 0 / expiry > 0)
-	expiry     uint32  // seconds the session outlives its connection (capped)
-	offlineAt  int64   // unix milliseconds it went offline
 	version    byte    // protocol version of the last connection
 	stored     bool    // a session record is in the store
 	recvMax    uint16  // inflight window size for the current connection
@@ -44,6 +46,25 @@ type session struct {
 	// anonymous): a CONNECT under another identity may not resume, take
 	// over or wipe it.
 	user string
+}
+
+const (
+	sessOnline    = 1 << iota // see session.flags
+	sessCongested             // see session.flags
+)
+
+func (s *session) isOnline() bool { return s.flags.Load()&sessOnline != 0 }
+
+// setOnline and setCongested may be called from any goroutine.
+func (s *session) setOnline(on bool)    { s.setFlag(sessOnline, on) }
+func (s *session) setCongested(on bool) { s.setFlag(sessCongested, on) }
+
+func (s *session) setFlag(bit uint32, on bool) {
+	if on {
+		s.flags.Or(bit)
+	} else {
+		s.flags.And(^bit)
+	}
 }
 
 // flow is a session's delivery state. It is allocated on first use, so an
@@ -106,7 +127,7 @@ func (s *session) flowLocked(o *Options) *flow {
 // published).
 func (s *session) attachLocked(c *client, expiry uint32, window int) {
 	s.owner = c
-	s.online.Store(true)
+	s.setOnline(true)
 	s.expiry = expiry
 	s.persistent = expiry > 0
 	s.version = c.version
@@ -216,4 +237,6 @@ func subFor(s *session, q, opts byte, id uint32) trie.Sub[*session] {
 // subscriberAvailable tells the trie whether a shared-subscription member
 // can take a message now: connected and not congested. When no member can,
 // the trie picks one anyway, which queues it (nothing is dropped).
-func subscriberAvailable(s *session) bool { return s.online.Load() && !s.congested.Load() }
+func subscriberAvailable(s *session) bool {
+	return s.flags.Load()&(sessOnline|sessCongested) == sessOnline
+}

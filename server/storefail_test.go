@@ -87,3 +87,39 @@ func TestStoreFailureRefusesDurablePublishes(t *testing.T) {
 		t.Fatalf("clean subscriber got %q", p.Payload)
 	}
 }
+
+// A new persistent session is promised by CONNACK only once its record is
+// in the store [MQTT-3.2.0-1]: when the store cannot write it, the client
+// gets no CONNACK (the connection is closed), while a clean session, which
+// needs no store, still connects. And a persistent session created while
+// the store works is acknowledged after its record is durable: it is in
+// the store as soon as CONNACK arrives.
+func TestPersistentConnackWaitsForStore_MQTT_3_2_0_1(t *testing.T) {
+	inj := &walFailer{}
+	st, err := persist.OpenPebble(persist.Options{Dir: t.TempDir(), FS: errorfs.Wrap(vfs.Default, inj), Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startBroker(t, func(o *Options) { o.Store = st })
+
+	ok := dialRaw(t, addr)
+	ok.connect(codec.Connect{ClientID: []byte("durable-ok"), KeepAlive: 60}, 0) // persistent
+	found := false
+	if _, err := st.Recover(persist.Visitor{Session: func(id string, _ *persist.Session) error { found = found || id == "durable-ok"; return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		t.Fatal("CONNACK arrived before the persistent session was in the store")
+	}
+
+	inj.fail.Store(true)
+	p := dialRaw(t, addr)
+	p.send((&codec.Connect{ProtocolName: []byte("MQTT"), ProtocolVersion: codec.Version311, ClientID: []byte("durable-fail"), KeepAlive: 60}).Append(nil))
+	for _, h := range p.expectClosed(5 * time.Second) {
+		if h.Type == codec.CONNACK {
+			t.Fatal("CONNACK for a persistent session the store could not write")
+		}
+	}
+	clean := dialRaw(t, addr)
+	clean.connect(codec.Connect{ClientID: []byte("clean-ok"), CleanStart: true, KeepAlive: 60}, 0)
+}

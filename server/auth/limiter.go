@@ -128,6 +128,16 @@ func (l *Limiter) Allow(user string, remote net.Addr) error {
 	return nil
 }
 
+// locked is Allow's check without counting a refusal: for a caller that
+// falls back to Authenticate, which counts it.
+func (l *Limiter) locked(user string, remote net.Addr) bool {
+	if l == nil {
+		return false
+	}
+	now := l.now().UnixNano()
+	return (user != "" && l.users.locked(user, now)) || l.addrs.locked(addrKey(remote), now)
+}
+
 // Failed records a failed authentication of user (when not empty) from
 // remote.
 func (l *Limiter) Failed(user string, remote net.Addr) {

@@ -366,3 +366,54 @@ func TestPasswordFileReplace(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// AuthenticateCached answers only what Authenticate verified before, for
+// the same user, password and entry, while the user is not locked out,
+// and without counting anything in the limiter; Replace forgets it all.
+func TestAuthenticateCached(t *testing.T) {
+	line, err := HashPassword("dev1", "s3cret", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := ParsePasswordFile(strings.NewReader(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := ConnectInfo{Username: "dev1", Password: []byte("s3cret"), Remote: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1}}
+	if pf.AuthenticateCached(good) {
+		t.Fatal("answered before any check")
+	}
+	if err := pf.Authenticate(good); err != nil {
+		t.Fatal(err)
+	}
+	if !pf.AuthenticateCached(good) {
+		t.Fatal("a verified check is not remembered")
+	}
+	wrong := good
+	wrong.Password = []byte("s3cre")
+	if pf.AuthenticateCached(wrong) {
+		t.Fatal("another password answered from memory")
+	}
+	if h, m := pf.CacheStats(); h != 1 || m != 1 {
+		t.Fatalf("CacheStats %d hits %d misses, want 1 and 1", h, m)
+	}
+	for range DefaultFailuresPerUser {
+		_ = pf.Authenticate(wrong)
+	}
+	before := pf.Limiter().Stats()
+	if pf.AuthenticateCached(good) {
+		t.Fatal("a locked-out user answered from memory")
+	}
+	if after := pf.Limiter().Stats(); after.Refused != before.Refused {
+		t.Fatalf("the cached check counted a refusal: %+v → %+v", before, after)
+	}
+	pf.SetLimiter(nil)
+	if !pf.AuthenticateCached(good) {
+		t.Fatal("not remembered once the lockout is gone")
+	}
+	next, _ := ParsePasswordFile(strings.NewReader(line))
+	pf.Replace(next)
+	if pf.AuthenticateCached(good) {
+		t.Fatal("remembered across Replace")
+	}
+}

@@ -66,7 +66,12 @@ func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localA
 		remoteAddr:     remoteAddr,
 		pollAttachment: netpoll.PollAttachment{FD: fd},
 	}
-	c.pollAttachment.Callback = c.processIO
+	if usePollAttachmentCallback {
+		// Only the poll_opt reactor calls it; the default one looks the
+		// connection up by descriptor. A method value is an allocation
+		// per connection.
+		c.pollAttachment.Callback = c.processIO
+	}
 	c.outboundBuffer.Reset(el.engine.opts.WriteBufferCap)
 	return
 }
