@@ -479,7 +479,7 @@ func (s *Server) CloseClients(reason string) int {
 	for i := range s.sessions.shards {
 		sh := &s.sessions.shards[i]
 		sh.mu.Lock()
-		for _, sess := range sh.m {
+		for _, sess := range sh.m.all {
 			sess.mu.Lock()
 			if c := sess.owner; c != nil {
 				owners = append(owners, c)
