@@ -100,10 +100,24 @@ func TestFirstPacketOverLimitRefused(t *testing.T) {
 // take the total over the cap is closed and counted; the others stay.
 func TestPartialBytesCapped(t *testing.T) {
 	s, addr := startBroker(t, func(o *Options) { o.Limits.MaxPartialBytes = 100 << 10 })
+	runPartialBytesCapped(t, s, func(t *testing.T) *rawConn { return dialRaw(t, addr) })
+}
+
+// runPartialBytesCapped holds two connections of dial at 40 KiB of a
+// 60 KiB CONNECT each and checks that a third, which would take the
+// broker-wide total past s's 100 KiB MaxPartialBytes, is closed and
+// counted, the others stay, and the count drops to 0 once they close.
+// TestPartialBytesCappedOverTLS runs it over TLS.
+func runPartialBytesCapped(t *testing.T, s *Server, dial func(t *testing.T) *rawConn) {
 	var held []*rawConn
 	for i := range 3 {
-		raw := dialRaw(t, addr)
-		raw.send(append(connectHeader(60<<10, 4), make([]byte, 40<<10)...)) // 40 KiB of 60
+		raw := dial(t)
+		partial := append(connectHeader(60<<10, 4), make([]byte, 40<<10)...) // 40 KiB of 60
+		if i < 2 {
+			raw.send(partial)
+		} else {
+			_ = raw.conn().Write(partial) // refused mid-write (over TLS): the write may fail
+		}
 		held = append(held, raw)
 		if i < 2 {
 			eventually(t, "partial bytes counted", func() bool { return s.partialBytes.Load() >= int64(i+1)*40<<10 })

@@ -78,31 +78,7 @@ func TestV5HostileInputOverTLS(t *testing.T) {
 func TestPartialBytesCappedOverTLS(t *testing.T) {
 	forEachTLSEngine(t, func(t *testing.T, engine string) {
 		s, _, tlsAddr, pool := startTLSBroker(t, engine, func(o *Options) { o.Limits.MaxPartialBytes = 100 << 10 })
-		var held []*rawConn
-		for i := range 3 {
-			raw := dialTLS(t, tlsAddr, pool)
-			partial := append(connectHeader(60<<10, 4), make([]byte, 40<<10)...) // 40 KiB of 60
-			if i < 2 {
-				raw.send(partial)
-			} else {
-				_ = raw.conn().Write(partial) // refused mid-write: the write may fail
-			}
-			held = append(held, raw)
-			if i < 2 {
-				eventually(t, "partial bytes counted", func() bool { return s.partialBytes.Load() >= int64(i+1)*40<<10 })
-			}
-		}
-		held[2].expectClosed(5 * time.Second) // 120 KiB > 100 KiB
-		if n := s.Refused()["max_partial_bytes"]; n != 1 {
-			t.Errorf("max_partial_bytes refused %d, want 1", n)
-		}
-		for _, raw := range held[:2] {
-			if _, _, err := raw.tryRead(200 * time.Millisecond); !errors.Is(err, mqtttest.ErrTimeout) {
-				t.Fatalf("a connection under the cap was closed: %v", err)
-			}
-			raw.c.Close()
-		}
-		eventually(t, "partial bytes released on close", func() bool { return s.partialBytes.Load() == 0 })
+		runPartialBytesCapped(t, s, func(t *testing.T) *rawConn { return dialTLS(t, tlsAddr, pool) })
 	})
 }
 
