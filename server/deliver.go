@@ -233,6 +233,16 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 		// Nobody to pace for an absent client: its queue stops at the
 		// configured limit (the hard bound, twice that, is pacing's slack).
 		f.queue.MaxCount, f.queue.MaxBytes = s.opts.MaxQueuedMessages, s.opts.MaxQueuedBytes
+	} else if q > 0 && l != nil && l.paced != nil && l.paced != target {
+		// A client's PUBLISH, and its client will be paced (pace.go): it
+		// was acknowledged, or will be, so it is queued whatever the
+		// queue's length. Each publisher adds at most one message past
+		// the soft limit before it waits for the queue to drain to half,
+		// so the queue stays under the soft limit plus one message per
+		// publishing connection; the hard bound alone would drop the
+		// messages of the (N+1)th publisher once more of them than the
+		// soft limit feed one subscriber (TestLossPacedPublishersOneCleanSubscriber).
+		f.queue.MaxCount, f.queue.MaxBytes = 0, 0
 	}
 	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, policy)
 	f.queue.MaxCount, f.queue.MaxBytes = 2*s.opts.MaxQueuedMessages, 2*s.opts.MaxQueuedBytes

@@ -49,8 +49,12 @@ type loop struct {
 	routing bool // route is running: schedule lists cross-loop wakes in handoff
 	tx      txn  // durable writes of the current event
 	// paceOn lists the clean sessions the current PUBLISH left over their
-	// soft limit (pace.go); paged is pageIn's scratch (backlog.go).
+	// soft limit (pace.go); paced is the session of the client whose
+	// PUBLISH is being routed (nil otherwise), which pacing will hold back
+	// (deliver: its deliveries are never dropped); paged is pageIn's
+	// scratch (backlog.go).
 	paceOn []*session
+	paced  *session
 	paged  []pagedDelivery
 	// Hooks scratch (hooks.go): the message OnPublish sees, the cache
 	// key of an authorization, deliveries drain reports after unlocking.

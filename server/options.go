@@ -191,8 +191,10 @@ type Options struct {
 	// MaxQueuedMessages and MaxQueuedBytes are the soft limit of a clean
 	// session's in-memory queue: past it, the publishers feeding it are
 	// paced (their acknowledgements held, their input not read) until it
-	// drains to half; the hard bound, where deliveries are dropped, is
-	// twice the limit. Persistent sessions keep their backlog in the store
+	// drains to half; the hard bound, where deliveries that cannot be
+	// paced (Server.Publish, wills, cluster) are dropped, is twice the
+	// limit; a client's PUBLISH is never dropped there, its publisher is
+	// paced (at most one message each past the limit). Persistent sessions keep their backlog in the store
 	// instead (see MaxSessionBacklogBytes). Defaults:
 	// DefaultMaxQueuedMessages (10,000) and DefaultMaxQueuedBytes (64 MiB).
 	MaxQueuedMessages int `yaml:"max_queued_messages"`

@@ -20,6 +20,15 @@ import (
 // that read event (its PUBACK/PUBREC among them) are held back. Its client
 // therefore stops sending once its own inflight window is full, so the
 // broker holds at most one window per publisher beyond the soft limit.
+// The queue takes every QoS 1/2 delivery of such a PUBLISH, whatever its
+// length (deliver, loop.paced): it was or will be acknowledged, and each
+// publishing connection adds at most one message past the soft limit
+// before it waits, so the queue stays under the soft limit plus one
+// message per publisher. The hard bound (twice the soft limit) applies to
+// what cannot be paced: Server.Publish, wills, cluster deliveries, a
+// client's own messages to itself. Before, with more publishers than the
+// soft limit on one subscriber, the hard bound dropped acknowledged
+// messages (TestLossPacedPublishersOneCleanSubscriber_MQTT_4_6_0_6).
 //
 // When the subscriber's queue drains to half the soft limit (drain), or its
 // session ends, every waiter is released on its own loop: the held replies

@@ -78,8 +78,11 @@ func (c *client) handlePublish(h codec.FixedHeader, body []byte) gnet.Action {
 		m := newMessage(p.Topic, p.Payload, p.QoS, p.Retain, props, l.now, c.sess)
 		l.paceOn = l.paceOn[:0]
 		l.tx.ref = uint64(p.PacketID) | uint64(p.QoS)<<16 // cluster.go: a node's refusal names this PUBLISH
+		// deliver: startPacing below holds this client back, so the
+		// deliveries of this PUBLISH are never dropped.
+		l.paced = c.sess
 		why := srv.publishMessage(l, &l.tx, m)
-		l.tx.ref = 0
+		l.tx.ref, l.paced = 0, nil
 		if why != 0 {
 			return c.quotaRefused(p, why)
 		}
