@@ -297,11 +297,11 @@ func (c *core) commitGroup(group []*Batch) (applied writer, ops int, err error) 
 			kind, k, v, rest = nextOp(rest)
 			switch kind {
 			case opSet, opInsert:
-				if !e.skip(i, kind, k) {
+				if !e.skip(i, k) {
 					w.set(k, v)
 				}
 			case opDelete:
-				if !e.skip(i, kind, k) {
+				if !e.skip(i, k) {
 					w.del(k)
 				}
 			case opSkip:

@@ -26,6 +26,7 @@ import (
 // keyFate is what one group does to one key.
 type keyFate struct {
 	last        int32 // index (in the group's op order) of the last op on the key
+	lastDelete  bool  // that op is a deletion
 	firstInsert bool  // the first op on the key is an insert: it did not exist before
 }
 
@@ -36,7 +37,11 @@ type elider struct {
 	// keys maps every key the group sets or deletes to its fate. The map
 	// keys point into the batches' buffers (no copy); the map is cleared
 	// before the batches are recycled.
-	keys map[string]keyFate
+	keys map[string]*keyFate
+	// fates backs the map's values (reused).
+	fates []keyFate
+	// drop[i] says op i of the group is not written.
+	drop []bool
 	// msgs are the ids put by this group with their net reference count
 	// over the group; those at zero are never written (gone).
 	msgs map[uint64]int32
@@ -79,10 +84,17 @@ func (e *elider) plan(group []*Batch) {
 		return
 	}
 	if e.keys == nil {
-		e.keys = make(map[string]keyFate)
+		e.keys = make(map[string]*keyFate)
 		e.msgs = make(map[uint64]int32)
 		e.gone = make(map[uint64]struct{})
 	}
+	n := 0
+	for _, b := range group {
+		n += b.ops
+	}
+	e.drop = slices.Grow(e.drop[:0], n)[:n]
+	clear(e.drop)
+	e.fates = slices.Grow(e.fates[:0], n)
 	i := int32(0)
 	for _, b := range group {
 		for rest := b.buf; len(rest) > 0; i++ {
@@ -96,12 +108,16 @@ func (e *elider) plan(group []*Batch) {
 				continue // decided by the reference counts below
 			}
 			s := bytesKey(k)
-			f, seen := e.keys[s]
-			if !seen {
-				f.firstInsert = kind == opInsert
+			f := e.keys[s]
+			if f == nil {
+				// fates has room for every op: no reallocation moves f.
+				e.fates = append(e.fates, keyFate{firstInsert: kind == opInsert})
+				f = &e.fates[len(e.fates)-1]
+				e.keys[s] = f
+			} else {
+				e.drop[f.last] = true // only the last op on a key counts
 			}
-			f.last = i
-			e.keys[s] = f
+			f.last, f.lastDelete = i, kind == opDelete
 		}
 		for _, id := range b.puts {
 			e.msgs[id] = 0
@@ -124,6 +140,12 @@ func (e *elider) plan(group []*Batch) {
 			e.gone[id] = struct{}{}
 		}
 	}
+	// A key the group inserted and last deleted is not written at all.
+	for i := range e.fates {
+		if f := &e.fates[i]; f.lastDelete && f.firstInsert {
+			e.drop[f.last] = true
+		}
+	}
 	e.on = true
 }
 
@@ -132,23 +154,21 @@ func (e *elider) reset() {
 		clear(e.keys)
 		clear(e.msgs)
 		clear(e.gone)
+		clear(e.fates)
+		e.fates = e.fates[:0]
 	}
 	e.on, e.skipped = false, 0
 }
 
 // skip reports whether op number i of the group, of kind on key k, need
 // not be written, and counts it.
-func (e *elider) skip(i int32, kind byte, k []byte) bool {
+func (e *elider) skip(i int32, k []byte) bool {
 	if !e.on {
 		return false
 	}
-	var drop bool
+	drop := e.drop[i]
 	if isMessageKey(k) {
 		_, drop = e.gone[binary.BigEndian.Uint64(k[1:])]
-	} else if f, ok := e.keys[bytesKey(k)]; ok {
-		// Only the last op on a key counts; a key the group inserted and
-		// then deleted is not written at all.
-		drop = i != f.last || (kind == opDelete && f.firstInsert)
 	}
 	if drop {
 		e.skipped++
