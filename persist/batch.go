@@ -15,6 +15,10 @@ const (
 	// rewritten to opSet if the message was deleted, else to opSkip.
 	opPutIfGone byte = 4
 	opSkip      byte = 5
+	// opInsert is a set of a key the caller guarantees is not stored
+	// (InsertOutbound): written like opSet, but a group that inserts and
+	// then deletes the key writes neither (elide.go).
+	opInsert byte = 6
 )
 
 // condPut is one AddRefOrPut: the message id and the offset of its op.
@@ -263,6 +267,10 @@ func (b *Batch) Release(id uint64) {
 // reference count is not touched (use AddRef/Release when the entry starts
 // or stops pointing at a message).
 func (b *Batch) PutOutbound(clientID string, seq uint64, o Outbound) {
+	b.putOutbound(opSet, clientID, seq, o)
+}
+
+func (b *Batch) putOutbound(kind byte, clientID string, seq uint64, o Outbound) {
 	if b.err != nil {
 		return
 	}
@@ -274,11 +282,22 @@ func (b *Batch) PutOutbound(clientID string, seq uint64, o Outbound) {
 		b.invalid(fmt.Errorf("%w: outbound: %v", ErrInvalid, err))
 		return
 	}
-	at := b.beginOp(opSet)
+	at := b.beginOp(kind)
 	b.buf = appendOutboundKey(b.buf, clientID, seq)
 	vat := b.beginValue(at)
 	b.buf = appendOutbound(b.buf, o)
 	b.endOp(vat)
+}
+
+// InsertOutbound is PutOutbound for an entry that is not stored yet: seq
+// is new for clientID (the server's next sequence number for a new
+// delivery). It lets the committer write nothing at all when the same
+// group also deletes the entry (the delivery was acknowledged within one
+// group; see "Write avoidance" in the package doc). Inserting a seq that
+// is stored is a caller bug: a deletion in the same group would then not
+// be written, and the old entry would survive it.
+func (b *Batch) InsertOutbound(clientID string, seq uint64, o Outbound) {
+	b.putOutbound(opInsert, clientID, seq, o)
 }
 
 // DeleteOutbound deletes outbound entry seq of clientID. Release its

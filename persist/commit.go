@@ -267,6 +267,18 @@ func (c *core) commitGroup(group []*Batch) (applied writer, ops int, err error) 
 	}()
 	defer c.catchFatal(&err)
 	g.w = c.eng.newWriter()
+	e := &c.elide
+	if !c.opts.NoWriteAvoidance {
+		e.plan(group)
+	}
+	defer func() {
+		if e.skipped > 0 {
+			c.opsAvoided.Add(uint64(e.skipped))
+			c.msgsAvoided.Add(uint64(len(e.gone)))
+		}
+		e.reset() // before the batches (whose buffers its keys point into) are recycled
+	}()
+	i := int32(0)
 	for _, b := range group {
 		ops += b.ops
 		if b.deletesClient {
@@ -278,16 +290,20 @@ func (c *core) commitGroup(group []*Batch) (applied writer, ops int, err error) 
 			return nil, 0, err
 		}
 		w := g.w
-		for rest := b.buf; len(rest) > 0; {
+		for rest := b.buf; len(rest) > 0; i++ {
 			at := len(b.buf) - len(rest)
 			var kind byte
 			var k, v []byte
 			kind, k, v, rest = nextOp(rest)
 			switch kind {
-			case opSet:
-				w.set(k, v)
+			case opSet, opInsert:
+				if !e.skip(i, k) {
+					w.set(k, v)
+				}
 			case opDelete:
-				w.del(k)
+				if !e.skip(i, k) {
+					w.del(k)
+				}
 			case opSkip:
 			case opDeleteClient:
 				if err := c.deleteClient(w, b.buf[:at], k); err != nil {
@@ -296,6 +312,9 @@ func (c *core) commitGroup(group []*Batch) (applied writer, ops int, err error) 
 			}
 		}
 		for _, id := range c.scratch.deletes {
+			if e.skipMessage(id) {
+				continue
+			}
 			g.key = appendMessageKey(g.key[:0], id)
 			w.del(g.key)
 		}
@@ -389,7 +408,7 @@ func (c *core) deleteClient(w writer, before, prefix []byte) error {
 		seq := binary.BigEndian.Uint64(k[len(lo):])
 		i, found := slices.BinarySearchFunc(entries, seq, cmp)
 		switch {
-		case kind == opSet:
+		case kind == opSet || kind == opInsert:
 			o, err := decodeOutbound(v)
 			if err != nil {
 				continue

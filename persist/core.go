@@ -58,6 +58,7 @@ type core struct {
 	shared      map[uint64]uint32 // count of every message with two or more references
 	dirtyRefs   []uint64          // ids whose count record must be rewritten at the next apply
 	scratch     refScratch
+	elide       elider // write avoidance for the group being committed (elide.go)
 	group       groupWriter
 	live        int64 // live message records as of the batches resolved so far
 	liveWritten int64 // the value of metaLive on disk
@@ -71,6 +72,7 @@ type core struct {
 	batches, failed, groups, syncs, ops, bytesIn, maxGroup atomic.Uint64
 	refErrors, unreferenced, rewritten                     atomic.Uint64
 	danglingRead, corruptRead                              atomic.Uint64
+	opsAvoided, msgsAvoided                                atomic.Uint64
 	sharedN, liveN                                         atomic.Int64 // mirrors for Stats
 	orphans, danglingAtOpen                                int
 	migrated                                               bool
@@ -183,14 +185,16 @@ func (c *core) scan(lo, hi []byte, fn func(k, v []byte) error) (err error) {
 // Stats returns the committer counters.
 func (c *core) Stats() Stats {
 	s := Stats{
-		LiveMessages:   int(c.liveN.Load()),
-		SharedMessages: int(c.sharedN.Load()),
-		RefErrors:      c.refErrors.Load(),
-		Unreferenced:   c.unreferenced.Load(),
-		Rewritten:      c.rewritten.Load(),
-		DanglingRead:   c.danglingRead.Load(),
-		CorruptRead:    c.corruptRead.Load(),
-		Migrated:       c.migrated,
+		LiveMessages:    int(c.liveN.Load()),
+		SharedMessages:  int(c.sharedN.Load()),
+		RefErrors:       c.refErrors.Load(),
+		Unreferenced:    c.unreferenced.Load(),
+		Rewritten:       c.rewritten.Load(),
+		WritesAvoided:   c.opsAvoided.Load(),
+		MessagesAvoided: c.msgsAvoided.Load(),
+		DanglingRead:    c.danglingRead.Load(),
+		CorruptRead:     c.corruptRead.Load(),
+		Migrated:        c.migrated,
 	}
 	s.Batches = c.batches.Load()
 	s.FailedBatches = c.failed.Load()

@@ -283,6 +283,39 @@
 // broker (tools/commitbench.sh, BENCHMARKS.md) the difference was within
 // the noise of a loaded machine whose fsyncs took 10-18 ms.
 //
+// # Write avoidance
+//
+// Within one group, only the last operation on a key reaches the engine,
+// and a key the group created and then deleted does not reach it at all
+// (elide.go). A QoS 1 delivery to a persistent session is five operations:
+// the message, its outbound entry (Batch.InsertOutbound: a new sequence
+// number), the entry rewritten as sent, the entry's deletion and the
+// message's on PUBACK. When the PUBACK arrives while the publisher's batch
+// still waits in the queue — during the fsync of the group before it —
+// all five land in one group and none is written (Stats.MessagesAvoided,
+// Stats.WritesAvoided; RabbitMQ's classic queues do the same for a
+// message consumed and acknowledged before it reaches disk). What an
+// unacknowledged delivery leaves is written as before.
+//
+// It is done only for a group the committer applies as ONE engine write:
+// none of its batches holds a DeleteSession, an AddRefOrPut, or an AddRef
+// of a message put by another batch (those make the committer apply what
+// is merged so far, to read it). A crash then leaves all of the group or
+// none of it; with all of it every key holds what it would have held
+// without avoidance, and with none of it no batch of the group was
+// acknowledged. The states a crash can leave are thus a subset of those
+// possible without avoidance, whatever the QoS: for a QoS 1 message, a
+// crash before the publisher's PUBACK loses it from the store and the
+// publisher sends it again (at least once); after the PUBACK, every
+// recipient whose write was avoided had already acknowledged it.
+// TestWriteAvoidancePowerLoss cuts power while deliveries and their
+// acknowledgements share groups. Options.NoWriteAvoidance turns it off.
+//
+// The window is the queueing time of the publisher's batch, so it is
+// wider with fewer groups in flight: with Options.MaxInFlightGroups = 1 a
+// group waits for the previous fsync, and what is acknowledged meanwhile
+// is never written. The price is the overlap of merging with fsyncs.
+//
 // done must not block, and must not call Commit (the completer frees the
 // space Commit may wait for); it should hand the result to its event loop
 // (which then sends the PUBACK or PUBREC).

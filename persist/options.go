@@ -99,6 +99,11 @@ type Options struct {
 	// are in flight; batches queue meanwhile and join the next group.
 	// Default 64; 1 applies one group per fsync, as without pipelining.
 	MaxInFlightGroups int
+	// NoWriteAvoidance turns write avoidance off: every operation of a
+	// group is written even when a later one in the same group makes it
+	// moot (see "Write avoidance" in the package doc). For measurements
+	// and for tests that look at what reaches the engine.
+	NoWriteAvoidance bool
 	// RecoveryProgressEvery is how many records Recover reads between two
 	// Visitor.Progress calls (and log lines). Default 100,000.
 	RecoveryProgressEvery int

@@ -238,29 +238,17 @@ func TestPipelineSyncFailureFailsEveryLaterGroup(t *testing.T) {
 // acknowledged deletions, with no orphan or dangling record (each batch is
 // atomic).
 func TestPowerLossKeepsAcknowledged(t *testing.T) {
-	mem := vfs.NewCrashableMem()
-	inj := &walInjector{}
-	inj.delay.Store(int64(time.Millisecond))
-	o := quietOptions()
-	o.Dir = "/db"
-	o.FS = errorfs.Wrap(mem, inj)
-	p := openPebble(t, o)
+	mem, p := crashableStore(t, time.Millisecond)
 
 	const workers, perWorker = 16, 100000
-	// Per writer and sequence: put acknowledged, deletion submitted,
-	// deletion acknowledged.
-	type flags struct{ put, delSent, del atomic.Bool }
-	var state [workers][]flags
-	for w := range state {
-		state[w] = make([]flags, perWorker)
-	}
+	state := newDeliveryFlags(workers, perWorker)
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			client := fmt.Sprintf("w%02d", w)
+			client := powerClient(w)
 			ids := map[int]uint64{}
 			for i := 1; i < perWorker && !stop.Load(); i++ {
 				b := p.NewBatch()
@@ -288,36 +276,7 @@ func TestPowerLossKeepsAcknowledged(t *testing.T) {
 		}()
 	}
 
-	// A cut's expectations: puts and deletions acknowledged before it
-	// (read before the clone) must be in it; a put whose deletion was
-	// submitted before it (read after the clone) may be gone.
-	type cut struct {
-		fs                  *vfs.MemFS
-		put, del, mayBeGone [workers][]bool
-	}
-	read := func(dst *[workers][]bool, f func(*flags) bool) {
-		for w := range state {
-			dst[w] = make([]bool, perWorker)
-			for i := range state[w] {
-				dst[w][i] = f(&state[w][i])
-			}
-		}
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	var cuts []cut
-	for k := range 6 {
-		time.Sleep(time.Duration(50+rng.IntN(100)) * time.Millisecond)
-		var c cut
-		read(&c.put, func(f *flags) bool { return f.put.Load() })
-		read(&c.del, func(f *flags) bool { return f.del.Load() })
-		cfg := vfs.CrashCloneCfg{}
-		if k%2 == 1 {
-			cfg = vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(k), 9))}
-		}
-		c.fs = mem.CrashClone(cfg)
-		read(&c.mayBeGone, func(f *flags) bool { return f.delSent.Load() })
-		cuts = append(cuts, c)
-	}
+	cuts := takePowerCuts(mem, state, 6, 2)
 	stop.Store(true)
 	wg.Wait()
 	st := p.Stats()
@@ -326,11 +285,75 @@ func TestPowerLossKeepsAcknowledged(t *testing.T) {
 		t.Errorf("at most %d group in flight: no pipelining to test", st.MaxInFlight)
 	}
 
+	checkPowerCuts(t, cuts, state)
+}
+
+// deliveryFlags is the progress of one delivery in a power-loss test:
+// put acknowledged, deletion submitted, deletion acknowledged.
+type deliveryFlags struct{ put, delSent, del atomic.Bool }
+
+// newDeliveryFlags returns the flags of perWorker deliveries for each of
+// workers writers; writer w writes client powerClient(w), sequence i.
+func newDeliveryFlags(workers, perWorker int) [][]deliveryFlags {
+	state := make([][]deliveryFlags, workers)
+	for w := range state {
+		state[w] = make([]deliveryFlags, perWorker)
+	}
+	return state
+}
+
+func powerClient(w int) string { return fmt.Sprintf("w%02d", w) }
+
+// powerCut is a crash clone of the store's filesystem with what was known
+// when it was taken: puts and deletions acknowledged before it (read
+// before the clone) must be in it; a put whose deletion was submitted
+// before it (read after the clone) may be gone.
+type powerCut struct {
+	fs                  *vfs.MemFS
+	put, del, mayBeGone [][]bool
+}
+
+// takePowerCuts takes n crash clones of mem at random moments, every
+// other one keeping a random half of the unsynced data.
+func takePowerCuts(mem *vfs.MemFS, state [][]deliveryFlags, n int, seed uint64) []powerCut {
+	read := func(f func(*deliveryFlags) bool) [][]bool {
+		dst := make([][]bool, len(state))
+		for w := range state {
+			dst[w] = make([]bool, len(state[w]))
+			for i := range state[w] {
+				dst[w][i] = f(&state[w][i])
+			}
+		}
+		return dst
+	}
+	rng := rand.New(rand.NewPCG(seed, 2))
+	var cuts []powerCut
+	for k := range n {
+		time.Sleep(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+		var c powerCut
+		c.put = read(func(f *deliveryFlags) bool { return f.put.Load() })
+		c.del = read(func(f *deliveryFlags) bool { return f.del.Load() })
+		cfg := vfs.CrashCloneCfg{}
+		if k%2 == 1 {
+			cfg = vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(k), 9))}
+		}
+		c.fs = mem.CrashClone(cfg)
+		c.mayBeGone = read(func(f *deliveryFlags) bool { return f.delSent.Load() })
+		cuts = append(cuts, c)
+	}
+	return cuts
+}
+
+// checkPowerCuts opens a store on each cut and checks that it holds every
+// acknowledged put not since deleted, none of the acknowledged deletions,
+// and no orphan or dangling record.
+func checkPowerCuts(t *testing.T, cuts []powerCut, state [][]deliveryFlags) {
+	t.Helper()
 	for k, c := range cuts {
-		o2 := quietOptions()
-		o2.Dir = "/db"
-		o2.FS = c.fs
-		q, err := OpenPebble(o2)
+		o := quietOptions()
+		o.Dir = "/db"
+		o.FS = c.fs
+		q, err := OpenPebble(o)
 		if err != nil {
 			t.Fatalf("cut %d: open: %v", k, err)
 		}
@@ -346,9 +369,9 @@ func TestPowerLossKeepsAcknowledged(t *testing.T) {
 			}
 		}
 		putsAcked, lost := 0, 0
-		for w := range workers {
-			client := fmt.Sprintf("w%02d", w)
-			for i := range perWorker {
+		for w := range state {
+			client := powerClient(w)
+			for i := range state[w] {
 				here := present[client][uint64(i)]
 				switch {
 				case c.del[w][i] && here:
@@ -372,4 +395,16 @@ func TestPowerLossKeepsAcknowledged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// crashableStore opens a store on a crashable in-memory filesystem whose
+// WAL fsyncs take syncDelay.
+func crashableStore(t *testing.T, syncDelay time.Duration) (*vfs.MemFS, *Pebble) {
+	mem := vfs.NewCrashableMem()
+	inj := &walInjector{}
+	inj.delay.Store(int64(syncDelay))
+	o := quietOptions()
+	o.Dir = "/db"
+	o.FS = errorfs.Wrap(mem, inj)
+	return mem, openPebble(t, o)
 }

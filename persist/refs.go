@@ -247,8 +247,8 @@ func (c *core) flushRefsTo(w writer) {
 	if len(c.dirtyRefs) > 0 {
 		slices.Sort(c.dirtyRefs)
 		for i, id := range c.dirtyRefs {
-			if i > 0 && c.dirtyRefs[i-1] == id {
-				continue
+			if i > 0 && c.dirtyRefs[i-1] == id || c.elide.skipMessage(id) {
+				continue // a message put and gone in this group never had a count record
 			}
 			g.key = appendRefsKey(g.key[:0], id)
 			if n, ok := c.shared[id]; ok {

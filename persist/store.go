@@ -130,6 +130,14 @@ type Stats struct {
 	// Rewritten counts AddRefOrPut calls that found the message deleted
 	// and wrote it again.
 	Rewritten uint64
+	// WritesAvoided counts engine operations not written because a later
+	// operation of the same group made them moot: a set overwritten or
+	// deleted, a deletion of what the group itself created (write
+	// avoidance, package doc). MessagesAvoided counts the message records
+	// among them: messages put and released within one group, never
+	// written.
+	WritesAvoided   uint64
+	MessagesAvoided uint64
 	// OrphansDeleted counts message records without any reference found and
 	// deleted when the store opened; only a migration or
 	// Options.RepairReferences looks for them (Usage reports them).

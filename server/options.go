@@ -151,6 +151,13 @@ type Options struct {
 	// SyncInterval is the fsync period of DurabilityPeriodic, 1ms to 1m.
 	// Default: DefaultSyncInterval (100ms).
 	SyncInterval time.Duration `yaml:"sync_interval"`
+	// MaxInFlightGroups bounds the group commits applied and awaiting
+	// their fsync at once with DurabilitySync (persist's pipeline), 1 to
+	// 1024. 1 holds each new group until the previous fsync returned: a
+	// longer window for deliveries to be acknowledged within one group and
+	// never written (write avoidance), at the cost of the overlap.
+	// Default: persist.DefaultMaxInFlightGroups (64).
+	MaxInFlightGroups int `yaml:"max_inflight_groups"`
 	// Store, when set, is used instead of opening one in DataDir (tests,
 	// embedders with their own store). The server closes it on Close.
 	Store persist.Store `yaml:"-"`
@@ -389,6 +396,9 @@ func (o *Options) EnsureDefaults() {
 	if o.Durability == "" {
 		o.Durability = DefaultDurability
 	}
+	if o.MaxInFlightGroups == 0 {
+		o.MaxInFlightGroups = persist.DefaultMaxInFlightGroups
+	}
 	if o.SyncInterval == 0 {
 		o.SyncInterval = DefaultSyncInterval
 	}
@@ -533,6 +543,7 @@ func (o *Options) Validate() error {
 	if o.SyncInterval < minSyncInterval || o.SyncInterval > maxSyncInterval {
 		bad("sync_interval", "must be between %v and %v, got %v", minSyncInterval, maxSyncInterval, o.SyncInterval)
 	}
+	between("max_inflight_groups", o.MaxInFlightGroups, 1, 1024)
 	between("max_packet_size", o.MaxPacketSize, minPacketSize, maxPacketSize)
 	positiveDuration("connect_timeout", o.ConnectTimeout)
 	if o.MaxKeepAlive == 0 {

@@ -30,6 +30,7 @@ func (s *Server) openStore() error {
 			return err
 		}
 		st, err = persist.Open(persist.Options{Dir: o.DataDir, Mode: mode, SyncInterval: o.SyncInterval, Logger: s.log,
+			MaxInFlightGroups: o.MaxInFlightGroups,
 			// Half the descriptor reserve: the store's files come out of it.
 			MaxOpenFiles: max(o.Limits.FDReserve/2, 16)})
 		if err != nil {

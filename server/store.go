@@ -46,7 +46,10 @@ func (srv *Server) storeDelivery(t *txn, target *session, om *outMsg, q byte) {
 		// later SUBSCRIBE): its record may be gone with its last reference.
 		b.AddRefOrPut(m.id, messageRecord(m))
 	}
-	b.PutOutbound(target.id, om.seq, persist.Outbound{MessageID: m.id, QoS: q, State: persist.Queued, Shared: om.share != ""})
+	// om.seq is new (f.nextSeq): an insert, so a group that also deletes
+	// the entry (acknowledged meanwhile) writes neither (persist, "Write
+	// avoidance").
+	b.InsertOutbound(target.id, om.seq, persist.Outbound{MessageID: m.id, QoS: q, State: persist.Queued, Shared: om.share != ""})
 	om.stored = true
 	om.ticket = t.tick()
 }

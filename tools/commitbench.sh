@@ -17,7 +17,9 @@
 #   TERN_BASE=/tmp/tern-main tools/commitbench.sh        # + sync on another build
 #   ROUNDS=3 DURATION=10s tools/commitbench.sh           # longer (default 2 rounds of 6s)
 #
-# Ports 28810-28815 on 127.0.0.1; data in a temporary directory removed at exit.
+# Ports PORT_BASE..PORT_BASE+5 on 127.0.0.1 (default 28810); data in a
+# temporary directory removed at exit. EXTRA_SYNC_FLAGS go to the
+# "sync" broker only (e.g. "--max-inflight-groups 1").
 set -euo pipefail
 
 TERN=${TERN:-bin/tern}
@@ -26,6 +28,9 @@ ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-6s}
 WARMUP=${WARMUP:-1s}
 RATES=${RATES:-500 1000}
+PORT_BASE=${PORT_BASE:-28810}
+EXTRA_SYNC_FLAGS=${EXTRA_SYNC_FLAGS:-}
+P=$PORT_BASE
 
 work=$(mktemp -d /tmp/commitbench.XXXXXX)
 pids=()
@@ -45,14 +50,15 @@ start() {
 	pids+=($!)
 }
 
-start sync "$TERN" 28810 28811
-start none "$TERN" 28812 28813 --durability none
-brokers=(--broker sync=127.0.0.1:28810 --broker none=127.0.0.1:28812)
-admins=(sync=28811)
+# shellcheck disable=SC2086 # EXTRA_SYNC_FLAGS is a list of flags
+start sync "$TERN" $P $((P + 1)) $EXTRA_SYNC_FLAGS
+start none "$TERN" $((P + 2)) $((P + 3)) --durability none
+brokers=(--broker sync=127.0.0.1:$P --broker none=127.0.0.1:$((P + 2)))
+admins=(sync=$((P + 1)))
 if [[ -n $TERN_BASE ]]; then
-	start sync-base "$TERN_BASE" 28814 28815
-	brokers+=(--broker sync-base=127.0.0.1:28814)
-	admins+=(sync-base=28815)
+	start sync-base "$TERN_BASE" $((P + 4)) $((P + 5))
+	brokers+=(--broker sync-base=127.0.0.1:$((P + 4)))
+	admins+=(sync-base=$((P + 5)))
 fi
 sleep 1
 

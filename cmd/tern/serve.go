@@ -126,6 +126,7 @@ Flags:
 	fs.StringVar(&c.DataDir, "data", c.DataDir, "`DIR` for durable state")
 	fs.Var(stringValue[server.Durability]{&c.Durability}, "durability", "`MODE`: sync (acknowledge only what is fsynced), periodic (fsync every --sync-interval; a crash may lose that much acknowledged data), none (memory only)")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", c.SyncInterval, "fsync period for --durability periodic")
+	fs.IntVar(&c.MaxInFlightGroups, "max-inflight-groups", c.MaxInFlightGroups, "group commits awaiting their fsync at once with --durability sync, 1-1024 (1: each group waits for the previous fsync)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.BoolVar(&c.AllowAnonymous, "allow-anonymous", c.AllowAnonymous, "accept clients without credentials on non-loopback listeners too")
