@@ -138,6 +138,17 @@ func (c *client) finishEvent() {
 	if cw != nil {
 		waits++
 	}
+	if waits == 1 && l.tx.b != nil && len(l.out) == 0 && c.lastPending == nil && !c.connackHeld {
+		// Nothing to reply and nothing held: no reply waits for this
+		// batch (a subscriber's PUBACKs deleting what they acknowledge),
+		// so it needs no callback on the loop. The next event's replies
+		// still wait for their own batch, which completes after this one
+		// (groups complete in commit order). A failure is logged by
+		// submit and makes the store unavailable: later QoS 1/2 PUBLISHes
+		// are refused.
+		srv.submit(l, &l.tx, nil)
+		return
+	}
 	if waits == 0 {
 		if c.lastPending == nil {
 			c.flush()

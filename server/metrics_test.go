@@ -130,8 +130,9 @@ func TestMetricsFamiliesAndRuntimeCollectors(t *testing.T) {
 		"tern_websocket_origin_refused_total": "COUNTER", "tern_websocket_not_found_total": "COUNTER", "tern_websocket_bad_requests_total": "COUNTER",
 		"tern_publishers_paced_total": "COUNTER", "tern_shared_redispatched_total": "COUNTER", "tern_store_full": "GAUGE",
 		"tern_limit_refused_total": "COUNTER", "tern_reloads_total": "COUNTER", "tern_reload_failures_total": "COUNTER",
-		"tern_store_corrupt_total": "COUNTER",
-		"go_goroutines":            "GAUGE", "go_memstats_heap_alloc_bytes": "GAUGE", "go_gc_duration_seconds": "SUMMARY",
+		"tern_store_corrupt_total": "COUNTER", "tern_store_ops_total": "COUNTER",
+		"tern_store_writes_avoided_total": "COUNTER", "tern_store_messages_avoided_total": "COUNTER",
+		"go_goroutines": "GAUGE", "go_memstats_heap_alloc_bytes": "GAUGE", "go_gc_duration_seconds": "SUMMARY",
 		"process_resident_memory_bytes": "GAUGE", "process_open_fds": "GAUGE", "process_max_fds": "GAUGE", "process_cpu_seconds_total": "COUNTER",
 	}
 	for name, typ := range want {

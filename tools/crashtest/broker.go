@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +46,19 @@ func advertisesDurability(bin string) (bool, error) {
 // freeAddr returns a loopback address with a port that was free a moment
 // ago. The same address is reused for the restart, as a device fleet would.
 func freeAddr() (string, error) {
+	if portFrom > 0 {
+		// -ports: the next free port of the range, round robin, so a port
+		// just left by a killed broker is not reused at once.
+		for range portTo - portFrom + 1 {
+			p := portFrom + int(portNext.Add(1)-1)%(portTo-portFrom+1)
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err == nil {
+				addr := l.Addr().String()
+				return addr, l.Close()
+			}
+		}
+		return "", fmt.Errorf("no free port in %d-%d", portFrom, portTo)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -51,6 +66,12 @@ func freeAddr() (string, error) {
 	addr := l.Addr().String()
 	return addr, l.Close()
 }
+
+// The -ports range (0: any free port); portNext rotates through it.
+var (
+	portFrom, portTo int
+	portNext         atomic.Uint32
+)
 
 // broker is one `tern serve` subprocess.
 type broker struct {

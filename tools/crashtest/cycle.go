@@ -39,6 +39,7 @@ type config struct {
 	collectMax time.Duration // and in any case after this long
 	keepFailed bool          // keep the data directory of a failed cycle
 	control    bool          // harness self-check: drop the publishers' connections instead of killing the broker
+	online     bool          // the QoS 1 subscriber stays connected and acknowledges during the traffic
 	verbose    bool
 	logf       func(format string, args ...any) // where notes go (required)
 }
@@ -122,7 +123,13 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 	}
 	defer b.kill()
 
-	if err := subscribeOffline(ep, subQ1ID, filterQ1, 1); err != nil {
+	var on *online
+	if cfg.online {
+		on, err = subscribeOnline(ep, subQ1ID, filterQ1)
+	} else {
+		err = subscribeOffline(ep, subQ1ID, filterQ1, 1)
+	}
+	if err != nil {
 		return res, fmt.Errorf("subscriber %s: %w", subQ1ID, err)
 	}
 	if err := subscribeOffline(ep, subQ2ID, filterQ2, 2); err != nil {
@@ -170,6 +177,9 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 		for _, c := range conns {
 			c.Close()
 		}
+		if on != nil {
+			on.conn.Close()
+		}
 	} else {
 		b.kill()
 	}
@@ -187,6 +197,16 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 	}
 	for _, c := range conns {
 		c.Close()
+	}
+	var before [2][]delivery
+	if on != nil {
+		select {
+		case <-on.done:
+		case <-time.After(5 * time.Second):
+			return res, fmt.Errorf("online subscriber %s still connected after the kill", subQ1ID)
+		}
+		before[0] = on.deliveries
+		res.anomalies += on.unparsable
 	}
 	if died || (cfg.control && b.exited()) {
 		return res, fmt.Errorf("tern died on its own; output:\n%s", b.out)
@@ -254,7 +274,7 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i], collectErr[i] = collect(ep, id, expect[i], cfg.quiet, cfg.grace, cfg.collectMax)
+			got[i], collectErr[i] = collect(ep, id, expect[i], before[i], cfg.quiet, cfg.grace, cfg.collectMax)
 		}()
 	}
 	wg.Add(1)

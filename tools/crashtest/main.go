@@ -32,6 +32,14 @@
 // arrive. QoS 2 flows resumed after the restart must reach PUBCOMP, and the
 // retained message must still be "cycle-N".
 //
+// With -online the QoS 1 subscriber does not go offline: it stays
+// connected through the traffic and acknowledges every delivery at once, so
+// most QoS 1 messages are acknowledged by it before the broker has written
+// them, and the broker avoids writing them at all (persist, "Write
+// avoidance"). Its deliveries before the kill count with those after the
+// restart: every message PUBACKed to its publisher must be in one or the
+// other.
+//
 // The broker advertises durability by having a --durability flag in
 // `tern serve --help`; crashtest passes --durability sync. A broker without
 // that flag keeps everything in memory and will lose it all: crashtest then
@@ -113,6 +121,8 @@ func run(args []string) int {
 	durability := fs.String("durability", "sync", "value passed to tern serve --durability")
 	force := fs.Bool("force", false, "run even if the broker does not advertise --durability (expect losses)")
 	control := fs.Bool("control", false, "harness self-check: close the publishers' connections instead of killing the broker and skip the restart; any correct broker, durable or not, must then pass")
+	ports := fs.String("ports", "", "`FROM-TO`: take the broker's ports from this range of 127.0.0.1 (default: any free port)")
+	onlineSub := fs.Bool("online", false, "the QoS 1 subscriber stays connected and acknowledges while the publishers send (most deliveries are acknowledged before they are written: the broker's write avoidance), instead of queueing offline")
 	tlsEngine := fs.String("tls", "", "`ENGINE` (loops or stdnet): the clients connect over TLS to a --tls-listen served by that engine (a self-signed certificate the harness makes); empty: plain TCP")
 	keep := fs.Bool("keep", false, "keep the data directory of a failing cycle for inspection (tern store inspect)")
 	verbose := fs.Bool("v", false, "per-publisher details and broker output of failing cycles")
@@ -121,6 +131,12 @@ func run(args []string) int {
 			return 0
 		}
 		return 2
+	}
+	if *ports != "" {
+		if _, err := fmt.Sscanf(*ports, "%d-%d", &portFrom, &portTo); err != nil || portFrom < 1 || portTo < portFrom || portTo > 65535 {
+			fmt.Fprintf(os.Stderr, "crashtest: -ports %q: want FROM-TO\n", *ports)
+			return 2
+		}
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -200,7 +216,7 @@ func run(args []string) int {
 		tern: bin, workDir: workDir, extraArgs: extra, tls: tlsCfg,
 		publishers: *publishers, window: *window, maxMsgs: *maxMsgs, rate: *rate,
 		killMin: *killMin, killMax: *killMax, quiet: *quiet, grace: *grace, collectMax: *collectMax,
-		keepFailed: *keep, control: *control, verbose: *verbose,
+		keepFailed: *keep, control: *control, online: *onlineSub, verbose: *verbose,
 		logf: func(format string, args ...any) { fmt.Printf("  "+format+"\n", args...) },
 	}
 	if *keep {

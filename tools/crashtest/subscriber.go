@@ -33,6 +33,54 @@ func subscribeOffline(ep endpoint, clientID, filter string, qos byte) error {
 	return nil
 }
 
+// online is the QoS 1 subscriber of -online: it stays connected while the
+// publishers send, acknowledging each delivery at once, until the broker
+// is killed. Its deliveries count with those collected after the restart.
+type online struct {
+	conn       *mqtttest.Conn
+	done       chan struct{}
+	deliveries []delivery // valid once done is closed
+	unparsable int
+}
+
+// subscribeOnline creates the persistent session like subscribeOffline but
+// keeps receiving on it (PUBACK to every QoS 1 PUBLISH) until the
+// connection ends.
+func subscribeOnline(ep endpoint, clientID, filter string) (*online, error) {
+	c, _, err := dial(ep, clientID, false)
+	if err != nil {
+		return nil, err
+	}
+	o := &online{conn: c, done: make(chan struct{})}
+	record := func(pkt any) error {
+		p, ok := pkt.(*codec.Publish)
+		if !ok {
+			return nil
+		}
+		if d, ok := parsePayload(p.Payload); ok {
+			o.deliveries = append(o.deliveries, d)
+		} else {
+			o.unparsable++
+		}
+		return c.Ack(codec.PUBACK, p.PacketID)
+	}
+	if err := subscribe(c, filter, 1, func(pkt any) { _ = record(pkt) }); err != nil {
+		c.Close()
+		return nil, err
+	}
+	go func() {
+		defer close(o.done)
+		defer c.Close()
+		for {
+			pkt, err := c.Next(time.Now().Add(time.Minute))
+			if err != nil || record(pkt) != nil {
+				return // the broker was killed
+			}
+		}
+	}()
+	return o, nil
+}
+
 // collected is what a subscriber saw after the restart.
 type collected struct {
 	sessionFound bool       // CONNACK session present on the reconnect
@@ -50,8 +98,11 @@ type collected struct {
 // awaiting PUBREL as the same message (the receiver side of the QoS 2
 // exactly-once protocol, [MQTT-4.3.3-2], "Method B" of §4.3.3), answering
 // PUBCOMP to PUBREL. Any duplicate it then records is the broker's.
-func collect(ep endpoint, clientID string, expect map[string][]bool, quiet, grace, total time.Duration) (collected, error) {
-	var got collected
+//
+// before are deliveries the subscriber received before the restart
+// (-online): they start the result and count as seen.
+func collect(ep endpoint, clientID string, expect map[string][]bool, before []delivery, quiet, grace, total time.Duration) (collected, error) {
+	got := collected{deliveries: before}
 	c, present, err := dial(ep, clientID, false)
 	if err != nil {
 		return got, err
@@ -66,6 +117,14 @@ func collect(ep endpoint, clientID string, expect map[string][]bool, quiet, grac
 		for _, a := range acked {
 			if a {
 				missing++
+			}
+		}
+	}
+	for _, d := range before {
+		if sn := seen[d.pub]; d.seq < len(sn) && !sn[d.seq] {
+			sn[d.seq] = true
+			if expect[d.pub][d.seq] {
+				missing--
 			}
 		}
 	}
