@@ -519,12 +519,31 @@ func (c *client) closeNow(code codec.ReasonCode, why string) {
 // sent no CONNECT in time, was silent for 1.5× its keepalive
 // [MQTT-3.1.2-24] or lingered long enough, and otherwise returns when to
 // look again (0: never).
+//
+// The connect timeout bounds the client's time to send its CONNECT (the
+// spec: a Server that gets no CONNECT "within a reasonable amount of time
+// after the Network Connection is established" SHOULD close it, 3.1.1
+// §3.1 and 5.0 §3.1.4; the first packet must be CONNECT [MQTT-3.1.0-1]):
+// it is what defeats a slowloris peer. It does not bound the broker's own
+// work once the CONNECT is in: while an Authenticator, a hook or the
+// cluster decides (c.authenticating) the connection is not closed for it —
+// each of those waits has its own bound (the auth pool's queue, the hook
+// timeout, the cluster claim) — and a new persistent session's CONNACK
+// waiting for its record's fsync is already past stateNew. Before, a
+// CONNECT that waited in an overloaded auth pool past the connect timeout
+// was closed before CONNACK although the client had done its part.
 func (c *client) checkDeadline(now int64) int64 {
 	switch c.state {
 	case stateClosed:
 		return 0
 	case stateNew:
+		if c.authenticating {
+			return now + 1 // the broker is deciding; look again when it is done
+		}
 		if now >= int64(c.deadline) {
+			// Counted and logged (rate-limited): a connect storm on an
+			// overloaded broker shows here, not only in clients' errors.
+			c.loop.srv.refuse(limitConnectTimeout, c.id, "", remoteString(c.conn), "no CONNECT within the connect timeout")
 			c.closeNow(codec.MaximumConnectTime, "no CONNECT within the connect timeout")
 			return 0
 		}

@@ -161,6 +161,7 @@ const (
 	limitWSHeaderTimeout
 	limitWSMessage
 	limitRemoteQuota
+	limitConnectTimeout
 	numLimits
 )
 
@@ -198,6 +199,7 @@ var limitNames = [numLimits]string{
 	limitWSHeaderTimeout: "websocket_header_timeout",
 	limitWSMessage:       "websocket_message_size",
 	limitRemoteQuota:     "cluster_remote_quota",
+	limitConnectTimeout:  "connect_timeout",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.

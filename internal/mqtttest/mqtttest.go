@@ -117,12 +117,16 @@ func (c *Conn) timeout() time.Duration {
 }
 
 // Write writes b as is (one packet, several, or deliberately malformed
-// bytes), bounded by Timeout. Writer side.
+// bytes), bounded by Timeout. The deadline is cleared afterwards: a caller
+// that goes on writing to NetConn itself (a benchmark's pipelined
+// publisher) must not find its writes timing out Timeout after the last
+// helper call. Writer side.
 func (c *Conn) Write(b []byte) error {
 	if err := c.nc.SetWriteDeadline(time.Now().Add(c.timeout())); err != nil {
 		return err
 	}
 	_, err := c.nc.Write(b)
+	_ = c.nc.SetWriteDeadline(time.Time{})
 	return err
 }
 
@@ -144,9 +148,21 @@ func (c *Conn) Ack(t codec.PacketType, id uint16) error {
 
 // ReadPacket returns the next whole packet from the broker. A zero deadline
 // waits until the connection fails; a passed deadline is ErrTimeout. When
-// the broker closed the connection the error satisfies IsClosed. Reader
-// side.
+// the broker closed the connection the error satisfies IsClosed. The read
+// deadline is cleared before it returns, so a caller that takes over
+// reading from NetConn (after Buffered) is not cut off by the deadline of
+// the last Connect or Subscribe: that left-over deadline made
+// BenchmarkFanOut100's raw readers fail 5 s after their SUBACK, and the
+// benchmark wait forever for their deliveries. Reader side.
 func (c *Conn) ReadPacket(deadline time.Time) (Packet, error) {
+	p, err := c.readPacket(deadline)
+	if !deadline.IsZero() {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+	return p, err
+}
+
+func (c *Conn) readPacket(deadline time.Time) (Packet, error) {
 	for {
 		h, body, total, err := codec.ReadPacket(c.buf, MaxPacket)
 		if err == nil {
