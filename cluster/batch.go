@@ -74,13 +74,20 @@ func ackCode(err error) byte {
 
 // batchAck appends one confirmation for reply.
 func (n *Node) batchAck(reply string, seq uint64, code byte) {
+	n.batchAcks(reply, []uint64{seq}, code)
+}
+
+// batchAcks appends the same confirmation code for each of seqs, for reply.
+func (n *Node) batchAcks(reply string, seqs []uint64, code byte) {
 	n.omu.Lock()
 	buf := n.outAcks[reply]
 	if len(buf) == 0 {
 		buf = appendBytes(buf, []byte(n.self))
 	}
-	buf = binary.AppendUvarint(buf, seq)
-	buf = append(buf, code)
+	for _, seq := range seqs {
+		buf = binary.AppendUvarint(buf, seq)
+		buf = append(buf, code)
+	}
 	n.outAcks[reply] = buf
 	n.omu.Unlock()
 	n.kick()

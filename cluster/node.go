@@ -69,6 +69,7 @@ type Node struct {
 	fseq uint64
 	pend map[uint64]*pending
 	msub sync.Map // node → *[recvShards]string: its message subjects, built once
+	recv [recvShards]receiver
 
 	// Batching (batch.go): omu guards the buffers being filled and their
 	// spares; fl serialises flushes.
@@ -269,6 +270,7 @@ func (n *Node) Attach(srv *server.Server) error {
 		n.subs = append(n.subs, sub)
 	}
 	for k := range recvShards {
+		n.recv[k].batch = srv.NewRemoteBatch()
 		sub, err := n.nc.Subscribe(n.subj.msgShard(n.self, k), func(msg *nats.Msg) { n.onMessage(msg, k) })
 		if err != nil {
 			return fmt.Errorf("cluster: subscribe: %w", err)
@@ -399,6 +401,7 @@ func (n *Node) Metrics() []server.ClusterMetric {
 	n.fmu.Lock()
 	pending := len(n.pend)
 	n.fmu.Unlock()
+	ns := n.nc.Stats()
 	g := func(name, help string, v float64) server.ClusterMetric {
 		return server.ClusterMetric{Name: name, Type: "gauge", Help: help, Value: v}
 	}
@@ -414,6 +417,8 @@ func (n *Node) Metrics() []server.ClusterMetric {
 		g("tern_cluster_local_filters", "Distinct filters of this node announced to the others.", float64(localFilters)),
 		g("tern_cluster_confirms_pending", "Forwarded QoS 1/2 messages waiting for confirmations.", float64(pending)),
 		c("tern_cluster_forwarded_total", "Messages sent to other nodes (one per node).", n.stats.forwarded.Load()),
+		c("tern_cluster_backplane_sent_total", "NATS messages this node published: forwarded-message batches, confirmation batches and control traffic (forwarded_total / this is the batching).", ns.OutMsgs),
+		c("tern_cluster_backplane_received_total", "NATS messages this node received: batches of forwarded messages and of confirmations, and control traffic.", ns.InMsgs),
 		c("tern_cluster_oversize_total", "Messages too large for the backplane, delivered on their own node only.", n.stats.oversize.Load()),
 		c("tern_cluster_confirm_expired_total", "Forwarded messages whose confirmations did not all come in time.", n.stats.confirmTimeouts.Load()),
 		c("tern_cluster_unconfirmed_gone_total", "Forwarded messages acknowledged without the confirmation of a node that went silent meanwhile.", n.stats.unconfirmedGone.Load()),
