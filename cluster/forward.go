@@ -268,32 +268,61 @@ func (n *Node) msgSubject(node string, shard int) string {
 }
 
 // onAck is a batch of a node's confirmations of messages this node
-// forwarded: the node's name, then (sequence, ok) pairs.
+// forwarded: the node's name, then (sequence, ok) pairs. They are applied
+// under one lock per ackChunk, and the publishers acknowledged after it.
+// Runs on the confirmation subscription's goroutine (it owns n.ackDone).
 func (n *Node) onAck(msg *nats.Msg) {
 	r := reader{b: msg.Data}
 	node := string(r.bytes())
 	for r.err == nil && len(r.b) > 0 {
-		seq := r.uvarint()
-		code := r.byte()
-		if r.err != nil {
-			break
+		done := n.ackDone[:0]
+		n.fmu.Lock()
+		for k := 0; k < ackChunk && r.err == nil && len(r.b) > 0; k++ {
+			seq := r.uvarint()
+			code := r.byte()
+			if r.err != nil {
+				break
+			}
+			if p := n.confirmLocked(seq, node, code); p != nil {
+				done = append(done, p)
+			}
 		}
-		n.confirm(seq, node, code)
+		n.fmu.Unlock()
+		for i, p := range done {
+			p.finish(p.err())
+			done[i] = nil
+		}
+		n.ackDone = done[:0]
 	}
 	if r.err != nil {
 		n.stats.decodeErrors.Add(1)
 	}
 }
 
+// ackChunk bounds the confirmations applied under one hold of fmu (the
+// event loops' Forward waits for it).
+const ackChunk = 64
+
 // confirm records node's confirmation of seq; the last one acknowledges
 // the publisher (with the worst outcome: a failure over a quota refusal
 // over success).
 func (n *Node) confirm(seq uint64, node string, code byte) {
 	n.fmu.Lock()
+	p := n.confirmLocked(seq, node, code)
+	n.fmu.Unlock()
+	if p != nil {
+		p.finish(p.err())
+	}
+}
+
+// confirmLocked records node's confirmation of seq and returns the pending
+// it completed (out of n.pend; the caller finishes it once fmu is
+// released), nil if more are due or seq is unknown (late, expired). fmu
+// held.
+func (n *Node) confirmLocked(seq uint64, node string, code byte) *pending {
 	p := n.pend[seq]
 	if p == nil {
-		n.fmu.Unlock()
-		return // late (expired) or unknown
+		return nil
 	}
 	for i, x := range p.left {
 		if x == node {
@@ -308,14 +337,11 @@ func (n *Node) confirm(seq uint64, node string, code byte) {
 	case code != ackQuota:
 		p.code = ackFailed
 	}
-	done := len(p.left) == 0
-	if done {
-		delete(n.pend, seq)
+	if len(p.left) != 0 {
+		return nil
 	}
-	n.fmu.Unlock()
-	if done {
-		p.finish(p.err())
-	}
+	delete(n.pend, seq)
+	return p
 }
 
 // peerGone stops waiting for a node declared gone: from now on messages

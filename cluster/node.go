@@ -68,18 +68,21 @@ type Node struct {
 	fmu  sync.Mutex
 	fseq uint64
 	pend map[uint64]*pending
-	msub sync.Map // node → *[recvShards]string: its message subjects, built once
-	recv [recvShards]receiver
+	// ackDone is onAck's scratch: the pendings a confirmation batch completed.
+	ackDone []*pending
+	msub    sync.Map // node → *[recvShards]string: its message subjects, built once
+	recv    [recvShards]receiver
 
 	// Batching (batch.go): omu guards the buffers being filled and their
 	// spares; fl serialises flushes.
-	omu                  sync.Mutex
-	fl                   sync.Mutex
-	outMsgs, spareMsgs   map[outKey][]byte
-	outReply, spareReply map[outKey]bool
-	outAcks, spareAcks   map[string][]byte
-	scratch              []byte
-	flushc               chan struct{}
+	omu      sync.Mutex
+	fl       sync.Mutex
+	out      map[outKey]*outBuf // forwarded messages, per (node, receive shard)
+	acks     map[string]*outBuf // confirmations, per reply subject
+	scratch  []byte
+	flushing []flushItem // fl held
+	flushc   chan struct{}
+	ackSubj  string // this node's confirmation subject, the reply of its forwards
 
 	// Session-move fences (fence.go): femu guards fences.
 	femu     sync.Mutex
@@ -219,13 +222,12 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		local: make(map[string]int), peers: make(map[string]*peer),
 		pend: make(map[uint64]*pending), rver: make(map[string]version),
 		claims: make(map[string]claim), votes: make(map[uint64]*ballot),
-		outMsgs: make(map[outKey][]byte), spareMsgs: make(map[outKey][]byte),
-		outReply: make(map[outKey]bool), spareReply: make(map[outKey]bool),
-		outAcks: make(map[string][]byte), spareAcks: make(map[string][]byte),
+		out: make(map[outKey]*outBuf), acks: make(map[string]*outBuf),
 		flushc: make(chan struct{}, 1),
 		fences: make(map[string]*fenceState),
 	}
 	n.hash = nodeHash(opts.Node)
+	n.ackSubj = n.subj.acks(n.self)
 	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1),
