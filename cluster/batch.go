@@ -26,10 +26,33 @@ type outKey struct {
 	shard int
 }
 
+// outBuf is one outgoing buffer (a node's receive shard, or a reply
+// subject for confirmations) and the spare it swaps with when flushed, so
+// a steady stream reuses two buffers. Entries stay in their map: there is
+// one per (node, shard) and one per confirming subject, bounded by the
+// cluster's size. omu guards every field but subj (set once).
+type outBuf struct {
+	subj  string
+	buf   []byte
+	spare []byte
+	reply bool // a message in buf asks for confirmations
+}
+
+// flushItem is one buffer taken by a flush.
+type flushItem struct {
+	ob    *outBuf
+	buf   []byte
+	reply bool
+	ack   bool
+}
+
 // batchMessage appends one message for node; false if it cannot be sent.
+// The flusher is woken only by the append that finds the buffer empty:
+// one that finds it non-empty is taken by the flush that wake-up causes
+// (the wake-up is consumed before the flush takes the buffers).
 func (n *Node) batchMessage(node string, shard int, m *server.ClusterMessage, seq uint64, groups []string, now int64) bool {
 	n.omu.Lock()
-	buf := n.outMsgs[outKey{node, shard}]
+	ob := n.outLocked(node, shard)
 	// A length-prefixed frame: encoded into the scratch, then copied.
 	n.scratch = appendMessage(n.scratch[:0], m, seq, groups, now)
 	if len(n.scratch) > maxPayload-16 {
@@ -37,21 +60,33 @@ func (n *Node) batchMessage(node string, shard int, m *server.ClusterMessage, se
 		n.stats.oversize.Add(1)
 		return false
 	}
-	buf = binary.AppendUvarint(buf, uint64(len(n.scratch)))
-	buf = append(buf, n.scratch...)
+	was := len(ob.buf)
+	ob.buf = binary.AppendUvarint(ob.buf, uint64(len(n.scratch)))
+	ob.buf = append(ob.buf, n.scratch...)
 	if seq != 0 {
-		n.outReply[outKey{node, shard}] = true
+		ob.reply = true
 	}
-	n.outMsgs[outKey{node, shard}] = buf
-	big := len(buf) >= batchFlushBytes
+	big := len(ob.buf) >= batchFlushBytes
 	n.omu.Unlock()
 	n.stats.forwarded.Add(1)
-	if big {
+	switch {
+	case big:
 		n.flush()
-	} else {
+	case was == 0:
 		n.kick()
 	}
 	return true
+}
+
+// outLocked returns the outgoing buffer of node's receive shard. omu held.
+func (n *Node) outLocked(node string, shard int) *outBuf {
+	k := outKey{node, shard}
+	ob := n.out[k]
+	if ob == nil {
+		ob = &outBuf{subj: n.msgSubject(node, shard)}
+		n.out[k] = ob
+	}
+	return ob
 }
 
 // Confirmation codes on the wire (one byte after each sequence).
@@ -74,16 +109,33 @@ func ackCode(err error) byte {
 
 // batchAck appends one confirmation for reply.
 func (n *Node) batchAck(reply string, seq uint64, code byte) {
+	n.batchAcks(reply, []uint64{seq}, code)
+}
+
+// batchAcks appends the same confirmation code for each of seqs, for reply.
+func (n *Node) batchAcks(reply string, seqs []uint64, code byte) {
 	n.omu.Lock()
-	buf := n.outAcks[reply]
-	if len(buf) == 0 {
-		buf = appendBytes(buf, []byte(n.self))
+	ob := n.acks[reply]
+	if ob == nil {
+		ob = &outBuf{subj: reply}
+		n.acks[reply] = ob
 	}
-	buf = binary.AppendUvarint(buf, seq)
-	buf = append(buf, code)
-	n.outAcks[reply] = buf
+	was := len(ob.buf)
+	if was == 0 {
+		ob.buf = appendBytes(ob.buf, []byte(n.self))
+	}
+	for _, seq := range seqs {
+		ob.buf = binary.AppendUvarint(ob.buf, seq)
+		ob.buf = append(ob.buf, code)
+	}
+	big := len(ob.buf) >= batchFlushBytes
 	n.omu.Unlock()
-	n.kick()
+	switch {
+	case big:
+		n.flush()
+	case was == 0:
+		n.kick()
+	}
 }
 
 // kick wakes the flusher.
@@ -108,46 +160,42 @@ func (n *Node) flusher() {
 	}
 }
 
-// flush publishes every non-empty buffer. Buffers swap with spares, so the
-// appenders are held only for the swap, not for the publishing.
+// flush publishes every non-empty buffer. Buffers swap with their spares,
+// so the appenders are held only for the swap, not for the publishing.
 func (n *Node) flush() {
 	n.fl.Lock() // one flush at a time: buffers of one key leave in order
 	defer n.fl.Unlock()
+	items := n.flushing[:0]
 	n.omu.Lock()
-	msgs, replies, acks := n.outMsgs, n.outReply, n.outAcks
-	n.outMsgs, n.outReply, n.outAcks = n.spareMsgs, n.spareReply, n.spareAcks
-	n.omu.Unlock()
-	for k, buf := range msgs {
-		if len(buf) == 0 {
-			continue
+	take := func(ob *outBuf, ack bool) {
+		if len(ob.buf) == 0 {
+			return
 		}
-		subj := n.msgSubject(k.node, k.shard)
-		if replies[k] {
-			_ = n.nc.PublishRequest(subj, n.subj.acks(n.self), buf)
+		items = append(items, flushItem{ob: ob, buf: ob.buf, reply: ob.reply, ack: ack})
+		ob.buf, ob.spare, ob.reply = ob.spare[:0], nil, false
+	}
+	for _, ob := range n.out {
+		take(ob, false)
+	}
+	for _, ob := range n.acks {
+		take(ob, true)
+	}
+	n.omu.Unlock()
+	for _, it := range items {
+		if it.reply {
+			_ = n.nc.PublishRequest(it.ob.subj, n.ackSubj, it.buf)
 		} else {
-			_ = n.nc.Publish(subj, buf)
-		}
-		msgs[k] = buf[:0]
-	}
-	for r, buf := range acks {
-		if len(buf) > 0 {
-			_ = n.nc.Publish(r, buf)
-		}
-		acks[r] = buf[:0]
-	}
-	clear(replies)
-	// Keep the spares small: a buffer that grew under a burst is let go.
-	for k, buf := range msgs {
-		if cap(buf) > batchFlushBytes {
-			delete(msgs, k)
-		}
-	}
-	for r, buf := range acks {
-		if cap(buf) > batchFlushBytes {
-			delete(acks, r)
+			_ = n.nc.Publish(it.ob.subj, it.buf)
 		}
 	}
 	n.omu.Lock()
-	n.spareMsgs, n.spareReply, n.spareAcks = msgs, replies, acks
+	for _, it := range items {
+		// Keep the spares small: a buffer that grew under a burst is let go.
+		if it.ob.spare == nil && cap(it.buf) <= batchFlushBytes {
+			it.ob.spare = it.buf[:0]
+		}
+	}
 	n.omu.Unlock()
+	clear(items)
+	n.flushing = items[:0]
 }

@@ -112,12 +112,11 @@ func (n *Node) sendFence(token, old string) {
 	n.srv.SyncLoops(fenceTimeout)
 	n.omu.Lock()
 	for k := range recvShards {
-		key := outKey{old, k}
+		ob := n.outLocked(old, k)
 		n.scratch = append(n.scratch[:0], frameFence)
 		n.scratch = appendBytes(n.scratch, []byte(token))
 		n.scratch = appendBytes(n.scratch, []byte(n.self))
-		buf := appendBytes(n.outMsgs[key], n.scratch)
-		n.outMsgs[key] = buf
+		ob.buf = appendBytes(ob.buf, n.scratch)
 	}
 	n.omu.Unlock()
 	n.kick()

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,12 +24,27 @@ import (
 // per topic and QoS.
 
 // pending is a forwarded QoS 1/2 message waiting for its confirmations.
+// They are recycled (pendingPool) once their acker has been called.
 type pending struct {
 	left     []string // nodes that have not confirmed
 	code     byte     // the worst confirmation so far (ackOK, ackQuota, ackFailed)
 	w        server.ClusterAcker
 	ref      uint64 // ClusterMessage.Ref, handed back to w
-	deadline time.Time
+	deadline int64  // unix nanoseconds
+	leftBuf  [2]string
+}
+
+// pendingPool recycles pendings: one per forwarded QoS 1/2 message would
+// otherwise be the forwarding path's largest allocation.
+var pendingPool = sync.Pool{New: func() any { return new(pending) }}
+
+// finish hands p's outcome to its acker and recycles p; p must be out of
+// Node.pend (no other goroutine can reach it).
+func (p *pending) finish(err error) {
+	p.w.Ack(p.ref, err)
+	clear(p.left)
+	*p = pending{}
+	pendingPool.Put(p)
 }
 
 // errUnconfirmed is a forwarded message's outcome when a node did not
@@ -53,35 +69,24 @@ type target struct {
 }
 
 // matchPool holds trie match buffers.
-var matchPool = make(chan []trie.Sub[string], 64)
-
-func getMatch() []trie.Sub[string] {
-	select {
-	case b := <-matchPool:
-		return b[:0]
-	default:
-		return make([]trie.Sub[string], 0, 16)
-	}
-}
-
-func putMatch(b []trie.Sub[string]) {
-	if cap(b) > 1024 {
-		return
-	}
-	select {
-	case matchPool <- b:
-	default:
-	}
-}
+var matchPool = sync.Pool{New: func() any { b := make([]trie.Sub[string], 0, 16); return &b }}
 
 // Forward implements server.Cluster.
 func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGroups []string, wait bool) {
-	subs := n.table.Match(m.Topic, getMatch())
-	defer putMatch(subs)
+	mp := matchPool.Get().(*[]trie.Sub[string])
+	subs := n.table.Match(m.Topic, (*mp)[:0])
+	defer func() {
+		if cap(subs) <= 1024 {
+			clear(subs)
+			*mp = subs[:0]
+			matchPool.Put(mp)
+		}
+	}()
 	if len(subs) == 0 {
 		return nil, false
 	}
-	var targets []target
+	var tbuf [4]target // room for a cluster of five without allocating
+	targets := tbuf[:0]
 	for _, sub := range subs {
 		if sub.Subscriber == n.self {
 			if sub.Group != "" && !contains(localGroups, sub.Group) {
@@ -104,8 +109,11 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 		return localGroups, false
 	}
 	var seq uint64
+	now := time.Now().UnixNano()
 	if w != nil && m.QoS > 0 {
-		p := &pending{w: w, ref: m.Ref, code: ackOK, deadline: time.Now().Add(n.opts.ConfirmTimeout)}
+		p := pendingPool.Get().(*pending)
+		p.w, p.ref, p.code, p.deadline = w, m.Ref, ackOK, now+int64(n.opts.ConfirmTimeout)
+		p.left = p.leftBuf[:0]
 		for _, t := range targets {
 			p.left = append(p.left, t.node)
 		}
@@ -117,7 +125,6 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 		wait = true
 		m.Origin = seq
 	}
-	now := time.Now().UnixNano()
 	shard := topicShard(m.Topic)
 	for _, t := range targets {
 		if !n.batchMessage(t.node, shard, m, seq, t.groups, now) && seq != 0 {
@@ -157,36 +164,91 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// receiver is one receive shard's state, used only by the shard's
+// subscription goroutine: the server batch its messages are delivered
+// into, and the sequences that batch owes a confirmation.
+type receiver struct {
+	batch *server.RemoteBatch
+	d     decoded
+	owed  []uint64
+}
+
+// commitEvery bounds the messages delivered before their batch is
+// committed: the loops of their subscribers are woken and their store
+// writes submitted at least that often within one long NATS message.
+const commitEvery = 64
+
 // onMessage delivers the messages of a batch another node forwarded here
-// and confirms, once durable, those that ask for it.
-// k is the receive shard the batch came on.
+// and confirms, once durable, those that ask for it. They are delivered as
+// server batches of up to commitEvery messages (one store commit, one
+// wake-up per subscriber's loop each). k is the receive shard the batch
+// came on; runs on that shard's subscription goroutine.
 func (n *Node) onMessage(msg *nats.Msg, k int) {
+	rc := &n.recv[k]
 	r := reader{b: msg.Data}
+	reply := msg.Reply
 	now := time.Now().UnixNano()
-	var d decoded
 	for len(r.b) > 0 {
 		frame := r.bytes()
 		if r.err != nil {
 			n.stats.decodeErrors.Add(1)
-			return
+			break
 		}
 		if len(frame) > 0 && frame[0] == frameFence {
-			n.onFenceFrame(frame[1:], k) // fence.go: everything before it was delivered
+			// Everything before the frame is delivered and submitted
+			// before the fence counts (fence.go).
+			n.commitRecv(rc, reply)
+			n.onFenceFrame(frame[1:], k)
 			continue
 		}
-		if err := decodeMessage(frame, now, &d); err != nil {
+		d := &rc.d
+		if err := decodeMessage(frame, now, d); err != nil {
 			n.stats.decodeErrors.Add(1)
 			n.log.Warn("cluster: undecodable message", "subject", msg.Subject, "err", err)
 			continue
 		}
 		d.m.Origin = d.seq
-		reply, seq := msg.Reply, d.seq
-		if reply == "" || seq == 0 {
-			n.srv.RemoteDeliver(&d.m, d.groups, ignoreDone)
+		seq := d.seq
+		if reply == "" {
+			seq = 0
+		}
+		if err := rc.batch.Deliver(&d.m, d.groups); err != nil {
+			if seq != 0 {
+				n.batchAck(reply, seq, ackCode(err))
+			}
 			continue
 		}
-		n.srv.RemoteDeliver(&d.m, d.groups, func(err error) { n.batchAck(reply, seq, ackCode(err)) })
+		if seq != 0 {
+			rc.owed = append(rc.owed, seq)
+		}
+		if rc.batch.Len() >= commitEvery {
+			n.commitRecv(rc, reply)
+		}
 	}
+	n.commitRecv(rc, reply)
+}
+
+// owedPool recycles the sequence lists of committed receive batches.
+var owedPool = sync.Pool{New: func() any { return new([]uint64) }}
+
+// commitRecv commits rc's batch and confirms its owed sequences on reply
+// once the commit is durable.
+func (n *Node) commitRecv(rc *receiver, reply string) {
+	if rc.batch.Len() == 0 {
+		return
+	}
+	if len(rc.owed) == 0 {
+		rc.batch.Commit(ignoreDone)
+		return
+	}
+	p := owedPool.Get().(*[]uint64)
+	owed := append((*p)[:0], rc.owed...)
+	rc.owed = rc.owed[:0]
+	rc.batch.Commit(func(err error) {
+		n.batchAcks(reply, owed, ackCode(err))
+		*p = owed[:0]
+		owedPool.Put(p)
+	})
 }
 
 func ignoreDone(error) {}
@@ -206,32 +268,61 @@ func (n *Node) msgSubject(node string, shard int) string {
 }
 
 // onAck is a batch of a node's confirmations of messages this node
-// forwarded: the node's name, then (sequence, ok) pairs.
+// forwarded: the node's name, then (sequence, ok) pairs. They are applied
+// under one lock per ackChunk, and the publishers acknowledged after it.
+// Runs on the confirmation subscription's goroutine (it owns n.ackDone).
 func (n *Node) onAck(msg *nats.Msg) {
 	r := reader{b: msg.Data}
 	node := string(r.bytes())
 	for r.err == nil && len(r.b) > 0 {
-		seq := r.uvarint()
-		code := r.byte()
-		if r.err != nil {
-			break
+		done := n.ackDone[:0]
+		n.fmu.Lock()
+		for k := 0; k < ackChunk && r.err == nil && len(r.b) > 0; k++ {
+			seq := r.uvarint()
+			code := r.byte()
+			if r.err != nil {
+				break
+			}
+			if p := n.confirmLocked(seq, node, code); p != nil {
+				done = append(done, p)
+			}
 		}
-		n.confirm(seq, node, code)
+		n.fmu.Unlock()
+		for i, p := range done {
+			p.finish(p.err())
+			done[i] = nil
+		}
+		n.ackDone = done[:0]
 	}
 	if r.err != nil {
 		n.stats.decodeErrors.Add(1)
 	}
 }
 
+// ackChunk bounds the confirmations applied under one hold of fmu (the
+// event loops' Forward waits for it).
+const ackChunk = 64
+
 // confirm records node's confirmation of seq; the last one acknowledges
 // the publisher (with the worst outcome: a failure over a quota refusal
 // over success).
 func (n *Node) confirm(seq uint64, node string, code byte) {
 	n.fmu.Lock()
+	p := n.confirmLocked(seq, node, code)
+	n.fmu.Unlock()
+	if p != nil {
+		p.finish(p.err())
+	}
+}
+
+// confirmLocked records node's confirmation of seq and returns the pending
+// it completed (out of n.pend; the caller finishes it once fmu is
+// released), nil if more are due or seq is unknown (late, expired). fmu
+// held.
+func (n *Node) confirmLocked(seq uint64, node string, code byte) *pending {
 	p := n.pend[seq]
 	if p == nil {
-		n.fmu.Unlock()
-		return // late (expired) or unknown
+		return nil
 	}
 	for i, x := range p.left {
 		if x == node {
@@ -246,14 +337,11 @@ func (n *Node) confirm(seq uint64, node string, code byte) {
 	case code != ackQuota:
 		p.code = ackFailed
 	}
-	done := len(p.left) == 0
-	if done {
-		delete(n.pend, seq)
+	if len(p.left) != 0 {
+		return nil
 	}
-	n.fmu.Unlock()
-	if done {
-		p.w.Ack(p.ref, p.err())
-	}
+	delete(n.pend, seq)
+	return p
 }
 
 // peerGone stops waiting for a node declared gone: from now on messages
@@ -279,7 +367,7 @@ func (n *Node) peerGone(node string) {
 	}
 	n.fmu.Unlock()
 	for _, p := range done {
-		p.w.Ack(p.ref, p.err())
+		p.finish(p.err())
 	}
 }
 
@@ -288,7 +376,7 @@ func (n *Node) expirePending(now time.Time) {
 	var late []*pending
 	n.fmu.Lock()
 	for seq, p := range n.pend {
-		if now.After(p.deadline) {
+		if now.UnixNano() > p.deadline {
 			delete(n.pend, seq)
 			late = append(late, p)
 		}
@@ -297,6 +385,6 @@ func (n *Node) expirePending(now time.Time) {
 	for _, p := range late {
 		n.stats.confirmTimeouts.Add(1)
 		n.log.Warn("cluster: a forwarded message was not confirmed in time", "nodes", p.left)
-		p.w.Ack(p.ref, errUnconfirmed)
+		p.finish(errUnconfirmed)
 	}
 }

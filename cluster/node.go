@@ -68,17 +68,21 @@ type Node struct {
 	fmu  sync.Mutex
 	fseq uint64
 	pend map[uint64]*pending
-	msub sync.Map // node → *[recvShards]string: its message subjects, built once
+	// ackDone is onAck's scratch: the pendings a confirmation batch completed.
+	ackDone []*pending
+	msub    sync.Map // node → *[recvShards]string: its message subjects, built once
+	recv    [recvShards]receiver
 
 	// Batching (batch.go): omu guards the buffers being filled and their
 	// spares; fl serialises flushes.
-	omu                  sync.Mutex
-	fl                   sync.Mutex
-	outMsgs, spareMsgs   map[outKey][]byte
-	outReply, spareReply map[outKey]bool
-	outAcks, spareAcks   map[string][]byte
-	scratch              []byte
-	flushc               chan struct{}
+	omu      sync.Mutex
+	fl       sync.Mutex
+	out      map[outKey]*outBuf // forwarded messages, per (node, receive shard)
+	acks     map[string]*outBuf // confirmations, per reply subject
+	scratch  []byte
+	flushing []flushItem // fl held
+	flushc   chan struct{}
+	ackSubj  string // this node's confirmation subject, the reply of its forwards
 
 	// Session-move fences (fence.go): femu guards fences.
 	femu     sync.Mutex
@@ -218,13 +222,12 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		local: make(map[string]int), peers: make(map[string]*peer),
 		pend: make(map[uint64]*pending), rver: make(map[string]version),
 		claims: make(map[string]claim), votes: make(map[uint64]*ballot),
-		outMsgs: make(map[outKey][]byte), spareMsgs: make(map[outKey][]byte),
-		outReply: make(map[outKey]bool), spareReply: make(map[outKey]bool),
-		outAcks: make(map[string][]byte), spareAcks: make(map[string][]byte),
+		out: make(map[outKey]*outBuf), acks: make(map[string]*outBuf),
 		flushc: make(chan struct{}, 1),
 		fences: make(map[string]*fenceState),
 	}
 	n.hash = nodeHash(opts.Node)
+	n.ackSubj = n.subj.acks(n.self)
 	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1),
@@ -269,6 +272,7 @@ func (n *Node) Attach(srv *server.Server) error {
 		n.subs = append(n.subs, sub)
 	}
 	for k := range recvShards {
+		n.recv[k].batch = srv.NewRemoteBatch()
 		sub, err := n.nc.Subscribe(n.subj.msgShard(n.self, k), func(msg *nats.Msg) { n.onMessage(msg, k) })
 		if err != nil {
 			return fmt.Errorf("cluster: subscribe: %w", err)
@@ -399,6 +403,7 @@ func (n *Node) Metrics() []server.ClusterMetric {
 	n.fmu.Lock()
 	pending := len(n.pend)
 	n.fmu.Unlock()
+	ns := n.nc.Stats()
 	g := func(name, help string, v float64) server.ClusterMetric {
 		return server.ClusterMetric{Name: name, Type: "gauge", Help: help, Value: v}
 	}
@@ -414,6 +419,8 @@ func (n *Node) Metrics() []server.ClusterMetric {
 		g("tern_cluster_local_filters", "Distinct filters of this node announced to the others.", float64(localFilters)),
 		g("tern_cluster_confirms_pending", "Forwarded QoS 1/2 messages waiting for confirmations.", float64(pending)),
 		c("tern_cluster_forwarded_total", "Messages sent to other nodes (one per node).", n.stats.forwarded.Load()),
+		c("tern_cluster_backplane_sent_total", "NATS messages this node published: forwarded-message batches, confirmation batches and control traffic (forwarded_total / this is the batching).", ns.OutMsgs),
+		c("tern_cluster_backplane_received_total", "NATS messages this node received: batches of forwarded messages and of confirmations, and control traffic.", ns.InMsgs),
 		c("tern_cluster_oversize_total", "Messages too large for the backplane, delivered on their own node only.", n.stats.oversize.Load()),
 		c("tern_cluster_confirm_expired_total", "Forwarded messages whose confirmations did not all come in time.", n.stats.confirmTimeouts.Load()),
 		c("tern_cluster_unconfirmed_gone_total", "Forwarded messages acknowledged without the confirmation of a node that went silent meanwhile.", n.stats.unconfirmedGone.Load()),

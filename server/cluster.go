@@ -200,7 +200,8 @@ func (s *Server) forward(t *txn, m *message, subs []trie.Sub[*session]) []trie.S
 	if isSysTopic(m.topic) && !isNodeSysTopic(m.topic) {
 		return subs // $SYS/broker/... is each node's own
 	}
-	cm := ClusterMessage{Topic: m.topic, Payload: m.payload, Props: m.props, ExpiresAt: m.expiresAt, QoS: m.qos, Retain: m.retain, Ref: t.ref}
+	cm := clusterMessagePool.Get().(*ClusterMessage)
+	*cm = ClusterMessage{Topic: m.topic, Payload: m.payload, Props: m.props, ExpiresAt: m.expiresAt, QoS: m.qos, Retain: m.retain, Ref: t.ref}
 	var w ClusterAcker
 	if m.qos > 0 {
 		if t.cwait == nil {
@@ -210,7 +211,7 @@ func (s *Server) forward(t *txn, m *message, subs []trie.Sub[*session]) []trie.S
 		t.cwait.pending.Add(1)
 		w = t.cwait
 	}
-	groups, wait := s.cluster.Forward(&cm, w)
+	groups, wait := s.cluster.Forward(cm, w)
 	if w != nil && !wait {
 		t.cwait.pending.Add(-1)
 	}
@@ -218,8 +219,14 @@ func (s *Server) forward(t *txn, m *message, subs []trie.Sub[*session]) []trie.S
 	// a queue sees m): the local deliveries carry the origin the other
 	// nodes see.
 	m.origin = cm.Origin
+	*cm = ClusterMessage{}
+	clusterMessagePool.Put(cm) // Forward keeps no reference (ClusterMessage)
 	return keepGroups(subs, groups)
 }
+
+// clusterMessagePool recycles the ClusterMessage handed to Forward: passed
+// through an interface it would otherwise be allocated per message.
+var clusterMessagePool = sync.Pool{New: func() any { return new(ClusterMessage) }}
 
 // keepGroups drops the shared subscriptions of groups not in groups.
 func keepGroups(subs []trie.Sub[*session], groups []string) []trie.Sub[*session] {
@@ -334,7 +341,20 @@ func (c *client) refuseAcks(out []byte, ids map[uint16]bool) []byte {
 // matching sessions, and nowhere else (it is not forwarded again). Only
 // the $share groups in groups are served here. done is called once the
 // deliveries are durable (with DurabilitySync: synced), from any goroutine.
+// A batch of messages goes through RemoteBatch instead.
 func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(error)) {
+	b := s.NewRemoteBatch()
+	if err := b.Deliver(cm, groups); err != nil {
+		done(err)
+		return
+	}
+	b.Commit(done)
+}
+
+// remoteDeliver delivers cm into t; l is a RemoteBatch's collector.
+// ErrQuotaExceeded, delivering nothing, when a persistent recipient's
+// store quota cannot take it.
+func (s *Server) remoteDeliver(l *loop, t *txn, cm *ClusterMessage, groups []string) error {
 	now := nanotime()
 	m := newMessage(cm.Topic, cm.Payload, cm.QoS, cm.Retain, cm.Props, now, nil)
 	if cm.ExpiresAt != 0 {
@@ -345,17 +365,72 @@ func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(er
 	if m.retain && isNodeSysTopic(m.topic) {
 		s.retained.Set(string(m.topic), m) // another node's $SYS value: in memory, as this node's own
 	}
-	subs := keepGroups(s.subs.Match(m.topic, nil), groups)
+	subs := s.subs.Match(m.topic, l.match[:0])
+	l.match = subs[:0]
+	subs = keepGroups(subs, groups)
 	if m.qos > 0 && s.store != nil {
 		if why := s.quotaRefusal(subs, m); why != 0 {
 			s.refuse(why, "", "", "", "message from another node refused: "+string(m.topic))
-			done(ErrQuotaExceeded)
-			return
+			return ErrQuotaExceeded
 		}
 	}
-	var t txn
-	s.deliverAll(nil, &t, m, subs)
-	s.submit(nil, &t, done)
+	s.deliverAll(l, t, m, subs)
+	return nil
+}
+
+// RemoteBatch delivers the messages of one backplane batch (several
+// messages another node forwarded at once) as one event: their store
+// writes share one commit, and each event loop with a subscriber among the
+// recipients is woken once per batch rather than once per message (the
+// loops' routing hand-off, loop.go), so a loop writes many deliveries per
+// wake-up and per system call.
+//
+// Concurrency: one RemoteBatch belongs to one goroutine (the cluster has
+// one per receive shard); Deliver and Commit must not run concurrently on
+// it. Different batches run concurrently.
+type RemoteBatch struct {
+	s *Server
+	// l collects the batch's cross-loop wake-ups (schedule's handoff while
+	// routing) and lends its match and dedup scratch; it is never run as
+	// an event loop, it only lists the loops to wake for Commit.
+	l *loop
+	t txn
+	n int
+}
+
+// NewRemoteBatch returns a batch for one receiving goroutine.
+func (s *Server) NewRemoteBatch() *RemoteBatch {
+	return &RemoteBatch{s: s, l: &loop{srv: s, id: -1, dedup: make(map[*session]int)}}
+}
+
+// Deliver delivers cm as RemoteDeliver does, as part of the batch: the
+// deliveries reach their subscribers' loops, and the store, at Commit. It
+// returns ErrQuotaExceeded, delivering nothing, when a persistent
+// recipient's store quota cannot take cm (that message needs no Commit).
+func (b *RemoteBatch) Deliver(cm *ClusterMessage, groups []string) error {
+	b.l.routing = true
+	err := b.s.remoteDeliver(b.l, &b.t, cm, groups)
+	b.l.routing = false
+	// Remote deliveries do not pace the publisher (it is on another node;
+	// its confirmations are the back-pressure there).
+	clear(b.l.paceOn)
+	b.l.paceOn = b.l.paceOn[:0]
+	if err == nil {
+		b.n++
+	}
+	return err
+}
+
+// Len is how many messages Deliver took since the last Commit.
+func (b *RemoteBatch) Len() int { return b.n }
+
+// Commit wakes the loops of the batch's recipients and submits its store
+// writes; done is called once they are durable (with DurabilitySync:
+// synced), from any goroutine, and at once when there were none.
+func (b *RemoteBatch) Commit(done func(error)) {
+	b.l.flushHandoff()
+	b.n = 0
+	b.s.submit(nil, &b.t, done)
 }
 
 // nodeSysPrefix starts the $SYS topics a cluster node publishes for the
