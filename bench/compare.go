@@ -51,10 +51,13 @@ type Metrics struct {
 	BrokerPerConn  float64 `json:"broker_cpu_per_conn_us"`
 	Retransmitted  float64 `json:"retransmitted"` // clients whose connect needed a TCP retransmission
 	HarnessPerConn float64 `json:"harness_cpu_per_conn_us"`
-	BrokerCPU      float64 `json:"broker_cpu_percent"`
-	BrokerRSS      float64 `json:"broker_rss_bytes"`
-	BrokerPerCon   float64 `json:"broker_rss_per_conn_bytes"`
-	HarnessCPU     float64 `json:"harness_cpu_percent"`
+	// The kernel (system) part of BrokerPerConn and HarnessPerConn.
+	BrokerSysPerConn  float64 `json:"broker_sys_per_conn_us"`
+	HarnessSysPerConn float64 `json:"harness_sys_per_conn_us"`
+	BrokerCPU         float64 `json:"broker_cpu_percent"`
+	BrokerRSS         float64 `json:"broker_rss_bytes"`
+	BrokerPerCon      float64 `json:"broker_rss_per_conn_bytes"`
+	HarnessCPU        float64 `json:"harness_cpu_percent"`
 	// Per message delivered in the window (Report.HarnessCPUPerMsgUs, …).
 	HarnessPerMsg float64 `json:"harness_cpu_per_msg_us"`
 	BrokerPerMsg  float64 `json:"broker_cpu_per_msg_us"`
@@ -67,6 +70,7 @@ func metricsOf(r *Report) Metrics {
 		HarnessPerMsg: r.HarnessCPUPerMsgUs, BrokerPerMsg: r.BrokerCPUPerMsgUs,
 		ConnectP50Us: r.Connect.Latency.P50Us, ConnectMaxUs: r.Connect.Latency.MaxUs,
 		BrokerPerConn: r.Connect.BrokerCPUPerConnUs, HarnessPerConn: r.Connect.HarnessCPUPerConnUs,
+		BrokerSysPerConn: r.Connect.BrokerSysPerConnUs, HarnessSysPerConn: r.Connect.HarnessSysPerConnUs,
 		Retransmitted: float64(r.Connect.Retransmitted)}
 	if t := r.Connect.TLS; t != nil {
 		m.TLSResumed, m.TLSFull = float64(t.Resumed), float64(t.Full)
@@ -192,27 +196,29 @@ func medianMetrics(reps []*Report) Metrics {
 		return median(xs)
 	}
 	return Metrics{
-		RecvRate:       col(func(m Metrics) float64 { return m.RecvRate }),
-		SendRate:       col(func(m Metrics) float64 { return m.SendRate }),
-		P50Us:          col(func(m Metrics) float64 { return m.P50Us }),
-		P99Us:          col(func(m Metrics) float64 { return m.P99Us }),
-		Lost:           col(func(m Metrics) float64 { return m.Lost }),
-		Connected:      col(func(m Metrics) float64 { return m.Connected }),
-		ConnectRate:    col(func(m Metrics) float64 { return m.ConnectRate }),
-		ConnectP99Us:   col(func(m Metrics) float64 { return m.ConnectP99Us }),
-		ConnectP50Us:   col(func(m Metrics) float64 { return m.ConnectP50Us }),
-		ConnectMaxUs:   col(func(m Metrics) float64 { return m.ConnectMaxUs }),
-		TLSResumed:     col(func(m Metrics) float64 { return m.TLSResumed }),
-		TLSFull:        col(func(m Metrics) float64 { return m.TLSFull }),
-		BrokerPerConn:  col(func(m Metrics) float64 { return m.BrokerPerConn }),
-		HarnessPerConn: col(func(m Metrics) float64 { return m.HarnessPerConn }),
-		Retransmitted:  col(func(m Metrics) float64 { return m.Retransmitted }),
-		BrokerCPU:      col(func(m Metrics) float64 { return m.BrokerCPU }),
-		BrokerRSS:      col(func(m Metrics) float64 { return m.BrokerRSS }),
-		BrokerPerCon:   col(func(m Metrics) float64 { return m.BrokerPerCon }),
-		HarnessCPU:     col(func(m Metrics) float64 { return m.HarnessCPU }),
-		HarnessPerMsg:  col(func(m Metrics) float64 { return m.HarnessPerMsg }),
-		BrokerPerMsg:   col(func(m Metrics) float64 { return m.BrokerPerMsg }),
+		RecvRate:          col(func(m Metrics) float64 { return m.RecvRate }),
+		SendRate:          col(func(m Metrics) float64 { return m.SendRate }),
+		P50Us:             col(func(m Metrics) float64 { return m.P50Us }),
+		P99Us:             col(func(m Metrics) float64 { return m.P99Us }),
+		Lost:              col(func(m Metrics) float64 { return m.Lost }),
+		Connected:         col(func(m Metrics) float64 { return m.Connected }),
+		ConnectRate:       col(func(m Metrics) float64 { return m.ConnectRate }),
+		ConnectP99Us:      col(func(m Metrics) float64 { return m.ConnectP99Us }),
+		ConnectP50Us:      col(func(m Metrics) float64 { return m.ConnectP50Us }),
+		ConnectMaxUs:      col(func(m Metrics) float64 { return m.ConnectMaxUs }),
+		TLSResumed:        col(func(m Metrics) float64 { return m.TLSResumed }),
+		TLSFull:           col(func(m Metrics) float64 { return m.TLSFull }),
+		BrokerPerConn:     col(func(m Metrics) float64 { return m.BrokerPerConn }),
+		HarnessPerConn:    col(func(m Metrics) float64 { return m.HarnessPerConn }),
+		BrokerSysPerConn:  col(func(m Metrics) float64 { return m.BrokerSysPerConn }),
+		HarnessSysPerConn: col(func(m Metrics) float64 { return m.HarnessSysPerConn }),
+		Retransmitted:     col(func(m Metrics) float64 { return m.Retransmitted }),
+		BrokerCPU:         col(func(m Metrics) float64 { return m.BrokerCPU }),
+		BrokerRSS:         col(func(m Metrics) float64 { return m.BrokerRSS }),
+		BrokerPerCon:      col(func(m Metrics) float64 { return m.BrokerPerCon }),
+		HarnessCPU:        col(func(m Metrics) float64 { return m.HarnessCPU }),
+		HarnessPerMsg:     col(func(m Metrics) float64 { return m.HarnessPerMsg }),
+		BrokerPerMsg:      col(func(m Metrics) float64 { return m.BrokerPerMsg }),
 	}
 }
 
@@ -259,7 +265,7 @@ func (c *Comparison) WriteMarkdown(w io.Writer) {
 	conn := len(c.Rows) > 0 && len(c.Rows[0].Reports) > 0 && c.Rows[0].Reports[0].Scenario == ScenarioConn
 	base := c.Rows[0].Median
 	if conn {
-		b.WriteString("| broker | connected | connect/s | CONNACK p50 | p99 | max | SYN retried | TLS full / resumed | broker CPU/conn | harness CPU/conn | broker RSS | RSS/conn | connect/s vs first |\n")
+		b.WriteString("| broker | connected | connect/s | CONNACK p50 | p99 | max | SYN retried | TLS full / resumed | broker CPU/conn (kernel) | harness CPU/conn (kernel) | broker RSS | RSS/conn | connect/s vs first |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range c.Rows {
 			m := r.Median
@@ -268,7 +274,7 @@ func (c *Comparison) WriteMarkdown(w io.Writer) {
 				tlsCol = fmt.Sprintf("%.0f / %.0f", m.TLSFull, m.TLSResumed)
 			}
 			fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", r.Target.Name, m.Connected,
-				m.ConnectRate, us(m.ConnectP50Us), us(m.ConnectP99Us), us(m.ConnectMaxUs), m.Retransmitted, tlsCol, us(m.BrokerPerConn), us(m.HarnessPerConn),
+				m.ConnectRate, us(m.ConnectP50Us), us(m.ConnectP99Us), us(m.ConnectMaxUs), m.Retransmitted, tlsCol, cpuKernel(m.BrokerPerConn, m.BrokerSysPerConn), cpuKernel(m.HarnessPerConn, m.HarnessSysPerConn),
 				bytesStr(m.BrokerRSS), bytesStr(m.BrokerPerCon), ratio(m.ConnectRate, base.ConnectRate))
 		}
 	} else {
@@ -287,4 +293,12 @@ func (c *Comparison) WriteMarkdown(w io.Writer) {
 		}
 	}
 	io.WriteString(w, b.String())
+}
+
+// cpuKernel formats CPU per connection with its kernel part, "53µs (40µs)".
+func cpuKernel(total, sys float64) string {
+	if total == 0 {
+		return us(total)
+	}
+	return us(total) + " (" + us(sys) + ")"
 }

@@ -22,6 +22,7 @@ type usage struct {
 	broker0            ProcSample // broker before any client connected
 	rss0               int64      // harness RSS before any client connected
 	cpu0               int64      // harness CPU at the window's start
+	sys0               int64      // of which kernel time (connect phase only)
 	cpu1               int64      // … and at its end
 	bs0, bs1           ProcSample // broker at the window's start and end
 	peak               int64      // highest broker RSS seen
@@ -49,7 +50,7 @@ func newUsage(cfg *Config) *usage {
 
 // beginConnect samples CPU before the connect phase.
 func (u *usage) beginConnect() {
-	u.cpu0 = SelfCPU()
+	u.cpu0, u.sys0 = selfCPU()
 	if u.brokerPID > 0 {
 		u.bs0, _ = SampleProc(u.brokerPID)
 	}
@@ -60,10 +61,15 @@ func (u *usage) endConnect(rep *Report, connected int64) {
 	if connected <= 0 {
 		return
 	}
-	rep.Connect.HarnessCPUPerConnUs = float64(SelfCPU()-u.cpu0) / 1e3 / float64(connected)
+	cpu, sys := selfCPU()
+	rep.Connect.HarnessCPUPerConnUs = float64(cpu-u.cpu0) / 1e3 / float64(connected)
+	rep.Connect.HarnessSysPerConnUs = float64(sys-u.sys0) / 1e3 / float64(connected)
 	if u.brokerPID > 0 {
-		if s, err := SampleProc(u.brokerPID); err == nil && u.bs0.CPUNanos > 0 {
+		// A broker's first sample may read 0 CPU ticks (a fresh process):
+		// the sample's RSS says it was taken.
+		if s, err := SampleProc(u.brokerPID); err == nil && u.bs0.RSSBytes > 0 {
 			rep.Connect.BrokerCPUPerConnUs = float64(s.CPUNanos-u.bs0.CPUNanos) / 1e3 / float64(connected)
+			rep.Connect.BrokerSysPerConnUs = float64(s.SysNanos-u.bs0.SysNanos) / 1e3 / float64(connected)
 		}
 	}
 }

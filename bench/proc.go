@@ -18,6 +18,7 @@ const clockTicks = 100
 // ProcSample is one reading of a process's CPU time and memory.
 type ProcSample struct {
 	CPUNanos int64 // user + system CPU time so far
+	SysNanos int64 // of which system (kernel) time
 	RSSBytes int64 // resident set size
 }
 
@@ -42,6 +43,7 @@ func SampleProc(pid int) (ProcSample, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	s.CPUNanos = (ut + st) * (1e9 / clockTicks)
+	s.SysNanos = st * (1e9 / clockTicks)
 	s.RSSBytes, err = procRSS(pid)
 	return s, err
 }
@@ -69,11 +71,18 @@ func procRSS(pid int) (int64, error) {
 // SelfCPU returns this process's user + system CPU time in nanoseconds, from
 // getrusage (finer than /proc's 10 ms ticks).
 func SelfCPU() int64 {
+	total, _ := selfCPU()
+	return total
+}
+
+// selfCPU returns this process's user + system CPU time and the system
+// (kernel) part of it, in nanoseconds.
+func selfCPU() (total, sys int64) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return 0, 0
 	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
+	return ru.Utime.Nano() + ru.Stime.Nano(), ru.Stime.Nano()
 }
 
 // SelfRSS returns this process's resident set size, or 0 if unknown.

@@ -110,6 +110,12 @@ type ConnectReport struct {
 	// connect phase, per client connected: a connect storm's cost.
 	BrokerCPUPerConnUs  float64 `json:"broker_cpu_per_conn_us,omitempty"`
 	HarnessCPUPerConnUs float64 `json:"harness_cpu_per_conn_us,omitempty"`
+	// BrokerSysPerConnUs and HarnessSysPerConnUs are the kernel (system)
+	// part of those. Over loopback most of a connect is kernel TCP work,
+	// and which process pays for it is an accident of scheduling: a
+	// sender's write runs the receiver's TCP input too.
+	BrokerSysPerConnUs  float64 `json:"broker_sys_per_conn_us,omitempty"`
+	HarnessSysPerConnUs float64 `json:"harness_sys_per_conn_us,omitempty"`
 	// Retransmitted counts (conn scenario) the clients whose connect phase
 	// needed a TCP retransmission (TCP_INFO): typically a SYN dropped by a
 	// full listen queue, retried after 1 s — the usual cause of a CONNACK
@@ -164,9 +170,9 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(b, "  %d clients needed a TCP retransmission to connect (a full listen queue drops SYNs; retried after 1 s)\n", c.Retransmitted)
 	}
 	if c.HarnessCPUPerConnUs > 0 {
-		fmt.Fprintf(b, "connect cpu  harness %.0fµs", c.HarnessCPUPerConnUs)
+		fmt.Fprintf(b, "connect cpu  harness %.0fµs (kernel %.0fµs)", c.HarnessCPUPerConnUs, c.HarnessSysPerConnUs)
 		if r.Broker != nil {
-			fmt.Fprintf(b, ", broker %.0fµs", c.BrokerCPUPerConnUs)
+			fmt.Fprintf(b, ", broker %.0fµs (kernel %.0fµs)", c.BrokerCPUPerConnUs, c.BrokerSysPerConnUs)
 		}
 		b.WriteString(" per client connected\n")
 	}

@@ -203,7 +203,8 @@ func TestClientStructSize(t *testing.T) {
 //
 //	go test ./server -run '^$' -bench BenchmarkConnectStorm -benchtime 5000x -cpuprofile cpu.out
 //
-// tools/connstorm measures a broker in its own process against mosquitto.
+// tools/quietbench/storm.sh measures a broker in its own process against
+// mosquitto.
 func BenchmarkConnectStorm(b *testing.B) {
 	_, addr := startBroker(b, func(o *Options) { o.Durability = DurabilityNone })
 	const parallel = 256

@@ -42,9 +42,11 @@ const (
 	// DefaultMaxSessionBacklogBytes caps one persistent session's stored backlog.
 	DefaultMaxSessionBacklogBytes = 1 << 30
 	// DefaultMinFreeDiskBytes is the free-disk watermark of the store.
-	DefaultMinFreeDiskBytes  = 256 << 20
-	DefaultMaxSessionExpiry  = 7 * 24 * time.Hour
-	DefaultSysInterval       = 10 * time.Second
+	DefaultMinFreeDiskBytes = 256 << 20
+	DefaultMaxSessionExpiry = 7 * 24 * time.Hour
+	DefaultSysInterval      = 10 * time.Second
+	// DefaultMemoryReturnAfter is Options.MemoryReturnAfter's default.
+	DefaultMemoryReturnAfter = 5 * time.Second
 	DefaultVersion           = "dev"
 	DefaultTopicAliasMaximum = 10
 	// DefaultTLSEngine serves TLS listeners on the gnet event loops
@@ -278,6 +280,12 @@ type Options struct {
 	// SysInterval is how often $SYS/broker/... topics are published.
 	// Default: DefaultSysInterval (10s); negative turns them off.
 	SysInterval time.Duration `yaml:"sys_interval"`
+	// MemoryReturnAfter: once the number of connections has stayed within
+	// 1 % for this long after it moved, the broker runs one full
+	// collection and returns the free heap to the OS (memreturn.go), so
+	// the RSS left after a connect storm is close to the live heap.
+	// Default: DefaultMemoryReturnAfter (5s); negative turns it off.
+	MemoryReturnAfter time.Duration `yaml:"memory_return_after"`
 	// Version is reported on $SYS/broker/version. It describes the binary,
 	// not a deployment, so a file cannot set it. Default: DefaultVersion.
 	Version string `yaml:"-"`
@@ -453,6 +461,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.EventLoops == 0 {
 		o.EventLoops = min(runtime.GOMAXPROCS(0), maxEventLoops)
+	}
+	if o.MemoryReturnAfter == 0 {
+		o.MemoryReturnAfter = DefaultMemoryReturnAfter
 	}
 	if o.SysInterval == 0 {
 		o.SysInterval = DefaultSysInterval

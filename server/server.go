@@ -73,6 +73,7 @@ type Server struct {
 	partialBytes    atomic.Int64  // bytes all connections hold in incomplete packets
 	partialPeak     atomic.Int64  // partialBytes' high-water mark since the last release
 	partialGC       time.Time     // when releasePartialMemory last ran collections (ticker only)
+	memReturn       memReturn     // returnMemory's state (memreturn.go; ticker only)
 	engineErr       engineErrors  // gnet's last error lines: why the loops stopped
 	retainQuota     retainQuota   // retained index accounting (publish.go)
 	pacing          pacingSet     // clean sessions holding publishers back (pace.go)
@@ -347,6 +348,7 @@ func (s *Server) ticker() {
 			s.checkSlowConsumers(now.UnixNano()) // pace.go
 			s.checkStoreSpace()                  // backlog.go
 			s.releasePartialMemory(now)          // client.go
+			s.returnMemory(now)                  // memreturn.go
 		}
 	}
 }

@@ -17,6 +17,7 @@
 package gnet
 
 import (
+	"net"
 	"runtime"
 	"sync"
 	"time"
@@ -59,7 +60,12 @@ func (el *eventloop) accept0(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 			return nil
 		}
 
-		remoteAddr := socket.SockaddrToTCPOrUnixAddr(sa)
+		// Tern patch 3: the peer's address is built only when the load
+		// balancer hashes it; newStreamConn keeps a TCP peer inline.
+		var remoteAddr net.Addr
+		if el.engine.opts.LB == SourceAddrHash {
+			remoteAddr = socket.SockaddrToTCPOrUnixAddr(sa)
+		}
 		network := el.listeners[fd].network
 		if opts := el.engine.opts; opts.TCPKeepAlive > 0 && network == "tcp" &&
 			(runtime.GOOS != "linux" && runtime.GOOS != "freebsd" && runtime.GOOS != "dragonfly") {
@@ -114,7 +120,6 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		return nil
 	}
 
-	remoteAddr := socket.SockaddrToTCPOrUnixAddr(sa)
 	if opts := el.engine.opts; opts.TCPKeepAlive > 0 && el.listeners[fd].network == "tcp" &&
 		(runtime.GOOS != "linux" && runtime.GOOS != "freebsd" && runtime.GOOS != "dragonfly") {
 		// TCP keepalive options are not inherited from the listening socket
@@ -132,7 +137,7 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		}
 	}
 
-	c := newStreamConn(network, nfd, el, sa, el.listeners[fd].addr, remoteAddr)
+	c := newStreamConn(network, nfd, el, sa, el.listeners[fd].addr, nil) // Tern patch 3: the peer's address on demand
 	return el.register0(c)
 }
 

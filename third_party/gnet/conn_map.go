@@ -17,25 +17,92 @@
 package gnet
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2/internal/gfd"
 )
 
+// Tern patch 4 (see PATCHES.md): connections by descriptor in one
+// process-wide table instead of a map per event loop.
+//
+// A descriptor number belongs to at most one open connection in the whole
+// process, so one table indexed by fd serves every loop of every engine:
+// 8 bytes per descriptor number (pages of fdPageSize slots, allocated when
+// a descriptor in their range is first used and kept, so the table is
+// bounded by the highest descriptor the process ever had, at most
+// RLIMIT_NOFILE × 8 bytes) instead of a map entry per connection (~37
+// bytes at a swiss table's load). Slots are atomic: a loop writes only the
+// slots of its own connections, but closeConns scans every slot and a
+// descriptor closed by one loop may be reused by another at once, so every
+// reader checks that the connection is its own (c.loop) and a delete only
+// clears its own entry (CompareAndSwap).
 type connMatrix struct {
 	connCount int32
-	connMap   map[int]*conn
+	el        *eventloop
 }
 
-func (cm *connMatrix) init() {
-	cm.connMap = make(map[int]*conn)
+const fdPageShift = 10
+const fdPageSize = 1 << fdPageShift
+
+type fdPage [fdPageSize]atomic.Pointer[conn]
+
+// fdTable is the process-wide table described above.
+var fdTable struct {
+	mu  sync.Mutex                // serialises growing pages
+	dir atomic.Pointer[[]*fdPage] // copy-on-write directory of pages
+}
+
+// fdSlot returns the slot of fd, allocating its page if create.
+func fdSlot(fd int, create bool) *atomic.Pointer[conn] {
+	if fd < 0 {
+		return nil
+	}
+	i := fd >> fdPageShift
+	if d := fdTable.dir.Load(); d != nil && i < len(*d) && (*d)[i] != nil {
+		return &(*d)[i][fd&(fdPageSize-1)]
+	}
+	if !create {
+		return nil
+	}
+	fdTable.mu.Lock()
+	defer fdTable.mu.Unlock()
+	var old []*fdPage
+	if d := fdTable.dir.Load(); d != nil {
+		old = *d
+	}
+	if i < len(old) && old[i] != nil {
+		return &old[i][fd&(fdPageSize-1)]
+	}
+	n := len(old)
+	if i >= n {
+		n = i + 1
+	}
+	nd := make([]*fdPage, n)
+	copy(nd, old)
+	nd[i] = new(fdPage)
+	fdTable.dir.Store(&nd)
+	return &nd[i][fd&(fdPageSize-1)]
+}
+
+func (cm *connMatrix) init(el *eventloop) {
+	cm.el = el
 }
 
 func (cm *connMatrix) iterate(f func(*conn) bool) {
-	for _, c := range cm.connMap {
-		if c != nil {
-			if !f(c) {
-				return
+	d := fdTable.dir.Load()
+	if d == nil {
+		return
+	}
+	for _, p := range *d {
+		if p == nil {
+			continue
+		}
+		for i := range p {
+			if c := p[i].Load(); c != nil && c.loop == cm.el {
+				if !f(c) {
+					return
+				}
 			}
 		}
 	}
@@ -51,21 +118,28 @@ func (cm *connMatrix) loadCount() (n int32) {
 
 func (cm *connMatrix) addConn(c *conn, index int) {
 	c.gfd = gfd.NewGFD(c.fd, index, 0, 0)
-	cm.connMap[c.fd] = c
+	fdSlot(c.fd, true).Store(c)
 	cm.incCount(0, 1)
 }
 
 func (cm *connMatrix) delConn(c *conn) {
-	delete(cm.connMap, c.fd)
+	if s := fdSlot(c.fd, false); s != nil {
+		s.CompareAndSwap(c, nil)
+	}
 	cm.incCount(0, -1)
 }
 
 func (cm *connMatrix) getConn(fd int) *conn {
-	return cm.connMap[fd]
+	if s := fdSlot(fd, false); s != nil {
+		if c := s.Load(); c != nil && c.loop == cm.el {
+			return c
+		}
+	}
+	return nil
 }
 
 /*
 func (cm *connMatrix) getConnByGFD(fd gfd.GFD) *conn {
-	return cm.connMap[fd.Fd()]
+	return cm.getConn(fd.Fd())
 }
 */

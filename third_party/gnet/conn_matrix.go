@@ -31,7 +31,7 @@ type connMatrix struct {
 	fd2gfd         map[int]gfd.GFD               // fd -> gfd.GFD
 }
 
-func (cm *connMatrix) init() {
+func (cm *connMatrix) init(_ *eventloop) {
 	cm.fd2gfd = make(map[int]gfd.GFD)
 }
 

@@ -41,10 +41,10 @@ type conn struct {
 	gfd            gfd.GFD                // gnet file descriptor
 	ctx            any                    // user-defined context
 	safeCtx        atomic.Pointer[any]    // safe user-defined context
-	remote         unix.Sockaddr          // remote socket address
-	proto          string                 // protocol name: "tcp", "udp", or "unix".
+	remote         unix.Sockaddr          // remote socket address (datagram connections only; Tern patch 3)
 	localAddr      net.Addr               // local addr
-	remoteAddr     net.Addr               // remote addr
+	remoteAddr     net.Addr               // remote addr, when not kept in peer (Tern patch 3)
+	peer           peerAddr               // a TCP peer's address, inline (Tern patch 3)
 	loop           *eventloop             // connected event-loop
 	outboundBuffer elastic.Buffer         // buffer for data that is eligible to be sent to the remote
 	pollAttachment netpoll.PollAttachment // connection attachment for poller
@@ -54,17 +54,28 @@ type conn struct {
 	isDatagram     bool                   // UDP protocol
 	opened         bool                   // connection opened event fired
 	isEOF          bool                   // whether the connection has reached EOF
+	isTCP          bool                   // a TCP connection (was proto == "tcp"; Tern patch 3)
 }
 
+// newStreamConn makes the connection of stream socket fd. Tern patch 3: a
+// TCP peer's address is kept inline (peer) and RemoteAddr builds a
+// net.Addr from it per call, so an idle connection holds no address
+// allocations (a *net.TCPAddr and the unix.Sockaddr its IP aliased: 80
+// bytes); remoteAddr may be nil then, and is only used when sa is not an
+// IP address (a Unix domain socket's peer).
 func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localAddr, remoteAddr net.Addr) (c *conn) {
 	c = &conn{
 		fd:             fd,
-		proto:          proto,
-		remote:         sa,
+		isTCP:          proto == "tcp",
 		loop:           el,
 		localAddr:      localAddr,
-		remoteAddr:     remoteAddr,
 		pollAttachment: netpoll.PollAttachment{FD: fd},
+	}
+	if !c.isTCP || !c.peer.set(sa) {
+		if remoteAddr == nil {
+			remoteAddr = socket.SockaddrToTCPOrUnixAddr(sa)
+		}
+		c.remoteAddr = remoteAddr
 	}
 	if usePollAttachmentCallback {
 		// Only the poll_opt reactor calls it; the default one looks the
@@ -79,7 +90,6 @@ func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localA
 func newUDPConn(fd int, el *eventloop, localAddr net.Addr, sa unix.Sockaddr, connected bool) (c *conn) {
 	c = &conn{
 		fd:             fd,
-		proto:          "udp",
 		gfd:            gfd.NewGFD(fd, el.idx, 0, 0),
 		remote:         sa,
 		loop:           el,
@@ -114,6 +124,7 @@ func (c *conn) release() {
 	}
 	c.localAddr = nil
 	c.remoteAddr = nil
+	c.peer = peerAddr{}
 	if !c.isDatagram {
 		c.remote = nil
 		c.inboundBuffer.Done()
@@ -466,10 +477,19 @@ func (c *conn) OutboundBuffered() int {
 	return c.outboundBuffer.Buffered()
 }
 
-func (c *conn) Context() any         { return c.ctx }
-func (c *conn) SetContext(ctx any)   { c.ctx = ctx }
-func (c *conn) LocalAddr() net.Addr  { return c.localAddr }
-func (c *conn) RemoteAddr() net.Addr { return c.remoteAddr }
+func (c *conn) Context() any        { return c.ctx }
+func (c *conn) SetContext(ctx any)  { c.ctx = ctx }
+func (c *conn) LocalAddr() net.Addr { return c.localAddr }
+
+// RemoteAddr returns the peer's address; nil once the connection is
+// closed. Tern patch 3: for a TCP connection it is built from the inline
+// peer on each call (one allocation per call, none per idle connection).
+func (c *conn) RemoteAddr() net.Addr {
+	if c.peer.family != 0 {
+		return c.peer.tcpAddr()
+	}
+	return c.remoteAddr
+}
 
 // Implementation of Socket interface
 
@@ -490,14 +510,14 @@ func (c *conn) SetNoDelay(noDelay bool) error {
 }
 
 func (c *conn) SetKeepAlivePeriod(d time.Duration) error {
-	if c.proto != "tcp" {
+	if !c.isTCP {
 		return errorx.ErrUnsupportedOp
 	}
 	return socket.SetKeepAlivePeriod(c.fd, int(d.Seconds()))
 }
 
 func (c *conn) SetKeepAlive(enabled bool, idle, intvl time.Duration, cnt int) error {
-	if c.proto != "tcp" {
+	if !c.isTCP {
 		return errorx.ErrUnsupportedOp
 	}
 	return socket.SetKeepAlive(c.fd, enabled, int(idle.Seconds()), int(intvl.Seconds()), cnt)

@@ -103,7 +103,7 @@ func (eng *engine) runEventLoops(ctx context.Context, numEventLoop int) error {
 		el.engine = eng
 		el.poller = p
 		el.buffer = make([]byte, eng.opts.ReadBufferCap)
-		el.connections.init()
+		el.connections.init(el)
 		el.eventHandler = eng.eventHandler
 		for _, ln := range lns {
 			if err = el.poller.AddRead(ln.packPollAttachment(el.accept), false); err != nil {
@@ -145,7 +145,7 @@ func (eng *engine) activateReactors(ctx context.Context, numEventLoop int) error
 		el.engine = eng
 		el.poller = p
 		el.buffer = make([]byte, eng.opts.ReadBufferCap)
-		el.connections.init()
+		el.connections.init(el)
 		el.eventHandler = eng.eventHandler
 		eng.eventLoops.register(el)
 	}
