@@ -38,7 +38,7 @@ func (c *conn) openRecords() error {
 			c.growFor(need)
 		}
 		base := len(c.in)
-		c.used = true
+		c.used = usedAll
 		out, typ, n, err := c.rl.in.open(c.in, rec)
 		c.consumeRecord(len(rec))
 		if err != nil {
@@ -218,7 +218,7 @@ func (c *conn) sealWrite(typ byte, b []byte, bs [][]byte) (int, error) {
 	if err := out.build(); err != nil {
 		return 0, err
 	}
-	c.used = true
+	c.used = usedAll
 	src, i := b, 0
 	for left := total; left > 0; {
 		if out.seq >= keyUpdateAfter {
