@@ -161,7 +161,7 @@ func (c *conn) readHandshake(m []byte) error {
 	if req != updateNotRequest && req != updateRequested {
 		return &alertError{alertIllegalParameter, "bad KeyUpdate request"}
 	}
-	if err := c.rl.in.update(c.rl.suite); err != nil {
+	if err := c.rl.in.update(c.rl.suite()); err != nil {
 		return &alertError{alertDecodeError, err.Error()}
 	}
 	if req == updateRequested {
@@ -170,7 +170,7 @@ func (c *conn) readHandshake(m []byte) error {
 		if _, err := c.sealWrite(recordHandshake, msg[:], nil); err != nil {
 			return err
 		}
-		if err := c.rl.out.update(c.rl.suite); err != nil {
+		if err := c.rl.out.update(c.rl.suite()); err != nil {
 			return err
 		}
 	}
@@ -230,7 +230,7 @@ func (c *conn) sealWrite(typ byte, b []byte, bs [][]byte) (int, error) {
 			}
 			msg := [keyUpdateMsgLen]byte{handshakeKeyUpd, 0, 0, 1, updateNotRequest}
 			buf = out.seal(buf, recordHandshake, msg[:])
-			if err := out.update(c.rl.suite); err != nil {
+			if err := out.update(c.rl.suite()); err != nil {
 				return 0, err
 			}
 		}
