@@ -54,7 +54,7 @@ bench:
 # A short run of every fuzz target (seed corpora are in testdata/fuzz).
 FUZZTIME ?= 20s
 fuzz:
-	@for pkg in ./codec ./trie ./persist ./server/stdnet; do \
+	@for pkg in ./codec ./trie ./persist ./server/stdnet ./server/wsloop; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \

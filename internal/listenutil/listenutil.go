@@ -1,8 +1,11 @@
 // Package listenutil holds what the broker's Go-side accept loops share
-// (server/stdnet for TLS and WebSocket, server/tlsloop for TLS on the
-// event loops): the pause after accept errors, a sleep that ends at stop,
-// and log lines rate-limited so a scanner or a reconnect storm cannot flood
-// the log. It imports nothing of Tern's.
+// (server/stdnet for TLS and WebSocket, server/tlsloop and server/wsloop
+// on the event loops): the pause after accept errors, a sleep that ends at
+// stop, log lines rate-limited so a scanner or a reconnect storm cannot
+// flood the log, and (acceptor.go) the Acceptor that tlsloop and wsloop
+// both run: accept loops enrolling sockets on gnet's event loops, with the
+// PROXY protocol header read first where a listener expects one. Of
+// Tern's packages it imports only internal/proxyproto.
 package listenutil
 
 import (

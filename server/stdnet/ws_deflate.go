@@ -54,19 +54,20 @@ func offersDeflate(r *http.Request) bool {
 	return false
 }
 
-// WebSocket opcodes and frame bits (RFC 6455 §5.2).
+// WebSocket opcodes and frame bits (RFC 6455 §5.2), for this package's
+// permessage-deflate framing and for server/wsloop's: one definition.
 const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
-	bitFin         = 0x80
-	bitRSV1        = 0x40
-	bitsRSV23      = 0x30
-	bitMask        = 0x80
-	maxControl     = 125
+	WSOpContinuation = 0x0  // continuation frame
+	WSOpText         = 0x1  // text frame (MQTT refuses it [MQTT-6.0.0-1])
+	WSOpBinary       = 0x2  // binary frame: MQTT's
+	WSOpClose        = 0x8  // close control frame
+	WSOpPing         = 0x9  // ping control frame
+	WSOpPong         = 0xA  // pong control frame
+	WSBitFin         = 0x80 // first header byte: last frame of a message
+	WSBitRSV1        = 0x40 // first header byte: compressed message (RFC 7692)
+	WSBitsRSV23      = 0x30 // first header byte: reserved, must be 0
+	WSBitMask        = 0x80 // second header byte: payload masked
+	WSMaxControl     = 125  // largest control frame payload (§5.5)
 )
 
 // deflateTail ends a message's compressed bytes for the inflater: the
@@ -162,7 +163,7 @@ func (s *deflateStream) nextMessage() error {
 	if err != nil {
 		return err
 	}
-	if op != opBinary {
+	if op != WSOpBinary {
 		// MQTT is carried in binary frames only [MQTT-6.0.0-1].
 		s.fail(websocket.CloseUnsupportedData, "MQTT needs binary frames")
 		return errTextFrame
@@ -253,8 +254,8 @@ func (f *frameReader) next(first bool) (op byte, rsv1 bool, err error) {
 		if _, err := io.ReadFull(s.br, h[:]); err != nil {
 			return 0, false, err
 		}
-		fin := h[0]&bitFin != 0
-		op, rsv1 = h[0]&0x0F, h[0]&bitRSV1 != 0
+		fin := h[0]&WSBitFin != 0
+		op, rsv1 = h[0]&0x0F, h[0]&WSBitRSV1 != 0
 		length := uint64(h[1] & 0x7F)
 		switch length {
 		case 126:
@@ -273,18 +274,18 @@ func (f *frameReader) next(first bool) (op byte, rsv1 bool, err error) {
 				return 0, false, s.protocolError("frame length has its top bit set")
 			}
 		}
-		if h[1]&bitMask == 0 { // a client masks every frame (RFC 6455 §5.1)
+		if h[1]&WSBitMask == 0 { // a client masks every frame (RFC 6455 §5.1)
 			return 0, false, s.protocolError("unmasked client frame")
 		}
-		if h[0]&bitsRSV23 != 0 {
+		if h[0]&WSBitsRSV23 != 0 {
 			return 0, false, s.protocolError("reserved bits set")
 		}
 		var mask [4]byte
 		if _, err := io.ReadFull(s.br, mask[:]); err != nil {
 			return 0, false, err
 		}
-		if op >= opClose { // control frame: short, whole, never compressed
-			if !fin || length > maxControl || rsv1 {
+		if op >= WSOpClose { // control frame: short, whole, never compressed
+			if !fin || length > WSMaxControl || rsv1 {
 				return 0, false, s.protocolError("bad control frame")
 			}
 			payload := make([]byte, length)
@@ -300,11 +301,11 @@ func (f *frameReader) next(first bool) (op byte, rsv1 bool, err error) {
 			continue
 		}
 		switch {
-		case first && op == opContinuation, !first && op != opContinuation:
+		case first && op == WSOpContinuation, !first && op != WSOpContinuation:
 			return 0, false, s.protocolError("unexpected continuation or interleaved message")
 		case !first && rsv1: // RSV1 marks the first frame of a compressed message only
 			return 0, false, s.protocolError("RSV1 on a continuation frame")
-		case op != opBinary && op != opText && op != opContinuation:
+		case op != WSOpBinary && op != WSOpText && op != WSOpContinuation:
 			return 0, false, s.protocolError("unknown opcode")
 		}
 		f.remaining, f.mask, f.pos, f.final = length, mask, 0, fin
@@ -316,9 +317,9 @@ func (f *frameReader) next(first bool) (op byte, rsv1 bool, err error) {
 // sent yet), RFC 6455 §5.5; a pong is ignored.
 func (s *deflateStream) control(op byte, payload []byte) error {
 	switch op {
-	case opPing:
-		return s.writeFrame(opPong, false, payload, time.Now().Add(lingerTimeout))
-	case opClose:
+	case WSOpPing:
+		return s.writeFrame(WSOpPong, false, payload, time.Now().Add(lingerTimeout))
+	case WSOpClose:
 		// The same error gorilla's path reports, so OnClose sees the
 		// peer's close the same way on both.
 		ce := &websocket.CloseError{Code: websocket.CloseNoStatusReceived}
@@ -334,7 +335,7 @@ func (s *deflateStream) control(op byte, payload []byte) error {
 		}
 		_ = s.closeFrame(reply, "", time.Now().Add(lingerTimeout))
 		return ce
-	case opPong:
+	case WSOpPong:
 		return nil
 	}
 	return s.protocolError("unknown control opcode")
@@ -353,7 +354,7 @@ func (s *deflateStream) fail(code int, reason string) {
 
 // Write sends p as one binary message, compressed from wsCompressMin bytes.
 func (s *deflateStream) Write(p []byte) (int, error) {
-	if err := s.writeFrame(opBinary, len(p) >= wsCompressMin, p, time.Time{}); err != nil {
+	if err := s.writeFrame(WSOpBinary, len(p) >= wsCompressMin, p, time.Time{}); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -367,7 +368,7 @@ func (s *deflateStream) writeFrame(op byte, compress bool, payload []byte, deadl
 	if s.closeSent {
 		return net.ErrClosed
 	}
-	if op == opClose {
+	if op == WSOpClose {
 		s.closeSent = true
 	}
 	if compress {
@@ -377,9 +378,9 @@ func (s *deflateStream) writeFrame(op byte, compress bool, payload []byte, deadl
 		}
 		payload = bytes.TrimSuffix(s.cbuf.Bytes(), deflateTail[:4])
 	}
-	b := append(s.wbuf[:0], bitFin|op)
+	b := append(s.wbuf[:0], WSBitFin|op)
 	if compress {
-		b[0] |= bitRSV1
+		b[0] |= WSBitRSV1
 	}
 	switch n := len(payload); {
 	case n < 126:
@@ -407,11 +408,11 @@ func (s *deflateStream) writeFrame(op byte, compress bool, payload []byte, deadl
 
 // closeFrame starts (or answers) the closing handshake (RFC 6455 §5.5.1).
 func (s *deflateStream) closeFrame(code int, reason string, deadline time.Time) error {
-	if len(reason) > maxControl-2 {
-		reason = reason[:maxControl-2]
+	if len(reason) > WSMaxControl-2 {
+		reason = reason[:WSMaxControl-2]
 	}
 	payload := binary.BigEndian.AppendUint16(nil, uint16(code))
-	return s.writeFrame(opClose, false, append(payload, reason...), deadline)
+	return s.writeFrame(WSOpClose, false, append(payload, reason...), deadline)
 }
 
 func (s *deflateStream) Close() error                       { return s.raw.Close() }

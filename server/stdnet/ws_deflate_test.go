@@ -133,7 +133,7 @@ func rawFrame(b0 byte, payload []byte, masked bool) []byte {
 	if !masked {
 		return append(f, payload...)
 	}
-	f[1] |= bitMask
+	f[1] |= WSBitMask
 	mask := [4]byte{1, 2, 3, 4}
 	f = append(f, mask[:]...)
 	for i, c := range payload {
@@ -213,15 +213,15 @@ func TestWebSocketDeflateRawFrames(t *testing.T) {
 	}
 
 	c, in := dial()
-	frames(c, in, opBinary) // HELLO
+	frames(c, in, WSOpBinary) // HELLO
 	body := deflated(t, []byte("fragmented and compressed\n"))
-	_, _ = c.Write(rawFrame(opBinary|bitRSV1, body[:5], true)) // first fragment, RSV1
-	_, _ = c.Write(rawFrame(bitFin|opPing, []byte("mid"), true))
-	_, _ = c.Write(rawFrame(bitFin|opContinuation, body[5:], true))
-	if p := frames(c, in, opPong); string(p) != "mid" {
+	_, _ = c.Write(rawFrame(WSOpBinary|WSBitRSV1, body[:5], true)) // first fragment, RSV1
+	_, _ = c.Write(rawFrame(WSBitFin|WSOpPing, []byte("mid"), true))
+	_, _ = c.Write(rawFrame(WSBitFin|WSOpContinuation, body[5:], true))
+	if p := frames(c, in, WSOpPong); string(p) != "mid" {
 		t.Fatalf("pong %q", p)
 	}
-	if p := frames(c, in, opBinary); string(p) != "fragmented and compressed\n" {
+	if p := frames(c, in, WSOpBinary); string(p) != "fragmented and compressed\n" {
 		t.Fatalf("echo %q", p)
 	}
 
@@ -230,16 +230,16 @@ func TestWebSocketDeflateRawFrames(t *testing.T) {
 		frame []byte
 		want  int
 	}{
-		{"unmasked frame", rawFrame(bitFin|opBinary, []byte("x"), false), websocket.CloseProtocolError},
-		{"RSV2", rawFrame(bitFin|0x20|opBinary, []byte("x"), true), websocket.CloseProtocolError},
-		{"continuation first", rawFrame(bitFin|opContinuation, []byte("x"), true), websocket.CloseProtocolError},
-		{"corrupt deflate", rawFrame(bitFin|bitRSV1|opBinary, []byte{0xff, 0xff, 0xff, 0xff}, true), websocket.CloseInvalidFramePayloadData},
-		{"fragmented ping", rawFrame(opPing, nil, true), websocket.CloseProtocolError},
+		{"unmasked frame", rawFrame(WSBitFin|WSOpBinary, []byte("x"), false), websocket.CloseProtocolError},
+		{"RSV2", rawFrame(WSBitFin|0x20|WSOpBinary, []byte("x"), true), websocket.CloseProtocolError},
+		{"continuation first", rawFrame(WSBitFin|WSOpContinuation, []byte("x"), true), websocket.CloseProtocolError},
+		{"corrupt deflate", rawFrame(WSBitFin|WSBitRSV1|WSOpBinary, []byte{0xff, 0xff, 0xff, 0xff}, true), websocket.CloseInvalidFramePayloadData},
+		{"fragmented ping", rawFrame(WSOpPing, nil, true), websocket.CloseProtocolError},
 	} {
 		c, in := dial()
-		frames(c, in, opBinary) // HELLO
+		frames(c, in, WSOpBinary) // HELLO
 		_, _ = c.Write(tc.frame)
-		p := frames(c, in, opClose)
+		p := frames(c, in, WSOpClose)
 		if len(p) < 2 || int(binary.BigEndian.Uint16(p)) != tc.want {
 			t.Errorf("%s: close payload %q, want code %d", tc.name, p, tc.want)
 		}
@@ -289,13 +289,13 @@ func FuzzWebSocketDeflateRead(f *testing.F) {
 		_ = flate.StatelessDeflate(&b, p, false, nil)
 		return bytes.TrimSuffix(b.Bytes(), deflateTail[:4])
 	}
-	f.Add(rawFrame(bitFin|bitRSV1|opBinary, body([]byte("hello")), true))
-	f.Add(append(rawFrame(opBinary|bitRSV1, body(bytes.Repeat([]byte("ab"), 200))[:3], true),
-		rawFrame(bitFin|opContinuation, body(bytes.Repeat([]byte("ab"), 200))[3:], true)...))
-	f.Add(rawFrame(bitFin|opPing, []byte("p"), true))
-	f.Add(rawFrame(bitFin|opClose, []byte{0x03, 0xe8}, true))
-	f.Add(rawFrame(bitFin|bitRSV1|opBinary, []byte{0xff, 0x00}, true))
-	f.Add([]byte{bitFin | opBinary, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4})
+	f.Add(rawFrame(WSBitFin|WSBitRSV1|WSOpBinary, body([]byte("hello")), true))
+	f.Add(append(rawFrame(WSOpBinary|WSBitRSV1, body(bytes.Repeat([]byte("ab"), 200))[:3], true),
+		rawFrame(WSBitFin|WSOpContinuation, body(bytes.Repeat([]byte("ab"), 200))[3:], true)...))
+	f.Add(rawFrame(WSBitFin|WSOpPing, []byte("p"), true))
+	f.Add(rawFrame(WSBitFin|WSOpClose, []byte{0x03, 0xe8}, true))
+	f.Add(rawFrame(WSBitFin|WSBitRSV1|WSOpBinary, []byte{0xff, 0x00}, true))
+	f.Add([]byte{WSBitFin | WSOpBinary, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const limit = 4096
 		s := newDeflateStream(bytesConn{r: bytes.NewReader(in)}, limit)

@@ -11,12 +11,9 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	gerrors "github.com/panjf2000/gnet/v2/pkg/errors"
 
 	"github.com/ternmq/tern/server/stdnet"
 )
-
-var errEmptyEngine = gerrors.ErrEmptyEngine
 
 const (
 	// plainBufSize is a pooled plaintext buffer: one full TLS record
@@ -69,9 +66,9 @@ type conn struct {
 	identity string // from the client certificate; set when the handshake completes
 	hs       *handshake
 	state    connState
-	more     bool // crypto/tls or gnet may hold ciphertext not decrypted yet
-	failed   bool // the record layer met a fatal error: closing
-	used     bool // the record layer sealed or opened since the last idle sweep
+	more     bool  // crypto/tls or gnet may hold ciphertext not decrypted yet
+	failed   bool  // the record layer met a fatal error: closing
+	used     uint8 // the record layer sealed or opened since: usedSweep, usedFresh (idle.go)
 
 	il         *idleList // its loop's record-layer connections (idle.go)
 	prev, next *conn
@@ -165,8 +162,8 @@ func (c *conn) handshakeDone(err error) {
 	if c.rl = c.handover(&cs); c.rl != nil {
 		c.tc = nil // its buffers, keys and config copy go to the GC
 		e.handedOver.Add(1)
-		c.used = true
-		e.listFor(c.EventLoop()).add(c)
+		c.used = usedAll
+		e.listFor(c.EventLoop()).add(c, e.cfg.FreshKeysAfter > 0)
 	}
 	c.hs.mu.Lock()
 	if len(c.hs.buf) > 0 {

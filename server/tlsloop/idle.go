@@ -7,6 +7,23 @@ package tlsloop
 // a batch at a time, and drops the AEADs of those not used since the
 // previous sweep. The next record builds them again from the kept keys
 // (two allocations and well under a microsecond, once per idle period).
+//
+// # Fresh connections
+//
+// A device typically connects, subscribes and goes quiet; after a
+// reconnect storm all of them do at once. With only the sweep above, each
+// would hold its AEADs for 15–30 s, and the garbage collector, which
+// sizes the heap at twice what is live when it last ran (GOGC 100), would
+// size it during the storm by connections holding 3 KB instead of 1.6 KB:
+// the process keeps that heap (RSS) long after the storm. So a connection
+// also goes on its loop's fresh list at the hand-over: every
+// FreshKeysAfter a tick on the loop drops the AEADs of the connections
+// that went on the list the tick before and have been quiet since (no
+// record sealed or opened for a whole FreshKeysAfter), and clears the
+// mark of those that went on since. A connection leaves the list at its
+// second tick either way: it costs at most one extra rebuild of its
+// AEADs, and the tick's work is proportional to the connects per second,
+// not to the connections.
 
 import (
 	"context"
@@ -21,12 +38,27 @@ import (
 // so a sweep of a million connections does not hold a loop for long.
 const idleSweepBatch = 4096
 
+// Bits of conn.used, set by every record sealed or opened and cleared by
+// the sweep and by the fresh tick respectively.
+const (
+	usedSweep = 1 << iota
+	usedFresh
+	usedAll = usedSweep | usedFresh
+)
+
+// freshKeep is the capacity of a fresh list kept across ticks; a larger
+// one (left by a storm) goes to the GC once empty.
+const freshKeep = 1024
+
 // idleList is one event loop's record-layer connections. Loop only.
 type idleList struct {
 	loop     gnet.EventLoop
 	head     *conn
 	cursor   *conn // the next connection the sweep in progress visits
 	sweeping bool
+	// fresh went on the list since the last fresh tick; settling at the
+	// tick before it (their usedFresh cleared then).
+	fresh, settling []*conn
 }
 
 // listFor returns loop's list. Any goroutine.
@@ -44,7 +76,10 @@ func (e *Engine) listFor(loop gnet.EventLoop) *idleList {
 	return l
 }
 
-func (l *idleList) add(c *conn) {
+func (l *idleList) add(c *conn, fresh bool) {
+	if fresh {
+		l.fresh = append(l.fresh, c)
+	}
 	c.il, c.prev, c.next = l, nil, l.head
 	if l.head != nil {
 		l.head.prev = c
@@ -75,14 +110,11 @@ func (l *idleList) sweep(e *Engine) bool {
 	for n := 0; l.cursor != nil && n < idleSweepBatch; n++ {
 		c := l.cursor
 		l.cursor = c.next
-		if c.used {
-			c.used = false
+		if c.used&usedSweep != 0 {
+			c.used &^= usedSweep
 			continue
 		}
-		if c.rl != nil && (c.rl.in.aead != nil || c.rl.out.aead != nil) {
-			c.rl.in.aead, c.rl.out.aead = nil, nil
-			e.keysDropped.Add(1)
-		}
+		c.dropKeys(e)
 	}
 	if l.cursor == nil {
 		l.sweeping = false
@@ -91,22 +123,66 @@ func (l *idleList) sweep(e *Engine) bool {
 	return true
 }
 
-// sweepIdle runs the sweeps until Stop.
-func (e *Engine) sweepIdle() {
-	defer e.wg.Done()
+// dropKeys drops c's AEADs, if built; true if it did. Loop only.
+func (c *conn) dropKeys(e *Engine) bool {
+	if c.rl == nil || (c.rl.in.aead == nil && c.rl.out.aead == nil) {
+		return false
+	}
+	c.rl.in.aead, c.rl.out.aead = nil, nil
+	e.keysDropped.Add(1)
+	return true
+}
+
+// freshTick is one fresh tick (see "Fresh connections"). Loop only.
+func (l *idleList) freshTick(e *Engine) {
+	for i, c := range l.settling {
+		// c.il is nil once c closed; a closed one stays here until now.
+		if c.il == l && c.used&usedFresh == 0 && c.dropKeys(e) {
+			e.freshDropped.Add(1)
+		}
+		l.settling[i] = nil
+	}
+	for _, c := range l.fresh {
+		c.used &^= usedFresh
+	}
+	l.fresh, l.settling = l.settling[:0], l.fresh
+	if cap(l.fresh) > freshKeep {
+		l.fresh = nil
+	}
+}
+
+// sweepIdle runs the sweeps and the fresh ticks until done is closed
+// (Stop).
+func (e *Engine) sweepIdle(done <-chan struct{}) {
 	t := time.NewTicker(e.cfg.IdleKeysAfter / 2)
 	defer t.Stop()
+	var fresh <-chan time.Time
+	if e.cfg.FreshKeysAfter > 0 {
+		ft := time.NewTicker(e.cfg.FreshKeysAfter)
+		defer ft.Stop()
+		fresh = ft.C
+	}
 	for {
+		var sweep bool
 		select {
-		case <-e.done:
+		case <-done:
 			return
 		case <-t.C:
+			sweep = true
+		case <-fresh:
 		}
 		e.idleMu.Lock()
 		lists := slices.Collect(maps.Values(e.idle))
 		e.idleMu.Unlock()
 		for _, l := range lists {
-			e.runSweep(l)
+			if sweep {
+				e.runSweep(l)
+				continue
+			}
+			_ = l.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				l.freshTick(e)
+				return nil
+			}))
 		}
 	}
 }

@@ -100,28 +100,33 @@ func expandLabel(h func() hash.Hash, secret []byte, label string, length int) ([
 	return hkdf.Expand(h, secret, string(info), length)
 }
 
-// direction is one direction's traffic protection: the key, static IV
-// and record sequence number of the current traffic secret, and the AEAD
-// built from the key. The AEAD (~770 B of key schedule and tables for
-// AES-GCM) is dropped while the connection idles (idle.go) and built
-// again by use.
+// direction is one direction's traffic protection: the current traffic
+// secret, its static IV and record sequence number, and the AEAD built
+// from its key. The AEAD (~770 B of key schedule and tables for AES-GCM)
+// is dropped while the connection idles (idle.go) and built again by use;
+// the key is not kept but derived again from the secret then (one
+// HKDF-Expand, rare next to records), so that a record layer fits 208
+// bytes (BenchmarkTLSIdleConnHeap).
 type direction struct {
 	aead   cipher.AEAD // nil: not built (idle)
 	suite  uint16
 	iv     [12]byte
 	nonce  [12]byte // scratch: iv XOR seq, kept here so no record allocates
 	seq    uint64
-	key    [32]byte
-	secret [48]byte // the current traffic secret, for KeyUpdate
+	secret [48]byte // the current traffic secret: key (§7.3) and KeyUpdate (§7.2)
 }
 
-// build makes the AEAD from the key, if it is not built.
+// build makes the AEAD from the secret's key, if it is not built.
 func (d *direction) build() error {
 	if d.aead != nil {
 		return nil
 	}
-	key := d.key[:suiteKeyLen(d.suite)]
-	var err error
+	h, hl := suiteHash(d.suite)
+	key, err := expandLabel(h, d.secret[:hl], "key", suiteKeyLen(d.suite))
+	if err != nil {
+		return err
+	}
+	defer clear(key)
 	if d.suite == tls.TLS_CHACHA20_POLY1305_SHA256 {
 		d.aead, err = chacha20poly1305.New(key)
 		return err
@@ -139,17 +144,11 @@ func (d *direction) setSecret(suite uint16, secret []byte) error {
 	if len(secret) != hl {
 		return errors.New("tlsloop: traffic secret of the wrong length")
 	}
-	key, err := expandLabel(h, secret, "key", suiteKeyLen(suite))
-	if err != nil {
-		return err
-	}
 	iv, err := expandLabel(h, secret, "iv", 12)
 	if err != nil {
 		return err
 	}
 	d.aead, d.suite, d.seq = nil, suite, 0
-	copy(d.key[:], key)
-	clear(key)
 	copy(d.iv[:], iv)
 	copy(d.secret[:], secret)
 	return d.build()
@@ -183,10 +182,11 @@ func (d *direction) nextNonce() []byte {
 // recordLayer is a handed-over connection's TLS 1.3 protection: in is the
 // client's traffic, out the server's.
 type recordLayer struct {
-	suite uint16
-	in    direction
-	out   direction
+	in, out direction // of the same suite
 }
+
+// suite is the negotiated cipher suite.
+func (rl *recordLayer) suite() uint16 { return rl.in.suite }
 
 // newRecordLayer derives both directions from the application traffic
 // secrets; outSeq is how many records crypto/tls already sent under the
@@ -195,7 +195,7 @@ func newRecordLayer(suite uint16, clientSecret, serverSecret []byte, outSeq uint
 	if !suiteSupported(suite) {
 		return nil, errors.New("tlsloop: cipher suite not supported by the record layer")
 	}
-	rl := &recordLayer{suite: suite}
+	rl := &recordLayer{}
 	if err := rl.in.setSecret(suite, clientSecret); err != nil {
 		return nil, err
 	}

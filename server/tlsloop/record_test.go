@@ -127,7 +127,7 @@ func startEchoWith(t testing.TB, cfg func(*tls.Config), ec Config) *echoServer {
 	}()
 	t.Cleanup(func() {
 		e.Stop()
-		if eng := e.eng.Load(); eng != nil {
+		if eng := e.acc.Engine(); eng != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			_ = eng.Stop(ctx)
@@ -637,7 +637,7 @@ func TestRecordLayerAfterHelloRetryRequest(t *testing.T) {
 // again from its keys when traffic comes, in both directions, also after
 // a KeyUpdate.
 func TestRecordLayerIdleKeysDroppedAndRebuilt(t *testing.T) {
-	s := startEchoWith(t, nil, Config{IdleKeysAfter: 100 * time.Millisecond})
+	s := startEchoWith(t, nil, Config{IdleKeysAfter: 100 * time.Millisecond, FreshKeysAfter: -1})
 	p := dialRaw(t, s)
 	waitDrops := func(n uint64) {
 		t.Helper()
@@ -668,6 +668,79 @@ func TestRecordLayerIdleKeysDroppedAndRebuilt(t *testing.T) {
 	waitDrops(3)
 	p.send(recordApplicationData, []byte("three"))
 	p.expectData("three")
+}
+
+// A connection quiet right after its handshake drops its AEADs at its
+// second fresh tick (FreshKeysAfter), long before IdleKeysAfter, builds
+// them again for its next record, and is not dropped again by the fresh
+// ticks (it left their list).
+func TestRecordLayerFreshKeysDroppedOnce(t *testing.T) {
+	s := startEchoWith(t, nil, Config{IdleKeysAfter: time.Hour, FreshKeysAfter: 50 * time.Millisecond})
+	p := dialRaw(t, s)
+	p.send(recordApplicationData, []byte("one"))
+	p.expectData("one")
+	deadline := time.Now().Add(5 * time.Second)
+	for s.e.Stats().FreshKeyDrops < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: no fresh key drop", s.e.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.send(recordApplicationData, []byte("two"))
+	p.expectData("two")
+	time.Sleep(300 * time.Millisecond) // six more ticks
+	if st := s.e.Stats(); st.FreshKeyDrops != 1 || st.IdleKeyDrops != 1 {
+		t.Fatalf("stats %+v: want exactly one drop", st)
+	}
+	p.send(recordApplicationData, []byte("three"))
+	p.expectData("three")
+}
+
+// The fresh tick drops the AEADs of a connection that went on the list
+// the tick before and was quiet since, keeps those of one that sealed or
+// opened a record since, and forgets both after that tick; a connection
+// that closed meanwhile is skipped.
+func TestFreshTick(t *testing.T) {
+	secret := make([]byte, 32)
+	built := func() *conn {
+		rl, err := newRecordLayer(tls.TLS_AES_128_GCM_SHA256, secret, secret, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rl.in.build() != nil || rl.out.build() != nil {
+			t.Fatal("build")
+		}
+		return &conn{rl: rl, used: usedAll}
+	}
+	e := &Engine{}
+	l := &idleList{}
+	quiet, busy, gone := built(), built(), built()
+	for _, c := range []*conn{quiet, busy, gone} {
+		l.add(c, true)
+	}
+	l.freshTick(e) // they settle: usedFresh cleared
+	if quiet.rl.in.aead == nil || busy.rl.in.aead == nil {
+		t.Fatal("dropped at the first tick")
+	}
+	busy.used = usedAll // a record
+	l.remove(gone)      // closed
+	l.freshTick(e)
+	if quiet.rl.in.aead != nil || quiet.rl.out.aead != nil {
+		t.Error("the quiet connection kept its AEADs")
+	}
+	if busy.rl.in.aead == nil || gone.rl.in.aead == nil {
+		t.Error("a busy or closed connection lost its AEADs")
+	}
+	if got := e.freshDropped.Load(); got != 1 {
+		t.Errorf("fresh drops %d, want 1", got)
+	}
+	l.freshTick(e)
+	if busy.rl.in.aead == nil || len(l.fresh)+len(l.settling) != 0 {
+		t.Errorf("a connection stayed on the fresh list (%d, %d) or lost its AEADs later", len(l.fresh), len(l.settling))
+	}
+	if busy.used&usedSweep == 0 {
+		t.Error("the fresh tick cleared the sweep's mark")
+	}
 }
 
 // A client that offers no PSK modes gets no ticket: the record layer

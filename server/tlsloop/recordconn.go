@@ -38,7 +38,7 @@ func (c *conn) openRecords() error {
 			c.growFor(need)
 		}
 		base := len(c.in)
-		c.used = true
+		c.used = usedAll
 		out, typ, n, err := c.rl.in.open(c.in, rec)
 		c.consumeRecord(len(rec))
 		if err != nil {
@@ -161,7 +161,7 @@ func (c *conn) readHandshake(m []byte) error {
 	if req != updateNotRequest && req != updateRequested {
 		return &alertError{alertIllegalParameter, "bad KeyUpdate request"}
 	}
-	if err := c.rl.in.update(c.rl.suite); err != nil {
+	if err := c.rl.in.update(c.rl.suite()); err != nil {
 		return &alertError{alertDecodeError, err.Error()}
 	}
 	if req == updateRequested {
@@ -170,7 +170,7 @@ func (c *conn) readHandshake(m []byte) error {
 		if _, err := c.sealWrite(recordHandshake, msg[:], nil); err != nil {
 			return err
 		}
-		if err := c.rl.out.update(c.rl.suite); err != nil {
+		if err := c.rl.out.update(c.rl.suite()); err != nil {
 			return err
 		}
 	}
@@ -218,7 +218,7 @@ func (c *conn) sealWrite(typ byte, b []byte, bs [][]byte) (int, error) {
 	if err := out.build(); err != nil {
 		return 0, err
 	}
-	c.used = true
+	c.used = usedAll
 	src, i := b, 0
 	for left := total; left > 0; {
 		if out.seq >= keyUpdateAfter {
@@ -230,7 +230,7 @@ func (c *conn) sealWrite(typ byte, b []byte, bs [][]byte) (int, error) {
 			}
 			msg := [keyUpdateMsgLen]byte{handshakeKeyUpd, 0, 0, 1, updateNotRequest}
 			buf = out.seal(buf, recordHandshake, msg[:])
-			if err := out.update(c.rl.suite); err != nil {
+			if err := out.update(c.rl.suite()); err != nil {
 				return 0, err
 			}
 		}

@@ -69,6 +69,9 @@
 // The plaintext buffer comes from a pool and goes back as soon as the
 // broker consumed it, and a connection unused for IdleKeysAfter drops its
 // two AEADs too (idle.go; rebuilt from the kept keys by its next record),
+// as does one quiet for FreshKeysAfter (1 s) just after its handshake, so
+// that a connect storm's heap is sized by idle connections (idle.go,
+// "Fresh connections"),
 // so an idle TLS 1.3 connection holds its keys and secrets, this
 // package's conn and gnet's: ~1.6 KB of live heap in all with the
 // broker's state (3 KB before the idle sweep; BenchmarkTLSIdleConnHeap;
@@ -87,7 +90,6 @@
 package tlsloop
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -98,12 +100,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ternmq/tern/internal/listenutil"
-
 	"github.com/panjf2000/gnet/v2"
 
-	"github.com/ternmq/tern/internal/proxyproto"
-
+	"github.com/ternmq/tern/internal/listenutil"
 	"github.com/ternmq/tern/server/stdnet"
 )
 
@@ -132,6 +131,12 @@ type Config struct {
 	// IdleKeysAfter is how long a record-layer connection goes unused
 	// before its AEAD state is dropped (idle.go). Default 30 s.
 	IdleKeysAfter time.Duration
+	// FreshKeysAfter is the same for a connection's first quiet moment
+	// after its handshake: one that sends and receives nothing for this
+	// long within 2×FreshKeysAfter of its hand-over to the record layer
+	// drops its AEADs then (idle.go, "Fresh connections"). Default 1 s;
+	// negative: only IdleKeysAfter applies.
+	FreshKeysAfter time.Duration
 	// ProxyRefused, when set, is told of a connection closed because its
 	// listener expects a PROXY protocol header and it did not start with a
 	// valid one. Any goroutine.
@@ -146,42 +151,30 @@ type Stats struct {
 	Resumed              uint64 // of which resumed a session (ticket)
 	RecordLayer          uint64 // of which went on with this package's TLS 1.3 record layer
 	IdleKeyDrops         uint64 // times an idle connection's AEADs were dropped (built again by use)
+	FreshKeyDrops        uint64 // of which in the first quiet moment after the handshake (FreshKeysAfter)
 	TLSHandshakeFailures uint64 // failed handshakes (bad client, timeout, closed)
 	AcceptErrors         uint64 // failed Accepts (each backs off)
 }
 
 // Engine runs the TLS listeners on a gnet engine.
 type Engine struct {
-	cfg     Config
-	lns     []net.Listener
-	srcs    []*stdnet.CertSource
-	fronts  []*tls.Config // per listener: keyLogFront of its source's config
-	addrs   []net.Addr
-	eng     atomic.Pointer[gnet.Engine]
-	booted  chan struct{}
-	done    chan struct{}
-	stopped atomic.Bool
-	wg      sync.WaitGroup // accept loops
-	proxy   []bool         // per listener: ProxyProtocol
-	// pmu guards proxying: connections whose PROXY header is being read
-	// (Stop closes them).
-	pmu      sync.Mutex
-	proxying map[net.Conn]struct{}
-	hsWG     sync.WaitGroup // handshake goroutines
-	cpu      chan struct{}  // handshake CPU tokens
-	plain    sync.Pool      // *[]byte plaintext buffers of plainBufSize
+	cfg   Config
+	acc   *listenutil.Acceptor // accept loops, PROXY headers, Stop
+	srcs  []*stdnet.CertSource
+	addrs []net.Addr
+	hsWG  sync.WaitGroup // handshake goroutines
+	cpu   chan struct{}  // handshake CPU tokens
+	plain sync.Pool      // *[]byte plaintext buffers of plainBufSize
 
 	reloadMu sync.Mutex
-	tickOnce sync.Once
-	startMu  sync.Mutex // orders starting the accept loops with Stop
 
-	open, handshaking                                   atomic.Int64
-	handshakes, resumed, failures, acceptEr, handedOver atomic.Uint64
-	sealBufs                                            sync.Pool // *[]byte of sealBufSize: records on their way to gnet
-	keysDropped                                         atomic.Uint64
-	idleMu                                              sync.Mutex
-	idle                                                map[gnet.EventLoop]*idleList // per loop, idle.go
-	logHS, logAccept                                    listenutil.RateLog
+	open, handshaking                         atomic.Int64
+	handshakes, resumed, failures, handedOver atomic.Uint64
+	sealBufs                                  sync.Pool // *[]byte of sealBufSize: records on their way to gnet
+	keysDropped, freshDropped                 atomic.Uint64
+	idleMu                                    sync.Mutex
+	idle                                      map[gnet.EventLoop]*idleList // per loop, idle.go
+	logHS                                     listenutil.RateLog
 }
 
 // Listen binds the listeners (so their addresses, port 0 resolved, are
@@ -203,39 +196,41 @@ func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
 	if cfg.IdleKeysAfter <= 0 {
 		cfg.IdleKeysAfter = 30 * time.Second
 	}
+	if cfg.FreshKeysAfter == 0 {
+		cfg.FreshKeysAfter = time.Second
+	}
 	if cfg.HandshakeCPU <= 0 {
 		cfg.HandshakeCPU = runtime.GOMAXPROCS(0)
 	}
-	e := &Engine{cfg: cfg, booted: make(chan struct{}), done: make(chan struct{}),
-		cpu: make(chan struct{}, cfg.HandshakeCPU)}
+	e := &Engine{cfg: cfg, cpu: make(chan struct{}, cfg.HandshakeCPU),
+		acc: listenutil.NewAcceptor("TLS", cfg.Logger, cfg.ProxyRefused)}
 	e.plain.New = func() any { b := make([]byte, 0, plainBufSize); return &b }
 	e.sealBufs.New = func() any { b := make([]byte, 0, sealBufSize); return &b }
 	for _, l := range listeners {
 		ln, err := net.Listen("tcp", l.Addr)
 		if err != nil {
-			e.closeListeners()
+			e.acc.CloseListeners()
 			return nil, fmt.Errorf("TLS listener: %w", err)
 		}
 		src, err := stdnet.NewCertSource(ln.Addr().String(), l, cfg.Logger)
 		if err != nil {
 			_ = ln.Close()
-			e.closeListeners()
+			e.acc.CloseListeners()
 			return nil, fmt.Errorf("TLS listener %s: %w", l.Addr, err)
 		}
 		src.SetSessionTicketKeys(cfg.TicketKeys)
 		src.CheckExpiry(time.Now())
-		e.lns, e.srcs, e.addrs = append(e.lns, ln), append(e.srcs, src), append(e.addrs, ln.Addr())
-		e.fronts = append(e.fronts, keyLogFront(src.ServerConfig()))
-		e.proxy = append(e.proxy, l.ProxyProtocol)
+		e.srcs, e.addrs = append(e.srcs, src), append(e.addrs, ln.Addr())
+		m := &marker{src: src, front: keyLogFront(src.ServerConfig())}
+		al := listenutil.Listener{Ln: ln, Context: m}
+		if l.ProxyProtocol {
+			al.Proxied = func(addr net.Addr) any { return &marker{src: m.src, front: m.front, proxied: addr} }
+			al.ProxyTimeout = cfg.ProxyTimeout
+		}
+		e.acc.Add(al)
 		cfg.Logger.Info("tern listening (TLS on the event loops)", "addr", ln.Addr().String())
 	}
 	return e, nil
-}
-
-func (e *Engine) closeListeners() {
-	for _, ln := range e.lns {
-		_ = ln.Close()
-	}
 }
 
 // Addrs returns the bound listener addresses, in the order given.
@@ -252,7 +247,7 @@ func (e *Engine) Stats() Stats {
 		return Stats{}
 	}
 	return Stats{Open: e.open.Load(), Handshaking: e.handshaking.Load(), Handshakes: e.handshakes.Load(),
-		Resumed: e.resumed.Load(), RecordLayer: e.handedOver.Load(), IdleKeyDrops: e.keysDropped.Load(), TLSHandshakeFailures: e.failures.Load(), AcceptErrors: e.acceptEr.Load()}
+		Resumed: e.resumed.Load(), RecordLayer: e.handedOver.Load(), IdleKeyDrops: e.keysDropped.Load(), FreshKeyDrops: e.freshDropped.Load(), TLSHandshakeFailures: e.failures.Load(), AcceptErrors: e.acc.AcceptErrors()}
 }
 
 // ReloadTLS re-reads every listener's certificate, key and client CA
@@ -273,20 +268,7 @@ func (e *Engine) Stop() {
 	if e == nil {
 		return
 	}
-	e.startMu.Lock()
-	first := e.stopped.CompareAndSwap(false, true)
-	e.startMu.Unlock()
-	if !first {
-		return
-	}
-	close(e.done)
-	e.closeListeners()
-	e.pmu.Lock()
-	for nc := range e.proxying {
-		_ = nc.Close() // its header read fails at once
-	}
-	e.pmu.Unlock()
-	e.wg.Wait()
+	e.acc.Stop()
 }
 
 // WaitHandshakes waits for the handshake goroutines; call after the gnet
@@ -297,9 +279,9 @@ func (e *Engine) WaitHandshakes() {
 	}
 }
 
-// Wrap returns the handler to give gnet: it starts the accept loops once
-// gnet's loops run and interposes TLS on the connections they enroll.
-// gnet must run with gnet.WithTicker(true) (the first tick starts
+// GnetOptions are the options gnet must run with. The handler Wrap
+// returns starts the accept loops once gnet's loops run and interposes
+// TLS on the connections they enroll; gnet must run with gnet.WithTicker(true) (the first tick starts
 // accepting) and a load balancer that tolerates Register from another
 // goroutine (gnet.LeastConnections): GnetOptions lists both.
 func (e *Engine) GnetOptions() []gnet.Option {
@@ -324,32 +306,17 @@ type handler struct {
 }
 
 func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
-	h.e.eng.Store(&eng)
+	h.e.acc.Boot(eng)
 	return h.inner.OnBoot(eng)
 }
 
 func (h *handler) OnShutdown(eng gnet.Engine) { h.inner.OnShutdown(eng) }
 
-// OnTick starts the accept loops on its first call. gnet registers its
-// event loops after OnBoot, without synchronisation, and starts the ticker
-// goroutine only once they all are: from here Engine.Register reads them
-// race-free. The broker uses no gnet ticks (its ticker is its own), so
-// later ticks are an hour apart.
+// OnTick starts the accept loops and the idle sweep on its first call
+// (listenutil.Acceptor.Start says why there). The broker uses no gnet
+// ticks (its ticker is its own), so later ticks are an hour apart.
 func (h *handler) OnTick() (time.Duration, gnet.Action) {
-	e := h.e
-	e.tickOnce.Do(func() {
-		e.startMu.Lock() // against Stop: no wg.Add after its Wait began
-		defer e.startMu.Unlock()
-		if e.stopped.Load() {
-			return
-		}
-		e.wg.Add(1)
-		go e.sweepIdle()
-		for i, ln := range e.lns {
-			e.wg.Add(1)
-			go e.accept(ln, &marker{src: e.srcs[i], front: e.fronts[i]}, e.proxy[i])
-		}
-	})
+	h.e.acc.Start(h.e.sweepIdle)
 	d, act := h.inner.OnTick()
 	if d <= 0 {
 		d = time.Hour
@@ -400,98 +367,3 @@ func (h *handler) OnClose(raw gnet.Conn, err error) gnet.Action {
 	c.closed(err)
 	return h.inner.OnClose(c, err)
 }
-
-// accept accepts until Stop and enrolls each socket on an event loop,
-// backing off on errors such as EMFILE.
-func (e *Engine) accept(ln net.Listener, m *marker, proxy bool) {
-	defer e.wg.Done()
-	var pause time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if e.stopped.Load() {
-				return
-			}
-			e.acceptEr.Add(1)
-			pause = listenutil.Backoff(pause)
-			e.logAccept.Log(e.cfg.Logger, slog.LevelError, "TLS accept failed; backing off",
-				"addr", ln.Addr().String(), "err", err, "backoff", pause)
-			if !e.sleep(pause) {
-				return
-			}
-			continue
-		}
-		pause = 0
-		if proxy {
-			e.acceptProxied(nc, m)
-			continue
-		}
-		if !e.enroll(nc, m) {
-			_ = nc.Close()
-			if e.stopped.Load() {
-				return
-			}
-		}
-	}
-}
-
-// acceptProxied reads nc's PROXY protocol header on a goroutine of its own
-// (a silent peer holds it for at most ProxyTimeout, and delays no other
-// accept), byte-exactly so that gnet then reads the TLS ClientHello from
-// the socket, and enrolls nc with the address the header named. An
-// invalid header closes nc and is reported to Config.ProxyRefused.
-func (e *Engine) acceptProxied(nc net.Conn, m *marker) {
-	e.pmu.Lock()
-	if e.stopped.Load() {
-		e.pmu.Unlock()
-		_ = nc.Close()
-		return
-	}
-	if e.proxying == nil {
-		e.proxying = map[net.Conn]struct{}{}
-	}
-	e.proxying[nc] = struct{}{}
-	e.wg.Add(1) // the accept loop holds the group open: Stop's Wait has not returned
-	e.pmu.Unlock()
-	go func() {
-		defer e.wg.Done()
-		addr, err := proxyproto.ReadHeader(nc, e.cfg.ProxyTimeout)
-		e.pmu.Lock()
-		delete(e.proxying, nc)
-		e.pmu.Unlock()
-		if err != nil {
-			_ = nc.Close()
-			if !e.stopped.Load() && e.cfg.ProxyRefused != nil {
-				e.cfg.ProxyRefused(nc.RemoteAddr(), err)
-			}
-			return
-		}
-		_ = nc.SetReadDeadline(time.Time{})
-		if !e.enroll(nc, &marker{src: m.src, front: m.front, proxied: addr}) {
-			_ = nc.Close()
-		}
-	}()
-}
-
-// enroll hands nc to gnet (which dups its descriptor and closes nc). The
-// loops start just after OnBoot: until they do, Register says the engine
-// is empty, and enroll waits a little.
-func (e *Engine) enroll(nc net.Conn, m *marker) bool {
-	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), m), nc)
-	for range 1000 {
-		eng := e.eng.Load()
-		if _, err := eng.Register(ctx); err == nil {
-			return true
-		} else if e.stopped.Load() || !errors.Is(err, errEmptyEngine) {
-			e.logAccept.Log(e.cfg.Logger, slog.LevelError, "TLS connection not enrolled on an event loop", "err", err)
-			return false
-		}
-		if !e.sleep(time.Millisecond) {
-			return false
-		}
-	}
-	return false
-}
-
-// sleep waits d or until Stop; false once stopping.
-func (e *Engine) sleep(d time.Duration) bool { return listenutil.Sleep(e.done, d) }

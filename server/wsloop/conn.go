@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ternmq/tern/server/stdnet"
 )
 
 type connState uint8
@@ -22,20 +24,8 @@ const (
 	stateRefused                  // the broker's OnOpen refused it: no OnClose for the broker
 )
 
-// WebSocket opcodes, frame bits (RFC 6455 §5.2) and close codes (§7.4.1).
+// WebSocket close codes (RFC 6455 §7.4.1).
 const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
-	bitFin         = 0x80
-	bitRSV1        = 0x40
-	bitsRSV23      = 0x30
-	bitMask        = 0x80
-	maxControl     = 125
-
 	CloseNormal          = 1000
 	CloseGoingAway       = 1001
 	CloseProtocolError   = 1002
@@ -224,7 +214,7 @@ func (c *conn) closed() {
 
 // closeStatus is the close frame for a close the broker decided.
 func (c *conn) closeStatus() (int, string) {
-	if c.e.stopped.Load() {
+	if c.e.acc.Stopped() {
 		return CloseGoingAway, "server shutting down"
 	}
 	if c.e.cfg.CloseStatus != nil {
@@ -267,13 +257,13 @@ func (c *conn) sendClose(code int, reason string) {
 		return
 	}
 	c.closeSent = true
-	if len(reason) > maxControl-2 {
-		reason = reason[:maxControl-2]
+	if len(reason) > stdnet.WSMaxControl-2 {
+		reason = reason[:stdnet.WSMaxControl-2]
 	}
-	var b [maxControl]byte
+	var b [stdnet.WSMaxControl]byte
 	binary.BigEndian.PutUint16(b[:], uint16(code))
 	n := 2 + copy(b[2:], reason)
-	_ = c.writeFrame(opClose, false, b[:n])
+	_ = c.writeFrame(stdnet.WSOpClose, false, b[:n])
 }
 
 // onTraffic handles what arrived on the lower connection. Loop only.
@@ -348,8 +338,8 @@ func parseHeader(b []byte) header {
 	if len(b) < 2 {
 		return h
 	}
-	h.fin, h.rsv1, h.rsv23 = b[0]&bitFin != 0, b[0]&bitRSV1 != 0, b[0]&bitsRSV23 != 0
-	h.op, h.masked = b[0]&0x0F, b[1]&bitMask != 0
+	h.fin, h.rsv1, h.rsv23 = b[0]&stdnet.WSBitFin != 0, b[0]&stdnet.WSBitRSV1 != 0, b[0]&stdnet.WSBitsRSV23 != 0
+	h.op, h.masked = b[0]&0x0F, b[1]&stdnet.WSBitMask != 0
 	n := 2
 	switch l := b[1] & 0x7F; l {
 	case 126:
@@ -407,8 +397,8 @@ func (c *conn) decode() error {
 				c.e.protoErr.Add(1)
 				return protoErr("reserved bits set")
 			}
-			if h.op >= opClose { // control frame: short, whole, never compressed (§5.5)
-				if !h.fin || h.length > maxControl || h.rsv1 {
+			if h.op >= stdnet.WSOpClose { // control frame: short, whole, never compressed (§5.5)
+				if !h.fin || h.length > stdnet.WSMaxControl || h.rsv1 {
 					c.e.protoErr.Add(1)
 					return protoErr("bad control frame")
 				}
@@ -418,7 +408,7 @@ func (c *conn) decode() error {
 					return nil // wait for all of it
 				}
 				b, _ = c.Conn.Peek(total)
-				var payload [maxControl]byte
+				var payload [stdnet.WSMaxControl]byte
 				p := payload[:copy(payload[:], b[h.n:])]
 				maskBytes(h.mask, 0, p)
 				_, _ = c.Conn.Discard(total)
@@ -428,17 +418,17 @@ func (c *conn) decode() error {
 				continue
 			}
 			switch {
-			case h.op == opContinuation && !c.inMsg, h.op != opContinuation && c.inMsg:
+			case h.op == stdnet.WSOpContinuation && !c.inMsg, h.op != stdnet.WSOpContinuation && c.inMsg:
 				c.e.protoErr.Add(1)
 				return protoErr("unexpected continuation or interleaved message")
-			case h.op == opText:
+			case h.op == stdnet.WSOpText:
 				// MQTT is carried in binary frames only [MQTT-6.0.0-1].
 				c.e.protoErr.Add(1)
 				return &wsError{code: CloseUnsupportedData, why: "MQTT needs binary frames"}
-			case h.op != opBinary && h.op != opContinuation:
+			case h.op != stdnet.WSOpBinary && h.op != stdnet.WSOpContinuation:
 				c.e.protoErr.Add(1)
 				return protoErr("unknown opcode")
-			case h.rsv1 && (!c.deflate || h.op == opContinuation):
+			case h.rsv1 && (!c.deflate || h.op == stdnet.WSOpContinuation):
 				// RSV1 marks the first frame of a compressed message only
 				// (RFC 7692 §6.1), and only once deflate was negotiated.
 				c.e.protoErr.Add(1)
@@ -447,7 +437,7 @@ func (c *conn) decode() error {
 				return c.tooBig("frame of " + itoa(h.length) + " bytes")
 			}
 			_, _ = c.Conn.Discard(h.n)
-			if h.op == opBinary {
+			if h.op == stdnet.WSOpBinary {
 				c.inMsg, c.zmsg, c.msgLen = true, h.rsv1, 0
 			}
 			c.remaining, c.mask, c.pos, c.fin, c.inFrame = h.length, h.mask, 0, h.fin, true
@@ -516,11 +506,11 @@ func (c *conn) tooBig(what string) error {
 // pong is ignored.
 func (c *conn) control(op byte, p []byte) error {
 	switch op {
-	case opPing:
-		return c.writeFrame(opPong, false, p)
-	case opPong:
+	case stdnet.WSOpPing:
+		return c.writeFrame(stdnet.WSOpPong, false, p)
+	case stdnet.WSOpPong:
 		return nil
-	case opClose:
+	case stdnet.WSOpClose:
 		code := CloseNormal
 		if len(p) == 1 || (len(p) >= 2 && !validUTF8(p[2:])) {
 			code = CloseProtocolError // §5.5.1: a code, then UTF-8 text
@@ -660,7 +650,7 @@ func (c *conn) Write(b []byte) (int, error) {
 		}
 		return len(b), nil
 	}
-	if err := c.writeFrame(opBinary, false, b); err != nil {
+	if err := c.writeFrame(stdnet.WSOpBinary, false, b); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -683,9 +673,9 @@ func (c *conn) Writev(bs [][]byte) (int, error) {
 // tlsloop, in one Write (one TLS record rather than two).
 func (c *conn) writeFrame(op byte, rsv1 bool, p []byte) error {
 	h := c.hdr[:0]
-	b0 := bitFin | op
+	b0 := stdnet.WSBitFin | op
 	if rsv1 {
-		b0 |= bitRSV1
+		b0 |= stdnet.WSBitRSV1
 	}
 	h = append(h, b0)
 	switch n := len(p); {

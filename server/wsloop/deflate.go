@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/klauspost/compress/flate"
+
+	"github.com/ternmq/tern/server/stdnet"
 )
 
 // deflateTail ends a message's compressed bytes for the inflater: the sync
@@ -155,7 +157,7 @@ func (c *conn) writeCompressed(b []byte) error {
 	if err := flate.StatelessDeflate(buf, b, false, nil); err != nil {
 		return err
 	}
-	return c.writeFrame(opBinary, true, bytes.TrimSuffix(buf.Bytes(), deflateTail[:4]))
+	return c.writeFrame(stdnet.WSOpBinary, true, bytes.TrimSuffix(buf.Bytes(), deflateTail[:4]))
 }
 
 func validUTF8(b []byte) bool { return utf8.Valid(b) }

@@ -79,20 +79,16 @@
 package wsloop
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	gerrors "github.com/panjf2000/gnet/v2/pkg/errors"
 
 	"github.com/ternmq/tern/internal/listenutil"
-	"github.com/ternmq/tern/internal/proxyproto"
 	"github.com/ternmq/tern/server/stdnet"
 )
 
@@ -177,26 +173,17 @@ type listener struct {
 
 // Engine runs the WebSocket listeners on a gnet engine.
 type Engine struct {
-	cfg     Config
-	lns     []net.Listener
-	plain   []*listener // ws:// listeners, accepted here (in lns order)
-	tls     []*listener // wss:// listeners, accepted by tlsloop
-	addrs   []net.Addr
-	eng     atomic.Pointer[gnet.Engine]
-	done    chan struct{}
-	stopped atomic.Bool
-	wg      sync.WaitGroup
-	startMu sync.Mutex
-	once    sync.Once
-	pmu     sync.Mutex
-	proxy   map[net.Conn]struct{} // connections whose PROXY header is being read
+	cfg   Config
+	acc   *listenutil.Acceptor // ws:// accept loops, PROXY headers, Stop
+	tls   []*listener          // wss:// listeners, accepted by tlsloop
+	addrs []net.Addr
 
 	headerHeld atomic.Int64 // bytes of incomplete request headers, all connections
 
 	open                                                atomic.Int64
 	upgrades, origin, notFound, badReq, hdrTimeout, big atomic.Uint64
-	protoErr, acceptEr                                  atomic.Uint64
-	logAccept, logPath, logOrigin                       listenutil.RateLog
+	protoErr                                            atomic.Uint64
+	logPath, logOrigin                                  listenutil.RateLog
 }
 
 // Listen binds the ws:// listeners among ls (those without certificates;
@@ -221,18 +208,24 @@ func Listen(cfg Config, ls []stdnet.WebSocketListener) (*Engine, error) {
 	if cfg.MaxHeaderBytesTotal <= 0 {
 		cfg.MaxHeaderBytesTotal = DefaultMaxHeaderBytesTotal
 	}
-	e := &Engine{cfg: cfg, done: make(chan struct{})}
+	e := &Engine{cfg: cfg, acc: listenutil.NewAcceptor("WebSocket", cfg.Logger, cfg.ProxyRefused)}
 	for _, spec := range ls {
 		if IsTLS(spec) {
 			return nil, fmt.Errorf("wsloop: listener %s is wss://: serve it through tlsloop and AddTLSListener", spec.Addr)
 		}
 		ln, err := net.Listen("tcp", spec.Addr)
 		if err != nil {
-			e.closeListeners()
+			e.acc.CloseListeners()
 			return nil, fmt.Errorf("WebSocket listener: %w", err)
 		}
 		l := e.newListener(spec, ln.Addr())
-		e.lns, e.plain, e.addrs = append(e.lns, ln), append(e.plain, l), append(e.addrs, ln.Addr())
+		e.addrs = append(e.addrs, ln.Addr())
+		al := listenutil.Listener{Ln: ln, Context: &marker{l: l}}
+		if spec.ProxyProtocol {
+			al.Proxied = func(addr net.Addr) any { return &marker{l: l, proxied: addr} }
+			al.ProxyTimeout = l.headerTimeout // as tlsloop bounds it by the connect timeout
+		}
+		e.acc.Add(al)
 		cfg.Logger.Info("tern listening (WebSocket on the event loops)", "addr", ln.Addr().String(),
 			"paths", fmt.Sprint(l.paths), "compression", spec.Compression)
 	}
@@ -268,12 +261,6 @@ func (e *Engine) AddTLSListener(spec stdnet.WebSocketListener, bound net.Addr) {
 		"paths", fmt.Sprint(l.paths), "compression", spec.Compression)
 }
 
-func (e *Engine) closeListeners() {
-	for _, ln := range e.lns {
-		_ = ln.Close()
-	}
-}
-
 // Addrs returns the bound ws:// listener addresses, in the order given.
 func (e *Engine) Addrs() []net.Addr {
 	if e == nil {
@@ -289,7 +276,7 @@ func (e *Engine) Stats() Stats {
 	}
 	return Stats{Open: e.open.Load(), Upgrades: e.upgrades.Load(), OriginRefused: e.origin.Load(),
 		NotFound: e.notFound.Load(), BadRequest: e.badReq.Load(), HeaderTimeouts: e.hdrTimeout.Load(),
-		TooBig: e.big.Load(), ProtocolErrors: e.protoErr.Load(), AcceptErrors: e.acceptEr.Load()}
+		TooBig: e.big.Load(), ProtocolErrors: e.protoErr.Load(), AcceptErrors: e.acc.AcceptErrors()}
 }
 
 // Stop closes the listeners and waits for the accept loops; connections
@@ -298,20 +285,7 @@ func (e *Engine) Stop() {
 	if e == nil {
 		return
 	}
-	e.startMu.Lock()
-	first := e.stopped.CompareAndSwap(false, true)
-	e.startMu.Unlock()
-	if !first {
-		return
-	}
-	close(e.done)
-	e.closeListeners()
-	e.pmu.Lock()
-	for nc := range e.proxy {
-		_ = nc.Close()
-	}
-	e.pmu.Unlock()
-	e.wg.Wait()
+	e.acc.Stop()
 }
 
 // GnetOptions are the options gnet must run with: a ticker (the first tick
@@ -338,27 +312,16 @@ type handler struct {
 }
 
 func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
-	h.e.eng.Store(&eng)
+	h.e.acc.Boot(eng)
 	return h.inner.OnBoot(eng)
 }
 
 func (h *handler) OnShutdown(eng gnet.Engine) { h.inner.OnShutdown(eng) }
 
 // OnTick starts the accept loops on its first call, once gnet's loops are
-// all registered (see tlsloop's OnTick for why).
+// all registered (listenutil.Acceptor.Start says why).
 func (h *handler) OnTick() (time.Duration, gnet.Action) {
-	e := h.e
-	e.once.Do(func() {
-		e.startMu.Lock()
-		defer e.startMu.Unlock()
-		if e.stopped.Load() {
-			return
-		}
-		for i, ln := range e.lns {
-			e.wg.Add(1)
-			go e.accept(ln, e.plain[i])
-		}
-	})
+	h.e.acc.Start()
 	d, act := h.inner.OnTick()
 	if d <= 0 {
 		d = time.Hour
@@ -425,93 +388,4 @@ func (h *handler) OnClose(lower gnet.Conn, err error) gnet.Action {
 		return gnet.None // refused in OnOpen, or the broker's OnClose ran already (CloseHandshake)
 	}
 	return h.inner.OnClose(c, err)
-}
-
-// accept accepts until Stop and enrolls each socket on an event loop,
-// backing off on errors such as EMFILE.
-func (e *Engine) accept(ln net.Listener, l *listener) {
-	defer e.wg.Done()
-	var pause time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if e.stopped.Load() {
-				return
-			}
-			e.acceptEr.Add(1)
-			pause = listenutil.Backoff(pause)
-			e.logAccept.Log(e.cfg.Logger, slog.LevelError, "WebSocket accept failed; backing off",
-				"addr", ln.Addr().String(), "err", err, "backoff", pause)
-			if !listenutil.Sleep(e.done, pause) {
-				return
-			}
-			continue
-		}
-		pause = 0
-		if l.spec.ProxyProtocol {
-			e.acceptProxied(nc, l)
-			continue
-		}
-		if !e.enroll(nc, &marker{l: l}) {
-			_ = nc.Close()
-			if e.stopped.Load() {
-				return
-			}
-		}
-	}
-}
-
-// acceptProxied reads nc's PROXY protocol header byte-exactly on a
-// goroutine of its own, bounded by the header timeout (as tlsloop does),
-// then enrolls nc with the address it named.
-func (e *Engine) acceptProxied(nc net.Conn, l *listener) {
-	e.pmu.Lock()
-	if e.stopped.Load() {
-		e.pmu.Unlock()
-		_ = nc.Close()
-		return
-	}
-	if e.proxy == nil {
-		e.proxy = map[net.Conn]struct{}{}
-	}
-	e.proxy[nc] = struct{}{}
-	e.wg.Add(1)
-	e.pmu.Unlock()
-	go func() {
-		defer e.wg.Done()
-		addr, err := proxyproto.ReadHeader(nc, l.headerTimeout)
-		e.pmu.Lock()
-		delete(e.proxy, nc)
-		e.pmu.Unlock()
-		if err != nil {
-			_ = nc.Close()
-			if !e.stopped.Load() && e.cfg.ProxyRefused != nil {
-				e.cfg.ProxyRefused(nc.RemoteAddr(), err)
-			}
-			return
-		}
-		_ = nc.SetReadDeadline(time.Time{})
-		if !e.enroll(nc, &marker{l: l, proxied: addr}) {
-			_ = nc.Close()
-		}
-	}()
-}
-
-// enroll hands nc to gnet (which dups its descriptor and closes nc),
-// waiting a little while the loops start.
-func (e *Engine) enroll(nc net.Conn, m *marker) bool {
-	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), m), nc)
-	for range 1000 {
-		eng := e.eng.Load()
-		if _, err := eng.Register(ctx); err == nil {
-			return true
-		} else if e.stopped.Load() || !errors.Is(err, gerrors.ErrEmptyEngine) {
-			e.logAccept.Log(e.cfg.Logger, slog.LevelError, "WebSocket connection not enrolled on an event loop", "err", err)
-			return false
-		}
-		if !listenutil.Sleep(e.done, time.Millisecond) {
-			return false
-		}
-	}
-	return false
 }

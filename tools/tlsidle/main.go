@@ -3,9 +3,12 @@
 // at a time; every one a full handshake, no session resumption), each
 // CONNECT + SUBSCRIBE to its own topic, and reports the connect rate, the
 // broker's CPU per connection and its RSS growth per connection once they
-// idle. Any broker: give its PID with -pid.
+// idle. Any broker: give its PID with -pid. -tls12 caps the handshakes at
+// TLS 1.2; -ws PATH speaks MQTT over WebSocket (wss://, or ws:// with
+// -plain, which also measures plain MQTT without -ws).
 //
 //	tlsidle -addr 127.0.0.1:8883 -cafile ca.crt -pid 1234 -n 15000
+//	tlsidle -addr 127.0.0.1:8884 -cafile ca.crt -pid 1234 -n 15000 -ws /mqtt
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -34,7 +38,13 @@ func main() {
 	insecure := flag.Bool("insecure", false, "do not verify the broker's certificate")
 	pid := flag.Int("pid", 0, "broker `PID` (for RSS and CPU); 0: not measured")
 	settle := flag.Duration("settle", 3*time.Second, "wait after the last connect before reading RSS")
+	tls12 := flag.Bool("tls12", false, "offer TLS 1.2 only")
+	flag.StringVar(&wsPath, "ws", "", "MQTT over WebSocket: the upgrade request's `PATH` (e.g. /mqtt)")
+	flag.BoolVar(&plain, "plain", false, "no TLS (plain MQTT, or ws:// with -ws)")
 	flag.Parse()
+	if *tls12 {
+		maxVersion = tls.VersionTLS12
+	}
 	if err := run(*addr, *n, *parallel, *caFile, *insecure, *pid, *settle); err != nil {
 		fmt.Fprintln(os.Stderr, "tlsidle:", err)
 		os.Exit(1)
@@ -46,7 +56,7 @@ func run(addr string, n, parallel int, caFile string, insecure bool, pid int, se
 	if err != nil {
 		return err
 	}
-	cfg := &tls.Config{ServerName: host, InsecureSkipVerify: insecure} //nolint:gosec // -insecure is the user's choice
+	cfg := &tls.Config{ServerName: host, InsecureSkipVerify: insecure, MaxVersion: maxVersion} //nolint:gosec // -insecure is the user's choice
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
@@ -86,14 +96,16 @@ func run(addr string, n, parallel int, caFile string, insecure bool, pid int, se
 	wg.Wait()
 	took := time.Since(start)
 	rss1, cpu1 := procStats(pid)
-	time.Sleep(settle)
-	rss2, _ := procStats(pid)
 	ok := n - int(failed.Load())
+	// Printed before the settle, so that a script can look at the broker
+	// while the connections are open and idle.
 	fmt.Printf("connections: %d ok, %d failed in %v: %.0f connects/s (TLS handshake + CONNECT + SUBSCRIBE)\n",
 		ok, failed.Load(), took.Round(time.Millisecond), float64(ok)/took.Seconds())
 	if err, _ := firstErr.Load().(error); err != nil {
 		fmt.Printf("first error: %v\n", err)
 	}
+	time.Sleep(settle)
+	rss2, _ := procStats(pid)
 	if pid > 0 && ok > 0 {
 		fmt.Printf("broker CPU: %.0f µs per connection\n", float64(cpu1-cpu0)/float64(ok)*1e6)
 		fmt.Printf("broker RSS: %.1f MiB before, %.1f MiB with %d idle connections: %.0f B per connection (%.0f B right after connecting)\n",
@@ -110,10 +122,23 @@ func run(addr string, n, parallel int, caFile string, insecure bool, pid int, se
 	return nil
 }
 
+// Set by flags: the transport of every connection.
+var (
+	maxVersion uint16 // 0: crypto/tls's default (TLS 1.3)
+	wsPath     string // "": MQTT straight over the connection
+	plain      bool   // no TLS
+)
+
 // open makes connection i: handshake, CONNECT, SUBSCRIBE idle/i.
 func open(addr string, cfg *tls.Config, i int) (net.Conn, error) {
 	d := net.Dialer{Timeout: 30 * time.Second}
-	c, err := tls.DialWithDialer(&d, "tcp", addr, cfg)
+	var c net.Conn
+	var err error
+	if plain {
+		c, err = d.Dial("tcp", addr)
+	} else {
+		c, err = tls.DialWithDialer(&d, "tcp", addr, cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -123,11 +148,21 @@ func open(addr string, cfg *tls.Config, i int) (net.Conn, error) {
 	out := p.Append(nil)
 	s := codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("idle/" + strconv.Itoa(i)), QoS: 1}}}
 	out = s.Append(out, codec.Version311)
+	var src io.Reader = c
+	if wsPath != "" {
+		br, err := upgrade(c, addr)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		out = maskedFrame(out)
+		src = &frameReader{r: br}
+	}
 	if _, err := c.Write(out); err != nil {
 		c.Close()
 		return nil, err
 	}
-	r := bufio.NewReaderSize(c, 64)
+	r := bufio.NewReaderSize(src, 64)
 	for _, want := range []byte{0x20, 0x90} { // CONNACK, SUBACK
 		h, err := r.ReadByte()
 		if err != nil {
@@ -174,4 +209,78 @@ func procStats(pid int) (rss int64, cpu float64) {
 		}
 	}
 	return rss, cpu
+}
+
+// upgrade sends the WebSocket upgrade request (RFC 6455 §4.1, subprotocol
+// "mqtt" [MQTT-6.0.0-3]) and reads the 101 response; the reader it
+// returns holds what followed the response.
+func upgrade(c net.Conn, addr string) (*bufio.Reader, error) {
+	req := "GET " + wsPath + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c, 512)
+	status, err := br.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(status, " 101 ") {
+		return nil, fmt.Errorf("upgrade refused: %q", strings.TrimSpace(status))
+	}
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		if line == "\r\n" {
+			return br, nil
+		}
+	}
+}
+
+// maskedFrame is p as one masked binary frame (a client masks, §5.1); the
+// mask is zero, which leaves the payload as it is.
+func maskedFrame(p []byte) []byte {
+	h := []byte{0x82}
+	switch n := len(p); {
+	case n < 126:
+		h = append(h, 0x80|byte(n))
+	default:
+		h = append(h, 0x80|126, byte(n>>8), byte(n))
+	}
+	return append(append(h, 0, 0, 0, 0), p...)
+}
+
+// frameReader reads the payloads of the server's (unmasked) frames.
+type frameReader struct {
+	r    *bufio.Reader
+	left int // payload bytes left in the current frame
+}
+
+func (f *frameReader) Read(p []byte) (int, error) {
+	for f.left == 0 {
+		var h [2]byte
+		if _, err := io.ReadFull(f.r, h[:]); err != nil {
+			return 0, err
+		}
+		n := int(h[1] & 0x7F)
+		switch n {
+		case 126:
+			var l [2]byte
+			if _, err := io.ReadFull(f.r, l[:]); err != nil {
+				return 0, err
+			}
+			n = int(l[0])<<8 | int(l[1])
+		case 127:
+			return 0, errors.New("unexpectedly long frame")
+		}
+		if h[0]&0x0F == 0x8 {
+			return 0, io.EOF // close frame
+		}
+		f.left = n
+	}
+	m, err := f.r.Read(p[:min(len(p), f.left)])
+	f.left -= m
+	return m, err
 }
