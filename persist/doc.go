@@ -423,7 +423,7 @@
 // the shared core: core.go (its state, failure handling, Close), open.go
 // (loading counts and the id allocator at open, the schema-1 migration),
 // commit.go (Commit, the group committer, the ModeSync completer, the
-// periodic syncer), refs.go
+// periodic syncer), elide.go (write avoidance), refs.go
 // (reference counts), recover.go (Recover, ExpireSessions), read.go
 // (ReadOutbound, DiskUsage), inspect.go (Usage, Inspect). The engines
 // under the core: engine.go (the interface), pebble.go (Open, Pebble),

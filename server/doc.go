@@ -159,17 +159,27 @@
 // replies the event produced (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
 // CONNACK…) are held until the store calls done; the store merges the
 // batches of all loops queued at that moment into one group, applies it
-// while earlier groups are still being fsynced, and calls done for each
-// group, in commit order, once an fsync covers it (persist's "Group
-// commit": pipelined, one fsync for all groups applied during the
-// previous one). Replies of later
+// (after the previous group's fsync with the default max_inflight_groups
+// of 1; while up to that many earlier groups are still being fsynced
+// otherwise), and calls done for each group, in commit order, once an
+// fsync covers it (persist's "Group commit"). Replies of later
 // events on the same connection queue behind pending ones, so
-// acknowledgements leave in the order the packets came [MQTT-4.6.0-2].
+// acknowledgements leave in the order the packets came [MQTT-4.6.0-2]. An
+// event with no reply (a subscriber's PUBACKs) commits without waiting for
+// done: nothing of it is acknowledged, and later replies wait for their
+// own, later batches.
+//
+// Within a group the store writes only the last operation on a key, and
+// nothing for a delivery stored, sent and acknowledged inside it (persist's
+// "Write avoidance"; the delivery's entry is put with InsertOutbound): a
+// QoS 1 message whose subscriber PUBACKed it while the publisher's batch
+// waited for the previous fsync is never written, and its publisher's
+// PUBACK still waits for that group's fsync.
 //
 // What is written:
 //
 //	persistent session created, (un)subscribed, disconnected → PutSession (once per packet)
-//	QoS 1/2 delivery to a persistent session → PutMessage (once per message) + AddRef + PutOutbound(Queued)
+//	QoS 1/2 delivery to a persistent session → PutMessage (once per message) + AddRef + InsertOutbound(Queued)
 //	PUBACK / PUBCOMP / expiry / drop of such a delivery → DeleteOutbound (+ Release)
 //	PUBREC from the subscriber → PutOutbound(AwaitingPubcomp) + Release; PUBREL waits for it
 //	QoS 2 PUBLISH from a persistent session → PutInbound; PUBREC waits for it

@@ -65,6 +65,7 @@ func TestEnsureDefaultsResolvesEveryDefaultOnce(t *testing.T) {
 		DataDir:                DefaultDataDir,
 		Durability:             DefaultDurability,
 		SyncInterval:           DefaultSyncInterval,
+		MaxInFlightGroups:      DefaultMaxInFlightGroups,
 		MaxPacketSize:          DefaultMaxPacketSize,
 		ConnectTimeout:         DefaultConnectTimeout,
 		MaxKeepAlive:           DefaultMaxKeepAlive,
@@ -126,6 +127,7 @@ func TestValidateReportsEveryProblemNamingKeys(t *testing.T) {
 		WebSocketListeners: []WebSocketListener{{Addr: "nohost", Path: "mqtt", CertFile: "c.pem"}},
 		Durability:         "fast",
 		SyncInterval:       time.Hour,
+		MaxInFlightGroups:  2000,
 		MaxPacketSize:      1,
 		ConnectTimeout:     -time.Second,
 		ReceiveMaximum:     70000,
@@ -156,6 +158,7 @@ func TestValidateReportsEveryProblemNamingKeys(t *testing.T) {
 		"websocket_listeners[0]: needs both cert_file and key_file",
 		`durability: must be sync, periodic or none, got "fast"`,
 		"sync_interval: must be between 1ms and 1m0s, got 1h0m0s",
+		"max_inflight_groups: must be between 1 and 1024, got 2000",
 		"max_packet_size: must be between 64 and 268435460, got 1",
 		"connect_timeout: must be a positive duration",
 		"receive_maximum: must be between 1 and 65535, got 70000",
@@ -176,8 +179,8 @@ func TestValidateReportsEveryProblemNamingKeys(t *testing.T) {
 		}
 	}
 	// One problem per line, and only the bad listener reported.
-	if n := strings.Count(msg, "\n") + 1; n != 21 {
-		t.Errorf("got %d problems, want 21:\n%s", n, msg)
+	if n := strings.Count(msg, "\n") + 1; n != 22 {
+		t.Errorf("got %d problems, want 22:\n%s", n, msg)
 	}
 	if strings.Contains(msg, "listeners[1]") {
 		t.Errorf("a good listener was reported:\n%s", msg)

@@ -157,6 +157,7 @@ websocket_listeners:
 data_dir: /from/file
 durability: periodic
 sync_interval: 5ms
+max_inflight_groups: 8
 max_packet_size: 2048
 allow_anonymous: true
 event_loops: 3
@@ -170,11 +171,11 @@ limits:
 `)
 	// Flags before and after --config: the file is still overridden.
 	c := parse(t, "--listen", "127.0.0.1:3", "--config", path, "--listen", "127.0.0.1:4",
-		"--max-packet-size", "4096", "--allow-anonymous=false", "--log-level", "warn")
+		"--max-packet-size", "4096", "--allow-anonymous=false", "--log-level", "warn", "--max-inflight-groups", "2")
 	c.ensureDefaults()
 	o := c.Options
 	if !reflect.DeepEqual(o.Listeners, []string{"127.0.0.1:3", "127.0.0.1:4"}) || o.MaxPacketSize != 4096 ||
-		o.AllowAnonymous || c.LogLevel != "warn" {
+		o.AllowAnonymous || c.LogLevel != "warn" || o.MaxInFlightGroups != 2 {
 		t.Errorf("flags did not override the file: %+v log %s", o, c.LogLevel)
 	}
 	// What the flags left alone comes from the file: the options the old

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,4 +199,27 @@ func removeAll(dir string) {
 	if err := os.RemoveAll(dir); err != nil {
 		fmt.Fprintf(os.Stderr, "crashtest: %v\n", err)
 	}
+}
+
+// scrapeCounter reads one counter from the broker's /metrics at admin, or
+// returns -1.
+func scrapeCounter(admin, name string) int {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return -1
+			}
+			return int(v)
+		}
+	}
+	return -1
 }

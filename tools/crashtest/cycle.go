@@ -59,6 +59,10 @@ type result struct {
 	retainedMissing int // 1 if the retained message did not survive
 	sessionsLost    int // subscribers/QoS 2 publishers whose reconnect found no session
 	anomalies       int // unexpected acks seen by publishers, unparsable payloads
+	// avoided is the broker's tern_store_messages_avoided_total read just
+	// before the kill (-online; -1 when it could not be read): messages it
+	// never wrote because their subscriber acknowledged them first.
+	avoided int
 }
 
 // failed reports whether the cycle broke the durability promise.
@@ -73,7 +77,15 @@ func (r result) String() string {
 	}
 	return fmt.Sprintf("kill@%v still_sending=%d acked=%d (after_restart=%d) lost=%d duplicated=%d out_of_order=%d redelivered_q1=%d phantom=%d qos2_incomplete=%d retained=%s sessions_lost=%d anomalies=%d",
 		r.killAfter.Round(time.Millisecond), r.stillSending, r.acked, r.ackedLater, r.lost, r.duplicated,
-		r.outOfOrder, r.redelivered, r.phantom, r.qos2Incomplete, retained, r.sessionsLost, r.anomalies)
+		r.outOfOrder, r.redelivered, r.phantom, r.qos2Incomplete, retained, r.sessionsLost, r.anomalies) + r.avoidedNote()
+}
+
+// avoidedNote reports avoided writes when they were read (-online).
+func (r result) avoidedNote() string {
+	if r.avoided <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" never_written=%d", r.avoided)
 }
 
 func (c *config) debugf(format string, args ...any) {
@@ -117,7 +129,16 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 		extra = append(cfg.tls.serveArgs(tlsAddr), extra...)
 	}
 
-	b, err := startBroker(reg, cfg.tern, dataDir, addr, extra, ep)
+	first, admin := extra, ""
+	if cfg.online {
+		// The broker's /metrics, read before the kill, tell how many
+		// messages it never wrote.
+		if admin, err = freeAddr(); err != nil {
+			return res, err
+		}
+		first = append([]string{"--admin", admin}, extra...)
+	}
+	b, err := startBroker(reg, cfg.tern, dataDir, addr, first, ep)
 	if err != nil {
 		return res, err
 	}
@@ -170,6 +191,9 @@ func runCycle(cfg *config, reg *registry, n int, rng *rand.Rand) (res result, er
 		res.killAfter += time.Duration(rng.Int64N(int64(span)))
 	}
 	time.Sleep(res.killAfter)
+	if admin != "" {
+		res.avoided = scrapeCounter(admin, "tern_store_messages_avoided_total")
+	}
 	died := b.exited()
 	if cfg.control {
 		// The publishers "crash" instead of the broker: same recovery

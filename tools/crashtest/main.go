@@ -86,6 +86,7 @@ func (t *totals) add(r result) {
 	t.sessionsLost += r.sessionsLost
 	t.anomalies += r.anomalies
 	t.stillSending += r.stillSending
+	t.avoided += max(r.avoided, 0)
 }
 
 func (t *totals) failed() bool { return t.errors > 0 || t.result.failed() }
@@ -93,7 +94,7 @@ func (t *totals) failed() bool { return t.errors > 0 || t.result.failed() }
 func (t *totals) String() string {
 	return fmt.Sprintf("totals: cycles=%d acknowledged=%d lost=%d duplicated=%d out_of_order=%d retained_missing=%d qos2_incomplete=%d phantom=%d redelivered_q1=%d sessions_lost=%d anomalies=%d errors=%d",
 		t.cycles, t.acked, t.lost, t.duplicated, t.outOfOrder, t.retainedMissing, t.qos2Incomplete,
-		t.phantom, t.redelivered, t.sessionsLost, t.anomalies, t.errors)
+		t.phantom, t.redelivered, t.sessionsLost, t.anomalies, t.errors) + t.avoidedNote()
 }
 
 func main() { os.Exit(run(os.Args[1:])) }
