@@ -529,8 +529,12 @@ func (c *client) closeNow(code codec.ReasonCode, why string) {
 // cluster decides (c.authenticating) the connection is not closed for it —
 // each of those waits has its own bound (the auth pool's queue, the hook
 // timeout, the cluster claim) — and a new persistent session's CONNACK
-// waiting for its record's fsync is already past stateNew. Before, a
-// CONNECT that waited in an overloaded auth pool past the connect timeout
+// waiting for its record's fsync is already past stateNew. Nor does it
+// count time the loop itself was stalled (blocked in the store's
+// back-pressure under load): a connection whose bytes wait unread in its
+// socket when its deadline comes is looked at again a second later, after
+// the loop has read them. Before, a CONNECT that waited in an overloaded
+// auth pool, or in the socket of a stalled loop, past the connect timeout
 // was closed before CONNACK although the client had done its part.
 func (c *client) checkDeadline(now int64) int64 {
 	switch c.state {
@@ -539,6 +543,13 @@ func (c *client) checkDeadline(now int64) int64 {
 	case stateNew:
 		if c.authenticating {
 			return now + 1 // the broker is deciding; look again when it is done
+		}
+		if now >= int64(c.deadline) && c.unreadInput() {
+			// The client's bytes wait in the socket: the loop was behind
+			// (stalled in the store's back-pressure), not the client. The
+			// read comes before the next tick; a partial CONNECT is then
+			// in gnet's buffer, not the socket, and closed at that tick.
+			return now + 1
 		}
 		if now >= int64(c.deadline) {
 			// Counted and logged (rate-limited): a connect storm on an
@@ -565,6 +576,13 @@ func (c *client) checkDeadline(now int64) int64 {
 		return 0
 	}
 	return end/1e9 + 1
+}
+
+// unreadInput reports whether bytes the client sent wait in its socket,
+// not yet read by the loop. Raw sockets on gnet loops only (a TLS or
+// WebSocket connection joined through Register is not asked).
+func (c *client) unreadInput() bool {
+	return c.loop.fds && socketPending(c.conn.Fd())
 }
 
 func (c *client) handleDisconnect(h codec.FixedHeader, body []byte) gnet.Action {

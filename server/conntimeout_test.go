@@ -15,6 +15,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ternmq/tern/codec"
 )
 
 // slowAuth accepts every client after delay: an Authenticator (a password
@@ -74,5 +76,27 @@ func TestConnectTimeoutSparesBrokerWait_MQTT_3_1_0_1(t *testing.T) {
 	}
 	if a.calls.Load() != 1 {
 		t.Errorf("Authenticator called %d times, want 1", a.calls.Load())
+	}
+}
+
+// A CONNECT that reached the broker's socket while its event loop was
+// stalled (blocked in the store's back-pressure, persist's Commit, while
+// fsyncs lag under load) is not closed by the connect timeout that ran out
+// during the stall: the client sent it in time, the broker had not read
+// it. Here both loops are stalled for 2.5 s with a 1 s connect timeout;
+// the ticks queued meanwhile run before the read, as after a real stall.
+func TestConnectTimeoutSparesLoopStall_MQTT_3_1_0_1(t *testing.T) {
+	t.Parallel()
+	srv, addr := startBroker(t, func(o *Options) { o.ConnectTimeout = time.Second })
+	r := dialRaw(t, addr)
+	waitUntil(t, 5*time.Second, "the connection to be open", func() bool { return srv.conns.Load() >= 1 })
+	time.Sleep(50 * time.Millisecond) // OnOpen has run on its loop
+	for _, l := range *srv.loopSet.Load() {
+		l.post(func() { time.Sleep(2500 * time.Millisecond) })
+	}
+	time.Sleep(100 * time.Millisecond) // the stall began
+	r.connect(codec.Connect{ClientID: []byte("ct-stall"), CleanStart: true, KeepAlive: 60}, 0)
+	if n := srv.Refused()["connect_timeout"]; n != 0 {
+		t.Errorf("connect_timeout counted %d, want 0", n)
 	}
 }

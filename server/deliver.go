@@ -235,14 +235,17 @@ func (s *Server) deliver(l *loop, t *txn, target *session, m *message, q byte, r
 		f.queue.MaxCount, f.queue.MaxBytes = s.opts.MaxQueuedMessages, s.opts.MaxQueuedBytes
 	} else if q > 0 && l != nil && l.paced != nil && l.paced != target {
 		// A client's PUBLISH, and its client will be paced (pace.go): it
-		// was acknowledged, or will be, so it is queued whatever the
-		// queue's length. Each publisher adds at most one message past
-		// the soft limit before it waits for the queue to drain to half,
-		// so the queue stays under the soft limit plus one message per
-		// publishing connection; the hard bound alone would drop the
-		// messages of the (N+1)th publisher once more of them than the
-		// soft limit feed one subscriber (TestLossPacedPublishersOneCleanSubscriber).
-		f.queue.MaxCount, f.queue.MaxBytes = 0, 0
+		// will be acknowledged, so it must not be dropped. Each publisher
+		// adds at most one message past the soft limit, then waits for
+		// the queue to drain to half: the hard bound grows by one
+		// message per publisher waiting (f.waiters, cleared at that
+		// drain) and this one. With the hard bound alone, once more
+		// publishers than the soft limit fed one subscriber, their
+		// acknowledged messages were dropped
+		// (TestLossPacedPublishersOneCleanSubscriber_MQTT_4_6_0_6).
+		k := len(f.waiters) + 1
+		f.queue.MaxCount = 2*s.opts.MaxQueuedMessages + k
+		f.queue.MaxBytes = 2*s.opts.MaxQueuedBytes + k*s.opts.MaxPacketSize
 	}
 	dropped, hasDropped, queued := f.queue.Push(qos.Item[outMsg]{Msg: om, QoS: q, Size: m.size()}, policy)
 	f.queue.MaxCount, f.queue.MaxBytes = 2*s.opts.MaxQueuedMessages, 2*s.opts.MaxQueuedBytes

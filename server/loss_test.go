@@ -18,10 +18,13 @@ package server
 // i-th message, so one decode gives both.
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // pubStride separates the publishers' sequence numbers in a payload.
@@ -166,6 +169,48 @@ func TestLossPacedPublishersOneCleanSubscriber_MQTT_4_6_0_6(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The same with 5.0 publishers (paho.golang), each publishing one message
+// at a time, more of them than twice the queue limit: every message
+// acknowledged with reason code 0 arrives, in each publisher's order.
+func TestLossPacedPublishersV5_MQTT_4_6_0_6(t *testing.T) {
+	t.Parallel()
+	const pubs, n, limit = 12, 100, 4
+	srv, addr := startBroker(t, func(o *Options) { o.MaxQueuedMessages = limit })
+	sub, _ := startRawSub(t, addr, "lv5-sub", true, "lv5/t", 1, true, 500*time.Microsecond)
+	var wg sync.WaitGroup
+	errs := make(chan error, pubs)
+	for p := 0; p < pubs; p++ {
+		c, _, _ := paho5(t, addr, fmt.Sprintf("lv5-pub-%d", p), nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < n; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				pr, err := c.Publish(ctx, &paho.Publish{Topic: "lv5/t", QoS: 1, Payload: seqPayload(p*pubStride + i)})
+				cancel()
+				if err == nil && pr.ReasonCode != 0 {
+					err = fmt.Errorf("PUBACK reason %#x", pr.ReasonCode)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("publisher %d, message %d: %w", p, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitQuiet(sub, pubs*n, 30*time.Second)
+	wantAll(t, "subscriber", perPublisher(t, "subscriber", sub), pubs, n)
+	if d := srv.Stats().MessagesDropped; d != 0 {
+		t.Errorf("MessagesDropped = %d, want 0", d)
+	}
+	t.Logf("paced %d times", srv.stats.paced.Load())
 }
 
 // Two clean subscribers on one topic, one fast and one slow, fed by three

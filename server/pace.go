@@ -20,15 +20,19 @@ import (
 // that read event (its PUBACK/PUBREC among them) are held back. Its client
 // therefore stops sending once its own inflight window is full, so the
 // broker holds at most one window per publisher beyond the soft limit.
-// The queue takes every QoS 1/2 delivery of such a PUBLISH, whatever its
-// length (deliver, loop.paced): it was or will be acknowledged, and each
-// publishing connection adds at most one message past the soft limit
-// before it waits, so the queue stays under the soft limit plus one
-// message per publisher. The hard bound (twice the soft limit) applies to
-// what cannot be paced: Server.Publish, wills, cluster deliveries, a
-// client's own messages to itself. Before, with more publishers than the
+// For the QoS 1/2 deliveries of such a PUBLISH (deliver, loop.paced) the
+// hard bound grows by one message per publisher waiting on the session
+// plus the one publishing: it will be acknowledged, and each publishing
+// connection adds at most one message past the soft limit before it
+// waits, so it is never dropped. For what cannot be paced (Server.Publish,
+// wills, cluster deliveries, a client's own messages to itself) the hard
+// bound is twice the soft limit. Before, with more publishers than the
 // soft limit on one subscriber, the hard bound dropped acknowledged
 // messages (TestLossPacedPublishersOneCleanSubscriber_MQTT_4_6_0_6).
+// Known gap: a paced publisher that disconnects stays in the waiters
+// until the queue drains to half (as before), so one that reconnects and
+// publishes in a loop while the subscriber never drains to half grows
+// the waiters and, now, the queue by one message per round.
 //
 // When the subscriber's queue drains to half the soft limit (drain), or its
 // session ends, every waiter is released on its own loop: the held replies
