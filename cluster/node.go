@@ -68,6 +68,9 @@ type Node struct {
 	fmu  sync.Mutex
 	fseq uint64
 	pend map[uint64]*pending
+	// tickNow is the clock of the last tick (unix nanoseconds): the base of
+	// confirmation deadlines, read per forwarded message without a clock call.
+	tickNow atomic.Int64
 	// ackDone is onAck's scratch: the pendings a confirmation batch completed.
 	ackDone []*pending
 	msub    sync.Map // node → *[recvShards]string: its message subjects, built once
@@ -227,6 +230,7 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		fences: make(map[string]*fenceState),
 	}
 	n.hash = nodeHash(opts.Node)
+	n.tickNow.Store(n.inc)
 	n.ackSubj = n.subj.acks(n.self)
 	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
@@ -306,7 +310,7 @@ func (n *Node) Close() {
 func (n *Node) tick() {
 	defer n.wg.Done()
 	hb := n.opts.Heartbeat
-	t := time.NewTicker(min(hb, 250*time.Millisecond))
+	t := time.NewTicker(n.tickEvery())
 	defer t.Stop()
 	var last time.Time
 	for {
@@ -314,6 +318,7 @@ func (n *Node) tick() {
 		case <-n.done:
 			return
 		case now := <-t.C:
+			n.tickNow.Store(now.UnixNano())
 			if now.Sub(last) >= hb {
 				last = now
 				n.beat()
@@ -328,6 +333,9 @@ func (n *Node) tick() {
 		}
 	}
 }
+
+// tickEvery is the period of tick.
+func (n *Node) tickEvery() time.Duration { return min(n.opts.Heartbeat, 250*time.Millisecond) }
 
 func (n *Node) beat() {
 	n.imu.Lock()
