@@ -100,7 +100,9 @@ type Node struct {
 	cmu    sync.Mutex
 	claims map[string]claim
 	votes  map[uint64]*ballot
-	cseq   atomic.Int64 // last claim timestamp: strictly increasing on this node
+	// Entries added since the map was last copied (shrinkMap).
+	claimsGrown, votesGrown int
+	cseq                    atomic.Int64 // last claim timestamp: strictly increasing on this node
 
 	minority atomic.Bool // without a majority since the last tick (checkMajority)
 
@@ -234,7 +236,11 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 	n.ackSubj = n.subj.acks(n.self)
 	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1),
+	// NoEcho: every handler ignores what this node published itself
+	// (claims, interest deltas, heartbeats, retained updates), so the
+	// server does not send it back — a connect storm's claims and deltas
+	// would otherwise each come back to be decoded and dropped.
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1), nats.NoEcho(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			n.stats.remoteDrops.Add(1)
 			log.Warn("cluster: NATS client error", "err", err)
