@@ -35,6 +35,23 @@
 // without over-delivery. NATS keeps the order of one connection's messages
 // on one subject, hence MQTT's per-topic order.
 //
+// # Batching and hand-offs
+//
+// batch.go, forward.go: Forward runs on the publisher's event loop and
+// appends the encoded message to a buffer per (node, receive shard); the
+// append that finds a buffer empty wakes the flusher goroutine, which
+// publishes every non-empty buffer as one NATS message (under load tens of
+// MQTT messages each: tern_cluster_forwarded_total over
+// tern_cluster_backplane_sent_total). On the receiving node each shard's
+// subscription goroutine delivers its NATS message through a
+// server.RemoteBatch: up to 64 messages share one store commit, one
+// confirmation closure and one wake-up per subscriber's event loop, and
+// their confirmations go back batched the same way. A forwarded message
+// thus crosses, per batch rather than per message: loop → flusher →
+// nats.go flusher → in-process NATS server (net.Pipe) → route writer →
+// TCP → the other node's route reader → its in-process client writer →
+// nats.go reader → shard goroutine → RemoteBatch → subscriber's loop.
+//
 // # Confirmations (durability across nodes)
 //
 // A forwarded QoS 1/2 message carries a sequence number and a reply
@@ -115,6 +132,23 @@
 //     the old copy deleted only after the new owner stored it).
 //   - Rebalancing when nodes join or leave copies sessions to their new
 //     replicas in the background, bounded in bytes per second.
+//   - Ownership carries a term: each claim that wins a client id (claim.go,
+//     already a majority vote) increments the session's term, stored with
+//     it, and every replicated write carries the term it was made under. A
+//     replica refuses writes of an older term, so an owner cut off by a
+//     partition (which closes its clients after three heartbeats,
+//     checkMajority) cannot overwrite what the majority side's new owner
+//     wrote meanwhile, and its unconfirmed writes are never acknowledged.
+//   - Replication reuses the per-node subjects and batching of forwarding:
+//     one batch per replica carries many sessions' writes, confirmed like
+//     forwarded messages (a sequence per batch, the worst code wins). With
+//     R = 2 every durable QoS 1 delivery costs one more store write and one
+//     backplane round trip before its acknowledgement; the design keeps the
+//     publisher's held reply as the only waiting point.
+//   - What it does not change: a message is still routed by the interest
+//     tables to the owner's node only; replicas hold state, not
+//     subscriptions, so a replica node forwards nothing and matches nothing
+//     for a session it does not own.
 //
 // The wire formats are versioned (wire.go); nodes of one cluster must run
 // the same version of Tern.

@@ -109,10 +109,16 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 		return localGroups, false
 	}
 	var seq uint64
-	now := time.Now().UnixNano()
+	var now int64 // the clock is read only for an expiry to send (a vDSO call is not free here)
+	if m.ExpiresAt != 0 {
+		now = time.Now().UnixNano()
+	}
 	if w != nil && m.QoS > 0 {
 		p := pendingPool.Get().(*pending)
-		p.w, p.ref, p.code, p.deadline = w, m.Ref, ackOK, now+int64(n.opts.ConfirmTimeout)
+		// The tick's clock, a tick ahead so a confirmation is never
+		// given up early (expirePending runs on the tick anyway).
+		p.w, p.ref, p.code = w, m.Ref, ackOK
+		p.deadline = n.tickNow.Load() + int64(n.tickEvery()) + int64(n.opts.ConfirmTimeout)
 		p.left = p.leftBuf[:0]
 		for _, t := range targets {
 			p.left = append(p.left, t.node)

@@ -68,6 +68,9 @@ type Node struct {
 	fmu  sync.Mutex
 	fseq uint64
 	pend map[uint64]*pending
+	// tickNow is the clock of the last tick (unix nanoseconds): the base of
+	// confirmation deadlines, read per forwarded message without a clock call.
+	tickNow atomic.Int64
 	// ackDone is onAck's scratch: the pendings a confirmation batch completed.
 	ackDone []*pending
 	msub    sync.Map // node → *[recvShards]string: its message subjects, built once
@@ -97,7 +100,9 @@ type Node struct {
 	cmu    sync.Mutex
 	claims map[string]claim
 	votes  map[uint64]*ballot
-	cseq   atomic.Int64 // last claim timestamp: strictly increasing on this node
+	// Entries added since the map was last copied (shrinkMap).
+	claimsGrown, votesGrown int
+	cseq                    atomic.Int64 // last claim timestamp: strictly increasing on this node
 
 	minority atomic.Bool // without a majority since the last tick (checkMajority)
 
@@ -227,10 +232,15 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		fences: make(map[string]*fenceState),
 	}
 	n.hash = nodeHash(opts.Node)
+	n.tickNow.Store(n.inc)
 	n.ackSubj = n.subj.acks(n.self)
 	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1),
+	// NoEcho: every handler ignores what this node published itself
+	// (claims, interest deltas, heartbeats, retained updates), so the
+	// server does not send it back — a connect storm's claims and deltas
+	// would otherwise each come back to be decoded and dropped.
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("tern-"+opts.Node), nats.MaxReconnects(-1), nats.NoEcho(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			n.stats.remoteDrops.Add(1)
 			log.Warn("cluster: NATS client error", "err", err)
@@ -306,7 +316,7 @@ func (n *Node) Close() {
 func (n *Node) tick() {
 	defer n.wg.Done()
 	hb := n.opts.Heartbeat
-	t := time.NewTicker(min(hb, 250*time.Millisecond))
+	t := time.NewTicker(n.tickEvery())
 	defer t.Stop()
 	var last time.Time
 	for {
@@ -314,6 +324,7 @@ func (n *Node) tick() {
 		case <-n.done:
 			return
 		case now := <-t.C:
+			n.tickNow.Store(now.UnixNano())
 			if now.Sub(last) >= hb {
 				last = now
 				n.beat()
@@ -328,6 +339,9 @@ func (n *Node) tick() {
 		}
 	}
 }
+
+// tickEvery is the period of tick.
+func (n *Node) tickEvery() time.Duration { return min(n.opts.Heartbeat, 250*time.Millisecond) }
 
 func (n *Node) beat() {
 	n.imu.Lock()

@@ -355,8 +355,7 @@ func (s *Server) RemoteDeliver(cm *ClusterMessage, groups []string, done func(er
 // ErrQuotaExceeded, delivering nothing, when a persistent recipient's
 // store quota cannot take it.
 func (s *Server) remoteDeliver(l *loop, t *txn, cm *ClusterMessage, groups []string) error {
-	now := nanotime()
-	m := newMessage(cm.Topic, cm.Payload, cm.QoS, cm.Retain, cm.Props, now, nil)
+	m := newMessage(cm.Topic, cm.Payload, cm.QoS, cm.Retain, cm.Props, l.now, nil)
 	if cm.ExpiresAt != 0 {
 		m.expiresAt = cm.ExpiresAt
 	}
@@ -408,6 +407,9 @@ func (s *Server) NewRemoteBatch() *RemoteBatch {
 // returns ErrQuotaExceeded, delivering nothing, when a persistent
 // recipient's store quota cannot take cm (that message needs no Commit).
 func (b *RemoteBatch) Deliver(cm *ClusterMessage, groups []string) error {
+	if b.n == 0 {
+		b.l.now = nanotime() // one clock read per batch, as a loop per event
+	}
 	b.l.routing = true
 	err := b.s.remoteDeliver(b.l, &b.t, cm, groups)
 	b.l.routing = false
