@@ -82,6 +82,7 @@ func TestEnsureDefaultsResolvesEveryDefaultOnce(t *testing.T) {
 		MaxSessionExpiry:       DefaultMaxSessionExpiry,
 		EventLoops:             runtime.GOMAXPROCS(0),
 		SysInterval:            DefaultSysInterval,
+		MemoryReturnAfter:      DefaultMemoryReturnAfter,
 		Version:                DefaultVersion,
 		TopicAliasMaximum:      DefaultTopicAliasMaximum,
 		Logger:                 slog.Default(),

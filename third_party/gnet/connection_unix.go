@@ -49,8 +49,6 @@ type conn struct {
 	outboundBuffer elastic.Buffer         // buffer for data that is eligible to be sent to the remote
 	pollAttachment netpoll.PollAttachment // connection attachment for poller
 	inboundBuffer  elastic.RingBuffer     // buffer for leftover data from the remote
-	buffer         []byte                 // buffer for the latest bytes
-	cache          []byte                 // temporary cache for the inbound data
 	isDatagram     bool                   // UDP protocol
 	opened         bool                   // connection opened event fired
 	isEOF          bool                   // whether the connection has reached EOF
@@ -109,7 +107,9 @@ func (c *conn) release() {
 	c.isEOF = false
 	c.ctx = nil
 	c.safeCtx.Store(nil)
-	c.buffer = nil
+	if el := c.loop; el != nil && el.cacheFor == c {
+		el.cache, el.cacheFor = nil, nil
+	}
 	if addr, ok := c.localAddr.(*net.TCPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
 		bsPool.Put(bs.StringToBytes(addr.Zone))
 	}
@@ -321,16 +321,33 @@ func (c *conn) sendTo(buf []byte, addr unix.Sockaddr) (n int, err error) {
 	return len(buf), unix.Sendto(c.fd, buf, 0, c.remote) // unconnected UDP socket of server
 }
 
+// inbuf is the unread part of the bytes the loop just read for c: only
+// while c's OnTraffic runs (Tern patch 5: it was a field of every conn).
+func (c *conn) inbuf() []byte {
+	if el := c.loop; el != nil && el.cur == c {
+		return el.curBuf
+	}
+	return nil
+}
+
+// setInbuf sets what inbuf returns; a no-op outside c's OnTraffic.
+func (c *conn) setInbuf(b []byte) {
+	if el := c.loop; el != nil && el.cur == c {
+		el.curBuf = b
+	}
+}
+
 func (c *conn) resetBuffer() {
-	c.buffer = c.buffer[:0]
+	c.setInbuf(c.inbuf()[:0])
 	c.inboundBuffer.Reset()
 	c.inboundBuffer.Done()
 }
 
 func (c *conn) Read(p []byte) (n int, err error) {
+	b := c.inbuf()
 	if c.inboundBuffer.IsEmpty() {
-		n = copy(p, c.buffer)
-		c.buffer = c.buffer[n:]
+		n = copy(p, b)
+		c.setInbuf(b[n:])
 		if n == 0 && len(p) > 0 {
 			err = io.ErrShortBuffer
 		}
@@ -340,23 +357,24 @@ func (c *conn) Read(p []byte) (n int, err error) {
 	if n == len(p) {
 		return
 	}
-	m := copy(p[n:], c.buffer)
+	m := copy(p[n:], b)
 	n += m
-	c.buffer = c.buffer[m:]
+	c.setInbuf(b[m:])
 	return
 }
 
 func (c *conn) Next(n int) (buf []byte, err error) {
 	inBufferLen := c.inboundBuffer.Buffered()
-	if totalLen := inBufferLen + len(c.buffer); n > totalLen {
+	b := c.inbuf()
+	if totalLen := inBufferLen + len(b); n > totalLen {
 		return nil, io.ErrShortBuffer
 	} else if n <= 0 {
 		n = totalLen
 	}
 
 	if c.inboundBuffer.IsEmpty() {
-		buf = c.buffer[:n]
-		c.buffer = c.buffer[n:]
+		buf = b[:n]
+		c.setInbuf(b[n:])
 		return
 	}
 
@@ -367,14 +385,15 @@ func (c *conn) Next(n int) (buf []byte, err error) {
 
 func (c *conn) Peek(n int) (buf []byte, err error) {
 	inBufferLen := c.inboundBuffer.Buffered()
-	if totalLen := inBufferLen + len(c.buffer); n > totalLen {
+	b := c.inbuf()
+	if totalLen := inBufferLen + len(b); n > totalLen {
 		return nil, io.ErrShortBuffer
 	} else if n <= 0 {
 		n = totalLen
 	}
 
 	if c.inboundBuffer.IsEmpty() {
-		return c.buffer[:n], err
+		return b[:n], err
 	}
 
 	head, tail := c.inboundBuffer.Peek(n)
@@ -389,25 +408,30 @@ func (c *conn) Peek(n int) (buf []byte, err error) {
 	}
 
 	remaining := n - inBufferLen
-	buf = append(buf, c.buffer[:remaining]...)
-	c.cache = buf
+	buf = append(buf, b[:remaining]...)
+	// Tern patch 5: the pooled copy is remembered on the loop until c's
+	// Discard returns it to the pool. Another connection's Peek replaces
+	// it and leaves the older copy to the garbage collector (its owner
+	// may still be reading it), as a second Peek did upstream.
+	c.loop.cache, c.loop.cacheFor = buf, c
 	return
 }
 
 func (c *conn) Discard(n int) (int, error) {
-	if len(c.cache) > 0 {
-		bsPool.Put(c.cache)
-		c.cache = nil
+	if el := c.loop; el.cacheFor == c && len(el.cache) > 0 {
+		bsPool.Put(el.cache)
+		el.cache, el.cacheFor = nil, nil
 	}
 
 	inBufferLen := c.inboundBuffer.Buffered()
-	if totalLen := inBufferLen + len(c.buffer); n >= totalLen || n <= 0 {
+	b := c.inbuf()
+	if totalLen := inBufferLen + len(b); n >= totalLen || n <= 0 {
 		c.resetBuffer()
 		return totalLen, nil
 	}
 
 	if c.inboundBuffer.IsEmpty() {
-		c.buffer = c.buffer[n:]
+		c.setInbuf(b[n:])
 		return n, nil
 	}
 
@@ -417,7 +441,7 @@ func (c *conn) Discard(n int) (int, error) {
 	}
 
 	remaining := n - inBufferLen
-	c.buffer = c.buffer[remaining:]
+	c.setInbuf(b[remaining:])
 	return n, nil
 }
 
@@ -459,9 +483,10 @@ func (c *conn) WriteTo(w io.Writer) (n int64, err error) {
 		}
 	}
 	var m int
-	m, err = w.Write(c.buffer)
+	b := c.inbuf()
+	m, err = w.Write(b)
 	n += int64(m)
-	c.buffer = c.buffer[m:]
+	c.setInbuf(b[m:])
 	return
 }
 
@@ -470,7 +495,7 @@ func (c *conn) Flush() error {
 }
 
 func (c *conn) InboundBuffered() int {
-	return c.inboundBuffer.Buffered() + len(c.buffer)
+	return c.inboundBuffer.Buffered() + len(c.inbuf())
 }
 
 func (c *conn) OutboundBuffered() int {

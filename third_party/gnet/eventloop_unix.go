@@ -47,6 +47,14 @@ type eventloop struct {
 	buffer       []byte            // read packet buffer whose capacity is set by user, default value is 64KB
 	connections  connMatrix        // loop connections storage
 	eventHandler EventHandler      // user eventHandler
+
+	// Tern patch 5: what every conn kept for the read being handled
+	// (48 bytes of slice headers per connection) lives here, on the one
+	// loop that handles one read at a time.
+	cur      *conn  // the connection whose OnTraffic is running
+	curBuf   []byte // its unread part of buffer (conn.buffer upstream)
+	cache    []byte // a Peek's pooled copy (conn.cache upstream)
+	cacheFor *conn  // whose Peek made cache
 }
 
 func (el *eventloop) Register(ctx context.Context, addr net.Addr) (<-chan RegisteredResult, error) {
@@ -273,8 +281,10 @@ loop:
 	}
 	recv += n
 
-	c.buffer = el.buffer[:n]
+	el.cur, el.curBuf = c, el.buffer[:n]
 	action := el.eventHandler.OnTraffic(c)
+	rest := el.curBuf
+	el.cur, el.curBuf = nil, nil
 	switch action {
 	case None:
 	case Close:
@@ -282,8 +292,7 @@ loop:
 	case Shutdown:
 		return errorx.ErrEngineShutdown
 	}
-	_, _ = c.inboundBuffer.Write(c.buffer)
-	c.buffer = c.buffer[:0]
+	_, _ = c.inboundBuffer.Write(rest)
 
 	if c.isEOF || (isET && recv < chunk) {
 		goto loop
@@ -463,8 +472,9 @@ func (el *eventloop) readUDP(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 	} else {
 		c = el.connections.getConn(fd)
 	}
-	c.buffer = el.buffer[:n]
+	el.cur, el.curBuf = c, el.buffer[:n]
 	action := el.eventHandler.OnTraffic(c)
+	el.cur, el.curBuf = nil, nil
 	if c.remote != nil {
 		c.release()
 	}

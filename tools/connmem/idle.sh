@@ -12,7 +12,8 @@
 #
 # With a baseline binary (e.g. main's), it is measured in each round too.
 # Env: CONNS (19000), HOLD (10s), PORT (first port, default 22000 + random
-# 0..899), TERN_ENV (extra environment for the Tern brokers, e.g.
+# 0..899), SRC_NET (source addresses 127.0.SRC_NET+k.2-9 for the k-th
+# broker run; default 150 + random 0..49), TERN_ENV (extra environment for the Tern brokers, e.g.
 # GOGC=50). Needs mosquitto on PATH and a descriptor limit of 20,000.
 set -euo pipefail
 rounds=${1:-2}
@@ -24,13 +25,17 @@ work=$(mktemp -d)
 trap 'kill $bpid 2>/dev/null || true; rm -rf "$work"' EXIT
 bpid=
 hold=${HOLD:-10s}
+src=${SRC_NET:-$((150 + RANDOM % 50))} # source addresses 127.0.SRC.2-9, SRC + 1 per broker
 port=${PORT:-$((22000 + RANDOM % 900))}
 
 waitport() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return; sleep 0.1; done; echo "broker did not listen on $port" >&2; exit 1; }
 
 measure() { # name
+	# Fresh source addresses per broker: the last run's clients linger in
+	# TIME_WAIT and a reused range runs out of local ports.
+	src=$((src + 1))
 	"$tern" bench conn --broker 127.0.0.1:$port --broker-pid "$bpid" --conns "$conns" --connect-rate 5000 \
-		--subscribe --source 127.0.0.2-127.0.0.5 --duration "$hold" --quiet --json >"$work/out.json"
+		--subscribe --source "127.0.$src.2-127.0.$src.9" --duration "$hold" --quiet --json >"$work/out.json"
 	python3 - "$1" "$work/out.json" "$work/broker.err" "$conns" <<'PY'
 import json,re,sys
 r=json.load(open(sys.argv[2]))
