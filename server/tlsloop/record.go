@@ -138,7 +138,8 @@ func (d *direction) build() error {
 	return err
 }
 
-// setSecret installs a traffic secret: key and IV (RFC 8446 §7.3), seq 0.
+// setSecret installs a traffic secret: its IV (RFC 8446 §7.3), seq 0, and
+// the AEAD from its key (build).
 func (d *direction) setSecret(suite uint16, secret []byte) error {
 	h, hl := suiteHash(suite)
 	if len(secret) != hl {
