@@ -14,6 +14,7 @@ func (c *client) drain() {
 		return
 	}
 	l, s, o := c.loop, c.sess, &c.loop.srv.opts
+	trStart := traceNow()
 	out := c.pageIn(l.wbuf[:0]) // backlog.go: the next stored deliveries, if some wait on disk
 	overLimit := c.conn.OutboundBuffered() > o.MaxOutboundBytes
 	sent, dropped := 0, 0
@@ -85,6 +86,7 @@ func (c *client) drain() {
 			continue
 		}
 		sent++
+		traceSent(l, m)
 		if hooks {
 			l.hookEvents = append(l.hookEvents, hookEvent{kind: hookDelivered, q: it.QoS, m: it.Msg.m})
 		}
@@ -107,7 +109,12 @@ func (c *client) drain() {
 	refill := f.spilled && f.queue.Len() < backlogWindow/2 && sent > 0
 	s.mu.Unlock()
 	if len(out) > 0 {
+		w := traceNow()
 		_, _ = c.conn.Write(out)
+		if end := traceNow(); end != 0 {
+			traceWcall(end - w)
+			traceDrain(l, trStart, end)
+		}
 	}
 	if released != nil {
 		c.loop.srv.releasePaced(released)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,8 +92,11 @@ func ownerLoop(t *testing.T, srv *Server, id string) *loop {
 // 100th delivery read, one message at a time. allocs/op is the whole process's per
 // message, the readers' included (they allocate nothing): the message copy
 // and the cross-loop hand-off (gnet's Execute) — not one per subscriber.
+// qos1: the subscribers acknowledge each delivery from their reader
+// goroutines (the broker's window and PUBACK handling in the loop).
 func BenchmarkFanOut100(b *testing.B) {
 	b.Run("qos0", func(b *testing.B) { benchFanOut(b, 100, 0) })
+	b.Run("qos1", func(b *testing.B) { benchFanOut(b, 100, 1) })
 }
 
 func benchFanOut(b *testing.B, nsubs int, q byte) {
@@ -104,7 +107,12 @@ func benchFanOut(b *testing.B, nsubs int, q byte) {
 	const topic = "fan/bench"
 	in := (&codec.Publish{Topic: []byte(topic), QoS: q, PacketID: 1, Payload: make([]byte, 64)}).Append(nil, codec.Version311)
 	idAt := 2 + 2 + len(topic) // fixed header, topic length, topic
-	var wg sync.WaitGroup
+	// left counts the deliveries of the current message still unread; the
+	// reader that reads the last one signals done. A reader that fails
+	// reports on errs, so the benchmark fails instead of waiting forever.
+	var left atomic.Int64
+	done := make(chan struct{}, 1)
+	errs := make(chan error, nsubs)
 	stop := make(chan struct{})
 	defer close(stop)
 	for i := 0; i < nsubs; i++ {
@@ -113,6 +121,11 @@ func benchFanOut(b *testing.B, nsubs int, q byte) {
 		if got := s.subscribe(1, topic, q); len(got) != 1 || got[0] != codec.ReasonCode(q) {
 			b.Fatalf("SUBACK %v", got)
 		}
+		// The helper's reads and writes left deadlines on the socket (5 s
+		// after the SUBACK): a run longer than that, on a loaded machine
+		// or at QoS 1, would have every reader time out and the benchmark
+		// wait for them forever.
+		_ = s.c.SetDeadline(time.Time{})
 		go func(c net.Conn) {
 			out := make([]byte, len(in)) // same topic, QoS and payload: same size
 			ack := (&codec.Ack{Type: codec.PUBACK}).Append(nil, codec.Version311)
@@ -121,37 +134,57 @@ func benchFanOut(b *testing.B, nsubs int, q byte) {
 					select {
 					case <-stop:
 					default:
-						b.Errorf("subscriber: %v", err)
+						errs <- fmt.Errorf("subscriber: %w", err)
 					}
 					return
 				}
 				if q > 0 {
 					ack[2], ack[3] = out[idAt], out[idAt+1]
 					if _, err := c.Write(ack); err != nil {
+						select {
+						case <-stop:
+						default:
+							errs <- fmt.Errorf("subscriber PUBACK: %w", err)
+						}
 						return
 					}
 				}
-				wg.Done()
+				if left.Add(-1) == 0 {
+					done <- struct{}{}
+				}
 			}
 		}(s.c)
 	}
 	pub := dialRaw(b, addr)
 	pub.connect(codec.Connect{ClientID: []byte("fanb-pub"), CleanStart: true}, 0)
+	_ = pub.c.SetDeadline(time.Time{})
 	go func() { _, _ = io.Copy(io.Discard, pub.c) }() // PUBACKs
-	one := func() {
-		wg.Add(nsubs)
+	stall := time.NewTimer(time.Hour)
+	one := func(i int) {
+		left.Store(int64(nsubs))
+		if q > 0 { // a packet id per message in flight: 1..65535
+			id := uint16(i%65535) + 1
+			in[idAt], in[idAt+1] = byte(id>>8), byte(id)
+		}
 		if _, err := pub.c.Write(in); err != nil {
 			b.Fatal(err)
 		}
-		wg.Wait()
+		stall.Reset(30 * time.Second)
+		select {
+		case <-done:
+		case err := <-errs:
+			b.Fatal(err)
+		case <-stall.C:
+			b.Fatalf("message %d: %d of %d deliveries still unread after 30 s", i, left.Load(), nsubs)
+		}
 	}
 	for i := 0; i < 200; i++ { // warm: queues, buffers, hand-off slices at size
-		one()
+		one(i)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		one()
+		one(200 + i)
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*nsubs), "ns/delivery")

@@ -160,6 +160,7 @@ func (l *loop) post(fn func()) {
 // in commit order), then every client other loops listed.
 func (l *loop) drainRemote() {
 	l.now = time.Now().UnixNano()
+	traceRemote(l, true)
 	l.mu.Lock()
 	list, tasks := l.remote, l.tasks
 	l.remote, l.spare, l.tasks = l.spare[:0], nil, nil
@@ -176,6 +177,7 @@ func (l *loop) drainRemote() {
 		l.spare = list[:0]
 	}
 	l.mu.Unlock()
+	traceRemote(l, false)
 	l.drainLocal()
 	l.srv.submit(l, &l.tx, nil)
 }

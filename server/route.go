@@ -34,10 +34,12 @@ func (s *Server) route(l *loop, t *txn, m *message) limitID {
 	// once the message is routed: one lock and at most one wake-up per
 	// target loop (loop.go), and those loops start writing while this one
 	// still routes or writes to its own subscribers.
+	traceRouteStart(l, m)
 	l.routing = true
 	s.deliverAll(l, t, m, subs)
 	l.routing = false
 	l.flushHandoff()
+	traceRouted(m)
 	return 0
 }
 
