@@ -31,6 +31,9 @@ PORT=${PORT:-23000}
 MOSQ=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 mkdir -p "$OUT"
 chmod 755 "$OUT"
+# TERN and TERN_BASE may be relative to where the script was started.
+[ -z "${TERN:-}" ] || TERN=$(realpath "$TERN")
+[ -z "${TERN_BASE:-}" ] || TERN_BASE=$(realpath "$TERN_BASE")
 cd "$OUT"
 ulimit -n 20000
 if [ -z "${TERN:-}" ]; then
