@@ -128,7 +128,11 @@ func (r *received) quiet(t testing.TB, n int, d time.Duration) {
 	t.Helper()
 	time.Sleep(d)
 	if got := r.snapshot(); len(got) != n {
-		t.Fatalf("got %d messages, want exactly %d", len(got), n)
+		var extra []string
+		for _, m := range got[min(n, len(got)):] {
+			extra = append(extra, fmt.Sprintf("%s %q qos %d dup %v id %d", m.Topic(), m.Payload(), m.Qos(), m.Duplicate(), m.MessageID()))
+		}
+		t.Fatalf("got %d messages, want exactly %d; after the first %d: %v", len(got), n, n, extra)
 	}
 }
 

@@ -163,6 +163,13 @@ func TestOfflineQueueing_MQTT_3_1_2_4(t *testing.T) {
 		wait(t, pub.Publish("queue/x", byte(1+i%2), false, strconv.Itoa(i)), "publish")
 	}
 	wait(t, pub.Publish("queue/x", 0, false, "qos0-dropped-offline"), "publish")
+	// paho completes a QoS 0 publish once it is written, not once the
+	// broker read it: without this fence the broker could route it after
+	// the reconnect below, to an online session that rightly gets it. A
+	// connection's packets are handled in order, so the PUBACK of a QoS 1
+	// publish sent after it (to a topic nobody subscribed) proves the QoS 0
+	// message met the session offline.
+	wait(t, pub.Publish("fence/x", 1, false, "fence"), "publish")
 
 	r2 := newReceived()
 	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("offline-sub").
