@@ -78,6 +78,15 @@ func perPublisher(t *testing.T, who string, s *rawSub) map[int][]int {
 	return out
 }
 
+// wantNoDrops fails unless the broker dropped no message: every one was
+// acknowledged, so none may be.
+func wantNoDrops(t *testing.T, srv *Server) {
+	t.Helper()
+	if d := srv.Stats().MessagesDropped; d != 0 {
+		t.Errorf("MessagesDropped = %d, want 0", d)
+	}
+}
+
 // sampleQueue returns the longest queue the session id had, looked at
 // every 100 µs until stop is closed.
 func sampleQueue(srv *Server, id string, stop <-chan struct{}) int {
@@ -161,9 +170,7 @@ func TestLossPacedPublishersOneCleanSubscriber_MQTT_4_6_0_6(t *testing.T) {
 				t.Errorf("subscriber got %d deliveries, want %d", c, total)
 			}
 			t.Logf("%d publishers × %d: paced %d times", tc.pubs, tc.n, srv.stats.paced.Load())
-			if d := srv.Stats().MessagesDropped; d != 0 {
-				t.Errorf("MessagesDropped = %d, want 0", d)
-			}
+			wantNoDrops(t, srv)
 			if srv.stats.paced.Load() == 0 {
 				t.Error("no publisher was paced: the test did not fill the queue")
 			}
@@ -207,9 +214,7 @@ func TestLossPacedPublishersV5_MQTT_4_6_0_6(t *testing.T) {
 	}
 	waitQuiet(sub, pubs*n, 30*time.Second)
 	wantAll(t, "subscriber", perPublisher(t, "subscriber", sub), pubs, n)
-	if d := srv.Stats().MessagesDropped; d != 0 {
-		t.Errorf("MessagesDropped = %d, want 0", d)
-	}
+	wantNoDrops(t, srv)
 	t.Logf("paced %d times", srv.stats.paced.Load())
 }
 
@@ -229,9 +234,7 @@ func TestLossTwoSubscribersDifferentSpeeds_MQTT_4_6_0_6(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	wantAll(t, "fast", perPublisher(t, "fast", fast), pubs, n)
 	wantAll(t, "slow", perPublisher(t, "slow", slow), pubs, n)
-	if d := srv.Stats().MessagesDropped; d != 0 {
-		t.Errorf("MessagesDropped = %d, want 0", d)
-	}
+	wantNoDrops(t, srv)
 	t.Logf("paced %d times", srv.stats.paced.Load())
 }
 
@@ -261,9 +264,7 @@ func TestLossSharedGroupDifferentSpeeds_MQTT_4_8_2(t *testing.T) {
 		}
 	}
 	t.Logf("fast member %d, slow member %d; paced %d times", fast.count(), slow.count(), srv.stats.paced.Load())
-	if d := srv.Stats().MessagesDropped; d != 0 {
-		t.Errorf("MessagesDropped = %d, want 0", d)
-	}
+	wantNoDrops(t, srv)
 }
 
 // Persistent QoS 1 subscribers that are online but slow, fed by several
@@ -299,7 +300,5 @@ func TestLossSpilledPersistentManyPublishers_MQTT_4_6_0_6(t *testing.T) {
 		who := fmt.Sprintf("subscriber %d", i)
 		wantAll(t, who, perPublisher(t, who, s), pubs, n)
 	}
-	if d := srv.Stats().MessagesDropped; d != 0 {
-		t.Errorf("MessagesDropped = %d, want 0", d)
-	}
+	wantNoDrops(t, srv)
 }
