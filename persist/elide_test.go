@@ -294,3 +294,46 @@ func BenchmarkDeliveryLifecycle(b *testing.B) {
 		})
 	}
 }
+
+// TestWriteAvoidanceIDBeyondWindow: a group whose batches put ids farther
+// apart than the elider's window (a batch built long before the others of
+// its group) tracks only the ids near the lowest. A message beyond the
+// window, delivered and acknowledged within the group, is written and
+// deleted as without avoidance; one beyond it that stays queued is kept
+// with its entry; the message inside the window is avoided as usual. No
+// orphan, no dangling entry, the right live count.
+func TestWriteAvoidanceIDBeyondWindow(t *testing.T) {
+	p, o := slowSyncStore(t)
+	a := p.NewBatch()
+	low := insertDelivery(a, "c", 1, 1, testMessage("t", []byte("low")))
+	// Draw ids until the next one is beyond the window of a group that
+	// puts two messages.
+	p.nextID.Add(maxRefWindow(2) + 10)
+	b := p.NewBatch()
+	high := insertDelivery(b, "d", 1, 1, testMessage("t", []byte("high")))
+	kept := insertDelivery(b, "d", 2, 1, testMessage("t", []byte("kept")))
+	if high-low < maxRefWindow(3) {
+		t.Fatalf("ids %d and %d are within one window", low, high)
+	}
+	c := p.NewBatch()
+	c.DeleteOutbound("c", 1)
+	c.Release(low)
+	c.DeleteOutbound("d", 1)
+	c.Release(high)
+	oneGroup(t, p, a, b, c)
+
+	if st := p.Stats(); st.MessagesAvoided != 1 || st.LiveMessages != 1 {
+		t.Errorf("%d messages avoided, %d live; want 1 (the one in the window) and 1", st.MessagesAvoided, st.LiveMessages)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q := openPebble(t, o)
+	snap := recoverAll(t, q)
+	if len(snap.Messages) != 1 || snap.Messages[kept] == nil || len(snap.Outbound["c"]) != 0 || len(snap.Outbound["d"]) != 1 {
+		t.Errorf("after restart: messages %v, outbound %v; want only %d, at d's seq 2", snap.Messages, snap.Outbound, kept)
+	}
+	if u := usage(t, q); u.OrphanMessages != 0 || u.DanglingEntries != 0 || u.Outbound.Count != 1 {
+		t.Errorf("after restart: %d orphans, %d dangling, %d entries", u.OrphanMessages, u.DanglingEntries, u.Outbound.Count)
+	}
+}
