@@ -80,15 +80,10 @@ func bytesKey(b []byte) string {
 // condition for write avoidance.
 func elidable(group []*Batch) bool {
 	for _, b := range group {
-		if b.deletesClient || len(b.conds) > 0 {
+		// An AddRef of a message another batch put may read whether the
+		// message exists.
+		if b.deletesClient || len(b.conds) > 0 || b.foreignRef {
 			return false
-		}
-		for _, op := range b.refs {
-			if op.add {
-				if _, own := slices.BinarySearch(b.puts, op.id); !own {
-					return false // may read whether the message exists
-				}
-			}
 		}
 	}
 	return true

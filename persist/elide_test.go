@@ -171,6 +171,30 @@ func TestWriteAvoidanceOffWhenGroupMaySplit(t *testing.T) {
 	}
 }
 
+// TestWriteAvoidanceOffForAddRefOfAnotherBatch: a group in which a batch
+// adds a reference to a message another batch put (the committer checks
+// that it exists, applying what is merged so far) avoids nothing, and the
+// message stays with its second entry.
+func TestWriteAvoidanceOffForAddRefOfAnotherBatch(t *testing.T) {
+	p, _ := slowSyncStore(t)
+	a := p.NewBatch()
+	id := insertDelivery(a, "c", 1, 1, testMessage("t", []byte("x")))
+	b := p.NewBatch()
+	b.AddRef(id)
+	b.InsertOutbound("d", 1, Outbound{MessageID: id, QoS: 1})
+	c := p.NewBatch()
+	c.DeleteOutbound("c", 1)
+	c.Release(id)
+	oneGroup(t, p, a, b, c)
+	if st := p.Stats(); st.WritesAvoided != 0 {
+		t.Errorf("avoided %d writes in a group that may be split", st.WritesAvoided)
+	}
+	snap := recoverAll(t, p)
+	if len(snap.Messages) != 1 || snap.Messages[id] == nil || len(snap.Outbound["c"]) != 0 || len(snap.Outbound["d"]) != 1 {
+		t.Errorf("messages %v, outbound %v; want %d with d's entry only", snap.Messages, snap.Outbound, id)
+	}
+}
+
 // TestWriteAvoidancePowerLoss: writers submit a delivery and, without
 // waiting, its acknowledgement, so many are avoided; power is cut (in
 // effect) at random moments. Every cut holds each delivery whose put was
