@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Operation kinds in a Batch's buffer.
@@ -55,8 +56,13 @@ type Batch struct {
 	// deletesClient: the batch holds a DeleteSession, which the committer
 	// resolves against what earlier batches wrote.
 	deletesClient bool
-	err           error
-	done          func(error)
+	// foreignRef: the batch holds an AddRef of a message it did not put,
+	// which the committer checks exists (elide.go: such a group is not
+	// elided). Decided in AddRef, where the id was almost always put just
+	// before, instead of searching puts for every AddRef at commit.
+	foreignRef bool
+	err        error
+	done       func(error)
 }
 
 // Err returns the first invalid-argument error recorded by the batch.
@@ -74,7 +80,7 @@ func (b *Batch) reset() {
 	b.puts = b.puts[:0]
 	b.refs = b.refs[:0]
 	b.conds = b.conds[:0]
-	b.deletesClient = false
+	b.deletesClient, b.foreignRef = false, false
 	b.err = nil
 	b.done = nil
 }
@@ -209,6 +215,11 @@ func (b *Batch) AddRef(id uint64) {
 	if id == 0 {
 		b.invalid(fmt.Errorf("%w: AddRef of message id 0", ErrInvalid))
 		return
+	}
+	if n := len(b.puts); n == 0 || b.puts[n-1] != id {
+		if _, own := slices.BinarySearch(b.puts, id); !own {
+			b.foreignRef = true
+		}
 	}
 	b.refs = append(b.refs, refOp{id: id, add: true})
 }

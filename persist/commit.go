@@ -274,7 +274,7 @@ func (c *core) commitGroup(group []*Batch) (applied writer, ops int, err error) 
 	defer func() {
 		if e.skipped > 0 {
 			c.opsAvoided.Add(uint64(e.skipped))
-			c.msgsAvoided.Add(uint64(len(e.gone)))
+			c.msgsAvoided.Add(uint64(e.gone))
 		}
 		e.reset() // before the batches (whose buffers its keys point into) are recycled
 	}()

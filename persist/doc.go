@@ -311,6 +311,13 @@
 // TestWriteAvoidancePowerLoss cuts power while deliveries and their
 // acknowledgements share groups. Options.NoWriteAvoidance turns it off.
 //
+// The committer counts the references of the messages a group puts in a
+// slice indexed by message id from the lowest one it puts (ids come from
+// one counter, so a group's are nearly contiguous), not in maps; ids more
+// than 4 per put message + 1,024 above the lowest (a batch built long
+// before the others of its group) are left out and written as without
+// avoidance (TestWriteAvoidanceIDBeyondWindow).
+//
 // The window is the queueing time of the publisher's batch, so it is
 // wider with fewer groups in flight: with Options.MaxInFlightGroups = 1 a
 // group waits for the previous fsync, and what is acknowledged meanwhile

@@ -42,13 +42,30 @@ type elider struct {
 	fates []keyFate
 	// drop[i] says op i of the group is not written.
 	drop []bool
-	// msgs are the ids put by this group with their net reference count
-	// over the group; those at zero are never written (gone).
-	msgs map[uint64]int32
-	gone map[uint64]struct{}
+	// refs[id-base] is the net reference count over the group of message
+	// id if the group put it, notPut otherwise; a message put and at zero
+	// is never written (gone). The ids a group puts come from one counter
+	// and are nearly contiguous, so a slice indexed from the lowest one
+	// replaces the two maps (counts, gone) the committer used to update
+	// and look up several times per message. Ids beyond maxRefWindow of
+	// the lowest are not tracked: their records are written as without
+	// avoidance, which is always correct, only not cheaper.
+	refs []int32
+	base uint64
+	// gone counts the messages at zero (Stats.MessagesAvoided).
+	gone int
 	// skipped counts elided engine operations of the current group.
 	skipped int
 }
+
+// notPut marks an id in elider.refs that the group did not put.
+const notPut = -1
+
+// maxRefWindow bounds elider.refs for a group that puts n messages: ids
+// beyond it (a batch built long before the others of its group) are not
+// elided. Plenty for the ids a group's batches draw from the counter while
+// it queues, and never more than a few KiB per group.
+func maxRefWindow(n int) uint64 { return uint64(4*n + 1024) }
 
 // bytesKey views b as a string without copying; b must not change while
 // the string is in use.
@@ -63,15 +80,10 @@ func bytesKey(b []byte) string {
 // condition for write avoidance.
 func elidable(group []*Batch) bool {
 	for _, b := range group {
-		if b.deletesClient || len(b.conds) > 0 {
+		// An AddRef of a message another batch put may read whether the
+		// message exists.
+		if b.deletesClient || len(b.conds) > 0 || b.foreignRef {
 			return false
-		}
-		for _, op := range b.refs {
-			if op.add {
-				if _, own := slices.BinarySearch(b.puts, op.id); !own {
-					return false // may read whether the message exists
-				}
-			}
 		}
 	}
 	return true
@@ -85,12 +97,28 @@ func (e *elider) plan(group []*Batch) {
 	}
 	if e.keys == nil {
 		e.keys = make(map[string]*keyFate)
-		e.msgs = make(map[uint64]int32)
-		e.gone = make(map[uint64]struct{})
 	}
-	n := 0
+	n, puts := 0, 0
+	e.base = ^uint64(0)
 	for _, b := range group {
 		n += b.ops
+		puts += len(b.puts)
+		if len(b.puts) > 0 {
+			e.base = min(e.base, b.puts[0]) // puts are in increasing order
+		}
+	}
+	if puts > 0 {
+		hi := e.base
+		for _, b := range group {
+			if len(b.puts) > 0 {
+				hi = max(hi, b.puts[len(b.puts)-1])
+			}
+		}
+		w := int(min(hi-e.base+1, maxRefWindow(puts)))
+		e.refs = slices.Grow(e.refs[:0], w)[:w]
+		for i := range e.refs {
+			e.refs[i] = notPut
+		}
 	}
 	e.drop = slices.Grow(e.drop[:0], n)[:n]
 	clear(e.drop)
@@ -120,24 +148,26 @@ func (e *elider) plan(group []*Batch) {
 			f.last, f.lastDelete = i, kind == opDelete
 		}
 		for _, id := range b.puts {
-			e.msgs[id] = 0
+			if r := e.ref(id); r != nil {
+				*r = 0
+			}
 		}
 		// The same arithmetic resolveRefs does, restricted to the ids put
 		// by this group: none of them can be read or counted before.
 		for _, op := range b.refs {
-			n, ok := e.msgs[op.id]
+			r := e.ref(op.id)
 			switch {
-			case !ok:
+			case r == nil || *r == notPut:
 			case op.add:
-				e.msgs[op.id] = n + 1
-			case n > 0:
-				e.msgs[op.id] = n - 1
+				*r++
+			case *r > 0:
+				*r--
 			}
 		}
 	}
-	for id, n := range e.msgs {
+	for _, n := range e.refs {
 		if n == 0 {
-			e.gone[id] = struct{}{}
+			e.gone++
 		}
 	}
 	// A key the group inserted and last deleted is not written at all.
@@ -149,15 +179,27 @@ func (e *elider) plan(group []*Batch) {
 	e.on = true
 }
 
+// ref returns id's slot in e.refs, nil if id is outside the window.
+func (e *elider) ref(id uint64) *int32 {
+	if id < e.base || id-e.base >= uint64(len(e.refs)) {
+		return nil
+	}
+	return &e.refs[id-e.base]
+}
+
+// isGone reports whether the group put message id and released it.
+func (e *elider) isGone(id uint64) bool {
+	r := e.ref(id)
+	return r != nil && *r == 0
+}
+
 func (e *elider) reset() {
 	if e.on {
 		clear(e.keys)
-		clear(e.msgs)
-		clear(e.gone)
 		clear(e.fates)
 		e.fates = e.fates[:0]
 	}
-	e.on, e.skipped = false, 0
+	e.on, e.skipped, e.gone, e.refs = false, 0, 0, e.refs[:0]
 }
 
 // skip reports whether op number i of the group, of kind on key k, need
@@ -168,7 +210,7 @@ func (e *elider) skip(i int32, k []byte) bool {
 	}
 	drop := e.drop[i]
 	if isMessageKey(k) {
-		_, drop = e.gone[binary.BigEndian.Uint64(k[1:])]
+		drop = e.isGone(binary.BigEndian.Uint64(k[1:]))
 	}
 	if drop {
 		e.skipped++
@@ -182,7 +224,7 @@ func (e *elider) skipMessage(id uint64) bool {
 	if !e.on {
 		return false
 	}
-	_, drop := e.gone[id]
+	drop := e.isGone(id)
 	if drop {
 		e.skipped++
 	}

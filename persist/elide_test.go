@@ -171,6 +171,30 @@ func TestWriteAvoidanceOffWhenGroupMaySplit(t *testing.T) {
 	}
 }
 
+// TestWriteAvoidanceOffForAddRefOfAnotherBatch: a group in which a batch
+// adds a reference to a message another batch put (the committer checks
+// that it exists, applying what is merged so far) avoids nothing, and the
+// message stays with its second entry.
+func TestWriteAvoidanceOffForAddRefOfAnotherBatch(t *testing.T) {
+	p, _ := slowSyncStore(t)
+	a := p.NewBatch()
+	id := insertDelivery(a, "c", 1, 1, testMessage("t", []byte("x")))
+	b := p.NewBatch()
+	b.AddRef(id)
+	b.InsertOutbound("d", 1, Outbound{MessageID: id, QoS: 1})
+	c := p.NewBatch()
+	c.DeleteOutbound("c", 1)
+	c.Release(id)
+	oneGroup(t, p, a, b, c)
+	if st := p.Stats(); st.WritesAvoided != 0 {
+		t.Errorf("avoided %d writes in a group that may be split", st.WritesAvoided)
+	}
+	snap := recoverAll(t, p)
+	if len(snap.Messages) != 1 || snap.Messages[id] == nil || len(snap.Outbound["c"]) != 0 || len(snap.Outbound["d"]) != 1 {
+		t.Errorf("messages %v, outbound %v; want %d with d's entry only", snap.Messages, snap.Outbound, id)
+	}
+}
+
 // TestWriteAvoidancePowerLoss: writers submit a delivery and, without
 // waiting, its acknowledgement, so many are avoided; power is cut (in
 // effect) at random moments. Every cut holds each delivery whose put was
@@ -292,5 +316,48 @@ func BenchmarkDeliveryLifecycle(b *testing.B) {
 			b.ReportMetric(float64(st.MessagesAvoided)/float64(b.N), "avoided/msg")
 			b.ReportMetric(float64(st.Syncs)/float64(b.N), "fsyncs/msg")
 		})
+	}
+}
+
+// TestWriteAvoidanceIDBeyondWindow: a group whose batches put ids farther
+// apart than the elider's window (a batch built long before the others of
+// its group) tracks only the ids near the lowest. A message beyond the
+// window, delivered and acknowledged within the group, is written and
+// deleted as without avoidance; one beyond it that stays queued is kept
+// with its entry; the message inside the window is avoided as usual. No
+// orphan, no dangling entry, the right live count.
+func TestWriteAvoidanceIDBeyondWindow(t *testing.T) {
+	p, o := slowSyncStore(t)
+	a := p.NewBatch()
+	low := insertDelivery(a, "c", 1, 1, testMessage("t", []byte("low")))
+	// Draw ids until the next one is beyond the window of a group that
+	// puts two messages.
+	p.nextID.Add(maxRefWindow(2) + 10)
+	b := p.NewBatch()
+	high := insertDelivery(b, "d", 1, 1, testMessage("t", []byte("high")))
+	kept := insertDelivery(b, "d", 2, 1, testMessage("t", []byte("kept")))
+	if high-low < maxRefWindow(3) {
+		t.Fatalf("ids %d and %d are within one window", low, high)
+	}
+	c := p.NewBatch()
+	c.DeleteOutbound("c", 1)
+	c.Release(low)
+	c.DeleteOutbound("d", 1)
+	c.Release(high)
+	oneGroup(t, p, a, b, c)
+
+	if st := p.Stats(); st.MessagesAvoided != 1 || st.LiveMessages != 1 {
+		t.Errorf("%d messages avoided, %d live; want 1 (the one in the window) and 1", st.MessagesAvoided, st.LiveMessages)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q := openPebble(t, o)
+	snap := recoverAll(t, q)
+	if len(snap.Messages) != 1 || snap.Messages[kept] == nil || len(snap.Outbound["c"]) != 0 || len(snap.Outbound["d"]) != 1 {
+		t.Errorf("after restart: messages %v, outbound %v; want only %d, at d's seq 2", snap.Messages, snap.Outbound, kept)
+	}
+	if u := usage(t, q); u.OrphanMessages != 0 || u.DanglingEntries != 0 || u.Outbound.Count != 1 {
+		t.Errorf("after restart: %d orphans, %d dangling, %d entries", u.OrphanMessages, u.DanglingEntries, u.Outbound.Count)
 	}
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+	"strings"
+	"unsafe"
 
 	"github.com/ternmq/tern/codec"
 	"github.com/ternmq/tern/persist"
@@ -36,7 +38,9 @@ func (srv *Server) storeDelivery(t *txn, target *session, om *outMsg, q byte) {
 	m := om.m
 	switch {
 	case m.id == 0:
-		m.id = b.PutMessage(messageRecord(m))
+		var rec persist.Message // on the stack: PutMessage encodes it at once
+		fillMessageRecord(&rec, m)
+		m.id = b.PutMessage(&rec)
 		t.putIDs = append(t.putIDs, m.id)
 		b.AddRef(m.id)
 	case t.putHere(m.id):
@@ -44,7 +48,9 @@ func (srv *Server) storeDelivery(t *txn, target *session, om *outMsg, q byte) {
 	default:
 		// Stored by an earlier batch (a retained message delivered on a
 		// later SUBSCRIBE): its record may be gone with its last reference.
-		b.AddRefOrPut(m.id, messageRecord(m))
+		var rec persist.Message
+		fillMessageRecord(&rec, m)
+		b.AddRefOrPut(m.id, &rec)
 	}
 	// om.seq is new (f.nextSeq): an insert, so a group that also deletes
 	// the entry (acknowledged meanwhile) writes neither (persist, "Write
@@ -78,9 +84,25 @@ func (srv *Server) unaccountBacklogLocked(t *txn, s *session, m *message) {
 	}
 }
 
-// messageRecord converts a message for the store.
+// messageRecord converts a message for the store, in a record of its own
+// (callers that keep it, or hand it to code that may).
 func messageRecord(m *message) *persist.Message {
-	rec := &persist.Message{Topic: string(m.topic), Payload: m.payload, QoS: m.qos, Retain: m.retain}
+	rec := &persist.Message{}
+	fillMessageRecord(rec, m)
+	rec.Topic = strings.Clone(rec.Topic)
+	return rec
+}
+
+// fillMessageRecord sets rec to m for the store. rec.Topic views m.topic
+// without a copy, so rec may only be used while m is (Batch.PutMessage and
+// AddRefOrPut encode it before they return). This is the durable publish
+// path, once per message stored: the copy and the record on the heap were
+// 2 of its allocations.
+func fillMessageRecord(rec *persist.Message, m *message) {
+	*rec = persist.Message{Payload: m.payload, QoS: m.qos, Retain: m.retain}
+	if len(m.topic) > 0 {
+		rec.Topic = unsafe.String(&m.topic[0], len(m.topic))
+	}
 	if m.props != nil {
 		rec.Properties = codec.AppendPublishProperties(nil, m.props)
 	}
@@ -90,7 +112,6 @@ func messageRecord(m *message) *persist.Message {
 	if m.from != nil {
 		rec.Publisher = m.from.id
 	}
-	return rec
 }
 
 // messageFromRecord rebuilds a message read back from the store.
