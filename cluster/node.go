@@ -58,10 +58,12 @@ type Node struct {
 
 	// Interest (interest.go): imu guards local, iver and peers.
 	imu   sync.Mutex
-	local map[string]int // filter → sessions of this node subscribed to it
-	iver  uint64         // version of local, +1 per change announced
+	local map[string]int32 // filter → sessions of this node subscribed to it (int32: 40 B an entry, not 56)
+	iver  uint64           // version of local, +1 per change announced
 	peers map[string]*peer
 	table *trie.Trie[string] // every node's filters, self included; the subscriber is the node's name
+	ibuf  []byte             // interest changes not yet published (interest.go), imu held
+	ipend atomic.Bool        // ibuf is not empty: the flusher takes imu only then
 
 	// Forwarding (forward.go): hash names this node in message origins.
 	hash uint32
@@ -86,6 +88,7 @@ type Node struct {
 	flushing []flushItem // fl held
 	flushc   chan struct{}
 	ackSubj  string // this node's confirmation subject, the reply of its forwards
+	voteSubj string // this node's vote subject, the reply of its claims
 
 	// Session-move fences (fence.go): femu guards fences.
 	femu     sync.Mutex
@@ -116,8 +119,9 @@ type Node struct {
 // peer is what this node knows of another.
 type peer struct {
 	name     string
-	inc      int64 // its incarnation; a new one is a restart
-	ver      uint64
+	inc      int64  // its incarnation; a new one is a restart
+	ver      uint64 // the version of its filters the table holds
+	hbVer    uint64 // the version its last heartbeat announced
 	filters  map[string]struct{}
 	lastSeen time.Time
 	alive    bool
@@ -224,7 +228,7 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		opts: opts, log: log, ns: ns, self: opts.Node,
 		inc: time.Now().UnixNano(), size: 1 + len(opts.Peers), subj: newSubjects(opts.Name),
 		done:  make(chan struct{}),
-		local: make(map[string]int), peers: make(map[string]*peer),
+		local: make(map[string]int32), peers: make(map[string]*peer),
 		pend: make(map[uint64]*pending), rver: make(map[string]version),
 		claims: make(map[string]claim), votes: make(map[uint64]*ballot),
 		out: make(map[outKey]*outBuf), acks: make(map[string]*outBuf),
@@ -234,6 +238,7 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 	n.hash = nodeHash(opts.Node)
 	n.tickNow.Store(n.inc)
 	n.ackSubj = n.subj.acks(n.self)
+	n.voteSubj = n.subj.votes(n.self)
 	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
 	// NoEcho: every handler ignores what this node published itself
@@ -345,9 +350,11 @@ func (n *Node) tickEvery() time.Duration { return min(n.opts.Heartbeat, 250*time
 
 func (n *Node) beat() {
 	n.imu.Lock()
+	// The changes the heartbeat's version counts leave before it.
+	n.publishInterestLocked()
 	b, _ := json.Marshal(heartbeat{Node: n.self, Inc: n.inc, Ver: n.iver})
-	n.imu.Unlock()
 	_ = n.nc.Publish(n.subj.hb, b)
+	n.imu.Unlock()
 }
 
 // checkMajority closes this node's client connections when it finds itself
