@@ -69,12 +69,15 @@ type Node struct {
 	hash uint32
 	fmu  sync.Mutex
 	fseq uint64
-	pend map[uint64]*pending
+	pend pendRing
+	// nodeNames gives each node forwarded to its bit in the pendings'
+	// masks (nodeIndex); only grows, at most maxNodes.
+	nodeNames []string
 	// tickNow is the clock of the last tick (unix nanoseconds): the base of
 	// confirmation deadlines, read per forwarded message without a clock call.
 	tickNow atomic.Int64
-	// ackDone is onAck's scratch: the pendings a confirmation batch completed.
-	ackDone []*pending
+	// ackDone is onAck's scratch: the outcomes a confirmation batch completed.
+	ackDone []outcome
 	msub    sync.Map // node → *[recvShards]string: its message subjects, built once
 	recv    [recvShards]receiver
 
@@ -229,7 +232,7 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		inc: time.Now().UnixNano(), size: 1 + len(opts.Peers), subj: newSubjects(opts.Name),
 		done:  make(chan struct{}),
 		local: make(map[string]int32), peers: make(map[string]*peer),
-		pend: make(map[uint64]*pending), rver: make(map[string]version),
+		rver:   make(map[string]version),
 		claims: make(map[string]claim), votes: make(map[uint64]*ballot),
 		out: make(map[outKey]*outBuf), acks: make(map[string]*outBuf),
 		flushc: make(chan struct{}, 1),
@@ -422,7 +425,7 @@ func (n *Node) Metrics() []server.ClusterMetric {
 	localFilters := len(n.local)
 	n.imu.Unlock()
 	n.fmu.Lock()
-	pending := len(n.pend)
+	pending := n.pend.live
 	n.fmu.Unlock()
 	ns := n.nc.Stats()
 	g := func(name, help string, v float64) server.ClusterMetric {
