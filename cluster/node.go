@@ -108,6 +108,7 @@ type Node struct {
 	votes  map[uint64]*ballot
 	// Entries added since the map was last copied (shrinkMap).
 	claimsGrown, votesGrown int
+	lastReturn              time.Time    // the last returnMemory (tick goroutine)
 	cseq                    atomic.Int64 // last claim timestamp: strictly increasing on this node
 
 	minority atomic.Bool // without a majority since the last tick (checkMajority)

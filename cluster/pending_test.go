@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -94,5 +95,35 @@ func TestPendingRing(t *testing.T) {
 	}
 	if got := n.stats.confirmTimeouts.Load(); got != 10 {
 		t.Errorf("confirm timeouts %d, want 10", got)
+	}
+}
+
+// TestPurgeClaimsReturnsMemory: the purge that drops a connect storm's
+// claims (the map copied smaller) returns memory once; steady churn and a
+// second storm within memReturnEvery do not.
+func TestPurgeClaimsReturnsMemory(t *testing.T) {
+	n := benchNode()
+	n.claims, n.votes = map[string]claim{}, map[uint64]*ballot{}
+	now := time.Now()
+	storm := func(k int, at time.Time) {
+		for i := range k {
+			n.vote("c"+strconv.Itoa(i)+"-"+strconv.FormatInt(at.UnixNano(), 36), claim{ts: now.UnixNano(), node: "n2"})
+		}
+	}
+	storm(100, now) // churn: too few to copy the map
+	n.purgeClaims(now.Add(claimTTL + time.Second))
+	if !n.lastReturn.IsZero() {
+		t.Fatal("memory returned after a purge of 100 claims")
+	}
+	storm(5000, now)
+	later := now.Add(claimTTL + 2*time.Second)
+	n.purgeClaims(later)
+	if n.lastReturn != later || len(n.claims) != 0 {
+		t.Fatalf("after a storm's claims expired: last return %v (want %v), %d claims left", n.lastReturn, later, len(n.claims))
+	}
+	storm(5000, now)
+	n.purgeClaims(later.Add(time.Second))
+	if n.lastReturn != later {
+		t.Error("memory returned twice within memReturnEvery")
 	}
 }
