@@ -46,8 +46,9 @@ type outcome struct {
 // k - head of the ring — found by a subtraction, not a map lookup with its
 // hashing, deletes and growth (a map entry per forwarded message was the
 // publishing node's costliest part of a confirmation: cache misses on
-// scattered entries). Deadlines grow with the sequence too, so expiry pops
-// from the front. A slot whose confirmations all came stays (left == 0)
+// scattered entries). Deadlines grow with the sequence too (to within a
+// tick: Forward reads the tick's clock before it takes fmu), so expiry
+// pops from the front, at most a tick later than a full scan would. A slot whose confirmations all came stays (left == 0)
 // until the ones before it are done: the ring spans the oldest unconfirmed
 // message to the newest, at most ConfirmTimeout of forwarding. fmu guards
 // it.
