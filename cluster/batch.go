@@ -165,6 +165,7 @@ func (n *Node) flusher() {
 func (n *Node) flush() {
 	n.fl.Lock() // one flush at a time: buffers of one key leave in order
 	defer n.fl.Unlock()
+	n.flushInterest()
 	items := n.flushing[:0]
 	n.omu.Lock()
 	take := func(ob *outBuf, ack bool) {

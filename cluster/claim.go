@@ -1,8 +1,9 @@
 package cluster
 
 import (
-	"encoding/json"
+	"encoding/binary"
 	"errors"
+	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,11 +49,12 @@ var (
 	errNoMajority = errors.New("no majority of cluster nodes reachable (partition or nodes down)")
 )
 
-// claim is a node's claim on a client id.
+// claim is a node's claim on a client id. Compact (a map of them holds a
+// connect storm's client ids for claimTTL): at is unix nanoseconds.
 type claim struct {
 	ts   int64
+	at   int64 // when this node recorded it, unix nanoseconds
 	node string
-	at   time.Time // when this node recorded it
 }
 
 func (c claim) newer(o claim) bool {
@@ -74,18 +76,83 @@ type ballot struct {
 	deadline time.Time
 }
 
+// claimReq is a claim on the claim subject, voteMsg a vote on the
+// claiming node's vote subject. On the wire (binary, like forwarded
+// messages: a connect storm sends one claim and gathers a vote from every
+// node per CONNECT):
+//
+//	claim  claimWire, flags (1: resume), ts (uvarint), node, id
+//	vote   claimWire, flags (1: grant, 2: has), ts (uvarint), node
+//
+// node and id are uvarint length + bytes.
 type claimReq struct {
-	ID     string `json:"id"`
-	TS     int64  `json:"ts"`
-	Node   string `json:"node"`
-	Resume bool   `json:"resume,omitempty"` // the CONNECT resumes a session: it moves; else it is discarded
+	ID     string
+	TS     int64
+	Node   string
+	Resume bool // the CONNECT resumes a session: it moves; else it is discarded
 }
 
 type voteMsg struct {
-	TS    int64  `json:"ts"` // the claim's timestamp: the ballot
-	Grant bool   `json:"grant"`
-	Node  string `json:"node"`
-	Has   bool   `json:"has,omitempty"` // the voter holds a persistent session of the id
+	TS    int64 // the claim's timestamp: the ballot
+	Grant bool
+	Node  string
+	Has   bool // the voter holds a persistent session of the id
+}
+
+// claimWire is the first byte of a claim or a vote.
+const claimWire = 1
+
+// appendClaimHead encodes what claims and votes begin with.
+func appendClaimHead(b []byte, flags byte, ts int64, node string) []byte {
+	b = append(b, claimWire, flags)
+	b = binary.AppendUvarint(b, uint64(ts))
+	return appendBytes(b, []byte(node))
+}
+
+// readClaimHead decodes what claims and votes begin with; the reader is
+// left at what follows.
+func readClaimHead(b []byte) (r reader, flags byte, ts int64, node string) {
+	r = reader{b: b}
+	if r.byte() != claimWire {
+		r.err = errWire
+		return
+	}
+	flags = r.byte()
+	ts = int64(r.uvarint())
+	node = string(r.bytes())
+	return
+}
+
+func (c *claimReq) append(b []byte) []byte {
+	var flags byte
+	if c.Resume {
+		flags |= 1
+	}
+	return appendBytes(appendClaimHead(b, flags, c.TS, c.Node), []byte(c.ID))
+}
+
+func (c *claimReq) decode(b []byte) error {
+	r, flags, ts, node := readClaimHead(b)
+	c.Resume, c.TS, c.Node = flags&1 != 0, ts, node
+	c.ID = string(r.bytes())
+	return r.err
+}
+
+func (v *voteMsg) append(b []byte) []byte {
+	var flags byte
+	if v.Grant {
+		flags |= 1
+	}
+	if v.Has {
+		flags |= 2
+	}
+	return appendClaimHead(b, flags, v.TS, v.Node)
+}
+
+func (v *voteMsg) decode(b []byte) error {
+	r, flags, ts, node := readClaimHead(b)
+	v.Grant, v.Has, v.TS, v.Node = flags&1 != 0, flags&2 != 0, ts, node
+	return r.err
 }
 
 // Claim implements server.Cluster.
@@ -96,7 +163,8 @@ func (n *Node) Claim(id string, resume bool, done func(token uint64, err error))
 		done(0, errNewerClaim)
 		return
 	}
-	req, _ := json.Marshal(claimReq{ID: id, TS: c.ts, Node: n.self, Resume: resume})
+	var buf [128]byte
+	req := (&claimReq{ID: id, TS: c.ts, Node: n.self, Resume: resume}).append(buf[:0])
 	need := n.size/2 + 1
 	alive := n.alivePeers()
 	if need <= 1 && alive == 0 {
@@ -111,7 +179,7 @@ func (n *Node) Claim(id string, resume bool, done func(token uint64, err error))
 	n.votes[uint64(c.ts)] = &ballot{id: id, grants: 1, voters: 1, expect: 1 + alive, resume: resume,
 		done: done, deadline: time.Now().Add(n.opts.ClaimTimeout)}
 	n.cmu.Unlock()
-	if err := n.nc.PublishRequest(n.subj.claim, n.subj.votes(n.self), req); err != nil {
+	if err := n.nc.PublishRequest(n.subj.claim, n.voteSubj, req); err != nil {
 		n.finishBallot(uint64(c.ts), errNoMajority)
 	}
 }
@@ -119,8 +187,8 @@ func (n *Node) Claim(id string, resume bool, done func(token uint64, err error))
 // vote records c for id if nothing newer is known, reporting whether it
 // did (granted).
 func (n *Node) vote(id string, c claim) bool {
-	now := time.Now()
-	if c.ts < now.Add(-staleClaim).UnixNano() {
+	now := time.Now().UnixNano()
+	if c.ts < now-int64(staleClaim) {
 		return false
 	}
 	n.cmu.Lock()
@@ -148,7 +216,7 @@ func (n *Node) Owns(id string, token uint64) bool {
 // node's connection of that client id.
 func (n *Node) onClaim(msg *nats.Msg) {
 	var r claimReq
-	if err := json.Unmarshal(msg.Data, &r); err != nil {
+	if err := r.decode(msg.Data); err != nil {
 		n.stats.decodeErrors.Add(1)
 		return
 	}
@@ -162,15 +230,15 @@ func (n *Node) onClaim(msg *nats.Msg) {
 		n.srv.RemoteTakeover(r.ID, r.Node, !r.Resume)
 	}
 	if msg.Reply != "" {
-		b, _ := json.Marshal(voteMsg{TS: r.TS, Grant: grant, Node: n.self, Has: has})
-		_ = n.nc.Publish(msg.Reply, b)
+		var buf [64]byte
+		_ = n.nc.Publish(msg.Reply, (&voteMsg{TS: r.TS, Grant: grant, Node: n.self, Has: has}).append(buf[:0]))
 	}
 }
 
 // onVote counts a vote on one of this node's claims.
 func (n *Node) onVote(msg *nats.Msg) {
 	var v voteMsg
-	if err := json.Unmarshal(msg.Data, &v); err != nil {
+	if err := v.decode(msg.Data); err != nil {
 		n.stats.decodeErrors.Add(1)
 		return
 	}
@@ -261,13 +329,42 @@ func (n *Node) expireBallots(now time.Time) {
 func (n *Node) purgeClaims(now time.Time) {
 	n.cmu.Lock()
 	for id, c := range n.claims {
-		if now.Sub(c.at) > claimTTL {
+		if now.UnixNano()-c.at > int64(claimTTL) {
 			delete(n.claims, id)
 		}
 	}
+	before := n.claimsGrown
 	n.claims = shrinkMap(n.claims, &n.claimsGrown)
 	n.votes = shrinkMap(n.votes, &n.votesGrown)
+	shrunk := n.claimsGrown != before
 	n.cmu.Unlock()
+	if shrunk && now.Sub(n.lastReturn) >= memReturnEvery {
+		// A storm's claims just left (the map was copied smaller).
+		n.lastReturn = now
+		go n.returnMemory(before)
+	}
+}
+
+// memReturnEvery is the least time between two returnMemory calls.
+const memReturnEvery = time.Minute
+
+// returnMemory runs a full collection and returns the free heap to the OS,
+// once a connect storm's claims expired. The server does the same once a
+// storm's connections settle (memory_return_after, server/memreturn.go),
+// but the claims of the storm are alive then for claimTTL more (every
+// node records every claim: ~100 B per CONNECT in a map of 15,000), and
+// nothing would return their memory afterwards: an idle broker runs no
+// collection for minutes, and the runtime keeps freed heap up to its heap
+// goal, which the storm set (BENCHMARKS.md, "Cluster: p2p CPU and idle
+// memory, 2026-12-02 late session"). Costs one collection of the live heap
+// per storm and node (tens of ms of CPU at 15,000 connections), at most
+// once a minute. Runs on its own goroutine: the collection stops the world
+// briefly but must not delay heartbeats.
+func (n *Node) returnMemory(claims int) {
+	start := time.Now()
+	debug.FreeOSMemory()
+	n.log.Info("cluster: a connect storm's client-id claims expired: collected and returned the free heap to the OS",
+		"claims", claims, "took", time.Since(start).Round(time.Millisecond))
 }
 
 // shrinkMap returns m, or a copy of it when many more entries were added

@@ -9,7 +9,7 @@
 // All subjects start with "tern.<cluster name>.":
 //
 //	hb            heartbeat of every node (name, incarnation, interest version)
-//	int           a node's filter added or removed (interest delta)
+//	int           batches of a node's filters added or removed (interest deltas) and fences
 //	snap.<node>   request: the node's whole filter set (chunked reply)
 //	m.<node>      messages forwarded to the node (reply: ack.<publisher>)
 //	ack.<node>    confirmations of what the node forwarded
@@ -21,9 +21,10 @@
 // # Routing by interest tables
 //
 // Every node holds one subscription trie of every node's distinct filters
-// (interest.go), built from deltas and repaired from snapshots whenever a
-// heartbeat shows a node's interest version differs from what the table
-// holds (a lost delta, a restart, a node new to us). A message published on
+// (interest.go), built from deltas (batched like forwarded messages) and
+// repaired from snapshots whenever the table is still behind the version a
+// node's previous heartbeat announced (a lost delta), or the node is new to
+// us or restarted. A message published on
 // a node is matched there; each other node with a matching filter gets one
 // copy on its own subject, carrying the $share groups it is to serve; the
 // receiving node matches its own sessions (No Local, subscription
@@ -150,6 +151,13 @@
 //     subscriptions, so a replica node forwards nothing and matches nothing
 //     for a session it does not own.
 //
-// The wire formats are versioned (wire.go); nodes of one cluster must run
-// the same version of Tern.
+// The wire formats are versioned (wire.go, interest.go, claim.go: a
+// version byte first); nodes of one cluster must run the same version of
+// Tern. Interest deltas, snapshots, claims and votes were JSON until the
+// late session of 2026-12-02 and are binary since (one NATS message per
+// batch of deltas rather than per delta): a node of an earlier version and
+// one of this version cannot form one cluster — each counts the other's
+// deltas, claims and votes as undecodable (tern_cluster_errors_total), so
+// their tables stay empty of each other's filters and CONNECTs lack votes.
+// Upgrade every node of a cluster together.
 package cluster

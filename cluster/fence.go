@@ -1,9 +1,7 @@
 package cluster
 
 import (
-	"encoding/json"
 	"strconv"
-
 	"time"
 )
 
@@ -59,8 +57,8 @@ func (n *Node) fenceLocked(token string) *fenceState {
 func (n *Node) announceFence(old string) string {
 	token := n.self + "." + strconv.FormatInt(n.inc, 36) + "." + strconv.FormatUint(n.fenceSeq.Add(1), 36)
 	n.imu.Lock()
-	b, _ := json.Marshal(delta{Node: n.self, Inc: n.inc, Ver: n.iver, Fence: token, To: old})
-	_ = n.nc.Publish(n.subj.interest, b) // behind the deltas, under imu like them
+	n.appendRecordLocked(recFence, token, old) // behind the deltas, in their batch
+	n.publishInterestLocked()
 	n.imu.Unlock()
 	go n.sendFence(token, old) // this node's own routes, like any other node's
 	return token

@@ -23,28 +23,117 @@ import (
 // the messages of one publisher reach each node in order, as MQTT requires
 // per topic and QoS.
 
-// pending is a forwarded QoS 1/2 message waiting for its confirmations.
-// They are recycled (pendingPool) once their acker has been called.
+// pending is a forwarded QoS 1/2 message waiting for its confirmations:
+// one slot of the ring (pendRing), written by Forward on the publisher's
+// event loop and completed by the confirmation goroutine.
 type pending struct {
-	left     []string // nodes that have not confirmed
-	code     byte     // the worst confirmation so far (ackOK, ackQuota, ackFailed)
 	w        server.ClusterAcker
 	ref      uint64 // ClusterMessage.Ref, handed back to w
 	deadline int64  // unix nanoseconds
-	leftBuf  [2]string
+	left     uint64 // bit mask of the nodes (nodeIndex) that have not confirmed; 0: done
+	code     byte   // the worst confirmation so far (ackOK, ackQuota, ackFailed)
 }
 
-// pendingPool recycles pendings: one per forwarded QoS 1/2 message would
-// otherwise be the forwarding path's largest allocation.
-var pendingPool = sync.Pool{New: func() any { return new(pending) }}
+// outcome is a completed pending, handed to its acker once fmu is released.
+type outcome struct {
+	w   server.ClusterAcker
+	ref uint64
+	err error
+}
 
-// finish hands p's outcome to its acker and recycles p; p must be out of
-// Node.pend (no other goroutine can reach it).
-func (p *pending) finish(err error) {
-	p.w.Ack(p.ref, err)
-	clear(p.left)
+// pendRing holds the pendings in the order of their sequence numbers: the
+// forwarding sequence only grows, so the pending of sequence k is slot
+// k - head of the ring — found by a subtraction, not a map lookup with its
+// hashing, deletes and growth (a map entry per forwarded message was the
+// publishing node's costliest part of a confirmation: cache misses on
+// scattered entries). Deadlines grow with the sequence too (to within a
+// tick: Forward reads the tick's clock before it takes fmu), so expiry
+// pops from the front, at most a tick later than a full scan would. A slot whose confirmations all came stays (left == 0)
+// until the ones before it are done: the ring spans the oldest unconfirmed
+// message to the newest, at most ConfirmTimeout of forwarding. fmu guards
+// it.
+type pendRing struct {
+	slots []pending // len a power of two (or 0)
+	head  uint32    // low 32 bits of the sequence of the oldest slot
+	start int       // index of the oldest slot
+	count int       // slots from the oldest to the newest, done ones included
+	live  int       // slots still waiting
+}
+
+// push appends the pending of sequence seq (one past the newest).
+func (r *pendRing) push(seq uint32, p pending) {
+	if r.count == 0 {
+		r.head, r.start = seq, 0
+	}
+	if r.count == len(r.slots) {
+		r.grow()
+	}
+	r.slots[(r.start+r.count)&(len(r.slots)-1)] = p
+	r.count++
+	r.live++
+}
+
+func (r *pendRing) grow() {
+	slots := make([]pending, max(2*len(r.slots), 256))
+	for i := range r.count {
+		slots[i] = r.slots[(r.start+i)&(len(r.slots)-1)]
+	}
+	r.slots, r.start = slots, 0
+}
+
+// at returns the pending of sequence seq, nil if it is not (or no longer)
+// waiting.
+func (r *pendRing) at(seq uint32) *pending {
+	off := seq - r.head
+	if uint64(off) >= uint64(r.count) {
+		return nil
+	}
+	p := &r.slots[(r.start+int(off))&(len(r.slots)-1)]
+	if p.left == 0 {
+		return nil
+	}
+	return p
+}
+
+// done marks p (a slot of the ring) complete and pops the done slots at
+// the front.
+func (r *pendRing) done(p *pending) {
 	*p = pending{}
-	pendingPool.Put(p)
+	r.live--
+	r.trim()
+}
+
+// trim pops the done slots at the front, and lets a ring that grew under a
+// burst go once it is empty.
+func (r *pendRing) trim() {
+	for r.count > 0 && r.slots[r.start].left == 0 {
+		r.start = (r.start + 1) & (len(r.slots) - 1)
+		r.head++
+		r.count--
+	}
+	if r.count == 0 && len(r.slots) > 4096 {
+		r.slots = nil
+	}
+}
+
+// maxNodes bounds the node names a pending's bit mask can name: a
+// process meets at most this many distinct peer names in its lifetime
+// (clusters are configured with a fixed list of nodes).
+const maxNodes = 64
+
+// nodeIndex returns node's bit in a pending's mask, giving it one the
+// first time; -1 when maxNodes names are taken. fmu held.
+func (n *Node) nodeIndex(node string) int {
+	for i, x := range n.nodeNames {
+		if x == node {
+			return i
+		}
+	}
+	if len(n.nodeNames) == maxNodes {
+		return -1
+	}
+	n.nodeNames = append(n.nodeNames, node)
+	return len(n.nodeNames) - 1
 }
 
 // errUnconfirmed is a forwarded message's outcome when a node did not
@@ -114,19 +203,27 @@ func (n *Node) Forward(m *server.ClusterMessage, w server.ClusterAcker) (localGr
 		now = time.Now().UnixNano()
 	}
 	if w != nil && m.QoS > 0 {
-		p := pendingPool.Get().(*pending)
 		// The tick's clock, a tick ahead so a confirmation is never
 		// given up early (expirePending runs on the tick anyway).
-		p.w, p.ref, p.code = w, m.Ref, ackOK
-		p.deadline = n.tickNow.Load() + int64(n.tickEvery()) + int64(n.opts.ConfirmTimeout)
-		p.left = p.leftBuf[:0]
-		for _, t := range targets {
-			p.left = append(p.left, t.node)
-		}
+		p := pending{w: w, ref: m.Ref, code: ackOK,
+			deadline: n.tickNow.Load() + int64(n.tickEvery()) + int64(n.opts.ConfirmTimeout)}
 		n.fmu.Lock()
-		n.fseq++
+		for _, t := range targets {
+			if i := n.nodeIndex(t.node); i >= 0 {
+				p.left |= 1 << i
+			} else {
+				p.code = ackFailed // never stored there: the publisher is not acknowledged
+			}
+		}
+		if p.left == 0 {
+			n.fmu.Unlock()
+			n.log.Error("cluster: more distinct node names than a process tracks; a message is not forwarded", "max", maxNodes)
+			w.Ack(m.Ref, errUnconfirmed)
+			return localGroups, true
+		}
+		n.fseq++ // one per slot: the ring's sequences have no gaps
 		seq = n.origin(n.fseq)
-		n.pend[seq] = p
+		n.pend.push(uint32(n.fseq), p)
 		n.fmu.Unlock()
 		wait = true
 		m.Origin = seq
@@ -279,30 +376,42 @@ func (n *Node) msgSubject(node string, shard int) string {
 // Runs on the confirmation subscription's goroutine (it owns n.ackDone).
 func (n *Node) onAck(msg *nats.Msg) {
 	r := reader{b: msg.Data}
-	node := string(r.bytes())
+	node := r.bytes()
 	for r.err == nil && len(r.b) > 0 {
 		done := n.ackDone[:0]
 		n.fmu.Lock()
+		bit := n.nodeBit(node)
 		for k := 0; k < ackChunk && r.err == nil && len(r.b) > 0; k++ {
 			seq := r.uvarint()
 			code := r.byte()
 			if r.err != nil {
 				break
 			}
-			if p := n.confirmLocked(seq, node, code); p != nil {
-				done = append(done, p)
+			if o, ok := n.confirmLocked(seq, bit, code); ok {
+				done = append(done, o)
 			}
 		}
 		n.fmu.Unlock()
-		for i, p := range done {
-			p.finish(p.err())
-			done[i] = nil
+		for i, o := range done {
+			o.w.Ack(o.ref, o.err)
+			done[i] = outcome{}
 		}
 		n.ackDone = done[:0]
 	}
 	if r.err != nil {
 		n.stats.decodeErrors.Add(1)
 	}
+}
+
+// nodeBit is node's bit in the pendings' masks, 0 for a node this node
+// never forwarded to. fmu held.
+func (n *Node) nodeBit(node []byte) uint64 {
+	for i, x := range n.nodeNames {
+		if x == string(node) {
+			return 1 << i
+		}
+	}
+	return 0
 }
 
 // ackChunk bounds the confirmations applied under one hold of fmu (the
@@ -314,28 +423,26 @@ const ackChunk = 64
 // over success).
 func (n *Node) confirm(seq uint64, node string, code byte) {
 	n.fmu.Lock()
-	p := n.confirmLocked(seq, node, code)
+	o, ok := n.confirmLocked(seq, n.nodeBit([]byte(node)), code)
 	n.fmu.Unlock()
-	if p != nil {
-		p.finish(p.err())
+	if ok {
+		o.w.Ack(o.ref, o.err)
 	}
 }
 
-// confirmLocked records node's confirmation of seq and returns the pending
-// it completed (out of n.pend; the caller finishes it once fmu is
-// released), nil if more are due or seq is unknown (late, expired). fmu
-// held.
-func (n *Node) confirmLocked(seq uint64, node string, code byte) *pending {
-	p := n.pend[seq]
-	if p == nil {
-		return nil
+// confirmLocked records the confirmation of seq by the node of bit and
+// returns the outcome if it was the last one due (the caller hands it to
+// the acker once fmu is released); false if more are due or seq is
+// unknown (late, expired, another node's). fmu held.
+func (n *Node) confirmLocked(seq uint64, bit uint64, code byte) (outcome, bool) {
+	if uint32(seq>>32) != n.hash {
+		return outcome{}, false
 	}
-	for i, x := range p.left {
-		if x == node {
-			p.left = append(p.left[:i], p.left[i+1:]...)
-			break
-		}
+	p := n.pend.at(uint32(seq))
+	if p == nil || p.left&bit == 0 {
+		return outcome{}, false
 	}
+	p.left &^= bit
 	switch {
 	case code == ackOK:
 	case code == ackQuota && p.code == ackOK:
@@ -343,11 +450,12 @@ func (n *Node) confirmLocked(seq uint64, node string, code byte) *pending {
 	case code != ackQuota:
 		p.code = ackFailed
 	}
-	if len(p.left) != 0 {
-		return nil
+	if p.left != 0 {
+		return outcome{}, false
 	}
-	delete(n.pend, seq)
-	return p
+	o := outcome{w: p.w, ref: p.ref, err: p.err()}
+	n.pend.done(p)
+	return o, true
 }
 
 // peerGone stops waiting for a node declared gone: from now on messages
@@ -356,41 +464,56 @@ func (n *Node) confirmLocked(seq uint64, node string, code byte) *pending {
 // miss what is published while the node is down (README, Cluster). The
 // publishers on the surviving nodes are not held up or disconnected.
 func (n *Node) peerGone(node string) {
-	var done []*pending
+	var done []outcome
 	n.fmu.Lock()
-	for seq, p := range n.pend {
-		for i, x := range p.left {
-			if x == node {
-				p.left = append(p.left[:i], p.left[i+1:]...)
-				n.stats.unconfirmedGone.Add(1)
-				break
-			}
+	bit := n.nodeBit([]byte(node))
+	r := &n.pend
+	for i := range r.count {
+		p := &r.slots[(r.start+i)&(len(r.slots)-1)]
+		if p.left&bit == 0 {
+			continue
 		}
-		if len(p.left) == 0 {
-			delete(n.pend, seq)
-			done = append(done, p)
+		p.left &^= bit
+		n.stats.unconfirmedGone.Add(1)
+		if p.left == 0 {
+			done = append(done, outcome{w: p.w, ref: p.ref, err: p.err()})
+			*p = pending{}
+			r.live--
 		}
 	}
+	r.trim()
 	n.fmu.Unlock()
-	for _, p := range done {
-		p.finish(p.err())
+	for _, o := range done {
+		o.w.Ack(o.ref, o.err)
 	}
 }
 
-// expirePending fails the confirmations past their deadline.
+// expirePending fails the confirmations past their deadline: the oldest
+// first, as deadlines follow the sequence.
 func (n *Node) expirePending(now time.Time) {
-	var late []*pending
+	type late struct {
+		o     outcome
+		nodes []string
+	}
+	var expired []late
 	n.fmu.Lock()
-	for seq, p := range n.pend {
-		if now.UnixNano() > p.deadline {
-			delete(n.pend, seq)
-			late = append(late, p)
+	r := &n.pend
+	// The front slot is always one still waiting (trim).
+	for r.count > 0 && now.UnixNano() > r.slots[r.start].deadline {
+		p := &r.slots[r.start]
+		var nodes []string
+		for i, x := range n.nodeNames {
+			if p.left&(1<<i) != 0 {
+				nodes = append(nodes, x)
+			}
 		}
+		expired = append(expired, late{outcome{w: p.w, ref: p.ref, err: errUnconfirmed}, nodes})
+		r.done(p)
 	}
 	n.fmu.Unlock()
-	for _, p := range late {
+	for _, e := range expired {
 		n.stats.confirmTimeouts.Add(1)
-		n.log.Warn("cluster: a forwarded message was not confirmed in time", "nodes", p.left)
-		p.finish(errUnconfirmed)
+		n.log.Warn("cluster: a forwarded message was not confirmed in time", "nodes", e.nodes)
+		e.o.w.Ack(e.o.ref, e.o.err)
 	}
 }

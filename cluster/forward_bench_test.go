@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"log/slog"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -20,8 +21,8 @@ func (a *nopAcker) Ack(uint64, error) { a.n++ }
 func benchNode() *Node {
 	opts := server.ClusterOptions{Node: "n1", Listen: "127.0.0.1:0"}
 	opts.EnsureDefaults()
-	n := &Node{opts: opts, self: "n1", subj: newSubjects(opts.Name),
-		pend: make(map[uint64]*pending), out: make(map[outKey]*outBuf), acks: make(map[string]*outBuf),
+	n := &Node{opts: opts, self: "n1", subj: newSubjects(opts.Name), log: slog.New(slog.DiscardHandler),
+		out: make(map[outKey]*outBuf), acks: make(map[string]*outBuf),
 		flushc: make(chan struct{}, 1), peers: map[string]*peer{"n2": {name: "n2", alive: true}}}
 	n.hash = nodeHash("n1")
 	n.table = trie.New[string](n.alive)

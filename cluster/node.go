@@ -58,21 +58,26 @@ type Node struct {
 
 	// Interest (interest.go): imu guards local, iver and peers.
 	imu   sync.Mutex
-	local map[string]int // filter → sessions of this node subscribed to it
-	iver  uint64         // version of local, +1 per change announced
+	local map[string]int32 // filter → sessions of this node subscribed to it (int32: 40 B an entry, not 56)
+	iver  uint64           // version of local, +1 per change announced
 	peers map[string]*peer
 	table *trie.Trie[string] // every node's filters, self included; the subscriber is the node's name
+	ibuf  []byte             // interest changes not yet published (interest.go), imu held
+	ipend atomic.Bool        // ibuf is not empty: the flusher takes imu only then
 
 	// Forwarding (forward.go): hash names this node in message origins.
 	hash uint32
 	fmu  sync.Mutex
 	fseq uint64
-	pend map[uint64]*pending
+	pend pendRing
+	// nodeNames gives each node forwarded to its bit in the pendings'
+	// masks (nodeIndex); only grows, at most maxNodes.
+	nodeNames []string
 	// tickNow is the clock of the last tick (unix nanoseconds): the base of
 	// confirmation deadlines, read per forwarded message without a clock call.
 	tickNow atomic.Int64
-	// ackDone is onAck's scratch: the pendings a confirmation batch completed.
-	ackDone []*pending
+	// ackDone is onAck's scratch: the outcomes a confirmation batch completed.
+	ackDone []outcome
 	msub    sync.Map // node → *[recvShards]string: its message subjects, built once
 	recv    [recvShards]receiver
 
@@ -86,6 +91,7 @@ type Node struct {
 	flushing []flushItem // fl held
 	flushc   chan struct{}
 	ackSubj  string // this node's confirmation subject, the reply of its forwards
+	voteSubj string // this node's vote subject, the reply of its claims
 
 	// Session-move fences (fence.go): femu guards fences.
 	femu     sync.Mutex
@@ -102,6 +108,7 @@ type Node struct {
 	votes  map[uint64]*ballot
 	// Entries added since the map was last copied (shrinkMap).
 	claimsGrown, votesGrown int
+	lastReturn              time.Time    // the last returnMemory (tick goroutine)
 	cseq                    atomic.Int64 // last claim timestamp: strictly increasing on this node
 
 	minority atomic.Bool // without a majority since the last tick (checkMajority)
@@ -116,8 +123,9 @@ type Node struct {
 // peer is what this node knows of another.
 type peer struct {
 	name     string
-	inc      int64 // its incarnation; a new one is a restart
-	ver      uint64
+	inc      int64  // its incarnation; a new one is a restart
+	ver      uint64 // the version of its filters the table holds
+	hbVer    uint64 // the version its last heartbeat announced
 	filters  map[string]struct{}
 	lastSeen time.Time
 	alive    bool
@@ -224,8 +232,8 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 		opts: opts, log: log, ns: ns, self: opts.Node,
 		inc: time.Now().UnixNano(), size: 1 + len(opts.Peers), subj: newSubjects(opts.Name),
 		done:  make(chan struct{}),
-		local: make(map[string]int), peers: make(map[string]*peer),
-		pend: make(map[uint64]*pending), rver: make(map[string]version),
+		local: make(map[string]int32), peers: make(map[string]*peer),
+		rver:   make(map[string]version),
 		claims: make(map[string]claim), votes: make(map[uint64]*ballot),
 		out: make(map[outKey]*outBuf), acks: make(map[string]*outBuf),
 		flushc: make(chan struct{}, 1),
@@ -234,6 +242,7 @@ func Start(opts server.ClusterOptions, log *slog.Logger) (*Node, error) {
 	n.hash = nodeHash(opts.Node)
 	n.tickNow.Store(n.inc)
 	n.ackSubj = n.subj.acks(n.self)
+	n.voteSubj = n.subj.votes(n.self)
 	n.fseq = uint64(n.inc) // a new incarnation's origins do not repeat the last one's
 	n.table = trie.New[string](n.alive)
 	// NoEcho: every handler ignores what this node published itself
@@ -345,9 +354,11 @@ func (n *Node) tickEvery() time.Duration { return min(n.opts.Heartbeat, 250*time
 
 func (n *Node) beat() {
 	n.imu.Lock()
+	// The changes the heartbeat's version counts leave before it.
+	n.publishInterestLocked()
 	b, _ := json.Marshal(heartbeat{Node: n.self, Inc: n.inc, Ver: n.iver})
-	n.imu.Unlock()
 	_ = n.nc.Publish(n.subj.hb, b)
+	n.imu.Unlock()
 }
 
 // checkMajority closes this node's client connections when it finds itself
@@ -415,7 +426,7 @@ func (n *Node) Metrics() []server.ClusterMetric {
 	localFilters := len(n.local)
 	n.imu.Unlock()
 	n.fmu.Lock()
-	pending := len(n.pend)
+	pending := n.pend.live
 	n.fmu.Unlock()
 	ns := n.nc.Stats()
 	g := func(name, help string, v float64) server.ClusterMetric {
