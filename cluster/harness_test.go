@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -76,15 +77,62 @@ func (l *lockedBuf) String() string {
 	return l.b.String()
 }
 
-// freeAddr returns a loopback address with a port free right now.
+// freeAddr returns a loopback address with a port free right now, for a
+// node to listen on later. A port the kernel picks (":0") comes from the
+// ephemeral range, where any outgoing connection (a test client, a NATS
+// route) may take it as its source port between this call and the node's
+// bind: the "address already in use" flake of the cluster tests. So ports
+// come from below the ephemeral range instead, which the kernel never
+// hands out by itself, each probed by binding it and never handed out
+// twice by this process; the start depends on the process id, so test
+// binaries running side by side rarely probe the same ones.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo, hi := listenPortRange()
+	if lo == 0 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	span := hi - lo
+	for range 1000 {
+		n := portCursor.Add(1)
+		port := lo + (os.Getpid()*131+int(n))%span
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		return addr
+	}
+	t.Fatalf("no free port in [%d, %d)", lo, hi)
+	return ""
+}
+
+// portCursor counts the ports freeAddr has tried.
+var portCursor atomic.Int64
+
+// listenPortRange returns the ports freeAddr may use: from 10,000 up to
+// the start of the kernel's ephemeral range, or 0, 0 if that leaves too
+// few (freeAddr then lets the kernel pick).
+func listenPortRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 0, 0
+	}
+	start, err := strconv.Atoi(f[0])
+	if err != nil || start < 12000 {
+		return 0, 0
+	}
+	return 10000, start
 }
 
 // startCluster starts n nodes (extra flags for every node) and waits until
