@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -24,6 +25,13 @@ const (
 	// maxHandshakeInput bounds what a peer may send while its handshake
 	// runs (a ClientHello, a certificate chain): more is an attack.
 	maxHandshakeInput = 64 << 10
+	// workerIdle is how long an idle handshake worker waits for the next
+	// handshake before it ends.
+	workerIdle = 2 * time.Second
+	// idlePad is the stack an idle handshake worker keeps in use (see
+	// nextHandshake): a quarter of the 32 KiB a TLS 1.3 server handshake
+	// grows a goroutine's stack to.
+	idlePad = 8 << 10
 )
 
 type connState uint8
@@ -75,63 +83,107 @@ type conn struct {
 
 func (e *Engine) newConn(raw gnet.Conn, m *marker) *conn {
 	c := &conn{Conn: raw, e: e, src: m.src, hs: &handshake{}}
-	c.p.c, c.p.hs = c, c.hs
+	c.hs.cond = sync.NewCond(&c.hs.mu)
+	c.p.c, c.p.async, c.p.hs = c, true, c.hs
 	c.tc = tls.Server(&c.p, m.front)
 	return c
 }
 
-// handshake is the state of a handshake in progress. crypto/tls's
-// Handshake runs on a coroutine (a worker, hsworker.go) that only the loop
-// resumes, with the ciphertext that arrived, and that returns control to
-// the loop as soon as it needs more input (see the package comment): so it
-// runs on the loop's thread exactly as loop code would, between two events
-// of the loop. Loop only, the coroutine included.
+// handshake is the state shared by the loop and the handshake goroutine.
 type handshake struct {
-	buf     []byte    // ciphertext from the loop that crypto/tls has not read
-	cut     cutter    // where the record crypto/tls reads ends
-	closed  bool      // the connection closed: Read and Write fail
-	w       *hsWorker // the coroutine running the handshake; nil until the first input and once done
-	running bool      // the coroutine runs: the loop is in resume
-	done    bool      // Handshake returned, with err
-	err     error
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    []byte // ciphertext from the loop that crypto/tls has not read
+	closed bool   // the connection closed: Read fails
+	cut    cutter // where the record crypto/tls reads ends
 
-	// For the hand-over (handover.go), written during the handshake.
+	// For the hand-over (handover.go), written by the handshake goroutine.
 	clientSecret, serverSecret []byte     // application traffic secrets (key log)
 	suite                      uint16     // from the ServerHello crypto/tls wrote
 	out                        *direction // the server's application key, counting its records
 	noHandover                 bool       // something unexpected: stay on crypto/tls
 }
 
-// resume runs the handshake until it needs more input or returns (then
-// handshakeDone), giving it a worker on the first call. Loop only; the
-// coroutine's callbacks (pipe.Write's gnet write, crypto/tls's
-// GetConfigForClient, the key log) run inside it, on the loop's behalf.
-func (c *conn) resume() {
-	hs := c.hs
-	if hs.w == nil {
-		hs.w = c.e.workers.get(c.e)
-		hs.w.c = c
-	}
-	hs.running = true
-	hs.w.next()
-	hs.running = false
-	if hs.done {
-		c.e.workers.put(hs.w)
-		hs.w = nil
-		c.handshakeDone(hs.err)
+// dispatchHandshake hands c's handshake to an idle handshake worker, or
+// starts one (see "Handshake workers"). Loop only.
+func (e *Engine) dispatchHandshake(c *conn) {
+	e.handshaking.Add(1)
+	select {
+	case e.hsJobs <- c:
+	default:
+		e.hsWG.Add(1)
+		go e.handshakeWorker(c)
 	}
 }
 
-// feedHandshake passes what the peer sent to the handshake and runs it.
+// handshakeWorker runs c's handshake, then those dispatched to it while
+// it waits idle, until it stays idle for workerIdle or the engine stops.
+func (e *Engine) handshakeWorker(c *conn) {
+	defer e.hsWG.Done()
+	e.workersStarted.Add(1)
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for c != nil {
+		e.startHandshake(c)
+		c = e.nextHandshake(idle)
+	}
+}
+
+// startHandshake runs c's handshake on the calling worker and queues its
+// completion on c's loop. (Its name is what server's
+// TestTLSLoopsCloseDuringHandshake counts in goroutine stacks: handshakes
+// in progress.)
+func (e *Engine) startHandshake(c *conn) {
+	e.cpu <- struct{}{}
+	err := c.tc.Handshake()
+	<-e.cpu
+	ran := c.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		c.handshakeDone(err)
+		return nil
+	}))
+	if ran != nil { // the engine is shutting down: OnClose comes or came
+		e.handshaking.Add(-1)
+	}
+}
+
+// nextHandshake waits, idle, for the next handshake dispatched to this
+// worker; nil after workerIdle or once the engine stops. It holds idlePad
+// bytes of stack meanwhile: the garbage collector halves the stack of a
+// goroutine that uses less than a quarter of it, and the stack the
+// handshakes grew is what the worker is kept for.
+func (e *Engine) nextHandshake(idle *time.Timer) *conn {
+	var pad [idlePad]byte
+	idle.Reset(workerIdle)
+	var c *conn
+	select {
+	case c = <-e.hsJobs:
+	case <-idle.C:
+	case <-e.acc.Done():
+	case <-e.hsQuit:
+	}
+	idle.Stop()
+	keepStack(&pad)
+	return c
+}
+
+// keepStack keeps pad live across the wait (the compiler cannot drop it).
+//
+//go:noinline
+func keepStack(pad *[idlePad]byte) { pad[0]++ }
+
+// feedHandshake passes what the peer sent to the handshake goroutine.
 // Loop only.
 func (c *conn) feedHandshake() gnet.Action {
 	b, _ := c.Conn.Next(-1)
 	hs := c.hs
+	hs.mu.Lock()
 	if len(hs.buf)+len(b) > maxHandshakeInput {
+		hs.mu.Unlock()
 		return gnet.Close
 	}
 	hs.buf = append(hs.buf, b...)
-	c.resume()
+	hs.cond.Signal()
+	hs.mu.Unlock()
 	return gnet.None
 }
 
@@ -167,10 +219,12 @@ func (c *conn) handshakeDone(err error) {
 		c.used = usedAll
 		e.listFor(c.EventLoop()).add(c, e.cfg.FreshKeysAfter > 0)
 	}
+	c.hs.mu.Lock()
 	if len(c.hs.buf) > 0 {
 		c.p.leftover = c.hs.buf // what came after crypto/tls's last read
 	} // else: let the handshake's input buffer go (an idle connection keeps none)
-	c.p.hs, c.hs = nil, nil
+	c.hs.mu.Unlock()
+	c.p.async, c.p.hs, c.hs = false, nil, nil
 	c.more = true // and what it read past the handshake
 	if c.traffic() == gnet.Close {
 		_ = c.EventLoop().Close(c.Conn)
@@ -182,20 +236,12 @@ func (c *conn) handshakeDone(err error) {
 func (c *conn) closed(error) {
 	switch c.state {
 	case stateHandshake:
-		c.state = stateClosed
 		hs := c.hs
+		hs.mu.Lock()
 		hs.closed = true
 		hs.buf = nil
-		switch {
-		case hs.done, hs.running:
-			// handshakeDone ran (and closed the connection), or will as
-			// resume returns: this close came from inside the handshake
-			// (a failed write).
-		case hs.w != nil:
-			c.resume() // its Read fails: Handshake returns
-		default:
-			c.handshakeDone(net.ErrClosed) // it never started
-		}
+		hs.cond.Signal()
+		hs.mu.Unlock()
 	case stateOpen:
 		c.e.open.Add(-1)
 	}
@@ -410,20 +456,23 @@ func (c *conn) WriteTo(io.Writer) (int64, error)  { return 0, errors.ErrUnsuppor
 func (c *conn) SendTo([]byte, net.Addr) (int, error) { return 0, errors.ErrUnsupported }
 
 // pipe is the net.Conn crypto/tls runs over: ciphertext to and from gnet.
-// Loop only (the handshake coroutine runs on the loop's behalf).
 type pipe struct {
-	c        *conn
-	hs       *handshake // during the handshake; nil after it
-	leftover []byte     // handshake input crypto/tls had not read when it finished
+	c *conn
+	// async: the handshake goroutine drives crypto/tls. Set before it
+	// starts, cleared by the loop once it finished (handshakeDone), so
+	// both sides read it without a race.
+	async    bool
+	hs       *handshake
+	leftover []byte // handshake input crypto/tls had not read when it finished
 }
 
-// Read: during the handshake it returns what the loop fed, going back to
-// the loop until there is some; afterwards it returns what is buffered,
-// or errWouldBlock.
+// Read: during the handshake (its goroutine) it blocks for the loop's
+// feed, holding no CPU token while it waits; afterwards (the loop) it
+// returns what is buffered, or errWouldBlock.
 func (p *pipe) Read(b []byte) (int, error) {
 	c := p.c
-	if p.hs != nil {
-		return p.hs.read(b)
+	if p.async {
+		return p.hs.read(c.e, b)
 	}
 	if len(p.leftover) > 0 {
 		n := copy(b, p.leftover)
@@ -440,12 +489,19 @@ func (p *pipe) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// read is the handshake's read, on its coroutine: it yields to the loop
-// while no input is buffered.
-func (hs *handshake) read(b []byte) (int, error) {
-	for len(hs.buf) == 0 && !hs.closed {
-		hs.w.wait()
+// read is the handshake goroutine's blocking read.
+func (hs *handshake) read(e *Engine, b []byte) (int, error) {
+	hs.mu.Lock()
+	if len(hs.buf) == 0 && !hs.closed {
+		<-e.cpu // waiting for the peer: let another handshake compute
+		for len(hs.buf) == 0 && !hs.closed {
+			hs.cond.Wait()
+		}
+		hs.mu.Unlock()
+		e.cpu <- struct{}{}
+		hs.mu.Lock()
 	}
+	defer hs.mu.Unlock()
 	if hs.closed {
 		return 0, net.ErrClosed
 	}
@@ -458,17 +514,19 @@ func (hs *handshake) read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Write writes straight into gnet's output (gnet copies what the socket
-// does not take at once); during the handshake it also follows the records
-// for the hand-over (watchWrite).
+// Write: during the handshake (its goroutine) it queues b on the loop
+// (gnet's AsyncWrite keeps the order); afterwards (the loop) it writes
+// straight into gnet's output.
 func (p *pipe) Write(b []byte) (int, error) {
-	if hs := p.hs; hs != nil {
-		if hs.closed {
-			return 0, net.ErrClosed
+	c := p.c
+	if p.async {
+		p.hs.watchWrite(b)
+		if err := c.Conn.AsyncWrite(append([]byte(nil), b...), nil); err != nil {
+			return 0, err
 		}
-		hs.watchWrite(b)
+		return len(b), nil
 	}
-	return p.c.Conn.Write(b)
+	return c.Conn.Write(b)
 }
 
 func (p *pipe) Close() error                     { return nil } // the loop closes the socket

@@ -54,7 +54,7 @@ func keyLogFront(base *tls.Config) *tls.Config {
 }
 
 // keyLog receives crypto/tls's key log lines for one handshake. Its
-// Write runs on the handshake coroutine.
+// Write runs on the handshake goroutine.
 type keyLog struct {
 	hs   *handshake
 	next io.Writer
@@ -84,7 +84,9 @@ func (k *keyLog) Write(line []byte) (int, error) {
 	if _, err := hex.Decode(secret, f[2]); err != nil {
 		return len(line), nil // no secret: the connection stays on crypto/tls
 	}
+	k.hs.mu.Lock()
 	*dst = secret
+	k.hs.mu.Unlock()
 	return len(line), nil
 }
 
@@ -92,8 +94,10 @@ func (k *keyLog) Write(line []byte) (int, error) {
 // records, see pipe.Write): the suite from the ServerHello, and which
 // protected records are under the server's application traffic key, by
 // opening them with it (they come after the ones under its handshake
-// key). Anything unexpected rules the hand-over out. Handshake coroutine.
+// key). Anything unexpected rules the hand-over out. Handshake goroutine.
 func (hs *handshake) watchWrite(b []byte) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
 	for len(b) > 0 && !hs.noHandover {
 		if len(b) < recordHeaderLen {
 			hs.noHandover = true
@@ -156,6 +160,8 @@ func serverHelloSuite(body []byte) (uint16, bool) {
 // Finished). Loop, after Handshake returned.
 func (c *conn) handover(cs *tls.ConnectionState) *recordLayer {
 	hs := c.hs
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
 	defer func() { // the secrets go with the record layer or not at all
 		clear(hs.clientSecret)
 		clear(hs.serverSecret)

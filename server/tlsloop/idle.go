@@ -151,13 +151,11 @@ func (l *idleList) freshTick(e *Engine) {
 	}
 }
 
-// sweepIdle runs the sweeps, the fresh ticks and the trims of idle
-// handshake workers (hsworker.go) until done is closed (Stop).
+// sweepIdle runs the sweeps and the fresh ticks until done is closed
+// (Stop).
 func (e *Engine) sweepIdle(done <-chan struct{}) {
 	t := time.NewTicker(e.cfg.IdleKeysAfter / 2)
 	defer t.Stop()
-	trim := time.NewTicker(workerTrimEvery)
-	defer trim.Stop()
 	var fresh <-chan time.Time
 	if e.cfg.FreshKeysAfter > 0 {
 		ft := time.NewTicker(e.cfg.FreshKeysAfter)
@@ -172,9 +170,6 @@ func (e *Engine) sweepIdle(done <-chan struct{}) {
 		case <-t.C:
 			sweep = true
 		case <-fresh:
-		case <-trim.C:
-			e.workers.trim()
-			continue
 		}
 		e.idleMu.Lock()
 		lists := slices.Collect(maps.Values(e.idle))

@@ -6,13 +6,12 @@
 //	accept (one goroutine per listener) ──▶ gnet Engine.Register: the
 //	socket joins an event loop like a plain TCP connection
 //	OnOpen: the broker's OnOpen runs at once (admission, connect timer)
-//	handshake: crypto/tls's Handshake runs over a pipe on a coroutine
-//	  (iter.Pull, started by the first input) that the loop resumes with
-//	  the ciphertext that arrived and that hands control back as soon as
-//	  it needs more: each step runs on the loop's thread like loop code,
-//	  and writes straight into gnet's output; a peer that makes the
-//	  handshake wait costs a parked coroutine for at most the connect
-//	  timeout, and no loop time
+//	handshake: a handshake worker (a goroutine) runs crypto/tls's
+//	  Handshake over a pipe fed by the loop (ciphertext in) and writing
+//	  through AsyncWrite (ciphertext out); its CPU-heavy steps hold one of
+//	  GOMAXPROCS tokens, waits for the peer hold none, so a thousand slow
+//	  peers cost goroutines for at most the connect timeout, never the
+//	  loops' time
 //	established: on the loop, TLS 1.3 connections with an AEAD suite
 //	  (AES-GCM, ChaCha20-Poly1305) go on with this package's record layer
 //	  (below); others (TLS 1.2, anything unusual) keep crypto/tls's: it
@@ -82,20 +81,16 @@
 // unexpected_message alert), and the record layer refuses a ClientHello
 // like any other post-handshake message.
 //
-// # Handshakes on the loops
+// # Handshake workers
 //
-// A handshake used to run on a goroutine of its own, fed by the loop
-// through a mutex and a condition variable, writing through AsyncWrite
-// and reporting back with Execute: every step crossed between threads
-// (futex wake-ups, eventfd writes, copies). On the coroutine a step is a
-// direct switch on the loop's own thread: no lock, no wake-up, no copy,
-// and the completion (handshakeDone) runs as the step returns. The price
-// is that a step's CPU (X25519, the ECDSA signature: ~0.1–0.3 ms) is spent
-// on the loop, between its other events, as the record layer's AEAD work
-// is; the loops are GOMAXPROCS, so the handshakes computing at once are
-// still bounded by the cores. A tls.Config callback that blocks
-// (GetCertificate doing I/O) would block the loop: the broker's
-// (stdnet.CertSource) only read memory.
+// A goroutine starts with the smallest stack, and a TLS 1.3 server
+// handshake grows it several times, each time copying it (newstack and
+// copystack were ~4 % of the broker's CPU in a connect storm's profile).
+// So a handshake's goroutine is not ended with it: it waits, idle, for the
+// next handshake the loops dispatch, with the stack already grown, and
+// ends after workerIdle (2 s) without one, or when the engine stops. At
+// most one worker per handshake in progress exists, plus those idle for
+// less than 2 s.
 //
 // # Concurrency contract
 //
@@ -112,6 +107,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,6 +129,9 @@ type Config struct {
 	// it decryption stops until the handler consumed some (back-pressure:
 	// the ciphertext then waits in gnet's buffer). Default 2 MiB.
 	MaxPlaintext int
+	// HandshakeCPU is how many handshakes compute at once. Default
+	// GOMAXPROCS.
+	HandshakeCPU int
 	// TicketKeys, when set, encrypt and decrypt session tickets on every
 	// listener (the first encrypts): tickets then survive a restart and
 	// resume on any node with the same keys.
@@ -171,13 +170,20 @@ type Stats struct {
 
 // Engine runs the TLS listeners on a gnet engine.
 type Engine struct {
-	cfg     Config
-	acc     *listenutil.Acceptor // accept loops, PROXY headers, Stop
-	srcs    []*stdnet.CertSource
-	addrs   []net.Addr
-	hsWG    sync.WaitGroup // handshake workers (hsworker.go)
-	workers workerPool
-	plain   sync.Pool // *[]byte plaintext buffers of plainBufSize
+	cfg   Config
+	acc   *listenutil.Acceptor // accept loops, PROXY headers, Stop
+	srcs  []*stdnet.CertSource
+	addrs []net.Addr
+	hsWG  sync.WaitGroup // handshake workers
+	cpu   chan struct{}  // handshake CPU tokens
+	// hsJobs hands a handshake to an idle worker (unbuffered: a send
+	// succeeds only if one waits); hsQuit, closed by WaitHandshakes, ends
+	// the idle ones.
+	hsJobs         chan *conn
+	hsQuit         chan struct{}
+	hsQuitOnce     sync.Once
+	workersStarted atomic.Uint64 // handshake workers started (tests: reuse)
+	plain          sync.Pool     // *[]byte plaintext buffers of plainBufSize
 
 	reloadMu sync.Mutex
 
@@ -212,7 +218,10 @@ func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
 	if cfg.FreshKeysAfter == 0 {
 		cfg.FreshKeysAfter = time.Second
 	}
-	e := &Engine{cfg: cfg,
+	if cfg.HandshakeCPU <= 0 {
+		cfg.HandshakeCPU = runtime.GOMAXPROCS(0)
+	}
+	e := &Engine{cfg: cfg, cpu: make(chan struct{}, cfg.HandshakeCPU), hsJobs: make(chan *conn), hsQuit: make(chan struct{}),
 		acc: listenutil.NewAcceptor("TLS", cfg.Logger, cfg.ProxyRefused)}
 	e.plain.New = func() any { b := make([]byte, 0, plainBufSize); return &b }
 	e.sealBufs.New = func() any { b := make([]byte, 0, sealBufSize); return &b }
@@ -283,10 +292,10 @@ func (e *Engine) Stop() {
 
 // WaitHandshakes ends the idle handshake workers and waits for all of
 // them; call after the gnet engine stopped (its close of every connection
-// ended the handshakes in progress).
+// ends the handshakes in progress).
 func (e *Engine) WaitHandshakes() {
 	if e != nil {
-		e.workers.stopAll()
+		e.hsQuitOnce.Do(func() { close(e.hsQuit) })
 		e.hsWG.Wait()
 	}
 }
@@ -351,7 +360,7 @@ func (h *handler) OnOpen(raw gnet.Conn) ([]byte, gnet.Action) {
 		c.state = stateClosed // OnClose still comes and finds no handshake
 		return nil, act
 	}
-	h.e.handshaking.Add(1) // the handshake starts with the first input (resume)
+	h.e.dispatchHandshake(c)
 	return nil, gnet.None
 }
 

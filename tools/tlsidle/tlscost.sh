@@ -20,9 +20,10 @@
 #       negotiates), interleaved rounds: broker and harness CPU per connect
 #
 # Env: TERN (default: built from this checkout), TERN_BASE (memory and
-# handshakes modes; e.g. /tmp/tern-base), MOSQUITTO (default: on PATH), PORT
-# (first of 16 ports on 127.0.0.1, default 23000), OUT (work directory, default a temp
-# one, kept). Needs openssl, curl, python3; ulimit -n above N + 100.
+# handshakes modes; e.g. /tmp/tern-base), VARIANTS (memory mode: a subset of
+# "tls13 tls12 wss"), MOSQUITTO (default: on PATH), PORT (first of 16 ports
+# on 127.0.0.1, default 23000), OUT (work directory, default a temp one,
+# kept). Needs openssl, curl, python3; ulimit -n above N + 100.
 set -eu
 mode=${1:?mode: memory, throughput, sweep or handshakes}
 shift
@@ -99,7 +100,7 @@ case $mode in
 memory)
 	N=${1:-15000} SETTLE=${2:-50} ROUNDS=${3:-1} # SETTLE in seconds
 	for r in $(seq "$ROUNDS"); do
-		for variant in tls13 tls12 wss; do
+		for variant in ${VARIANTS:-tls13 tls12 wss}; do
 			for b in base new; do
 				bin=$TERN
 				if [ $b = base ]; then
