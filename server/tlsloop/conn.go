@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/ternmq/tern/server/stdnet"
 )
@@ -95,7 +96,10 @@ type handshake struct {
 	cond   *sync.Cond
 	buf    []byte // ciphertext from the loop that crypto/tls has not read
 	closed bool   // the connection closed: Read fails
-	cut    cutter // where the record crypto/tls reads ends
+	// viaLoop: the socket once did not take all of a write; the rest and
+	// every later write go through the loop (writeDirect).
+	viaLoop bool
+	cut     cutter // where the record crypto/tls reads ends
 
 	// For the hand-over (handover.go), written by the handshake goroutine.
 	clientSecret, serverSecret []byte     // application traffic secrets (key log)
@@ -514,19 +518,57 @@ func (hs *handshake) read(e *Engine, b []byte) (int, error) {
 	return n, nil
 }
 
-// Write: during the handshake (its goroutine) it queues b on the loop
-// (gnet's AsyncWrite keeps the order); afterwards (the loop) it writes
-// straight into gnet's output.
+// Write: during the handshake (its goroutine) it writes b to the socket
+// itself (writeDirect) and queues on the loop what the socket did not
+// take (gnet's AsyncWrite keeps the order); afterwards (the loop) it
+// writes straight into gnet's output.
 func (p *pipe) Write(b []byte) (int, error) {
 	c := p.c
 	if p.async {
 		p.hs.watchWrite(b)
-		if err := c.Conn.AsyncWrite(append([]byte(nil), b...), nil); err != nil {
+		rest, err := p.hs.writeDirect(c.Conn.Fd(), b)
+		if err != nil {
 			return 0, err
+		}
+		if len(rest) > 0 {
+			if err := c.Conn.AsyncWrite(append([]byte(nil), rest...), nil); err != nil {
+				return 0, err
+			}
 		}
 		return len(b), nil
 	}
 	return c.Conn.Write(b)
+}
+
+// writeDirect writes b to the socket from the handshake goroutine: a
+// server flight through AsyncWrite cost a copy, a task and often a
+// wake-up of the loop. hs.mu orders it with closed (OnClose), which gnet
+// calls before it closes the descriptor, so a write never reaches a
+// descriptor number another connection reuses; nothing else writes to a
+// connection during its handshake (the broker's Writes fail until it is
+// open). It returns what the socket did not take; once something is
+// left, this and every later write go through the loop (viaLoop), in
+// order. A write error is returned: crypto/tls fails the handshake.
+func (hs *handshake) writeDirect(fd int, b []byte) ([]byte, error) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.closed {
+		return nil, net.ErrClosed
+	}
+	for len(b) > 0 && !hs.viaLoop {
+		n, err := unix.Write(fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			hs.viaLoop = true
+		case err != nil:
+			return nil, err
+		default:
+			b = b[n:]
+		}
+	}
+	return b, nil
 }
 
 func (p *pipe) Close() error                     { return nil } // the loop closes the socket
