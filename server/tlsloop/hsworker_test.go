@@ -3,6 +3,8 @@ package tlsloop
 import (
 	"bytes"
 	"crypto/tls"
+	"io"
+	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -39,4 +41,60 @@ func idleWorkers() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	return bytes.Count(buf, []byte("tlsloop.(*Engine).nextHandshake"))
+}
+
+// Peers that send a ClientHello and reset the connection at once: the
+// worker's direct write of the server flight then often fails (or the
+// loop's OnClose comes first). Every such handshake ends counted as
+// failed, nothing is left handshaking, and a normal client still gets
+// through afterwards.
+func TestHandshakeResetPeers(t *testing.T) {
+	s := startEcho(t, nil)
+	hello := rawClientHello(s)
+	if len(hello) < recordHeaderLen || hello[0] != recordHandshake || len(hello) != recordHeaderLen+int(hello[3])<<8|int(hello[4]) {
+		t.Fatalf("not one ClientHello record: %x", hello)
+	}
+	const n = 200
+	for range n {
+		nc, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = nc.Write(hello)
+		_ = nc.(*net.TCPConn).SetLinger(0) // close sends a reset
+		_ = nc.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st := s.e.Stats(); st.Handshaking != 0 || st.TLSHandshakeFailures+st.Handshakes < n; st = s.e.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: handshakes still in progress or not counted", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := tls.Dial("tcp", s.addr, s.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echoRoundTrip(t, c, []byte("after the resets"))
+}
+
+// rawClientHello captures a Go client's first flight to s.
+func rawClientHello(s *echoServer) []byte {
+	h := &firstWrite{}
+	_ = tls.Client(h, s.clientConfig()).Handshake()
+	return h.b
+}
+
+// firstWrite keeps the first Write and fails every Write.
+type firstWrite struct {
+	net.Conn // nil: only Write is called
+	b        []byte
+}
+
+func (f *firstWrite) Write(b []byte) (int, error) {
+	if f.b == nil {
+		f.b = append([]byte(nil), b...)
+	}
+	return 0, io.ErrClosedPipe
 }

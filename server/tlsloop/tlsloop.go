@@ -7,8 +7,9 @@
 //	socket joins an event loop like a plain TCP connection
 //	OnOpen: the broker's OnOpen runs at once (admission, connect timer)
 //	handshake: a handshake worker (a goroutine) runs crypto/tls's
-//	  Handshake over a pipe fed by the loop (ciphertext in) and writing
-//	  through AsyncWrite (ciphertext out); its CPU-heavy steps hold one of
+//	  Handshake over a pipe fed by the loop (ciphertext in) and writing to
+//	  the socket itself (ciphertext out; what the socket does not take at
+//	  once goes through AsyncWrite); its CPU-heavy steps hold one of
 //	  GOMAXPROCS tokens, waits for the peer hold none, so a thousand slow
 //	  peers cost goroutines for at most the connect timeout, never the
 //	  loops' time
