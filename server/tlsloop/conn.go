@@ -98,8 +98,9 @@ type handshake struct {
 	closed bool   // the connection closed: Read fails
 	// viaLoop: the socket once did not take all of a write; the rest and
 	// every later write go through the loop (writeDirect).
-	viaLoop bool
-	cut     cutter // where the record crypto/tls reads ends
+	viaLoop    bool
+	dispatched bool   // given to a worker (at the first input). Loop only.
+	cut        cutter // where the record crypto/tls reads ends
 
 	// For the hand-over (handover.go), written by the handshake goroutine.
 	clientSecret, serverSecret []byte     // application traffic secrets (key log)
@@ -109,9 +110,11 @@ type handshake struct {
 }
 
 // dispatchHandshake hands c's handshake to an idle handshake worker, or
-// starts one (see "Handshake workers"). Loop only.
+// starts one (see "Handshake workers"), at its first input: the worker
+// then finds the ClientHello buffered instead of waiting for it, and a
+// peer that never sends costs no worker. Loop only.
 func (e *Engine) dispatchHandshake(c *conn) {
-	e.handshaking.Add(1)
+	c.hs.dispatched = true
 	select {
 	case e.hsJobs <- c:
 	default:
@@ -188,6 +191,9 @@ func (c *conn) feedHandshake() gnet.Action {
 	hs.buf = append(hs.buf, b...)
 	hs.cond.Signal()
 	hs.mu.Unlock()
+	if !hs.dispatched {
+		c.e.dispatchHandshake(c)
+	}
 	return gnet.None
 }
 
@@ -246,6 +252,10 @@ func (c *conn) closed(error) {
 		hs.buf = nil
 		hs.cond.Signal()
 		hs.mu.Unlock()
+		if !hs.dispatched { // it never started: fails here
+			c.state = stateClosed
+			c.handshakeDone(net.ErrClosed)
+		}
 	case stateOpen:
 		c.e.open.Add(-1)
 	}

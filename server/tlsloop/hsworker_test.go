@@ -98,3 +98,31 @@ func (f *firstWrite) Write(b []byte) (int, error) {
 	}
 	return 0, io.ErrClosedPipe
 }
+
+// A peer that connects and sends nothing costs no handshake worker; its
+// close still ends the handshake, counted as failed.
+func TestSilentPeerNoWorker(t *testing.T) {
+	s := startEcho(t, nil)
+	nc, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.e.Stats().Handshaking != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: the connection never opened", s.e.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := s.e.workersStarted.Load(); n != 0 {
+		t.Fatalf("%d workers started for a peer that sent nothing", n)
+	}
+	_ = nc.Close()
+	for st := s.e.Stats(); st.Handshaking != 0 || st.TLSHandshakeFailures != 1; st = s.e.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v after the close, want 0 handshaking and 1 failure", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -89,9 +89,11 @@
 // copystack were ~4 % of the broker's CPU in a connect storm's profile).
 // So a handshake's goroutine is not ended with it: it waits, idle, for the
 // next handshake the loops dispatch, with the stack already grown, and
-// ends after workerIdle (2 s) without one, or when the engine stops. At
-// most one worker per handshake in progress exists, plus those idle for
-// less than 2 s.
+// ends after workerIdle (2 s) without one, or when the engine stops. A
+// loop dispatches a handshake at the connection's first input, so the
+// worker finds the ClientHello buffered rather than waiting for it, and a
+// peer that sends nothing costs no worker. At most one worker per
+// handshake in progress exists, plus those idle for less than 2 s.
 //
 // # Concurrency contract
 //
@@ -361,7 +363,7 @@ func (h *handler) OnOpen(raw gnet.Conn) ([]byte, gnet.Action) {
 		c.state = stateClosed // OnClose still comes and finds no handshake
 		return nil, act
 	}
-	h.e.dispatchHandshake(c)
+	h.e.handshaking.Add(1) // a worker takes it at its first input (feedHandshake)
 	return nil, gnet.None
 }
 
