@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/ternmq/tern/server/stdnet"
 )
@@ -25,6 +26,13 @@ const (
 	// maxHandshakeInput bounds what a peer may send while its handshake
 	// runs (a ClientHello, a certificate chain): more is an attack.
 	maxHandshakeInput = 64 << 10
+	// workerIdle is how long an idle handshake worker waits for the next
+	// handshake before it ends.
+	workerIdle = 2 * time.Second
+	// idlePad is the stack an idle handshake worker keeps in use (see
+	// nextHandshake): a quarter of the 32 KiB a TLS 1.3 server handshake
+	// grows a goroutine's stack to.
+	idlePad = 8 << 10
 )
 
 type connState uint8
@@ -88,7 +96,11 @@ type handshake struct {
 	cond   *sync.Cond
 	buf    []byte // ciphertext from the loop that crypto/tls has not read
 	closed bool   // the connection closed: Read fails
-	cut    cutter // where the record crypto/tls reads ends
+	// viaLoop: the socket once did not take all of a write; the rest and
+	// every later write go through the loop (writeDirect).
+	viaLoop    bool
+	dispatched bool   // given to a worker (at the first input). Loop only.
+	cut        cutter // where the record crypto/tls reads ends
 
 	// For the hand-over (handover.go), written by the handshake goroutine.
 	clientSecret, serverSecret []byte     // application traffic secrets (key log)
@@ -97,25 +109,74 @@ type handshake struct {
 	noHandover                 bool       // something unexpected: stay on crypto/tls
 }
 
-// startHandshake runs the handshake on its own goroutine (see the package
-// comment). Loop only.
-func (e *Engine) startHandshake(c *conn) {
-	e.handshaking.Add(1)
-	e.hsWG.Add(1)
-	go func() {
-		defer e.hsWG.Done()
-		e.cpu <- struct{}{}
-		err := c.tc.Handshake()
-		<-e.cpu
-		ran := c.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			c.handshakeDone(err)
-			return nil
-		}))
-		if ran != nil { // the engine is shutting down: OnClose comes or came
-			e.handshaking.Add(-1)
-		}
-	}()
+// dispatchHandshake hands c's handshake to an idle handshake worker, or
+// starts one (see "Handshake workers"), at its first input: the worker
+// then finds the ClientHello buffered instead of waiting for it, and a
+// peer that never sends costs no worker. Loop only.
+func (e *Engine) dispatchHandshake(c *conn) {
+	c.hs.dispatched = true
+	select {
+	case e.hsJobs <- c:
+	default:
+		e.hsWG.Add(1)
+		go e.handshakeWorker(c)
+	}
 }
+
+// handshakeWorker runs c's handshake, then those dispatched to it while
+// it waits idle, until it stays idle for workerIdle or the engine stops.
+func (e *Engine) handshakeWorker(c *conn) {
+	defer e.hsWG.Done()
+	e.workersStarted.Add(1)
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for c != nil {
+		e.startHandshake(c)
+		c = e.nextHandshake(idle)
+	}
+}
+
+// startHandshake runs c's handshake on the calling worker and queues its
+// completion on c's loop. (Its name is what server's
+// TestTLSLoopsCloseDuringHandshake counts in goroutine stacks: handshakes
+// in progress.)
+func (e *Engine) startHandshake(c *conn) {
+	e.cpu <- struct{}{}
+	err := c.tc.Handshake()
+	<-e.cpu
+	ran := c.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		c.handshakeDone(err)
+		return nil
+	}))
+	if ran != nil { // the engine is shutting down: OnClose comes or came
+		e.handshaking.Add(-1)
+	}
+}
+
+// nextHandshake waits, idle, for the next handshake dispatched to this
+// worker; nil after workerIdle or once the engine stops. It holds idlePad
+// bytes of stack meanwhile: the garbage collector halves the stack of a
+// goroutine that uses less than a quarter of it, and the stack the
+// handshakes grew is what the worker is kept for.
+func (e *Engine) nextHandshake(idle *time.Timer) *conn {
+	var pad [idlePad]byte
+	idle.Reset(workerIdle)
+	var c *conn
+	select {
+	case c = <-e.hsJobs:
+	case <-idle.C:
+	case <-e.acc.Done():
+	case <-e.hsQuit:
+	}
+	idle.Stop()
+	keepStack(&pad)
+	return c
+}
+
+// keepStack keeps pad live across the wait (the compiler cannot drop it).
+//
+//go:noinline
+func keepStack(pad *[idlePad]byte) { pad[0]++ }
 
 // feedHandshake passes what the peer sent to the handshake goroutine.
 // Loop only.
@@ -130,6 +191,9 @@ func (c *conn) feedHandshake() gnet.Action {
 	hs.buf = append(hs.buf, b...)
 	hs.cond.Signal()
 	hs.mu.Unlock()
+	if !hs.dispatched {
+		c.e.dispatchHandshake(c)
+	}
 	return gnet.None
 }
 
@@ -188,6 +252,10 @@ func (c *conn) closed(error) {
 		hs.buf = nil
 		hs.cond.Signal()
 		hs.mu.Unlock()
+		if !hs.dispatched { // it never started: fails here
+			c.state = stateClosed
+			c.handshakeDone(net.ErrClosed)
+		}
 	case stateOpen:
 		c.e.open.Add(-1)
 	}
@@ -460,19 +528,57 @@ func (hs *handshake) read(e *Engine, b []byte) (int, error) {
 	return n, nil
 }
 
-// Write: during the handshake (its goroutine) it queues b on the loop
-// (gnet's AsyncWrite keeps the order); afterwards (the loop) it writes
-// straight into gnet's output.
+// Write: during the handshake (its goroutine) it writes b to the socket
+// itself (writeDirect) and queues on the loop what the socket did not
+// take (gnet's AsyncWrite keeps the order); afterwards (the loop) it
+// writes straight into gnet's output.
 func (p *pipe) Write(b []byte) (int, error) {
 	c := p.c
 	if p.async {
 		p.hs.watchWrite(b)
-		if err := c.Conn.AsyncWrite(append([]byte(nil), b...), nil); err != nil {
+		rest, err := p.hs.writeDirect(c.Conn.Fd(), b)
+		if err != nil {
 			return 0, err
+		}
+		if len(rest) > 0 {
+			if err := c.Conn.AsyncWrite(append([]byte(nil), rest...), nil); err != nil {
+				return 0, err
+			}
 		}
 		return len(b), nil
 	}
 	return c.Conn.Write(b)
+}
+
+// writeDirect writes b to the socket from the handshake goroutine: a
+// server flight through AsyncWrite cost a copy, a task and often a
+// wake-up of the loop. hs.mu orders it with closed (OnClose), which gnet
+// calls before it closes the descriptor, so a write never reaches a
+// descriptor number another connection reuses; nothing else writes to a
+// connection during its handshake (the broker's Writes fail until it is
+// open). It returns what the socket did not take; once something is
+// left, this and every later write go through the loop (viaLoop), in
+// order. A write error is returned: crypto/tls fails the handshake.
+func (hs *handshake) writeDirect(fd int, b []byte) ([]byte, error) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.closed {
+		return nil, net.ErrClosed
+	}
+	for len(b) > 0 && !hs.viaLoop {
+		n, err := unix.Write(fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			hs.viaLoop = true
+		case err != nil:
+			return nil, err
+		default:
+			b = b[n:]
+		}
+	}
+	return b, nil
 }
 
 func (p *pipe) Close() error                     { return nil } // the loop closes the socket

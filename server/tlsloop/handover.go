@@ -171,11 +171,7 @@ func (c *conn) handover(cs *tls.ConnectionState) *recordLayer {
 		hs.noHandover || !hs.cut.atBoundary() || hs.clientSecret == nil || hs.serverSecret == nil {
 		return nil
 	}
-	var outSeq uint64
-	if hs.out != nil {
-		outSeq = hs.out.seq
-	}
-	rl, err := newRecordLayer(cs.CipherSuite, hs.clientSecret, hs.serverSecret, outSeq)
+	rl, err := newRecordLayer(cs.CipherSuite, hs.clientSecret, hs.serverSecret, hs.out)
 	if err != nil {
 		return nil
 	}

@@ -190,9 +190,11 @@ type recordLayer struct {
 func (rl *recordLayer) suite() uint16 { return rl.in.suite }
 
 // newRecordLayer derives both directions from the application traffic
-// secrets; outSeq is how many records crypto/tls already sent under the
-// server's (its NewSessionTicket).
-func newRecordLayer(suite uint16, clientSecret, serverSecret []byte, outSeq uint64) (*recordLayer, error) {
+// secrets. out, when not nil, is the server's direction already built
+// from serverSecret for counting the records crypto/tls sent under it (its
+// NewSessionTicket: watchWrite), taken over as it is, sequence number
+// included, instead of being derived again.
+func newRecordLayer(suite uint16, clientSecret, serverSecret []byte, out *direction) (*recordLayer, error) {
 	if !suiteSupported(suite) {
 		return nil, errors.New("tlsloop: cipher suite not supported by the record layer")
 	}
@@ -200,10 +202,13 @@ func newRecordLayer(suite uint16, clientSecret, serverSecret []byte, outSeq uint
 	if err := rl.in.setSecret(suite, clientSecret); err != nil {
 		return nil, err
 	}
+	if out != nil && out.suite == suite {
+		rl.out = *out
+		return rl, nil
+	}
 	if err := rl.out.setSecret(suite, serverSecret); err != nil {
 		return nil, err
 	}
-	rl.out.seq = outSeq
 	return rl, nil
 }
 

@@ -703,7 +703,7 @@ func TestRecordLayerFreshKeysDroppedOnce(t *testing.T) {
 func TestFreshTick(t *testing.T) {
 	secret := make([]byte, 32)
 	built := func() *conn {
-		rl, err := newRecordLayer(tls.TLS_AES_128_GCM_SHA256, secret, secret, 0)
+		rl, err := newRecordLayer(tls.TLS_AES_128_GCM_SHA256, secret, secret, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,11 +6,13 @@
 //	accept (one goroutine per listener) ──▶ gnet Engine.Register: the
 //	socket joins an event loop like a plain TCP connection
 //	OnOpen: the broker's OnOpen runs at once (admission, connect timer)
-//	handshake: one goroutine runs crypto/tls's Handshake over a pipe fed by
-//	  the loop (ciphertext in) and writing through AsyncWrite (ciphertext
-//	  out); its CPU-heavy steps hold one of GOMAXPROCS tokens, waits for
-//	  the peer hold none, so a thousand slow peers cost goroutines for at
-//	  most the connect timeout, never the loops' time
+//	handshake: a handshake worker (a goroutine) runs crypto/tls's
+//	  Handshake over a pipe fed by the loop (ciphertext in) and writing to
+//	  the socket itself (ciphertext out; what the socket does not take at
+//	  once goes through AsyncWrite); its CPU-heavy steps hold one of
+//	  GOMAXPROCS tokens, waits for the peer hold none, so a thousand slow
+//	  peers cost goroutines for at most the connect timeout, never the
+//	  loops' time
 //	established: on the loop, TLS 1.3 connections with an AEAD suite
 //	  (AES-GCM, ChaCha20-Poly1305) go on with this package's record layer
 //	  (below); others (TLS 1.2, anything unusual) keep crypto/tls's: it
@@ -79,6 +81,19 @@
 // renegotiate (a TLS 1.2 ClientHello after the handshake gets a fatal
 // unexpected_message alert), and the record layer refuses a ClientHello
 // like any other post-handshake message.
+//
+// # Handshake workers
+//
+// A goroutine starts with the smallest stack, and a TLS 1.3 server
+// handshake grows it several times, each time copying it (newstack and
+// copystack were ~4 % of the broker's CPU in a connect storm's profile).
+// So a handshake's goroutine is not ended with it: it waits, idle, for the
+// next handshake the loops dispatch, with the stack already grown, and
+// ends after workerIdle (2 s) without one, or when the engine stops. A
+// loop dispatches a handshake at the connection's first input, so the
+// worker finds the ClientHello buffered rather than waiting for it, and a
+// peer that sends nothing costs no worker. At most one worker per
+// handshake in progress exists, plus those idle for less than 2 s.
 //
 // # Concurrency contract
 //
@@ -162,9 +177,16 @@ type Engine struct {
 	acc   *listenutil.Acceptor // accept loops, PROXY headers, Stop
 	srcs  []*stdnet.CertSource
 	addrs []net.Addr
-	hsWG  sync.WaitGroup // handshake goroutines
+	hsWG  sync.WaitGroup // handshake workers
 	cpu   chan struct{}  // handshake CPU tokens
-	plain sync.Pool      // *[]byte plaintext buffers of plainBufSize
+	// hsJobs hands a handshake to an idle worker (unbuffered: a send
+	// succeeds only if one waits); hsQuit, closed by WaitHandshakes, ends
+	// the idle ones.
+	hsJobs         chan *conn
+	hsQuit         chan struct{}
+	hsQuitOnce     sync.Once
+	workersStarted atomic.Uint64 // handshake workers started (tests: reuse)
+	plain          sync.Pool     // *[]byte plaintext buffers of plainBufSize
 
 	reloadMu sync.Mutex
 
@@ -202,7 +224,7 @@ func Listen(cfg Config, listeners []stdnet.TLSListener) (*Engine, error) {
 	if cfg.HandshakeCPU <= 0 {
 		cfg.HandshakeCPU = runtime.GOMAXPROCS(0)
 	}
-	e := &Engine{cfg: cfg, cpu: make(chan struct{}, cfg.HandshakeCPU),
+	e := &Engine{cfg: cfg, cpu: make(chan struct{}, cfg.HandshakeCPU), hsJobs: make(chan *conn), hsQuit: make(chan struct{}),
 		acc: listenutil.NewAcceptor("TLS", cfg.Logger, cfg.ProxyRefused)}
 	e.plain.New = func() any { b := make([]byte, 0, plainBufSize); return &b }
 	e.sealBufs.New = func() any { b := make([]byte, 0, sealBufSize); return &b }
@@ -271,10 +293,12 @@ func (e *Engine) Stop() {
 	e.acc.Stop()
 }
 
-// WaitHandshakes waits for the handshake goroutines; call after the gnet
-// engine stopped (its close of every connection wakes them).
+// WaitHandshakes ends the idle handshake workers and waits for all of
+// them; call after the gnet engine stopped (its close of every connection
+// ends the handshakes in progress).
 func (e *Engine) WaitHandshakes() {
 	if e != nil {
+		e.hsQuitOnce.Do(func() { close(e.hsQuit) })
 		e.hsWG.Wait()
 	}
 }
@@ -339,7 +363,7 @@ func (h *handler) OnOpen(raw gnet.Conn) ([]byte, gnet.Action) {
 		c.state = stateClosed // OnClose still comes and finds no handshake
 		return nil, act
 	}
-	h.e.startHandshake(c)
+	h.e.handshaking.Add(1) // a worker takes it at its first input (feedHandshake)
 	return nil, gnet.None
 }
 

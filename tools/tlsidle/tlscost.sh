@@ -15,13 +15,15 @@
 #       the same scenario as a capacity sweep (x1.3 per step), Tern TLS
 #       and plain alternating, twice
 #   tools/tlsidle/tlscost.sh handshakes [N] [ROUNDS]
-#       Tern TLS vs mosquitto TLS, full and resumed handshakes (X25519, as
-#       mosquitto's OpenSSL negotiates), broker and harness CPU per connect
+#       Tern TLS vs mosquitto TLS (and the base build, if TERN_BASE is
+#       set), full and resumed handshakes (X25519, as mosquitto's OpenSSL
+#       negotiates), interleaved rounds: broker and harness CPU per connect
 #
-# Env: TERN (default: built from this checkout), TERN_BASE (memory mode;
-# e.g. /tmp/tern-base), MOSQUITTO (default: on PATH), PORT (first of 16
-# ports on 127.0.0.1, default 23000), OUT (work directory, default a temp
-# one, kept). Needs openssl, curl, python3; ulimit -n above N + 100.
+# Env: TERN (default: built from this checkout), TERN_BASE (memory and
+# handshakes modes; e.g. /tmp/tern-base), VARIANTS (memory mode: a subset of
+# "tls13 tls12 wss"), MOSQUITTO (default: on PATH), PORT (first of 16 ports
+# on 127.0.0.1, default 23000), OUT (work directory, default a temp one,
+# kept). Needs openssl, curl, python3; ulimit -n above N + 100.
 set -eu
 mode=${1:?mode: memory, throughput, sweep or handshakes}
 shift
@@ -45,12 +47,15 @@ fi
 	-out server.crt -days 30 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
 chmod 644 server.key # mosquitto drops to its own user
 P_PLAIN=$PORT P_TLS=$((PORT + 1)) P_WSS=$((PORT + 2)) P_ADMIN=$((PORT + 3)) P_MTLS=$((PORT + 4)) P_MPLAIN=$((PORT + 5))
+# A second Tern (the base build, handshakes mode) runs next to the first.
+P_PLAIN2=$((PORT + 6)) P_TLS2=$((PORT + 7)) P_WSS2=$((PORT + 8)) P_ADMIN2=$((PORT + 9))
 cat >wss.yaml <<CONF
 websocket_listeners:
   - addr: 127.0.0.1:$P_WSS
     cert_file: $OUT/server.crt
     key_file: $OUT/server.key
 CONF
+sed "s/:$P_WSS\$/:$P_WSS2/" wss.yaml >wss2.yaml
 cat >mosq.conf <<CONF
 per_listener_settings false
 allow_anonymous true
@@ -65,11 +70,13 @@ CONF
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-start_tern() { # BIN LABEL
+start_tern() { # BIN LABEL [2: on the second set of ports]; sets TP
+	local plain=$P_PLAIN tls=$P_TLS admin=$P_ADMIN wss=wss.yaml
+	[ "${3:-}" = 2 ] && plain=$P_PLAIN2 tls=$P_TLS2 admin=$P_ADMIN2 wss=wss2.yaml
 	rm -rf "data-$2"
-	"$1" serve --listen 127.0.0.1:$P_PLAIN --tls-listen 127.0.0.1:$P_TLS --tls-cert server.crt --tls-key server.key \
-		--durability none --allow-anonymous --log-level warn --data "data-$2" --admin 127.0.0.1:$P_ADMIN \
-		--config wss.yaml >"tern-$2.log" 2>&1 &
+	"$1" serve --listen 127.0.0.1:$plain --tls-listen 127.0.0.1:$tls --tls-cert server.crt --tls-key server.key \
+		--durability none --allow-anonymous --log-level warn --data "data-$2" --admin 127.0.0.1:$admin \
+		--config $wss >"tern-$2.log" 2>&1 &
 	TP=$!
 	PIDS+=("$TP")
 	sleep 1
@@ -93,7 +100,7 @@ case $mode in
 memory)
 	N=${1:-15000} SETTLE=${2:-50} ROUNDS=${3:-1} # SETTLE in seconds
 	for r in $(seq "$ROUNDS"); do
-		for variant in tls13 tls12 wss; do
+		for variant in ${VARIANTS:-tls13 tls12 wss}; do
 			for b in base new; do
 				bin=$TERN
 				if [ $b = base ]; then
@@ -165,13 +172,18 @@ sweep)
 	;;
 handshakes)
 	N=${1:-3000} ROUNDS=${2:-2}
+	base=()
+	if [ -n "${TERN_BASE:-}" ]; then
+		start_tern "$TERN_BASE" hs-base 2
+		base=(--broker base=127.0.0.1:$P_TLS2 --broker-pid base="$TP")
+	fi
 	start_tern "$TERN" hs
 	start_mosq
 	for v in full resumed; do
 		x=()
 		[ $v = resumed ] && x=(--tls-resume)
 		echo "== $v handshakes, $(uptime | sed 's/.*load/load/')"
-		"$TERN" bench compare --rounds "$ROUNDS" --broker tern=127.0.0.1:$P_TLS --broker mosquitto=127.0.0.1:$P_MTLS \
+		"$TERN" bench compare --rounds "$ROUNDS" --broker tern=127.0.0.1:$P_TLS "${base[@]}" --broker mosquitto=127.0.0.1:$P_MTLS \
 			--broker-pid tern="$TP" --broker-pid mosquitto="$MP" -- conn --conns "$N" --connect-rate -1 --parallel 64 \
 			--duration 1s --connect-timeout 30s --tls --cafile server.crt --tls-curves X25519 "${x[@]}" --quiet
 	done
