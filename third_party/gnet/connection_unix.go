@@ -83,7 +83,7 @@ func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localA
 type udpPeer struct {
 	net.UDPAddr
 	sa    unix.Sockaddr
-	valid bool // UDPAddr was filled in (sa is an IP address)
+	valid bool // RemoteAddr returns &UDPAddr: sa is an IP address and the conn is not released
 }
 
 func newUDPConn(fd int, el *eventloop, localAddr net.Addr, sa unix.Sockaddr, connected bool) (c *conn) {
@@ -137,7 +137,16 @@ func (c *conn) release() {
 		bsPool.Put(bs.StringToBytes(p.Zone))
 	}
 	c.localAddr = nil
-	c.remoteAddr = nil
+	if p, ok := c.remoteAddr.(*udpPeer); ok {
+		// Upstream kept c.remote after release (a reply queued by
+		// AsyncWrite in OnTraffic is sent after it) while RemoteAddr
+		// became nil: keep the Sockaddr, hide the address. The UDPAddr
+		// itself is left alone: the application may hold the pointer
+		// RemoteAddr returned (upstream's was a separate object).
+		p.valid = false
+	} else {
+		c.remoteAddr = nil
+	}
 	c.peer = peerAddr{}
 	if !c.isDatagram {
 		c.inboundBuffer.Done()

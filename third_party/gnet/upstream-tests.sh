@@ -7,7 +7,7 @@
 # go test -short -count=1 -skip TestBindToDevice ./... (TestBindToDevice
 # binds to the Ethernet device on all addresses: not allowed here).
 #
-#   third_party/gnet/upstream-tests.sh [TAGS]     # PORT_BASE (default 22100)
+#   third_party/gnet/upstream-tests.sh [TAGS]     # PORT_BASE (default 22100), KEEP_LOG=FILE
 #
 # TAGS: e.g. poll_opt or gc_opt, passed to go test -tags.
 set -euo pipefail
@@ -36,5 +36,7 @@ find "$work" -name '*_test.go' -print0 | xargs -0 python3 "$work/ports.py" "$bas
 cd "$work"
 go test -short -count=1 ${1:+-tags "$1"} -skip TestBindToDevice -v ./... >"$work/test.log" 2>&1 || true
 grep -E '^(ok|FAIL|--- FAIL|panic)' "$work/test.log" || true
+grep -A3 '^running tests:' "$work/test.log" || true # a timeout names the test that hung
+[ -z "${KEEP_LOG:-}" ] || cp "$work/test.log" "$KEEP_LOG"
 echo "passed: $(grep -c -- '--- PASS' "$work/test.log")  skipped: $(grep -c -- '--- SKIP' "$work/test.log")  failed: $(grep -c -- '--- FAIL' "$work/test.log")"
 ! grep -q -- '--- FAIL\|^FAIL' "$work/test.log"
