@@ -94,6 +94,7 @@ type clientCold struct {
 	// Pacing (pace.go): how many subscriber sessions hold this publisher
 	// back, and the replies held until they all release it.
 	pacedOn      int
+	pacedBy      []*session // the sessions it registered on while pacedOn > 0
 	pacedReplies *pendingReplies
 	// proxied is the client address a PROXY protocol header gave
 	// (proxyproto.go); nil: the connection's peer address.
@@ -664,6 +665,7 @@ func (c *client) end(err error, to clientState) {
 			c.loop.srv.endSession(&l.tx, s)
 		}
 	}
+	c.abandonPacing() // pace.go: it still holds one message past a subscriber's soft limit
 	if c.will != nil && !c.graceful {
 		c.loop.srv.publishWill(l, c) // now, after its delay, or never (will.go)
 	}

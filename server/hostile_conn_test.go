@@ -441,6 +441,21 @@ func (p *brokerProc) line(t *testing.T, prefix string, d time.Duration) string {
 	}
 }
 
+// refusals asks the child how many times the named limit refused
+// something (Server.Refused).
+func (p *brokerProc) refusals(t *testing.T, limit string) int {
+	t.Helper()
+	if _, err := io.WriteString(p.stdin, "COUNT "+limit+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	l := p.line(t, "COUNT "+limit+" ", 10*time.Second)
+	n, err := strconv.Atoi(strings.TrimPrefix(l, "COUNT "+limit+" "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // running reports whether the child is still alive.
 func (p *brokerProc) running() bool {
 	select {
@@ -522,12 +537,22 @@ func TestBrokerProcess(t *testing.T) {
 			_, _ = c.Connect(codec.Connect{ProtocolVersion: codec.Version311, CleanStart: true, ClientID: []byte("ready")})
 			_ = c.Close()
 		}
-		for {
-			f, err := os.Open(os.DevNull)
-			if err != nil {
-				break
+		// The broker closes the ready connection's descriptor after
+		// OnClose, on its loop: a slot freed after the table was filled
+		// would serve every later connect in turn (each closes before
+		// the next), so wait for the close and keep taking whatever is
+		// freed for a moment before saying the table is full.
+		for deadline := time.Now().Add(5 * time.Second); s.Stats().Connected > 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		for settle := time.Now().Add(200 * time.Millisecond); time.Now().Before(settle); time.Sleep(5 * time.Millisecond) {
+			for {
+				f, err := os.Open(os.DevNull)
+				if err != nil {
+					break
+				}
+				held = append(held, f)
 			}
-			held = append(held, f)
 		}
 		fmt.Printf("FILLED %d\n", len(held))
 	}
@@ -535,11 +560,23 @@ func TestBrokerProcess(t *testing.T) {
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
 		for sc.Scan() {
-			if sc.Text() == "RELEASE" {
+			switch sc.Text() {
+			case "RELEASE":
 				for _, f := range held {
 					_ = f.Close()
 				}
 				fmt.Printf("RELEASED %d\n", len(held))
+				held = nil
+			case "RELEASE1": // free exactly one slot
+				if n := len(held); n > 0 {
+					_ = held[n-1].Close()
+					held = held[:n-1]
+				}
+				fmt.Printf("RELEASED 1\n")
+			default:
+				if limit, ok := strings.CutPrefix(sc.Text(), "COUNT "); ok {
+					fmt.Printf("COUNT %s %d\n", limit, s.Refused()[limit])
+				}
 			}
 		}
 		close(stdinClosed)
@@ -704,7 +741,10 @@ func TestDescriptorTableFullRefusesAndRecovers(t *testing.T) {
 	// Every connect is refused while the table stays full; the broker may
 	// itself free a descriptor meanwhile (Pebble closing a file), and a
 	// connection accepted into that slot is rightly served, so the test
-	// asks for refusals, not for all five.
+	// asks for refusals, not for all five, and that each was counted once:
+	// by the acceptor (accept_emfile) or, accepted into a freed slot, by
+	// the descriptor guard (fd_reserve).
+	guarded := p.refusals(t, "fd_reserve")
 	refused := 0
 	for i := range 5 {
 		c, err := mqtttest.Dial(p.addr)
@@ -720,6 +760,31 @@ func TestDescriptorTableFullRefusesAndRecovers(t *testing.T) {
 	}
 	if refused == 0 {
 		t.Fatal("every connect was answered with the descriptor table full")
+	}
+	emfile := p.refusals(t, "accept_emfile")
+	if n := emfile + p.refusals(t, "fd_reserve") - guarded; n != refused {
+		t.Errorf("accept_emfile and fd_reserve counted %d refusals, the clients saw %d", n, refused)
+	}
+	// One free slot: the connect is accepted into it (and closed by the
+	// fd_reserve guard, which counts it), and the EMFILE the acceptor then
+	// meets with nobody waiting is not a refusal.
+	if _, err := io.WriteString(p.stdin, "RELEASE1\n"); err != nil {
+		t.Fatal(err)
+	}
+	p.line(t, "RELEASED 1", 10*time.Second)
+	guarded = p.refusals(t, "fd_reserve")
+	c, err := mqtttest.Dial(p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c.Connect(codec.Connect{ProtocolVersion: codec.Version311, CleanStart: true, ClientID: []byte("one-slot")})
+	_ = c.Close()
+	time.Sleep(100 * time.Millisecond) // a retry would come within 20 ms
+	if n := p.refusals(t, "fd_reserve"); n != guarded+1 {
+		t.Errorf("the connect through the one free slot: fd_reserve counted %d, want 1", n-guarded)
+	}
+	if n := p.refusals(t, "accept_emfile"); n != emfile {
+		t.Errorf("the connect through the one free slot counted %d more accept_emfile refusals", n-emfile)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(p.stderr.String(), "accept_emfile") {

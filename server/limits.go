@@ -162,6 +162,7 @@ const (
 	limitWSMessage
 	limitRemoteQuota
 	limitConnectTimeout
+	limitSlowConsumerAbandoned
 	numLimits
 )
 
@@ -200,6 +201,9 @@ var limitNames = [numLimits]string{
 	limitWSMessage:       "websocket_message_size",
 	limitRemoteQuota:     "cluster_remote_quota",
 	limitConnectTimeout:  "connect_timeout",
+	// A clean subscriber left holding the messages of more paced
+	// publishers that gave up than its queue limit (pace.go).
+	limitSlowConsumerAbandoned: "slow_consumer_abandoned",
 }
 
 // refusals counts what limits refused and rate-limits their log lines.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/panjf2000/gnet/v2"
@@ -29,10 +30,14 @@ import (
 // bound is twice the soft limit. Before, with more publishers than the
 // soft limit on one subscriber, the hard bound dropped acknowledged
 // messages (TestLossPacedPublishersOneCleanSubscriber_MQTT_4_6_0_6).
-// Known gap: a paced publisher that disconnects stays in the waiters
-// until the queue drains to half (as before), so one that reconnects and
-// publishes in a loop while the subscriber never drains to half grows
-// the waiters and, now, the queue by one message per round.
+// A paced publisher that disconnects stays a waiter until the queue drains
+// to half (its message is in the queue, so the hard bound keeps room for
+// it) and counts as abandoned; one that reconnects and publishes in a loop
+// while the subscriber never drains to half would grow the waiters and the
+// queue by one message per round, so once a subscriber holds more
+// abandoned waiters than MaxQueuedMessages it is disconnected as a slow
+// consumer (abandonPacing, limit slow_consumer_abandoned): the queue stays
+// under 3× the soft limit plus one message per live publisher.
 //
 // When the subscriber's queue drains to half the soft limit (drain), or its
 // session ends, every waiter is released on its own loop: the held replies
@@ -90,6 +95,7 @@ func (c *client) startPacing() {
 			if first {
 				f.lastProgress = l.now
 			}
+			c.coldState().pacedBy = append(c.cold.pacedBy, t)
 			n++
 		}
 		t.mu.Unlock()
@@ -116,8 +122,43 @@ func (s *session) takeWaitersLocked() []*client {
 		return nil
 	}
 	w := s.f.waiters
-	s.f.waiters = nil
+	s.f.waiters, s.f.abandoned = nil, 0
 	return w
+}
+
+// abandonPacing runs when a paced publisher's connection ends: it stays a
+// waiter of every session still holding it back (the one message it added
+// past the soft limit stays in that queue and is still delivered, so the
+// hard bound keeps room for it), and counts as abandoned there. A subscriber left with more
+// abandoned waiters than its queue limit — publishers that reconnect and
+// publish again while it never drains to half would otherwise grow its
+// queue by one message per round, without bound — is a slow consumer:
+// it is disconnected, its clean session ends (as MQTT allows), and its
+// waiters are released. Runs on c's loop, from end.
+func (c *client) abandonPacing() {
+	if c.cold == nil || c.cold.pacedOn == 0 {
+		return
+	}
+	srv := c.loop.srv
+	limit := srv.opts.MaxQueuedMessages
+	for i, s := range c.cold.pacedBy {
+		c.cold.pacedBy[i] = nil
+		s.mu.Lock()
+		over, owner := false, s.owner
+		if f := s.f; f != nil && slices.Contains(f.waiters, c) {
+			f.abandoned++
+			over = f.abandoned > limit && f.abandoned-1 <= limit // once, when crossed
+		}
+		s.mu.Unlock()
+		if over && owner != nil {
+			srv.refuse(limitSlowConsumerAbandoned, s.id, "", "",
+				"more paced publishers gave up than max_queued_messages while the queue never drained to half")
+			owner.loop.post(func() {
+				owner.closeNow(codec.QuotaExceeded, "slow consumer: its queue holds the messages of too many publishers that gave up waiting")
+			})
+		}
+	}
+	c.cold.pacedBy = c.cold.pacedBy[:0]
 }
 
 // releasePaced lets publishers go, each on its own loop. Safe from any
@@ -140,6 +181,8 @@ func (c *client) unpaceOne() {
 		return
 	}
 	c.paced = false
+	clear(c.cold.pacedBy)
+	c.cold.pacedBy = c.cold.pacedBy[:0]
 	if p := c.cold.pacedReplies; p != nil {
 		c.cold.pacedReplies = nil
 		c.releaseReplies(p)

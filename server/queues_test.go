@@ -612,6 +612,55 @@ func TestQueuesSlowConsumerTimeout(t *testing.T) {
 	}
 }
 
+// Publishers that give up while paced: each connects, publishes one QoS 1
+// message to a clean subscriber that acknowledges nothing, and closes once
+// it sees no PUBACK. Each left one message past the soft limit, and the
+// subscriber never drains to half, so without a bound its queue would grow
+// by one message per round for as long as they keep coming. Once it holds
+// more abandoned waiters than MaxQueuedMessages it is disconnected as a
+// slow consumer (slow_consumer_abandoned), after about ReceiveMaximum +
+// 2 × the soft limit rounds, not 500.
+func TestQueuesAbandonedPacedPublishersBounded(t *testing.T) {
+	t.Parallel()
+	const soft = 10
+	srv, addr := startBroker(t, func(o *Options) {
+		o.MaxQueuedMessages = soft
+		o.SlowConsumerTimeout = time.Hour // only the abandoned-waiter bound may cut it
+	})
+	stuck := dialRaw(t, addr) // reads nothing after its SUBACK, acknowledges nothing
+	stuck.connect(codec.Connect{ClientID: []byte("ab-sub"), CleanStart: true, KeepAlive: 60}, 0)
+	stuck.subscribe(1, "ab/t", 1)
+	cut := func() bool { return srv.Refused()["slow_consumer_abandoned"] > 0 }
+	rounds, paced := 0, 0
+	for ; rounds < 500 && !cut(); rounds++ {
+		c, err := mqtttest.Dial(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Connect(codec.Connect{ProtocolVersion: codec.Version311, CleanStart: true, ClientID: []byte(fmt.Sprint("ab-pub-", rounds))}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Send(&codec.Publish{Topic: []byte("ab/t"), QoS: 1, PacketID: 1, Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		// Read the PUBACK if it comes, so the close is a FIN, not a reset
+		// that could discard the PUBLISH unread.
+		if _, err := c.ReadPacket(time.Now().Add(100 * time.Millisecond)); errors.Is(err, mqtttest.ErrTimeout) {
+			paced++
+		}
+		_ = c.Close()
+	}
+	waitUntil(t, 5*time.Second, "the subscriber to be cut off", cut)
+	t.Logf("cut off after %d rounds, %d of them paced", rounds, paced)
+	if max := srv.opts.ReceiveMaximum + 3*soft; rounds > max {
+		t.Errorf("cut off after %d rounds, want at most %d (inflight window + 3 × the soft limit)", rounds, max)
+	}
+	stuck.expectClosed(5 * time.Second)
+	if n := srv.Stats().MessagesDropped; n != 0 {
+		t.Errorf("MessagesDropped = %d: no message was acknowledged and then dropped before the cut", n)
+	}
+}
+
 // MaxSessionBacklogBytes: once an offline persistent session's stored
 // backlog is at its quota, a message for it is refused as a whole before
 // any delivery — a 5.0 publisher gets PUBACK/PUBREC 0x97 and no subscriber

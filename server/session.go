@@ -103,6 +103,9 @@ type flow struct {
 	// progress (sent a delivery or had one acknowledged), unix ns.
 	waiters      []*client
 	lastProgress int64
+	// abandoned counts the waiters whose connection ended while they
+	// waited: each left one message past the soft limit (pace.go).
+	abandoned int
 }
 
 // flowLocked returns the session's delivery state, creating it. s.mu must be held.

@@ -43,8 +43,8 @@ func (el *eventloop) accept0(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 			// It's a silly error, let's retry it.
 			continue
 		default:
-			el.getLogger().Errorf("Accept() failed due to error: %v", err)
 			if !isTransientAcceptError(err) {
+				el.getLogger().Errorf("Accept() failed due to error: %v", err)
 				return errors.ErrAcceptSocket
 			}
 			// Tern patch: descriptor or memory exhaustion is transient.
@@ -53,9 +53,18 @@ func (el *eventloop) accept0(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 			// the queue must be drained to EAGAIN); if even that fails,
 			// back off and retry from the task queue, where a shutdown
 			// request still gets through.
-			if el.shedOne(fd) {
+			switch el.shedOne(fd) {
+			case shedRefused:
+				el.getLogger().Errorf("Accept() failed due to error: %v; refused a queued connection", err)
 				continue
+			case shedQueueEmpty:
+				// accept(2) reports EMFILE before it looks at the
+				// queue: with the table full and nobody waiting, there
+				// is nothing to refuse or retry, and the next
+				// connection raises a new edge.
+				return nil
 			}
+			el.getLogger().Errorf("Accept() failed due to error: %v; no spare descriptor, retrying", err)
 			el.retryAcceptLater(fd)
 			return nil
 		}
@@ -110,13 +119,15 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		// It's a silly error, let's retry it.
 		return nil
 	default:
-		el.getLogger().Errorf("Accept() failed due to error: %v", err)
 		if !isTransientAcceptError(err) {
+			el.getLogger().Errorf("Accept() failed due to error: %v", err)
 			return errors.ErrAcceptSocket
 		}
 		// Tern patch: see accept0. This listener is level-triggered, so
 		// returning leaves the rest of the queue for the next poll.
-		el.shedOne(fd)
+		if el.shedOne(fd) == shedRefused {
+			el.getLogger().Errorf("Accept() failed due to error: %v; refused a queued connection", err)
+		}
 		return nil
 	}
 
@@ -181,17 +192,28 @@ func openSpare() {
 	}
 }
 
+// shedResult is what shedOne did.
+type shedResult int
+
+const (
+	shedFailed     shedResult = iota // no spare descriptor, or accept failed again
+	shedRefused                      // one queued connection accepted and closed
+	shedQueueEmpty                   // the slot was free but nobody was waiting
+)
+
 // shedOne refuses one queued connection of listener fd using the spare
-// descriptor and reports whether it did (false: no spare, or the queue was
-// empty or the accept failed again).
-func (el *eventloop) shedOne(fd int) bool {
+// descriptor. accept(2) fails with EMFILE before it dequeues anything, so
+// an EMFILE says nothing about the queue; with the spare's slot free, the
+// accept here tells a refused connection from an empty queue, and only
+// the former is a refusal worth counting.
+func (el *eventloop) shedOne(fd int) shedResult {
 	spare.Lock()
 	defer spare.Unlock()
 	if !spare.opened {
 		if nfd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
 			spare.fd, spare.opened = nfd, true
 		}
-		return false
+		return shedFailed
 	}
 	_ = unix.Close(spare.fd)
 	spare.opened = false
@@ -202,7 +224,13 @@ func (el *eventloop) shedOne(fd int) bool {
 	if sfd, oerr := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0); oerr == nil {
 		spare.fd, spare.opened = sfd, true
 	}
-	return err == nil
+	switch err {
+	case nil:
+		return shedRefused
+	case unix.EAGAIN:
+		return shedQueueEmpty
+	}
+	return shedFailed
 }
 
 // acceptRetryDelay is how long the main reactor waits before it tries a
