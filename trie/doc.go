@@ -29,9 +29,10 @@
 //	     └─ kids ──► small table ──► "+" …
 //	                             └─► "#"  val ──► subSet
 //
-// A node's value is a lone Sub when one ordinary subscriber has the filter
-// (the usual case in a fleet: one device, one command topic) and a subSet
-// once there are more or there is a shared group.
+// A node's value is a lone entry when one ordinary subscriber has the
+// filter (the usual case in a fleet: one device, one command topic) and a
+// subSet once there are more or there is a shared group. The lone entry is
+// a Sub without its Group (always "" there): half a Sub's size.
 //
 // The first level picks a shard; each shard has its own writer mutex. A
 // Match looks up the topic's first level in its shard and also walks the
@@ -48,8 +49,8 @@
 //     growing or shrinking builds the new form and swaps it in with one
 //     atomic store, and a reader tells the forms apart from the object
 //     itself, never from a second field (see node.kidsOf and table);
-//   - a node's subscriptions are an immutable lone Sub or subSet, told apart
-//     by the Sub's Group (see nodeVal): a writer builds a new one and swaps
+//   - a node's subscriptions are an immutable lone entry or subSet, told
+//     apart by the entry's set flag (see nodeVal): a writer builds a new one and swaps
 //     it in. To keep that cheap for 100,000 subscribers on one filter, a
 //     subSet is chunked: a write copies one 64-entry chunk and the
 //     chunk-pointer arrays, not the whole list (see subSet);
@@ -66,8 +67,8 @@
 // Sizes on 64-bit platforms, for a pointer-sized subscriber:
 //
 //	node                      32 B   kids, val, name
-//	lone subscription         32 B   one Sub, the whole value of its node
-//	subSet                    96 B   head, plus 32 B per Sub (2+ subscribers, or groups)
+//	lone subscription         16 B   one entry (a Sub without Group), the whole value of its node
+//	subSet                    80 B   head, plus 32 B per Sub (2+ subscribers, or groups)
 //	only child                 0 B   the parent's kids points at it
 //	small table (2…9 kids)   8 B + 8 B per slot, one object (24…80 B)
 //	hashed table (10+ kids)    9 B per slot (pointer + 1-byte tag), ⅛ to ¾ full
@@ -75,10 +76,11 @@
 // Node names are substrings of the subscribed filter string, so the trie
 // keeps that string and nothing else of the caller's. A fleet filter
 // "devices/<id>/cmd" with one subscriber costs its slot in the "devices"
-// table, two nodes and a lone Sub: about 115 bytes plus the string
-// (BenchmarkMemoryFleet/cmd measures 139 in all for 1M such filters). For
-// 1M distinct "devices/<n>/+/temp" filters, one subscriber each,
-// BenchmarkMemoryPerSubscription measures about 171 bytes per subscription,
-// filter string included (337 with the earlier 48-byte nodes, a table for
-// every child and a subSet for every subscriber).
+// table, two nodes and a lone entry: about 99 bytes plus the string
+// (BenchmarkMemoryFleet/cmd measures 123 in all for 1M such filters; 139
+// with a 32-byte lone Sub). For 1M distinct "devices/<n>/+/temp" filters,
+// one subscriber each, BenchmarkMemoryPerSubscription measures about 155
+// bytes per subscription, filter string included (171 with a 32-byte lone
+// Sub, 337 with the earlier 48-byte nodes, a table for every child and a
+// subSet for every subscriber).
 package trie

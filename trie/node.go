@@ -6,7 +6,7 @@ import (
 	"unsafe"
 )
 
-// node is one topic level. P is what a node holds: a Sub (a lone
+// node is one topic level. P is what a node holds: an entry (a lone
 // subscription or the head of a subSet, see nodeVal) for the subscription
 // trie, an rentry for the
 // retained index. Every field is read without a lock; writers (holding their

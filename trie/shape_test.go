@@ -20,8 +20,9 @@ func TestSizes(t *testing.T) {
 		what      string
 		got, want uintptr
 	}{
-		{"node", unsafe.Sizeof(node[Sub[*benchSub]]{}), 32},
-		{"lone Sub (pointer subscriber)", unsafe.Sizeof(Sub[*benchSub]{}), 32},
+		{"node", unsafe.Sizeof(node[entry[*benchSub]]{}), 32},
+		{"lone entry (pointer subscriber)", unsafe.Sizeof(entry[*benchSub]{}), 16},
+		{"subSet head (pointer subscriber)", unsafe.Sizeof(subSet[*benchSub]{}), 80},
 		{"small table of 2", unsafe.Sizeof(smallOf[int, [2]atomic.Pointer[node[int]]]{}), 24},
 		{"small table of 9", unsafe.Sizeof(smallOf[int, [smallTable]atomic.Pointer[node[int]]]{}), 80},
 	} {
@@ -35,7 +36,7 @@ func TestSizes(t *testing.T) {
 }
 
 // nodeAt returns the node for filter f (not shared), or nil.
-func nodeAt(tr *Trie[int], f string) *node[Sub[int]] {
+func nodeAt(tr *Trie[int], f string) *node[entry[int]] {
 	n := &tr.shardFor(f).root
 	for rest, more := f, true; more && n != nil; {
 		var lvl string
@@ -46,7 +47,7 @@ func nodeAt(tr *Trie[int], f string) *node[Sub[int]] {
 }
 
 // shape names the form of a node's value: "none", "lone" or "set".
-func shape(n *node[Sub[int]]) string {
+func shape(n *node[entry[int]]) string {
 	one, set := nodeVal(n.val.Load())
 	switch {
 	case one != nil:
@@ -58,8 +59,8 @@ func shape(n *node[Sub[int]]) string {
 }
 
 // TestTrieLoneSubscriber walks one filter's value through its forms: a lone
-// Sub for one ordinary subscriber, the chunked subSet from the second one or
-// from the first shared group, and back to a lone Sub when only one ordinary
+// entry for one ordinary subscriber, the chunked subSet from the second one or
+// from the first shared group, and back to a lone entry when only one ordinary
 // subscriber is left. Match must agree with a model at every step.
 func TestTrieLoneSubscriber(t *testing.T) {
 	tr := New[int](nil)
@@ -85,7 +86,7 @@ func TestTrieLoneSubscriber(t *testing.T) {
 	}
 	step("one subscriber", "lone", 1)
 	if g := tr.Match(topic, nil)[0]; g.QoS != 1 || g.Group != "" {
-		t.Fatalf("lone Sub stored as %+v", g)
+		t.Fatalf("lone entry stored as %+v", g)
 	}
 	if !tr.Subscribe(f, Sub[int]{Subscriber: 1, QoS: 2}) {
 		t.Fatal("resubscribe of the lone subscriber not reported as a replacement")
@@ -238,7 +239,7 @@ func TestTrieWildcardTopicLevel(t *testing.T) {
 }
 
 // TestTrieConcurrentShapes matches while writers push nodes back and forth
-// between every form (lone child ↔ table ↔ hashed table, lone Sub ↔ subSet).
+// between every form (lone child ↔ table ↔ hashed table, lone entry ↔ subSet).
 // The stable subscriptions must be in every result exactly once.
 func TestTrieConcurrentShapes(t *testing.T) {
 	tr := New[int](nil)
@@ -256,7 +257,7 @@ func TestTrieConcurrentShapes(t *testing.T) {
 				var f string
 				switch rng.IntN(4) {
 				case 0:
-					f = "s/x/t" // lone Sub ↔ subSet at the stable node
+					f = "s/x/t" // lone entry ↔ subSet at the stable node
 				case 1:
 					f = "s/x/" + strconv.Itoa(rng.IntN(3)) // siblings of "t"
 				case 2:

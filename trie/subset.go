@@ -35,12 +35,13 @@ const indexAbove = 32
 // shortens a slice also cuts its capacity (s[:n:n]) so that the next append
 // reallocates instead of overwriting a slot older snapshots still read.
 //
-// The head is 96 bytes (its first 32 are the head Sub that marks a node
+// The head is 80 bytes (its first 16 are the head entry that marks a node
 // value as a subSet, see nodeVal); each subscription adds one Sub (32 bytes
-// for a pointer-sized S). A node with a single ordinary subscriber holds a
-// lone Sub instead and has no subSet at all.
+// for a pointer-sized S: a shared group's members carry their Group). A
+// node with a single ordinary subscriber holds a lone 16-byte entry instead
+// and has no subSet at all.
 type subSet[S comparable] struct {
-	head   Sub[S] // not a subscription: Group is setMark (see nodeVal)
+	head   entry[S] // not a subscription: set is true (see nodeVal)
 	blocks [][]*[chunkSize]Sub[S]
 	tail   []Sub[S]
 	idx    map[S]int32
@@ -60,13 +61,9 @@ type group[S comparable] struct {
 	next    atomic.Uint32
 }
 
-// setMark is the Group of every subSet's head. An ordinary subscription
-// stored alone at a node has Group "", so a node value whose Group is not ""
-// is the head of a subSet (see nodeVal).
-const setMark = "\x00subSet"
-
+// newSet returns an empty subSet, its head marked as one (see nodeVal).
 func newSet[S comparable]() *subSet[S] {
-	return &subSet[S]{head: Sub[S]{Group: setMark}}
+	return &subSet[S]{head: entry[S]{set: true}}
 }
 
 // nfull returns the number of full chunks.

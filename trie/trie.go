@@ -30,7 +30,7 @@ const maxProbes = 1024
 
 type shard[S comparable] struct {
 	mu   sync.Mutex
-	root node[Sub[S]]
+	root node[entry[S]]
 	_    [64]byte // keep neighbouring shards' mutexes off one cache line
 }
 
@@ -88,13 +88,11 @@ func (t *Trie[S]) Subscribe(filter string, sub Sub[S]) (replaced bool) {
 		sub.Group = ""
 		if cur == nil && (one == nil || one.Subscriber == sub.Subscriber) {
 			// The common case: the only subscriber of this filter.
-			p := new(Sub[S])
-			*p = sub
-			n.val.Store(p)
+			n.val.Store(loneOf(sub))
 			replaced = one != nil
 		} else {
 			if one != nil {
-				cur, _ = cur.with(*one)
+				cur, _ = cur.with(one.sub())
 			}
 			var ns *subSet[S]
 			ns, replaced = cur.with(sub)
@@ -103,7 +101,7 @@ func (t *Trie[S]) Subscribe(filter string, sub Sub[S]) (replaced bool) {
 	} else {
 		sub.Group = gname
 		if one != nil {
-			cur, _ = cur.with(*one)
+			cur, _ = cur.with(one.sub())
 		}
 		g := cur.group(gname)
 		if g == nil {
@@ -141,7 +139,7 @@ func (t *Trie[S]) Unsubscribe(filter string, s S) (existed bool) {
 	sh := t.shardFor(f)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	var stack [16]*node[Sub[S]]
+	var stack [16]*node[entry[S]]
 	path := stack[:0]
 	n := &sh.root
 	path = append(path, n)
@@ -269,7 +267,7 @@ func (t *Trie[S]) Match(topic []byte, dst []Sub[S]) []Sub[S] {
 // walk collects the matches at and below n, which matched the levels of
 // the topic before rest. more says whether rest holds another level (it may
 // be an empty one).
-func (t *Trie[S]) walk(n *node[Sub[S]], rest []byte, more bool, dst []Sub[S]) []Sub[S] {
+func (t *Trie[S]) walk(n *node[entry[S]], rest []byte, more bool, dst []Sub[S]) []Sub[S] {
 	var lvl []byte
 	last := !more
 	if more {
@@ -299,10 +297,10 @@ func (t *Trie[S]) walk(n *node[Sub[S]], rest []byte, more bool, dst []Sub[S]) []
 }
 
 // collect appends n's subscriptions and one member per shared group.
-func (t *Trie[S]) collect(n *node[Sub[S]], dst []Sub[S]) []Sub[S] {
+func (t *Trie[S]) collect(n *node[entry[S]], dst []Sub[S]) []Sub[S] {
 	one, l := nodeVal(n.val.Load())
 	if one != nil {
-		return append(dst, *one)
+		return append(dst, one.sub())
 	}
 	if l == nil {
 		return dst
@@ -345,23 +343,41 @@ func (t *Trie[S]) pick(g *group[S]) *Sub[S] {
 	return m.at(int(start % n))
 }
 
-// A node of the subscription trie holds a *Sub[S] that is one of two
-// things, told apart by its Group:
+// entry is a node's value in the subscription trie: one of two things,
+// told apart by set:
 //
-//	Group == ""       a lone ordinary subscription: the whole value, 32 bytes
-//	                  for a pointer-sized S (the common fleet case, one
-//	                  device per filter)
-//	Group == setMark  the head field of a subSet: several subscriptions,
-//	                  or shared groups
+//	set == false  a lone ordinary subscription: the whole value, 16 bytes
+//	              for a pointer-sized S (the common fleet case, one device
+//	              per filter), where a Sub would take 32 (its Group string
+//	              is always "" here)
+//	set == true   the head field of a subSet: several subscriptions, or
+//	              shared groups
 //
 // Both are immutable once stored, so a reader needs one atomic load.
+type entry[S comparable] struct {
+	Subscriber S
+	QoS        byte
+	Options    byte
+	set        bool // the head of a subSet, not a subscription
+	ID         uint32
+}
+
+// loneOf returns a new lone entry holding the ordinary subscription s.
+func loneOf[S comparable](s Sub[S]) *entry[S] {
+	return &entry[S]{Subscriber: s.Subscriber, QoS: s.QoS, Options: s.Options, ID: s.ID}
+}
+
+// sub returns the lone subscription e as a Sub (Group "").
+func (e *entry[S]) sub() Sub[S] {
+	return Sub[S]{Subscriber: e.Subscriber, QoS: e.QoS, Options: e.Options, ID: e.ID}
+}
 
 // nodeVal returns what a node value is: a lone subscription or a subSet.
-func nodeVal[S comparable](p *Sub[S]) (one *Sub[S], set *subSet[S]) {
+func nodeVal[S comparable](p *entry[S]) (one *entry[S], set *subSet[S]) {
 	if p == nil {
 		return nil, nil
 	}
-	if p.Group == "" {
+	if !p.set {
 		return p, nil
 	}
 	// p is the first field of a subSet, so this is the subSet's address.
@@ -370,14 +386,12 @@ func nodeVal[S comparable](p *Sub[S]) (one *Sub[S], set *subSet[S]) {
 
 // setVal returns the node value for l (nil if l is): a lone subscription
 // when l holds exactly one ordinary subscription and no groups.
-func setVal[S comparable](l *subSet[S]) *Sub[S] {
+func setVal[S comparable](l *subSet[S]) *entry[S] {
 	switch {
 	case l == nil:
 		return nil
 	case l.groups == nil && l.len() == 1:
-		p := new(Sub[S])
-		*p = *l.at(0)
-		return p
+		return loneOf(*l.at(0))
 	}
 	return &l.head
 }

@@ -19,8 +19,6 @@ package gnet
 import (
 	"sync"
 	"sync/atomic"
-
-	"github.com/panjf2000/gnet/v2/internal/gfd"
 )
 
 // Tern patch 4 (see PATCHES.md): connections by descriptor in one
@@ -116,8 +114,10 @@ func (cm *connMatrix) loadCount() (n int32) {
 	return atomic.LoadInt32(&cm.connCount)
 }
 
-func (cm *connMatrix) addConn(c *conn, index int) {
-	c.gfd = gfd.NewGFD(c.fd, index, 0, 0)
+// addConn indexes c. Tern patch 6: upstream also stored gfd.NewGFD(fd,
+// index, 0, 0) in c, which nothing reads in this build (the async-command
+// API that took a GFD is disabled in v2.10.0).
+func (cm *connMatrix) addConn(c *conn, _ int) {
 	fdSlot(c.fd, true).Store(c)
 	cm.incCount(0, 1)
 }

@@ -69,8 +69,9 @@ func (cm *connMatrix) addConn(c *conn, index int) {
 		cm.table[cm.row] = make([]*conn, gfd.ConnMatrixColumnMax)
 	}
 
-	c.gfd = gfd.NewGFD(c.fd, index, cm.row, cm.column)
-	cm.fd2gfd[c.fd] = c.gfd
+	// Tern patch 6: a conn's gfd lives only in fd2gfd (conn has no gfd
+	// field any more: nothing else read it).
+	cm.fd2gfd[c.fd] = gfd.NewGFD(c.fd, index, cm.row, cm.column)
 	cm.table[cm.row][cm.column] = c
 	cm.incCount(cm.row, 1)
 
@@ -81,7 +82,7 @@ func (cm *connMatrix) addConn(c *conn, index int) {
 }
 
 func (cm *connMatrix) delConn(c *conn) {
-	cfd, cgfd := c.fd, c.gfd
+	cfd, cgfd := c.fd, cm.fd2gfd[c.fd]
 
 	delete(cm.fd2gfd, cfd)
 	cm.incCount(cgfd.ConnMatrixRow(), -1)
@@ -115,9 +116,8 @@ func (cm *connMatrix) delConn(c *conn) {
 				continue
 			}
 
-			gFd := cm.table[row][column].gfd
+			gFd := cm.fd2gfd[cm.table[row][column].fd]
 			gFd.UpdateIndexes(cgfd.ConnMatrixRow(), cgfd.ConnMatrixColumn())
-			cm.table[row][column].gfd = gFd
 			cm.fd2gfd[gFd.Fd()] = gFd
 			cm.table[cgfd.ConnMatrixRow()][cgfd.ConnMatrixColumn()] = cm.table[row][column]
 			cm.incCount(row, -1)

@@ -25,34 +25,30 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/panjf2000/gnet/v2/internal/gfd"
 	"github.com/panjf2000/gnet/v2/pkg/bs"
 	"github.com/panjf2000/gnet/v2/pkg/buffer/elastic"
 	errorx "github.com/panjf2000/gnet/v2/pkg/errors"
 	gio "github.com/panjf2000/gnet/v2/pkg/io"
-	"github.com/panjf2000/gnet/v2/pkg/netpoll"
 	bsPool "github.com/panjf2000/gnet/v2/pkg/pool/byteslice"
 	"github.com/panjf2000/gnet/v2/pkg/queue"
 	"github.com/panjf2000/gnet/v2/pkg/socket"
 )
 
 type conn struct {
-	fd             int                    // file descriptor
-	gfd            gfd.GFD                // gnet file descriptor
-	ctx            any                    // user-defined context
-	safeCtx        atomic.Pointer[any]    // safe user-defined context
-	remote         unix.Sockaddr          // remote socket address (datagram connections only; Tern patch 3)
-	localAddr      net.Addr               // local addr
-	remoteAddr     net.Addr               // remote addr, when not kept in peer (Tern patch 3)
-	peer           peerAddr               // a TCP peer's address, inline (Tern patch 3)
-	loop           *eventloop             // connected event-loop
-	outboundBuffer elastic.Buffer         // buffer for data that is eligible to be sent to the remote
-	pollAttachment netpoll.PollAttachment // connection attachment for poller
-	inboundBuffer  elastic.RingBuffer     // buffer for leftover data from the remote
-	isDatagram     bool                   // UDP protocol
-	opened         bool                   // connection opened event fired
-	isEOF          bool                   // whether the connection has reached EOF
-	isTCP          bool                   // a TCP connection (was proto == "tcp"; Tern patch 3)
+	fd             int                 // file descriptor
+	ctx            any                 // user-defined context
+	safeCtx        atomic.Pointer[any] // safe user-defined context
+	localAddr      net.Addr            // local addr
+	remoteAddr     net.Addr            // remote addr, when not kept in peer (Tern patch 3); a *udpPeer for unconnected UDP (patch 7)
+	peer           peerAddr            // a TCP peer's address, inline (Tern patch 3)
+	loop           *eventloop          // connected event-loop
+	poll           connPoll            // what the poller needs kept (Tern patch 6: nothing, unless poll_opt)
+	outboundBuffer elastic.Buffer      // buffer for data that is eligible to be sent to the remote
+	inboundBuffer  elastic.RingBuffer  // buffer for leftover data from the remote
+	isDatagram     bool                // UDP protocol
+	opened         bool                // connection opened event fired
+	isEOF          bool                // whether the connection has reached EOF
+	isTCP          bool                // a TCP connection (was proto == "tcp"; Tern patch 3)
 }
 
 // newStreamConn makes the connection of stream socket fd. Tern patch 3: a
@@ -63,11 +59,10 @@ type conn struct {
 // IP address (a Unix domain socket's peer).
 func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localAddr, remoteAddr net.Addr) (c *conn) {
 	c = &conn{
-		fd:             fd,
-		isTCP:          proto == "tcp",
-		loop:           el,
-		localAddr:      localAddr,
-		pollAttachment: netpoll.PollAttachment{FD: fd},
+		fd:        fd,
+		isTCP:     proto == "tcp",
+		loop:      el,
+		localAddr: localAddr,
 	}
 	if !c.isTCP || !c.peer.set(sa) {
 		if remoteAddr == nil {
@@ -75,31 +70,47 @@ func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localA
 		}
 		c.remoteAddr = remoteAddr
 	}
-	if usePollAttachmentCallback {
-		// Only the poll_opt reactor calls it; the default one looks the
-		// connection up by descriptor. A method value is an allocation
-		// per connection.
-		c.pollAttachment.Callback = c.processIO
-	}
+	c.initStreamPoll() // Tern patches 2 and 6: a no-op unless poll_opt
 	c.outboundBuffer.Reset(el.engine.opts.WriteBufferCap)
 	return
 }
 
+// udpPeer is the remote address of an unconnected UDP connection (one
+// datagram of a UDP listener): the net.UDPAddr RemoteAddr returns and the
+// unix.Sockaddr replies are sent to, in one object. Tern patch 7: upstream
+// kept that Sockaddr in a field of every conn (`remote`, 16 bytes, nil for
+// every stream connection and every connected UDP socket).
+type udpPeer struct {
+	net.UDPAddr
+	sa    unix.Sockaddr
+	valid bool // RemoteAddr returns &UDPAddr: sa is an IP address and the conn is not released
+}
+
 func newUDPConn(fd int, el *eventloop, localAddr net.Addr, sa unix.Sockaddr, connected bool) (c *conn) {
 	c = &conn{
-		fd:             fd,
-		gfd:            gfd.NewGFD(fd, el.idx, 0, 0),
-		remote:         sa,
-		loop:           el,
-		localAddr:      localAddr,
-		remoteAddr:     socket.SockaddrToUDPAddr(sa),
-		isDatagram:     true,
-		pollAttachment: netpoll.PollAttachment{FD: fd, Callback: el.readUDP},
+		fd:         fd,
+		loop:       el,
+		localAddr:  localAddr,
+		isDatagram: true,
 	}
 	if connected {
-		c.remote = nil
+		c.remoteAddr = socket.SockaddrToUDPAddr(sa)
+	} else {
+		p := &udpPeer{sa: sa}
+		p.valid = socket.SockaddrToUDPAddrValue(sa, &p.UDPAddr)
+		c.remoteAddr = p
 	}
+	c.initUDPPoll(el)
 	return
+}
+
+// replyTo returns the address an unconnected UDP connection replies to, nil
+// for any other connection (upstream's c.remote).
+func (c *conn) replyTo() unix.Sockaddr {
+	if p, ok := c.remoteAddr.(*udpPeer); ok {
+		return p.sa
+	}
+	return nil
 }
 
 func (c *conn) release() {
@@ -122,18 +133,29 @@ func (c *conn) release() {
 	if addr, ok := c.remoteAddr.(*net.UDPAddr); ok && len(addr.Zone) > 0 {
 		bsPool.Put(bs.StringToBytes(addr.Zone))
 	}
+	if p, ok := c.remoteAddr.(*udpPeer); ok && len(p.Zone) > 0 {
+		bsPool.Put(bs.StringToBytes(p.Zone))
+	}
 	c.localAddr = nil
-	c.remoteAddr = nil
+	if p, ok := c.remoteAddr.(*udpPeer); ok {
+		// Upstream kept c.remote after release (a reply queued by
+		// AsyncWrite in OnTraffic is sent after it) while RemoteAddr
+		// became nil: keep the Sockaddr, hide the address. The UDPAddr
+		// itself is left alone: the application may hold the pointer
+		// RemoteAddr returned (upstream's was a separate object).
+		p.valid = false
+	} else {
+		c.remoteAddr = nil
+	}
 	c.peer = peerAddr{}
 	if !c.isDatagram {
-		c.remote = nil
 		c.inboundBuffer.Done()
 		c.outboundBuffer.Release()
 	}
 }
 
 func (c *conn) open(buf []byte) error {
-	if c.isDatagram && c.remote == nil {
+	if c.isDatagram && c.replyTo() == nil {
 		return unix.Send(c.fd, buf, 0)
 	}
 
@@ -181,7 +203,7 @@ loop:
 		if err == unix.EAGAIN {
 			_, err = c.outboundBuffer.Write(data)
 			if !isET {
-				err = c.loop.poller.ModReadWrite(&c.pollAttachment, isET)
+				err = c.loop.poller.ModReadWrite(c.attachment(), isET)
 			}
 			return
 		}
@@ -194,7 +216,7 @@ loop:
 	// Failed to send all data back to the remote, buffer the leftover data for the next round.
 	if len(data) > 0 {
 		_, _ = c.outboundBuffer.Write(data)
-		err = c.loop.poller.ModReadWrite(&c.pollAttachment, isET)
+		err = c.loop.poller.ModReadWrite(c.attachment(), isET)
 	}
 
 	return
@@ -231,7 +253,7 @@ loop:
 		if err == unix.EAGAIN {
 			_, err = c.outboundBuffer.Writev(bs)
 			if !isET {
-				err = c.loop.poller.ModReadWrite(&c.pollAttachment, isET)
+				err = c.loop.poller.ModReadWrite(c.attachment(), isET)
 			}
 			return
 		}
@@ -257,7 +279,7 @@ loop:
 	// Failed to send all data back to the remote, buffer the leftover data for the next round.
 	if remaining > 0 {
 		_, _ = c.outboundBuffer.Writev(bs)
-		err = c.loop.poller.ModReadWrite(&c.pollAttachment, isET)
+		err = c.loop.poller.ModReadWrite(c.attachment(), isET)
 	}
 
 	return
@@ -315,10 +337,11 @@ func (c *conn) sendTo(buf []byte, addr unix.Sockaddr) (n int, err error) {
 	if addr != nil {
 		return len(buf), unix.Sendto(c.fd, buf, 0, addr)
 	}
-	if c.remote == nil { // connected UDP socket of client
+	to := c.replyTo()
+	if to == nil { // connected UDP socket of client
 		return len(buf), unix.Send(c.fd, buf, 0)
 	}
-	return len(buf), unix.Sendto(c.fd, buf, 0, c.remote) // unconnected UDP socket of server
+	return len(buf), unix.Sendto(c.fd, buf, 0, to) // unconnected UDP socket of server
 }
 
 // inbuf is the unread part of the bytes the loop just read for c: only
@@ -512,6 +535,12 @@ func (c *conn) LocalAddr() net.Addr { return c.localAddr }
 func (c *conn) RemoteAddr() net.Addr {
 	if c.peer.family != 0 {
 		return c.peer.tcpAddr()
+	}
+	if p, ok := c.remoteAddr.(*udpPeer); ok {
+		if !p.valid {
+			return nil // upstream: SockaddrToUDPAddr's nil
+		}
+		return &p.UDPAddr
 	}
 	return c.remoteAddr
 }

@@ -221,17 +221,21 @@ func (el *eventloop) register(a any) error {
 }
 
 func (el *eventloop) register0(c *conn) error {
-	addEvents := el.poller.AddRead
+	// Tern patch 6: direct calls, not through a func value, so that the
+	// default reactor's per-call attachment stays on the stack.
+	var err error
 	if el.engine.opts.EdgeTriggeredIO {
-		addEvents = el.poller.AddReadWrite
+		err = el.poller.AddReadWrite(c.attachment(), true)
+	} else {
+		err = el.poller.AddRead(c.attachment(), false)
 	}
-	if err := addEvents(&c.pollAttachment, el.engine.opts.EdgeTriggeredIO); err != nil {
+	if err != nil {
 		_ = unix.Close(c.fd)
 		c.release()
 		return err
 	}
 	el.connections.addConn(c, el.idx)
-	if c.isDatagram && c.remote != nil {
+	if c.isDatagram && c.replyTo() != nil {
 		return nil
 	}
 	return el.open(c)
@@ -248,7 +252,7 @@ func (el *eventloop) open(c *conn) error {
 	}
 
 	if !c.outboundBuffer.IsEmpty() && !el.engine.opts.EdgeTriggeredIO {
-		if err := el.poller.ModReadWrite(&c.pollAttachment, false); err != nil {
+		if err := el.poller.ModReadWrite(c.attachment(), false); err != nil {
 			return err
 		}
 	}
@@ -355,7 +359,7 @@ loop:
 	// All data have been sent, it's no need to monitor the writable events for LT mode,
 	// remove the writable event from poller to help the future event-loops if necessary.
 	if !isET && c.outboundBuffer.IsEmpty() {
-		return el.poller.ModRead(&c.pollAttachment, false)
+		return el.poller.ModRead(c.attachment(), false)
 	}
 
 	// To prevent infinite writing in ET mode and starving other events,
@@ -475,7 +479,7 @@ func (el *eventloop) readUDP(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 	el.cur, el.curBuf = c, el.buffer[:n]
 	action := el.eventHandler.OnTraffic(c)
 	el.cur, el.curBuf = nil, nil
-	if c.remote != nil {
+	if c.replyTo() != nil { // a datagram of a UDP listener: the conn was made for it
 		c.release()
 	}
 	if action == Shutdown {

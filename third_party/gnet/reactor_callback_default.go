@@ -16,4 +16,20 @@
 
 package gnet
 
-const usePollAttachmentCallback = false
+import "github.com/panjf2000/gnet/v2/pkg/netpoll"
+
+// connPoll is what a conn keeps for the poller (Tern patches 2 and 6). The
+// default reactor registers a descriptor by number and finds its conn by
+// descriptor when an event comes, so it keeps nothing: the
+// netpoll.PollAttachment it is handed is built for the call (FD only) and
+// never stored. Upstream every conn carried one (16 bytes) and a method
+// value for its Callback (a 16-byte allocation) that only the poll_opt
+// reactor calls.
+type connPoll struct{}
+
+// attachment returns the poller attachment of c for one poller call.
+func (c *conn) attachment() *netpoll.PollAttachment { return &netpoll.PollAttachment{FD: c.fd} }
+
+// initStreamPoll and initUDPPoll set up c's attachment; nothing to do here.
+func (c *conn) initStreamPoll()        {}
+func (c *conn) initUDPPoll(*eventloop) {}

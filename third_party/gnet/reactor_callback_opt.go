@@ -16,4 +16,24 @@
 
 package gnet
 
-const usePollAttachmentCallback = true
+import "github.com/panjf2000/gnet/v2/pkg/netpoll"
+
+// connPoll is what a conn keeps for the poller (Tern patches 2 and 6): the
+// poll_opt reactor stores a pointer to the attachment in the kernel's event
+// data and calls its Callback, so it must live as long as the conn.
+type connPoll struct {
+	pa netpoll.PollAttachment
+}
+
+// attachment returns the poller attachment of c.
+func (c *conn) attachment() *netpoll.PollAttachment { return &c.poll.pa }
+
+// initStreamPoll sets up the attachment of a stream connection.
+func (c *conn) initStreamPoll() {
+	c.poll.pa = netpoll.PollAttachment{FD: c.fd, Callback: c.processIO}
+}
+
+// initUDPPoll sets up the attachment of a UDP connection of el.
+func (c *conn) initUDPPoll(el *eventloop) {
+	c.poll.pa = netpoll.PollAttachment{FD: c.fd, Callback: el.readUDP}
+}

@@ -123,6 +123,21 @@ func SockaddrToTCPOrUnixAddr(sa unix.Sockaddr) net.Addr {
 	return nil
 }
 
+// SockaddrToUDPAddrValue is SockaddrToUDPAddr without the allocation: it
+// fills *a and reports whether sa is an IP address (Tern patch 7, for a
+// net.UDPAddr embedded in a larger object).
+func SockaddrToUDPAddrValue(sa unix.Sockaddr, a *net.UDPAddr) bool {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		*a = net.UDPAddr{IP: sa.Addr[0:], Port: sa.Port}
+		return true
+	case *unix.SockaddrInet6:
+		*a = net.UDPAddr{IP: sa.Addr[0:], Port: sa.Port, Zone: ip6ZoneToString(sa.ZoneId)}
+		return true
+	}
+	return false
+}
+
 // SockaddrToUDPAddr converts a unix.Sockaddr to a net.UDPAddr
 // Returns nil if conversion fails.
 func SockaddrToUDPAddr(sa unix.Sockaddr) net.Addr {
