@@ -217,7 +217,7 @@ func (n *Node) Owns(id string, token uint64) bool {
 func (n *Node) onClaim(msg *nats.Msg) {
 	var r claimReq
 	if err := r.decode(msg.Data); err != nil {
-		n.stats.decodeErrors.Add(1)
+		n.undecodable("claim", msg.Subject, msg.Data, err)
 		return
 	}
 	if r.Node == n.self {
@@ -239,7 +239,7 @@ func (n *Node) onClaim(msg *nats.Msg) {
 func (n *Node) onVote(msg *nats.Msg) {
 	var v voteMsg
 	if err := v.decode(msg.Data); err != nil {
-		n.stats.decodeErrors.Add(1)
+		n.undecodable("vote", msg.Subject, msg.Data, err)
 		return
 	}
 	key := uint64(v.TS)

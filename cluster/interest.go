@@ -213,7 +213,7 @@ func (n *Node) onInterest(msg *nats.Msg) {
 		n.imu.Unlock()
 	})
 	if !ok {
-		n.stats.decodeErrors.Add(1)
+		n.undecodable("interest batch", msg.Subject, msg.Data, nil)
 	}
 }
 
@@ -349,7 +349,7 @@ func (n *Node) fetchSnapshot(node string) {
 		}
 		r := reader{b: msg.Data}
 		if r.byte() != interestWire {
-			n.stats.decodeErrors.Add(1)
+			n.undecodable("interest snapshot", msg.Subject, msg.Data, nil)
 			return
 		}
 		inc, ver, last = int64(r.uvarint()), r.uvarint(), r.byte() == 1

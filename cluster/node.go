@@ -113,6 +113,8 @@ type Node struct {
 
 	minority atomic.Bool // without a majority since the last tick (checkMajority)
 
+	decodeLogAt atomic.Int64 // unix ns of the last undecodable-message log line
+
 	stats struct {
 		forwarded, oversize, remoteDrops, decodeErrors, claimsRefused          atomic.Uint64
 		confirmTimeouts, retainedIn, snapshots, unconfirmedGone, sessionsMoved atomic.Uint64
@@ -528,3 +530,23 @@ func (l natsLogger) Errorf(format string, v ...any) {
 }
 func (l natsLogger) Debugf(format string, v ...any) {}
 func (l natsLogger) Tracef(format string, v ...any) {}
+
+// undecodable counts an interest batch, claim or vote this node cannot
+// decode and logs it at most once a minute. The usual cause is a node of
+// another Tern version: the wire formats carry a version byte and changed
+// from JSON to binary in the late session of 2026-12-02, and every node of
+// a cluster must run the same version (doc.go). Safe for concurrent use.
+func (n *Node) undecodable(what, subject string, data []byte, err error) {
+	n.stats.decodeErrors.Add(1)
+	now := time.Now().UnixNano()
+	last := n.decodeLogAt.Load()
+	if now-last < int64(time.Minute) || !n.decodeLogAt.CompareAndSwap(last, now) {
+		return
+	}
+	first := -1
+	if len(data) > 0 {
+		first = int(data[0])
+	}
+	n.log.Warn("cluster: undecodable "+what+" from the backplane; every node must run the same Tern version (is one of another version?)",
+		"subject", subject, "first_byte", first, "err", err)
+}

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"bytes"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/ternmq/tern/codec"
@@ -121,5 +123,31 @@ func TestClaimWire(t *testing.T) {
 		if err := v2.decode(v.append(nil)); err != nil || v2 != v {
 			t.Fatalf("vote %+v → %+v (%v)", v, v2, err)
 		}
+	}
+}
+
+// A message of another wire version (here a JSON claim, as nodes before
+// the binary formats sent) is counted every time and logged once a
+// minute, naming the likely cause.
+func TestUndecodableLoggedOncePerMinute(t *testing.T) {
+	var buf bytes.Buffer
+	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	old := []byte(`{"id":"c1","node":"n2","ts":1}`)
+	var r claimReq
+	err := r.decode(old)
+	if err == nil {
+		t.Fatal("a JSON claim decoded as binary")
+	}
+	for range 3 {
+		n.undecodable("claim", "tern.claim", old, err)
+	}
+	if got := n.stats.decodeErrors.Load(); got != 3 {
+		t.Errorf("counted %d undecodable messages, want 3", got)
+	}
+	if lines := strings.Count(buf.String(), "undecodable claim"); lines != 1 {
+		t.Errorf("logged %d lines, want 1 a minute:\n%s", lines, buf.String())
+	}
+	if !strings.Contains(buf.String(), "same Tern version") {
+		t.Errorf("the log line does not name the likely cause:\n%s", buf.String())
 	}
 }
