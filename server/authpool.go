@@ -100,13 +100,13 @@ func (c *client) authenticateAsync(a Authenticator, p *codec.Connect, assigned b
 	cp := cloneConnect(p)
 	info := ConnectInfo{ClientID: c.id, Username: c.username(), Password: cp.Password,
 		Remote: c.remoteAddr(), Local: c.conn.LocalAddr(), ProtocolVersion: cp.ProtocolVersion}
-	c.authenticating = true
+	c.flags.set(flagAuthenticating)
 	ok := srv.auth.submit(func() {
 		err := a.Authenticate(info)
 		c.loop.post(func() { c.authenticated(cp, assigned, err) })
 	})
 	if !ok {
-		c.authenticating = false
+		c.flags.clear(flagAuthenticating)
 		srv.refuse(limitAuthQueue, c.id, c.username(), remoteString(c.conn), "authentication queue full")
 		return c.refuse(cp.ProtocolVersion, codec.ServerBusy, "server busy: too many CONNECTs waiting for authentication")
 	}
@@ -127,10 +127,10 @@ func (c *client) authenticated(p *codec.Connect, assigned bool, err error) {
 // Authenticator, or for the cluster's claim) with step, then does what the
 // end of a read event does. Runs on c's loop.
 func (c *client) resumeConnect(step func() gnet.Action) {
-	if !c.authenticating || c.state != stateNew {
+	if !c.flags.has(flagAuthenticating) || c.state != stateNew {
 		return // closed, or timed out, meanwhile
 	}
-	c.authenticating = false
+	c.flags.clear(flagAuthenticating)
 	l := c.loop
 	l.now = nanotime()
 	act := step()

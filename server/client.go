@@ -30,7 +30,7 @@ const (
 // other loops (version, loop).
 //
 // An idle device costs this struct for its whole connection, so it is
-// kept at 128 bytes (an allocator size class): what most connections
+// kept at 112 bytes (an allocator size class): what most connections
 // never use lives behind cold, sizes are the smallest that hold their
 // values, and the fields are ordered so that no padding is left
 // (TestClientStructSize checks it).
@@ -43,7 +43,6 @@ type client struct {
 	id   string
 
 	lastPending *pendingReplies // replies waiting for a commit; later replies queue behind
-	lst         *listenerState  // the listener's settings, when it has any (ratelimit.go)
 	v5          *v5State        // 5.0-only state (v5.go); nil before 5.0
 
 	// lastSeen is the unix second of the last packet received, rounded
@@ -60,22 +59,11 @@ type client struct {
 	// peerAddr).
 	since     uint32
 	keepAlive uint16
+	flags     clientFlags // the loop's booleans, one bit each (flagGraceful…)
 
-	state     clientState
-	version   byte
-	graceful  bool // DISCONNECT (normal) received: no will
-	loopback  bool
-	writeShut bool // stateClosing: the write side is half-closed
-	paced     bool // held back by full subscriber queues: input not read, replies held (pace.go)
-	// authenticating: the CONNECT waits for the Authenticator (authpool.go): input not read
-	authenticating bool
-	proxyWait      bool // a PROXY protocol header must come first (proxyproto.go)
-	throttled      bool // over the publish rate: input not read until it allows more (ratelimit.go)
-	inproc         bool // an in-process Client (inproc.go): trusted, never authenticated
-	listener       uint8
-	// connackHeld: the CONNACK waits for the new persistent session's
-	// store write (connect.go); nothing is delivered before it leaves.
-	connackHeld bool
+	state    clientState
+	version  byte
+	listener uint8
 	// hasProxied: cold.proxied holds the PROXY header's address (set once,
 	// before CONNECT). Readers on other goroutines (peerAddr) test it
 	// rather than c.cold, which the loop may allocate at any time.
@@ -85,10 +73,45 @@ type client struct {
 	takenOver  atomic.Bool // another connection took the session
 }
 
+// clientFlags are a client's booleans, packed so that an idle connection
+// pays two bytes for them, not one each (the client struct stays in the
+// 112-byte size class). Only the client's loop reads or writes them: bits
+// of one word must not be set from two goroutines.
+type clientFlags uint16
+
+const (
+	flagGraceful  clientFlags = 1 << iota // DISCONNECT (normal) received: no will
+	flagLoopback                          // came in on a loopback listener (connect.go: anonymous allowed)
+	flagWriteShut                         // stateClosing: the write side is half-closed
+	flagPaced                             // held back by full subscriber queues: input not read, replies held (pace.go)
+	// flagAuthenticating: the CONNECT waits for the Authenticator
+	// (authpool.go), a hook or the cluster's claim: input not read.
+	flagAuthenticating
+	flagProxyWait // a PROXY protocol header must come first (proxyproto.go)
+	flagThrottled // over the publish rate: input not read until it allows more (ratelimit.go)
+	flagInproc    // an in-process Client (inproc.go): trusted, never authenticated
+	// flagConnackHeld: the CONNACK waits for the new persistent session's
+	// store write (connect.go); nothing is delivered before it leaves.
+	flagConnackHeld
+)
+
+// has reports whether any of the bits in b is set.
+func (f clientFlags) has(b clientFlags) bool { return f&b != 0 }
+func (f *clientFlags) set(b clientFlags)     { *f |= b }
+func (f *clientFlags) clear(b clientFlags)   { *f &^= b }
+func (f *clientFlags) put(b clientFlags, on bool) {
+	if on {
+		*f |= b
+	} else {
+		*f &^= b
+	}
+}
+
 // clientCold holds what most connections never set, so that an idle
 // connection does not pay for it (a fleet of a million idle devices).
 type clientCold struct {
-	user      string // for the Authorizer; set only when one is configured
+	lst       *listenerState // the listener's settings, when it has any (ratelimit.go)
+	user      string         // for the Authorizer; set only when one is configured
 	closeWhy  string
 	willDelay uint32 // 5.0 Will Delay Interval, seconds
 	// Pacing (pace.go): how many subscriber sessions hold this publisher
@@ -172,13 +195,13 @@ func (c *client) onTraffic() gnet.Action {
 	case stateClosed:
 		return gnet.Close
 	}
-	if c.paced || c.authenticating || c.throttled { // input waits: for drained subscribers (pace.go), for a verdict (authpool.go), for the publish rate (ratelimit.go)
+	if c.flags.has(flagPaced | flagAuthenticating | flagThrottled) { // input waits: for drained subscribers (pace.go), for a verdict (authpool.go), for the publish rate (ratelimit.go)
 		if c.pacedInputOver() {
 			return c.endEvent(c.fail(codec.Errf(c.pacedCode(), "", "kept sending while paced")))
 		}
 		return gnet.None
 	}
-	if c.proxyWait { // proxyproto.go: the PROXY header comes before any MQTT
+	if c.flags.has(flagProxyWait) { // proxyproto.go: the PROXY header comes before any MQTT
 		act, done := c.readProxyHeader()
 		if !done {
 			return act
@@ -207,7 +230,7 @@ func (c *client) onTraffic() gnet.Action {
 		}
 		off += n
 		c.lastSeen = ceilSecond(l.now)
-		if act = c.handle(h, body); act != gnet.None || c.paced || c.authenticating {
+		if act = c.handle(h, body); act != gnet.None || c.flags.has(flagPaced|flagAuthenticating) {
 			break
 		}
 	}
@@ -427,10 +450,10 @@ func (c *client) linger() gnet.Action {
 func (c *client) discardInput() {
 	_, _ = c.conn.Discard(c.conn.InboundBuffered())
 	c.releasePartial()
-	if c.writeShut || c.lastPending != nil || c.conn.OutboundBuffered() > 0 {
+	if c.flags.has(flagWriteShut) || c.lastPending != nil || c.conn.OutboundBuffered() > 0 {
 		return
 	}
-	c.writeShut = true
+	c.flags.set(flagWriteShut)
 	_ = unix.Shutdown(c.conn.Fd(), unix.SHUT_WR)
 }
 
@@ -527,7 +550,7 @@ func (c *client) closeNow(code codec.ReasonCode, why string) {
 // §3.1 and 5.0 §3.1.4; the first packet must be CONNECT [MQTT-3.1.0-1]):
 // it is what defeats a slowloris peer. It does not bound the broker's own
 // work once the CONNECT is in: while an Authenticator, a hook or the
-// cluster decides (c.authenticating) the connection is not closed for it —
+// cluster decides (flagAuthenticating) the connection is not closed for it —
 // each of those waits has its own bound (the auth pool's queue, the hook
 // timeout, the cluster claim) — and a new persistent session's CONNACK
 // waiting for its record's fsync is already past stateNew. Nor does it
@@ -542,7 +565,7 @@ func (c *client) checkDeadline(now int64) int64 {
 	case stateClosed:
 		return 0
 	case stateNew:
-		if c.authenticating {
+		if c.flags.has(flagAuthenticating) {
 			return now + 1 // the broker is deciding; look again when it is done
 		}
 		if now >= int64(c.deadline) && c.unreadInput() {
@@ -592,13 +615,13 @@ func (c *client) handleDisconnect(h codec.FixedHeader, body []byte) gnet.Action 
 		return c.fail(err)
 	}
 	// 5.0: reason 0x04 asks for the will to be published anyway.
-	c.graceful = !(c.version == codec.Version5 && d.ReasonCode == codec.DisconnectWithWill)
+	c.flags.put(flagGraceful, !(c.version == codec.Version5 && d.ReasonCode == codec.DisconnectWithWill))
 	if c.version == codec.Version5 && d.Props.Has(codec.PropSessionExpiry) {
 		s := c.sess
 		s.mu.Lock()
 		if s.expiry == 0 && d.Props.SessionExpiry != 0 {
 			s.mu.Unlock()
-			c.graceful = false
+			c.flags.clear(flagGraceful)
 			return c.fail(codec.Errf(codec.ProtocolError, "MQTT-3.14.2-2", "session expiry set on DISCONNECT after CONNECT had 0"))
 		}
 		s.expiry = c.loop.srv.capExpiry(d.Props.SessionExpiry)
@@ -666,7 +689,7 @@ func (c *client) end(err error, to clientState) {
 		}
 	}
 	c.abandonPacing() // pace.go: it still holds one message past a subscriber's soft limit
-	if c.will != nil && !c.graceful {
+	if c.will != nil && !c.flags.has(flagGraceful) {
 		c.loop.srv.publishWill(l, c) // now, after its delay, or never (will.go)
 	}
 	c.loop.srv.submit(l, &l.tx, nil)
@@ -678,7 +701,7 @@ func (c *client) end(err error, to clientState) {
 	}
 	if hs := c.loop.srv.hooks.onDisconnect; hs != nil {
 		var reason error
-		if !c.graceful || c.closeReason() != "client sent DISCONNECT" {
+		if !c.flags.has(flagGraceful) || c.closeReason() != "client sent DISCONNECT" {
 			reason = errors.New(why)
 		}
 		info := c.clientInfo()

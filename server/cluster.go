@@ -661,7 +661,7 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 // not read meanwhile, as while an Authenticator decides.
 func (c *client) claimThenConnect(p *codec.Connect, assigned bool) gnet.Action {
 	cp := cloneConnect(p)
-	c.authenticating = true
+	c.flags.set(flagAuthenticating)
 	c.loop.srv.cluster.Claim(c.id, !p.CleanStart, func(token uint64, err error) {
 		c.loop.post(func() { c.claimed(cp, assigned, token, err) })
 	})

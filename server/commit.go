@@ -130,7 +130,7 @@ func (c *client) finishEvent() {
 	if l.tx.b != nil {
 		waits++
 	}
-	pacedNow := c.paced && c.cold != nil && c.cold.pacedOn > 0 && c.cold.pacedReplies == nil
+	pacedNow := c.flags.has(flagPaced) && c.cold != nil && c.cold.pacedOn > 0 && c.cold.pacedReplies == nil
 	if pacedNow {
 		waits++
 	}
@@ -138,7 +138,7 @@ func (c *client) finishEvent() {
 	if cw != nil {
 		waits++
 	}
-	if waits == 1 && l.tx.b != nil && len(l.out) == 0 && c.lastPending == nil && !c.connackHeld {
+	if waits == 1 && l.tx.b != nil && len(l.out) == 0 && c.lastPending == nil && !c.flags.has(flagConnackHeld) {
 		// Nothing to reply and nothing held: no reply waits for this
 		// batch (a subscriber's PUBACKs deleting what they acknowledge),
 		// so it needs no callback on the loop. The next event's replies
@@ -207,8 +207,8 @@ func (c *client) releaseReplies(p *pendingReplies) {
 		if c.state != stateClosed && len(p.out) > 0 {
 			_, _ = c.conn.Write(p.out)
 		}
-		if c.connackHeld { // the CONNACK that waited for the session's record is out (connect.go)
-			c.connackHeld = false
+		if c.flags.has(flagConnackHeld) { // the CONNACK that waited for the session's record is out (connect.go)
+			c.flags.clear(flagConnackHeld)
 			c.drain()
 			c.loop.srv.submit(c.loop, &c.loop.tx, nil)
 		}

@@ -87,14 +87,14 @@ func (c *client) handleConnect(h codec.FixedHeader, body []byte) gnet.Action {
 	}
 	if certID != "" {
 		// The TLS handshake authenticated the client by its certificate.
-	} else if c.enhancedAuthed() || c.inproc {
+	} else if c.enhancedAuthed() || c.flags.has(flagInproc) {
 		// The AUTH exchange authenticated the client (auth.go), or it is
 		// the embedding program's own in-process client (inproc.go).
 	} else if srv.hooks.authenticate != nil || (srv.opts.Authenticator != nil && p.WillFlag && srv.hooks.authorize != nil) {
 		return c.connectHooks(p, assigned, true) // hooks.go: Authenticator, hooks, will, off the loop
 	} else if a := srv.opts.Authenticator; a != nil {
 		return c.authenticateAsync(a, p, assigned) // authpool.go: off the event loop
-	} else if !srv.opts.AllowAnonymous && !c.loopback {
+	} else if !srv.opts.AllowAnonymous && !c.flags.has(flagLoopback) {
 		return c.refuse(v, codec.NotAuthorized, "anonymous clients are allowed only on loopback listeners")
 	} else if c.cold != nil {
 		// Anonymous: a username nobody verified is not an identity, so the
@@ -220,7 +220,7 @@ func (c *client) attachConnect(p *codec.Connect, assigned bool, token uint64) gn
 		// so finishEvent holds the CONNACK until the commit is done and
 		// drain sends nothing meanwhile [MQTT-3.2.0-1]. Nothing waits to
 		// be sent to a new session anyway.
-		c.connackHeld = true
+		c.flags.set(flagConnackHeld)
 	} else {
 		c.flush() // CONNACK goes before any re-sent or queued PUBLISH
 	}

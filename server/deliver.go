@@ -10,7 +10,7 @@ import (
 // and writes them. It runs on the client's loop.
 func (c *client) drain() {
 	c.wakeQueued.Store(false)
-	if c.state != stateConnected || c.connackHeld { // connect.go: CONNACK first
+	if c.state != stateConnected || c.flags.has(flagConnackHeld) { // connect.go: CONNACK first
 		return
 	}
 	l, s, o := c.loop, c.sess, &c.loop.srv.opts

@@ -319,9 +319,12 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		s.conns.Add(-1)
 		return nil, gnet.Close
 	}
-	cl := &client{loop: l, conn: c, lst: ls, deadline: uint32(l.now/1e9 + int64(s.opts.ConnectTimeout/time.Second))}
-	cl.proxyWait = ls != nil && ls.proxyOnGnet
-	cl.loopback = s.onLoopbackListener(c.LocalAddr()) // connect.go: by the listener's configured address
+	cl := &client{loop: l, conn: c, deadline: uint32(l.now/1e9 + int64(s.opts.ConnectTimeout/time.Second))}
+	if ls != nil { // only a listener with settings: its connection count (ratelimit.go)
+		cl.coldState().lst = ls
+	}
+	cl.flags.put(flagProxyWait, ls != nil && ls.proxyOnGnet)
+	cl.flags.put(flagLoopback, s.onLoopbackListener(c.LocalAddr())) // connect.go: by the listener's configured address
 	c.SetContext(cl)
 	l.wheel.add(cl, int64(cl.deadline))
 	s.tuneBacklog() // listenbacklog.go
@@ -348,8 +351,8 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	h.s.conns.Add(-1)
 	h.s.tuneBacklog() // listenbacklog.go
-	if cl.lst != nil {
-		cl.lst.conns.Add(-1)
+	if cl.cold != nil && cl.cold.lst != nil {
+		cl.cold.lst.conns.Add(-1)
 	}
 	cl.stopRateTimer()
 	cl.onClose(err)

@@ -478,7 +478,7 @@ func (c *client) connectHooks(p *codec.Connect, assigned bool, authn bool) gnet.
 	}
 	req := AuthRequest{ClientID: info.ClientID, Username: info.Username, Password: cp.Password,
 		Remote: info.Remote, Local: info.Local, ProtocolVersion: info.ProtocolVersion}
-	c.authenticating = true
+	c.flags.set(flagAuthenticating)
 	job := func(ctx context.Context) any {
 		if a := srv.opts.Authenticator; a != nil && authn {
 			if err := a.Authenticate(info); err != nil {
@@ -520,7 +520,7 @@ func (c *client) connectHooks(p *codec.Connect, assigned bool, authn bool) gnet.
 		c.loop.post(func() { c.hooksDecided(cp, assigned, r) })
 	})
 	if !ok {
-		c.authenticating = false
+		c.flags.clear(flagAuthenticating)
 		srv.refuse(limitAuthQueue, c.id, c.username(), remoteString(c.conn), "authentication queue full")
 		return c.refuse(cp.ProtocolVersion, codec.ServerBusy, "server busy: too many CONNECTs waiting for authentication")
 	}
@@ -529,7 +529,7 @@ func (c *client) connectHooks(p *codec.Connect, assigned bool, authn bool) gnet.
 
 // hooksDecided runs on c's loop with the CONNECT's verdict.
 func (c *client) hooksDecided(p *codec.Connect, assigned bool, r authResult) {
-	if r.err == nil && r.res.Identity != "" && c.authenticating && c.state == stateNew {
+	if r.err == nil && r.res.Identity != "" && c.flags.has(flagAuthenticating) && c.state == stateNew {
 		c.coldState().user = r.res.Identity
 	}
 	c.authenticated(p, assigned, r.err)
@@ -583,7 +583,7 @@ func (c *client) authorizeAsync(h codec.FixedHeader, body []byte, a AuthzAction,
 	srv := c.loop.srv
 	p := &authzPending{h: h, body: append([]byte(nil), body...), action: a, topics: topics}
 	id, user := c.id, c.username()
-	c.authenticating = true
+	c.flags.set(flagAuthenticating)
 	job := func(ctx context.Context) any {
 		v := make([]bool, len(topics))
 		for i, t := range topics {
@@ -610,10 +610,10 @@ func (c *client) authorizeAsync(h codec.FixedHeader, body []byte, a AuthzAction,
 // authorized re-handles a held packet with its verdicts, then whatever
 // input arrived meanwhile. Runs on c's loop.
 func (c *client) authorized(p *authzPending) {
-	if !c.authenticating || c.state != stateConnected {
+	if !c.flags.has(flagAuthenticating) || c.state != stateConnected {
 		return
 	}
-	c.authenticating = false
+	c.flags.clear(flagAuthenticating)
 	l := c.loop
 	l.now = nanotime()
 	c.coldState().authz = p
@@ -623,7 +623,7 @@ func (c *client) authorized(p *authzPending) {
 		_ = l.el.Close(c.conn)
 		return
 	}
-	if !c.paced && !c.authenticating && c.conn.InboundBuffered() > 0 {
+	if !c.flags.has(flagPaced|flagAuthenticating) && c.conn.InboundBuffered() > 0 {
 		if c.onTraffic() == gnet.Close {
 			_ = l.el.Close(c.conn)
 		}
@@ -676,7 +676,7 @@ func (s *Server) fireDeliveryHooks(l *loop, clientID string) {
 // clientInfo describes c to a hook.
 func (c *client) clientInfo() HookClient {
 	return HookClient{ClientID: c.id, Username: c.username(), Remote: c.conn.RemoteAddr(),
-		ProtocolVersion: c.version, InProcess: c.inproc}
+		ProtocolVersion: c.version, InProcess: c.flags.has(flagInproc)}
 }
 
 // hookPublish runs the OnPublish chain on (topic, payload) and returns

@@ -856,7 +856,7 @@ func (pc *pipeConn) open() {
 		return
 	}
 	if cl, _ := pc.ctx.(*client); cl != nil {
-		cl.inproc = true
+		cl.flags.set(flagInproc)
 	}
 }
 

@@ -111,7 +111,7 @@ func (c *client) startPacing() {
 	l.paceOn = l.paceOn[:0]
 	if n > 0 {
 		c.coldState().pacedOn += n
-		c.paced = true
+		c.flags.set(flagPaced)
 		srv.stats.paced.Add(1)
 	}
 }
@@ -180,7 +180,7 @@ func (c *client) unpaceOne() {
 	if c.cold.pacedOn > 0 {
 		return
 	}
-	c.paced = false
+	c.flags.clear(flagPaced)
 	clear(c.cold.pacedBy)
 	c.cold.pacedBy = c.cold.pacedBy[:0]
 	if p := c.cold.pacedReplies; p != nil {

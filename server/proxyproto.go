@@ -55,7 +55,7 @@ func (c *client) readProxyHeader() (act gnet.Action, done bool) {
 		return gnet.Close, false
 	}
 	_, _ = c.conn.Discard(n)
-	c.proxyWait = false
+	c.flags.clear(flagProxyWait)
 	if addr != nil {
 		c.coldState().proxied = addr
 		c.hasProxied = true

@@ -283,7 +283,7 @@ func (c *client) throttlePublish(size int) bool {
 		r.msgTAT, r.byteTAT = msgTAT, byteTAT
 		return false
 	}
-	c.throttled = true
+	c.flags.set(flagThrottled)
 	srv.refuse(limitPublishRate, c.id, c.username(), c.remote(),
 		"publisher paced for "+wait.Round(time.Millisecond).String()+": over max_publish_rate / max_publish_bytes_rate")
 	if r.timer == nil {
@@ -296,10 +296,10 @@ func (c *client) throttlePublish(size int) bool {
 
 // unthrottle resumes a paced publisher's input. Runs on c's loop.
 func (c *client) unthrottle() {
-	if !c.throttled || c.state != stateConnected {
+	if !c.flags.has(flagThrottled) || c.state != stateConnected {
 		return
 	}
-	c.throttled = false
+	c.flags.clear(flagThrottled)
 	c.loop.now = nanotime()
 	if c.conn.InboundBuffered() > 0 {
 		if c.onTraffic() == gnet.Close {
@@ -318,7 +318,7 @@ func (c *client) stopRateTimer() {
 // pacedCode is the reason a paced client that kept sending is
 // disconnected with: 0x96 when the publish rate paced it.
 func (c *client) pacedCode() codec.ReasonCode {
-	if c.throttled {
+	if c.flags.has(flagThrottled) {
 		return codec.MessageRateTooHigh
 	}
 	return codec.QuotaExceeded
