@@ -720,8 +720,7 @@ var (
 	allEngines sync.Map
 
 	// shutdownPollInterval is how often we poll to check whether engine has been shut down during gnet.Stop().
-	// Tern patch 8: 10 ms, not 500 ms (see PATCHES.md).
-	shutdownPollInterval = 10 * time.Millisecond
+	shutdownPollInterval = 500 * time.Millisecond
 )
 
 // Stop gracefully shuts down the engine without interrupting any active event-loops,
